@@ -1,0 +1,30 @@
+# Two entry points, each self-contained on a fresh clone:
+#   make repro   set up .venv and run the whole DVC pipeline on the default data
+#   make test    set up .venv and run the test suite (includes a real `dvc repro` on a slice)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Telemetry off for every tool this project starts.
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export ORT_DISABLE_TELEMETRY := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup repro test clean-venv
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)
