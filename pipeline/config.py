@@ -1,0 +1,283 @@
+"""Typed, validated view of ``params.yaml``.
+
+The YAML file is parsed once into frozen pydantic models. Unknown keys, wrong types and
+impossible values fail fast with a one-line message naming the key, the value and what
+is allowed; stage code only ever sees these objects, never the raw dict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ParamsError
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+DEFAULT_SOURCE = "default"
+
+
+class _Section(BaseModel):
+    """Base for every params section: immutable, no unknown keys, no silent coercion of types."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Paths(_Section):
+    """Every file and folder the pipeline reads or writes, defined once (dvc.yaml templates them)."""
+
+    ingested: str
+    clean: str
+    split: str
+    augmented: str
+    preprocessor: str
+    model: str
+    checkpoints: str
+    onnx: str
+    model_card: str
+    ingest_report: str
+    clean_report: str
+    split_report: str
+    augment_report: str
+    train_live: str
+    tensorboard: str
+    eval_metrics: str
+    eval_per_class: str
+    eval_plots: str
+    export_report: str
+
+
+class IngestParams(_Section):
+    """Where the data comes from and what its columns mean."""
+
+    source: str = DEFAULT_SOURCE
+    target: str
+    time_column: str | None = None
+    drop_columns: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    time_as_feature: bool = False
+    min_rows: int = Field(default=100, ge=1)
+    max_rows: int | None = Field(default=None, ge=10)
+
+    @model_validator(mode="after")
+    def _overrides_disjoint(self) -> IngestParams:
+        both = sorted(set(self.categorical) & set(self.numeric))
+        if both:
+            raise ValueError(f"columns {both} are listed in both ingest.categorical and ingest.numeric")
+        if self.target in self.drop_columns:
+            raise ValueError(f"ingest.target {self.target!r} is also in ingest.drop_columns")
+        return self
+
+
+class CleanParams(_Section):
+    """Row-level cleaning: nothing here is learned from the data."""
+
+    drop_duplicates: bool = True
+    labels: tuple[str, ...] | None = None
+    missing_tokens: tuple[str, ...] = ("", "NA", "N/A", "NaN", "nan", "null", "None", "?")
+    valid_ranges: dict[str, tuple[float | None, float | None]] = {}
+
+    @field_validator("valid_ranges")
+    @classmethod
+    def _ranges_ordered(cls, ranges: dict[str, tuple[float | None, float | None]]):
+        for column, (low, high) in ranges.items():
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"range for {column!r} has min {low} > max {high}")
+        return ranges
+
+
+class SplitParams(_Section):
+    """How rows are assigned to train / validation / test."""
+
+    method: Literal["stratified", "time", "group"] = "stratified"
+    train: float = Field(gt=0, lt=1)
+    val: float = Field(gt=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+    group_column: str | None = None
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(
+                f"split.train + split.val + split.test must sum to 1, got "
+                f"{self.train} + {self.val} + {self.test} = {total:g}"
+            )
+        if self.method == "group" and not self.group_column:
+            raise ValueError("split.method 'group' needs split.group_column")
+        return self
+
+
+class NoiseParams(_Section):
+    enabled: bool = False
+    std: float = Field(default=0.05, gt=0)
+    fraction: float = Field(default=0.5, gt=0, le=10)
+
+
+class OversampleParams(_Section):
+    enabled: bool = False
+    ratio: float = Field(default=0.5, gt=0, le=1)
+
+
+class MixupParams(_Section):
+    enabled: bool = False
+    fraction: float = Field(default=0.3, gt=0, le=10)
+    alpha: float = Field(default=0.4, gt=0)
+
+
+class AugmentParams(_Section):
+    """Training-split augmentation; every technique off leaves the data unchanged."""
+
+    gaussian_noise: NoiseParams = NoiseParams()
+    oversample: OversampleParams = OversampleParams()
+    mixup: MixupParams = MixupParams()
+
+
+class FeatureParams(_Section):
+    """How raw columns become model inputs; fitted on the training split only (in train)."""
+
+    numeric_impute: Literal["median", "mean", "most_frequent", "constant"] = "median"
+    numeric_fill_value: float = 0.0
+    categorical_impute: Literal["constant", "most_frequent"] = "constant"
+    missing_indicators: bool = True
+    rare_min_count: int = Field(default=10, ge=1)
+    scale: bool = True
+
+
+class EarlyStoppingParams(_Section):
+    metric: Literal["val_loss", "val_accuracy", "val_macro_f1"] = "val_loss"
+    patience: int = Field(default=5, ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
+
+
+class TrainParams(_Section):
+    """The network and the training loop."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    batch_norm: bool = True
+    categorical_encoding: Literal["embedding", "onehot"] = "embedding"
+    embedding_dim: int | None = Field(default=None, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    l1: float = Field(default=0.0, ge=0)
+    scheduler: Literal["none", "step", "cosine", "onecycle", "plateau"] = "cosine"
+    warmup_epochs: int = Field(default=0, ge=0)
+    step_size: int = Field(default=10, ge=1)
+    gamma: float = Field(default=0.5, gt=0, lt=1)
+    plateau_patience: int = Field(default=2, ge=0)
+    min_lr: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=512, ge=1)
+    epochs: int = Field(default=30, ge=1)
+    grad_clip: float | None = Field(default=None, gt=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    class_weight: Literal["none", "balanced"] = "none"
+    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
+    num_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, hidden: tuple[int, ...]):
+        if any(width < 1 for width in hidden):
+            raise ValueError(f"every layer width must be >= 1, got {list(hidden)}")
+        return hidden
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainParams:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"train.warmup_epochs ({self.warmup_epochs}) must be smaller than train.epochs ({self.epochs})"
+            )
+        return self
+
+
+class EvaluateParams(_Section):
+    calibration_bins: int = Field(default=15, ge=2)
+    curve_points: int = Field(default=101, ge=3)
+    baseline_max_iter: int = Field(default=200, ge=1)
+
+
+class ExportParams(_Section):
+    opset: int = Field(default=17, ge=13)
+    tolerance: float = Field(default=1e-4, gt=0)
+
+
+class Params(_Section):
+    """The whole ``params.yaml``."""
+
+    seed: int = Field(ge=0)
+    paths: Paths
+    ingest: IngestParams
+    clean: CleanParams = CleanParams()
+    split: SplitParams
+    augment: AugmentParams = AugmentParams()
+    features: FeatureParams = FeatureParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    export: ExportParams = ExportParams()
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    if key:
+        return f"{key} = {error.get('input')!r}: {message}"
+    return message
+
+
+def _allowed_keys(error: dict[str, Any]) -> str:
+    """For an unknown key, name the keys that section does accept."""
+    model: type[BaseModel] = Params
+    for part in error["loc"][:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    return f"; allowed: {', '.join(sorted(model.model_fields))}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise ParamsError with one line per problem, naming the key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    # YAML gives lists where the models hold tuples; lax mode only for that conversion.
+    try:
+        return Params.model_validate(_listy_to_tuples(raw))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            line = _describe(error)
+            if error["type"] == "extra_forbidden":
+                line += _allowed_keys(error)
+            problems.append(line)
+        raise ParamsError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _listy_to_tuples(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _listy_to_tuples(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return tuple(_listy_to_tuples(item) for item in value)
+    return value
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml`` once; the only place the file is opened."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    return parse_params(raw, str(path))

@@ -1,0 +1,319 @@
+"""Stage export: one self-contained ONNX model from raw columns to class probabilities, verified.
+
+The graph has one input per raw feature column, named after it and shaped [N, 1]: float32 for
+numeric columns (NaN = missing) and string for categorical ones ("" = missing). Inside it, the
+fitted encoder's arithmetic (imputation, missing indicators, scaling, category lookup) is written
+out with ONNX operators, followed by the exported network and a softmax; outputs are
+``probabilities`` [N, K] float32 and ``label`` [N] string. Serving needs nothing but onnxruntime.
+
+The stage checks the graph with ``onnx.checker``, scores the raw test rows with onnxruntime and
+fails unless every probability is within ``export.tolerance`` of the PyTorch path and every
+predicted label is identical. A model card (input schema, classes, metrics, hashes) is written
+beside the model.
+
+Inputs:  ``paths.split`` (test, schema), ``paths.preprocessor``, ``paths.model``, ``paths.eval_metrics``
+Outputs: ``paths.onnx``, ``paths.model_card``, ``paths.export_report``
+Params:  ``export``
+Command: ``python -m pipeline.export``
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np
+import onnx
+import pandas as pd
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from pipeline.common import SPLITS, file_sha256, read_json, read_schema, read_table, split_file, stage_main, write_json
+from pipeline.config import ExportParams, Paths
+from pipeline.errors import ExportError
+from pipeline.features import MISSING_TEXT, Preprocessor
+from pipeline.inference import load_model, load_preprocessor, predict_proba
+from pipeline.model import TabularMLP
+
+log = logging.getLogger(__name__)
+
+ML_DOMAIN = "ai.onnx.ml"
+ML_OPSET = 3
+PROBABILITIES = "probabilities"
+LABEL = "label"
+NET_PREFIX = "net/"
+
+
+class _Probabilities(torch.nn.Module):
+    """The network followed by softmax: encoded tensors in, probabilities out."""
+
+    def __init__(self, model: TabularMLP):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x_num, x_cat), dim=1)
+
+
+def network_graph(model: TabularMLP, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
+    """The trained network as ONNX (legacy TorchScript exporter: no onnxscript needed, no side files)."""
+    x_num = torch.zeros(2, preprocessor.n_numeric_inputs, dtype=torch.float32)
+    x_cat = torch.zeros(2, len(preprocessor.categorical), dtype=torch.int64)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The legacy exporter is chosen on purpose (see docstring); its deprecation notice is noise here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            _Probabilities(model.eval()),
+            (x_num, x_cat),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["x_num", "x_cat"],
+            output_names=[PROBABILITIES],
+            dynamic_axes={"x_num": {0: "N"}, "x_cat": {0: "N"}, PROBABILITIES: {0: "N"}},
+        )
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+def _const(name: str, values: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(values, name=name))
+
+
+def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int) -> onnx.ModelProto:
+    """Raw [N, 1] columns -> x_num float32 [N, F] and x_cat int64 [N, C], as ``Preprocessor.transform``."""
+    inputs, nodes, outputs = [], [], []
+    numeric = preprocessor.numeric
+    if numeric:
+        for col in numeric:
+            inputs.append(helper.make_tensor_value_info(col.name, TensorProto.FLOAT, ["N", 1]))
+        fills = np.array([c.fill for c in numeric], dtype=np.float32)
+        means = np.array([c.mean for c in numeric], dtype=np.float32)
+        stds = np.array([c.std for c in numeric], dtype=np.float32)
+        nodes += [
+            helper.make_node("Concat", [c.name for c in numeric], ["prep/raw"], axis=1),
+            helper.make_node("IsNaN", ["prep/raw"], ["prep/isnan"]),
+            _const("prep/fill", fills),
+            _const("prep/mean", means),
+            _const("prep/std", stds),
+            helper.make_node("Where", ["prep/isnan", "prep/fill", "prep/raw"], ["prep/filled"]),
+            helper.make_node("Sub", ["prep/filled", "prep/mean"], ["prep/centred"]),
+            helper.make_node("Div", ["prep/centred", "prep/std"], ["prep/scaled"]),
+        ]
+        indicator_columns = np.array([i for i, c in enumerate(numeric) if c.indicator], dtype=np.int64)
+        parts = ["prep/scaled"]
+        if len(indicator_columns):
+            nodes += [
+                _const("prep/indicator_columns", indicator_columns),
+                helper.make_node("Gather", ["prep/isnan", "prep/indicator_columns"], ["prep/isnan_kept"], axis=1),
+                helper.make_node("Cast", ["prep/isnan_kept"], ["prep/indicators"], to=TensorProto.FLOAT),
+            ]
+            parts.append("prep/indicators")
+        nodes.append(helper.make_node("Concat", parts, ["x_num"], axis=1))
+        outputs.append(helper.make_tensor_value_info("x_num", TensorProto.FLOAT, ["N", preprocessor.n_numeric_inputs]))
+    codes = []
+    for j, col in enumerate(preprocessor.categorical):
+        inputs.append(helper.make_tensor_value_info(col.name, TensorProto.STRING, ["N", 1]))
+        keys = list(col.vocabulary) + [MISSING_TEXT]
+        values = list(range(1, len(col.vocabulary) + 1)) + [col.missing_index]
+        nodes.append(
+            helper.make_node(
+                "LabelEncoder", [col.name], [f"prep/code_{j}"], domain=ML_DOMAIN,
+                keys_strings=keys, values_int64s=values, default_int64=0,
+            )
+        )
+        codes.append(f"prep/code_{j}")
+    if codes:
+        nodes.append(helper.make_node("Concat", codes, ["x_cat"], axis=1))
+        outputs.append(helper.make_tensor_value_info("x_cat", TensorProto.INT64, ["N", len(codes)]))
+    graph = helper.make_graph(nodes, "preprocess", inputs, outputs)
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
+        ir_version=ir_version,
+    )
+
+
+def postprocessing_graph(classes: tuple[str, ...], opset: int, ir_version: int) -> onnx.ModelProto:
+    """Probabilities -> (probabilities, label) with the label looked up from the class names."""
+    names = np.array(classes, dtype=object)
+    nodes = [
+        helper.make_node("Identity", [f"{NET_PREFIX}{PROBABILITIES}"], [PROBABILITIES]),
+        helper.make_node("ArgMax", [f"{NET_PREFIX}{PROBABILITIES}"], ["post/index"], axis=1, keepdims=0),
+        _const("post/classes", names),
+        helper.make_node("Gather", ["post/classes", "post/index"], [LABEL], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "postprocess",
+        [helper.make_tensor_value_info(f"{NET_PREFIX}{PROBABILITIES}", TensorProto.FLOAT, ["N", len(classes)])],
+        [
+            helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, ["N", len(classes)]),
+            helper.make_tensor_value_info(LABEL, TensorProto.STRING, ["N"]),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
+
+
+def build_onnx(model: TabularMLP, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
+    """Preprocessing, network and label lookup joined into one graph with raw-column inputs."""
+    clash = sorted({PROBABILITIES, LABEL} & set(preprocessor.input_columns))
+    if clash:
+        raise ExportError(f"feature column(s) {clash} clash with the model's output names; rename them")
+    net = network_graph(model, preprocessor, opset)
+    prep = preprocessing_graph(preprocessor, opset, net.ir_version)
+    post = postprocessing_graph(preprocessor.classes, opset, net.ir_version)
+    net_inputs = {i.name for i in net.graph.input}
+    io_map = [(name, name) for name in ("x_num", "x_cat") if name in net_inputs]
+    merged = onnx.compose.merge_models(prep, net, io_map=io_map, prefix2=NET_PREFIX)
+    merged = onnx.compose.merge_models(merged, post, io_map=[(f"{NET_PREFIX}{PROBABILITIES}",) * 2])
+    # Network inputs that the preprocessing does not feed (none today) must not leak out as raw inputs.
+    leaked = [i.name for i in merged.graph.input if i.name.startswith(NET_PREFIX)]
+    if leaked:
+        raise ExportError(f"network inputs {leaked} are not fed by the preprocessing graph")
+    merged.graph.name = "evergreen"
+    merged.doc_string = "Raw feature columns -> class probabilities and label (Evergreen)"
+    return merged
+
+
+def raw_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np.ndarray]:
+    """Feed for the ONNX model: float32 [N, 1] per numeric column, string [N, 1] per categorical one."""
+    feed = {}
+    for col in preprocessor.numeric:
+        feed[col.name] = frame[col.name].to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
+    for col in preprocessor.categorical:
+        text = frame[col.name].astype("string").fillna(MISSING_TEXT)
+        feed[col.name] = text.to_numpy(dtype=object).reshape(-1, 1)
+    return feed
+
+
+def onnx_session(model_bytes: bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def verify(model_bytes: bytes, expected: np.ndarray, frame: pd.DataFrame, preprocessor: Preprocessor, tolerance: float) -> dict[str, Any]:
+    """Check the graph, run it on raw rows, compare with the PyTorch path; raise if they disagree."""
+    onnx.checker.check_model(onnx.load_model_from_string(model_bytes), full_check=True)
+    session = onnx_session(model_bytes)
+    feed = raw_inputs(frame, preprocessor)
+    probabilities, labels = session.run([PROBABILITIES, LABEL], feed)
+    max_diff = float(np.abs(probabilities - expected).max()) if len(frame) else 0.0
+    expected_labels = np.array(preprocessor.classes, dtype=object)[expected.argmax(1)]
+    mismatched = int((labels != expected_labels).sum())
+    report = {
+        "rows": len(frame),
+        "max_abs_probability_diff": max_diff,
+        "tolerance": tolerance,
+        "label_mismatches": mismatched,
+        "single_record_latency_us": _single_record_latency(session, feed),
+    }
+    if max_diff > tolerance or mismatched:
+        raise ExportError(
+            f"ONNX and PyTorch disagree on the test split: max |dp| = {max_diff:.2e} "
+            f"(tolerance {tolerance:.0e}), {mismatched} label mismatches"
+        )
+    return report
+
+
+def _single_record_latency(session, feed: dict[str, np.ndarray], repeats: int = 200) -> float:
+    one = {name: values[:1] for name, values in feed.items()}
+    session.run(None, one)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        session.run(None, one)
+    return round((time.perf_counter() - started) / repeats * 1e6, 1)
+
+
+def model_card(
+    preprocessor: Preprocessor, checkpoint: dict[str, Any], metrics: dict[str, Any], hashes: dict[str, str], parity: dict[str, Any]
+) -> dict[str, Any]:
+    """What a consumer of ``model.onnx`` needs to call it and to trust it."""
+    inputs = [
+        {"name": c.name, "kind": "numeric", "onnx_type": "float32", "shape": ["N", 1], "missing": "NaN"}
+        for c in preprocessor.numeric
+    ] + [
+        {
+            "name": c.name, "kind": "categorical", "onnx_type": "string", "shape": ["N", 1],
+            "missing": "empty string", "known_values": list(c.vocabulary),
+        }
+        for c in preprocessor.categorical
+    ]
+    train_params = json.dumps({"train": checkpoint["train_params"], "seed": checkpoint["seed"]}, sort_keys=True)
+    return {
+        "task": "classification",
+        "target": preprocessor.target,
+        "classes": list(preprocessor.classes),
+        "inputs": inputs,
+        "outputs": [
+            {"name": PROBABILITIES, "onnx_type": "float32", "shape": ["N", len(preprocessor.classes)]},
+            {"name": LABEL, "onnx_type": "string", "shape": ["N"]},
+        ],
+        "model": {"config": checkpoint["model_config"], "best_epoch": checkpoint["best_epoch"], "best_metric": checkpoint["best_metric"]},
+        "metrics": {"test": metrics["model"], "baseline_hgb": metrics["baseline_hgb"], "baseline_majority": metrics["baseline_majority"]},
+        "parity": parity,
+        "hashes": {**hashes, "train_params_sha256": _sha256_text(train_params)},
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": _ort_version()},
+    }
+
+
+def _sha256_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
+    """Export, verify against PyTorch on the raw test rows, and write the model and its card."""
+    schema = read_schema(paths.split)
+    test = read_table(split_file(paths.split, "test"))
+    preprocessor = load_preprocessor(paths.preprocessor)
+    model = load_model(paths.model)
+    checkpoint = torch.load(paths.model, map_location="cpu", weights_only=True)
+
+    graph = build_onnx(model, preprocessor, cfg.opset)
+    model_bytes = graph.SerializeToString()
+    expected = predict_proba(model, preprocessor, test[schema.feature_names])
+    parity = verify(model_bytes, expected, test, preprocessor, cfg.tolerance)
+
+    onnx_path = Path(paths.onnx)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx_path.write_bytes(model_bytes)
+    hashes = {
+        "onnx_sha256": file_sha256(onnx_path),
+        **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
+        "preprocessor_sha256": file_sha256(paths.preprocessor),
+    }
+    write_json(paths.model_card, model_card(preprocessor, checkpoint, read_json(paths.eval_metrics), hashes, parity))
+    report = {**parity, "onnx_bytes": len(model_bytes), "opset": cfg.opset}
+    write_json(paths.export_report, report)
+    log.info(
+        "exported %s (%d bytes): max |dp| %.1e on %d test rows, labels identical, %.0f us per record",
+        onnx_path, len(model_bytes), parity["max_abs_probability_diff"], parity["rows"], parity["single_record_latency_us"],
+    )
+    return report
+
+
+def main() -> None:
+    stage_main(lambda p: run(p.export, p.paths))
+
+
+if __name__ == "__main__":
+    main()
