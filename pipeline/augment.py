@@ -85,15 +85,15 @@ def mixup(train: pd.DataFrame, schema: Schema, cfg: MixupParams, rng: np.random.
 
 def augment(train: pd.DataFrame, schema: Schema, cfg: AugmentParams, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
     """The training rows first and unchanged, then the rows each enabled technique adds."""
-    rng = np.random.default_rng(seed)
     added: dict[str, pd.DataFrame] = {}
-    # Each technique draws from the original rows, so enabling one never changes another's output.
+    # Each technique has its own stream derived from (seed, technique) and draws from the original
+    # rows, so switching one technique on or off never changes what another one adds.
     if cfg.oversample.enabled:
-        added["oversample"] = oversample(train, schema, cfg.oversample, np.random.default_rng(rng.integers(2**32)))
+        added["oversample"] = oversample(train, schema, cfg.oversample, np.random.default_rng([seed, 0]))
     if cfg.gaussian_noise.enabled:
-        added["gaussian_noise"] = gaussian_noise(train, schema, cfg.gaussian_noise, np.random.default_rng(rng.integers(2**32)))
+        added["gaussian_noise"] = gaussian_noise(train, schema, cfg.gaussian_noise, np.random.default_rng([seed, 1]))
     if cfg.mixup.enabled:
-        added["mixup"] = mixup(train, schema, cfg.mixup, np.random.default_rng(rng.integers(2**32)))
+        added["mixup"] = mixup(train, schema, cfg.mixup, np.random.default_rng([seed, 2]))
     if not added:
         return train, {}
     out = pd.concat([train, *added.values()], ignore_index=True)

@@ -31,7 +31,8 @@ def category_text(column: pd.Series, missing_tokens: tuple[str, ...] = ()) -> pd
     """Canonical text for a categorical column: integral numbers lose their '.0', blanks become missing."""
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         numbers = column.astype("float64")
-        integral = np.isfinite(numbers) & (numbers == np.round(numbers))
+        # Whole numbers print without '.0'; beyond 2**53 floats are not exact integers anyway.
+        integral = np.isfinite(numbers) & (numbers == np.round(numbers)) & (numbers.abs() < 2**53)
         as_int = numbers.where(integral).astype("Int64").astype("string")
         return as_int.fillna(numbers.where(~integral & numbers.notna()).astype("string"))
     text = column.astype("string").str.strip()

@@ -67,6 +67,8 @@ class IngestParams(_Section):
         both = sorted(set(self.categorical) & set(self.numeric))
         if both:
             raise ValueError(f"columns {both} are listed in both ingest.categorical and ingest.numeric")
+        if self.max_rows is not None and self.max_rows < self.min_rows:
+            raise ValueError(f"ingest.max_rows ({self.max_rows}) is below ingest.min_rows ({self.min_rows})")
         if self.target in self.drop_columns:
             raise ValueError(f"ingest.target {self.target!r} is also in ingest.drop_columns")
         return self

@@ -134,12 +134,31 @@ def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int)
     if codes:
         nodes.append(helper.make_node("Concat", codes, ["x_cat"], axis=1))
         outputs.append(helper.make_tensor_value_info("x_cat", TensorProto.INT64, ["N", len(codes)]))
+    # A model without numeric (or categorical) columns still takes an [N, 0] tensor for them.
+    if not numeric:
+        nodes += _empty_batch(inputs[0].name, "x_num", np.float32)
+        outputs.append(helper.make_tensor_value_info("x_num", TensorProto.FLOAT, ["N", 0]))
+    if not codes:
+        nodes += _empty_batch(inputs[0].name, "x_cat", np.int64)
+        outputs.append(helper.make_tensor_value_info("x_cat", TensorProto.INT64, ["N", 0]))
     graph = helper.make_graph(nodes, "preprocess", inputs, outputs)
     return helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
         ir_version=ir_version,
     )
+
+
+def _empty_batch(like: str, name: str, dtype) -> list[onnx.NodeProto]:
+    """Nodes making an [N, 0] tensor, N taken from input ``like``."""
+    return [
+        helper.make_node("Shape", [like], [f"prep/{name}_like_shape"], start=0, end=1),
+        _const(f"prep/{name}_zero", np.array([0], dtype=np.int64)),
+        helper.make_node("Concat", [f"prep/{name}_like_shape", f"prep/{name}_zero"], [f"prep/{name}_shape"], axis=0),
+        helper.make_node(
+            "ConstantOfShape", [f"prep/{name}_shape"], [name], value=numpy_helper.from_array(np.zeros(1, dtype=dtype))
+        ),
+    ]
 
 
 def postprocessing_graph(classes: tuple[str, ...], opset: int, ir_version: int) -> onnx.ModelProto:

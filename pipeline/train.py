@@ -187,7 +187,8 @@ def fit(
         model.train()
         started = time.perf_counter()
         order = torch.randperm(n, generator=shuffle)
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Running sums stay tensors: no host sync per step (it matters on a GPU).
+        loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.int64), 0
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             lr = lr_at(step, cfg, steps_per_epoch) * plateau_scale
@@ -202,14 +203,14 @@ def fit(
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
-            loss_sum += float(loss) * len(idx)
-            correct += int((logits.argmax(1) == train.y[idx]).sum())
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == train.y[idx]).sum()
             seen += len(idx)
 
         val_scores = evaluate(model, val, val_loss_fn, max(cfg.batch_size, 4096))
         values = {
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_accuracy": int(correct) / max(seen, 1),
             "val_loss": val_scores["loss"],
             "val_accuracy": val_scores["accuracy"],
             "val_macro_f1": val_scores["macro_f1"],

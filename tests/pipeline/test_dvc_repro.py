@@ -1,0 +1,154 @@
+"""The real ``dvc repro`` end to end, in a temporary copy of the repo, on a slice of the default data.
+
+The tests run in order on one workspace: a full run, a no-op re-run, targeted re-runs after a
+params change and a code change, a forced re-run that must reproduce the same metrics, and
+user errors that must surface as one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ["ingest", "clean", "split", "augment", "train", "evaluate", "export"]
+SLICE = {
+    "ingest": {"max_rows": 4000},
+    "train": {"epochs": 4},
+    "evaluate": {"baseline_max_iter": 30},
+}
+
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(DO_NOT_TRACK="1", DVC_NO_ANALYTICS="1", ORT_DISABLE_TELEMETRY="1")
+    return env
+
+
+def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def ran_stages(result: subprocess.CompletedProcess) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr)
+
+
+def edit_params(root: Path, **sections) -> None:
+    path = root / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    for name, values in sections.items():
+        data[name] = {**data[name], **values}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A copy of the repo's tracked and new files (no generated outputs), committed in a fresh git repo."""
+    root = tmp_path_factory.mktemp("evergreen")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    edit_params(root, **SLICE)
+    run(root, "git", "init", "-q")
+    run(root, "git", "add", "-A")
+    run(root, "git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-qm", "slice")
+    return root
+
+
+def test_repro_runs_every_stage_and_exports_a_verified_model(workspace):
+    result = run(workspace, "dvc", "repro")
+    assert ran_stages(result) == STAGES
+
+    parity = json.loads((workspace / "reports/export/parity.json").read_text())
+    assert parity["label_mismatches"] == 0
+    assert parity["max_abs_probability_diff"] <= 1e-4
+    model = onnx.load(workspace / "models/model.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    assert not list((workspace / "models").glob("*.onnx.data"))  # one self-contained file
+    card = json.loads((workspace / "models/model_card.json").read_text())
+    assert {i["name"] for i in card["inputs"]} == {i.name for i in model.graph.input}
+    assert len(card["classes"]) == 8
+
+    metrics = json.loads((workspace / "reports/evaluate/metrics.json").read_text())
+    assert metrics["model"]["accuracy"] > metrics["baseline_majority"]["accuracy"]
+    shown = run(workspace, "dvc", "metrics", "show").stdout
+    assert "baseline_hgb.accuracy" in shown and "model.accuracy" in shown
+
+
+def test_second_repro_is_a_noop(workspace):
+    result = run(workspace, "dvc", "repro")
+    assert ran_stages(result) == []
+    assert "up to date" in run(workspace, "dvc", "status").stdout
+
+
+def test_plots_render_offline(workspace, tmp_path):
+    run(workspace, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "<script src=" not in page and "cdn.jsdelivr" not in page
+    for name in ("confusion.csv", "roc.csv", "precision_recall.csv", "calibration.csv", "loss.tsv"):
+        assert name in page
+
+
+def test_training_knob_reruns_train_evaluate_export_only(workspace):
+    edit_params(workspace, train={"lr": 0.003})
+    assert ran_stages(run(workspace, "dvc", "repro")) == ["train", "evaluate", "export"]
+
+
+def test_shared_code_change_reruns_its_users_only(workspace):
+    metrics_module = workspace / "pipeline/metrics.py"
+    metrics_module.write_text(metrics_module.read_text() + "\n# touched by the pipeline test\n")
+    ran = ran_stages(run(workspace, "dvc", "repro"))
+    assert {"train", "evaluate"} <= set(ran)
+    assert not {"ingest", "clean", "split", "augment"} & set(ran)
+
+
+def test_forced_rerun_reproduces_identical_metrics(workspace):
+    before = {p: (workspace / p).read_text() for p in ("reports/evaluate/metrics.json", "reports/train/live/metrics.json")}
+    run(workspace, "dvc", "repro", "--force")
+    after = {p: (workspace / p).read_text() for p in before}
+    assert after == before
+    assert "up to date" in run(workspace, "dvc", "status").stdout
+
+
+def test_bad_param_stops_with_one_line_naming_the_key(workspace):
+    original = (workspace / "params.yaml").read_text()
+    try:
+        edit_params(workspace, train={"lr": -0.1})
+        result = run(workspace, "dvc", "repro", check=False)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr + result.stdout
+        assert re.search(r"train\.lr = -0\.1: .*greater than 0", result.stderr + result.stdout)
+    finally:
+        (workspace / "params.yaml").write_text(original)
+
+
+def test_missing_source_stops_with_one_line_naming_the_file(workspace):
+    original = (workspace / "params.yaml").read_text()
+    try:
+        edit_params(workspace, ingest={"source": "data/nowhere.csv"})
+        result = run(workspace, "dvc", "repro", "ingest", check=False)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr + result.stdout
+        assert "data/nowhere.csv: no such file or folder (ingest.source)" in result.stderr
+    finally:
+        (workspace / "params.yaml").write_text(original)

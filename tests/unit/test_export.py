@@ -1,0 +1,81 @@
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+
+from pipeline.config import FeatureParams, TrainParams
+from pipeline.errors import ExportError
+from pipeline.export import LABEL, PROBABILITIES, build_onnx, onnx_session, raw_inputs, verify
+from pipeline.features import fit_preprocessor
+from pipeline.inference import predict_proba
+from pipeline.model import ModelConfig
+from pipeline.train import Tensors, fit
+
+
+def _trained(table, schema, **train):
+    pre = fit_preprocessor(table.iloc[:400], schema, FeatureParams())
+    cfg = TrainParams.model_validate({"hidden": (16,), "epochs": 2, "batch_size": 64, "warmup_epochs": 0, **train})
+    config = ModelConfig(
+        n_numeric=pre.n_numeric_inputs, cardinalities=tuple(pre.cardinalities), n_classes=len(pre.classes),
+        hidden=cfg.hidden, dropout=cfg.dropout, batch_norm=cfg.batch_norm, categorical_encoding=cfg.categorical_encoding,
+    )
+    model, _, _ = fit(Tensors.encode(table.iloc[:400], pre), Tensors.encode(table.iloc[400:], pre), config, cfg, seed=0)
+    return model.eval(), pre
+
+
+def test_raw_input_graph_matches_pytorch(table, schema):
+    model, pre = _trained(table, schema)
+    graph = build_onnx(model, pre, opset=17)
+    onnx.checker.check_model(graph, full_check=True)
+
+    inputs = {i.name: i for i in graph.graph.input}
+    assert set(inputs) == {"x", "noise", "colour"}  # one input per raw column, named after it
+    assert inputs["x"].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert inputs["colour"].type.tensor_type.elem_type == onnx.TensorProto.STRING
+    assert [d.dim_value for d in inputs["x"].type.tensor_type.shape.dim][1] == 1
+    assert [o.name for o in graph.graph.output] == [PROBABILITIES, LABEL]
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer)
+
+    # Held-out rows with missing numbers, missing categories and a category never seen in training.
+    rows = table.iloc[400:].copy()
+    rows.loc[rows.index[:5], "colour"] = "never-seen"
+    expected = predict_proba(model, pre, rows)
+    report = verify(graph.SerializeToString(), expected, rows, pre, tolerance=1e-5)
+    assert report["label_mismatches"] == 0 and report["max_abs_probability_diff"] < 1e-5
+
+    probabilities, labels = onnx_session(graph.SerializeToString()).run(None, raw_inputs(rows, pre))
+    assert probabilities.shape == (len(rows), 3)
+    assert set(labels) <= set(pre.classes)
+
+
+def test_verification_fails_when_the_paths_disagree(table, schema):
+    model, pre = _trained(table, schema)
+    graph = build_onnx(model, pre, opset=17).SerializeToString()
+    rows = table.iloc[400:]
+    wrong = predict_proba(model, pre, rows)
+    wrong[0] = wrong[0][::-1]
+    with pytest.raises(ExportError, match="ONNX and PyTorch disagree"):
+        verify(graph, wrong, rows, pre, tolerance=1e-4)
+
+
+def test_numeric_only_and_categorical_only_models_export(table, schema):
+    from pipeline.common import Feature
+
+    for kept in (("x", "noise"), ("colour",)):
+        features = tuple(f for f in schema.features if f.name in kept)
+        sub = type(schema)(schema.target, features, schema.time_column, schema.classes)
+        model, pre = _trained(table, sub, categorical_encoding="onehot")
+        rows = table.iloc[400:]
+        report = verify(build_onnx(model, pre, 17).SerializeToString(), predict_proba(model, pre, rows), rows, pre, 1e-5)
+        assert report["label_mismatches"] == 0
+
+
+def test_output_name_clash_is_refused(table, schema):
+    from pipeline.common import Feature
+
+    renamed = table.rename(columns={"noise": "label_"}).rename(columns={"x": "probabilities"})
+    features = (Feature("probabilities", "numeric"), Feature("colour", "categorical"))
+    sub = type(schema)(schema.target, features, schema.time_column, schema.classes)
+    model, pre = _trained(renamed, sub)
+    with pytest.raises(ExportError, match="probabilities"):
+        build_onnx(model, pre, 17)

@@ -1,0 +1,189 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import train as train_stage
+from pipeline.common import SCHEMA_FILE, split_file, write_json, write_table
+from pipeline.config import FeatureParams, TrainParams
+from pipeline.features import fit_preprocessor
+from pipeline.inference import load_model, load_preprocessor, predict_proba
+from pipeline.model import ModelConfig
+from pipeline.train import Tensors, class_weights, fit, lr_at
+from tests.conftest import make_params, make_table
+
+
+def _config(pre, cfg: TrainParams) -> ModelConfig:
+    return ModelConfig(
+        n_numeric=pre.n_numeric_inputs, cardinalities=tuple(pre.cardinalities), n_classes=len(pre.classes),
+        hidden=cfg.hidden, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
+        categorical_encoding=cfg.categorical_encoding, embedding_dim=cfg.embedding_dim,
+    )
+
+
+@pytest.fixture
+def data(table, schema):
+    pre = fit_preprocessor(table.iloc[:480], schema, FeatureParams())
+    return pre, Tensors.encode(table.iloc[:480], pre), Tensors.encode(table.iloc[480:], pre)
+
+
+def quick(**overrides) -> TrainParams:
+    values = dict(hidden=(32,), epochs=8, batch_size=64, lr=0.01, warmup_epochs=0, early_stopping={"patience": 8})
+    values.update(overrides)
+    return TrainParams.model_validate(values)
+
+
+# ---------------------------------------------------------------- learning-rate schedules
+
+
+def test_warmup_is_linear_then_cosine_reaches_min_lr():
+    cfg = TrainParams(lr=0.1, min_lr=0.001, epochs=10, warmup_epochs=2, scheduler="cosine")
+    steps = 10
+    assert lr_at(0, cfg, steps) == pytest.approx(0.1 / 20)
+    assert lr_at(19, cfg, steps) == pytest.approx(0.1)
+    assert lr_at(20, cfg, steps) == pytest.approx(0.1)
+    assert lr_at(100, cfg, steps) == pytest.approx(0.001)
+    lrs = [lr_at(s, cfg, steps) for s in range(20, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_step_decay():
+    cfg = TrainParams(lr=1.0, epochs=30, scheduler="step", step_size=10, gamma=0.5)
+    assert [lr_at(e * 5, cfg, 5) for e in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_onecycle_rises_from_lr_over_25_then_anneals():
+    cfg = TrainParams(lr=0.25, min_lr=0.0, epochs=10, scheduler="onecycle")
+    steps = 10
+    assert lr_at(0, cfg, steps) == pytest.approx(0.01)
+    assert lr_at(30, cfg, steps) == pytest.approx(0.25)  # 30% warm-up by default
+    assert lr_at(99, cfg, steps) < 0.001
+
+
+def test_constant_schedules():
+    for name in ("none", "plateau"):
+        cfg = TrainParams(lr=0.3, scheduler=name)
+        assert {lr_at(s, cfg, 7) for s in range(100)} == {0.3}
+
+
+def test_balanced_class_weights():
+    y = torch.tensor([0, 0, 0, 1])
+    assert class_weights(y, 3, "balanced").tolist() == pytest.approx([4 / 9, 4 / 3, 0.0])
+    assert class_weights(y, 3, "none") is None
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def test_loss_falls_and_the_model_learns(data):
+    pre, train, val = data
+    model, best, history = fit(train, val, _config(pre, quick()), quick(), seed=0)
+    losses = [e["train_loss"] for e in history.epochs]
+    assert losses[-1] < 0.7 * losses[0]
+    assert history.epochs[history.best_epoch]["val_accuracy"] > 0.75  # majority share is ~0.4
+    assert best["best_epoch"] == history.best_epoch
+
+
+def test_training_is_deterministic_for_a_seed(data):
+    pre, train, val = data
+    runs = [fit(train, val, _config(pre, quick()), quick(), seed=7)[0].state_dict() for _ in range(2)]
+    other = fit(train, val, _config(pre, quick()), quick(), seed=8)[0].state_dict()
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+    assert any(not torch.equal(runs[0][k], other[k]) for k in runs[0] if other[k].is_floating_point())
+
+
+def test_early_stopping_stops_and_keeps_the_best_weights(data):
+    pre, train, val = data
+    cfg = quick(epochs=60, lr=0.05, early_stopping={"metric": "val_loss", "patience": 2})
+    model, best, history = fit(train, val, _config(pre, cfg), cfg, seed=0)
+    assert history.stopped_early and len(history.epochs) < 60
+    assert len(history.epochs) - 1 - history.best_epoch == 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best["model_state"][key])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+@pytest.mark.parametrize("scheduler", ["none", "step", "cosine", "onecycle", "plateau"])
+def test_every_optimizer_and_schedule_trains(data, optimizer, scheduler):
+    pre, train, val = data
+    cfg = quick(epochs=3, optimizer=optimizer, scheduler=scheduler, lr=0.005, warmup_epochs=1)
+    _, _, history = fit(train, val, _config(pre, cfg), cfg, seed=0)
+    assert all(math.isfinite(e["train_loss"]) for e in history.epochs)
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"] * 1.05
+
+
+def test_l1_penalty_shrinks_weights(data):
+    pre, train, val = data
+
+    def weight_l1(l1: float) -> float:
+        cfg = quick(l1=l1, epochs=5)
+        model, _, _ = fit(train, val, _config(pre, cfg), cfg, seed=0)
+        return sum(float(p.detach().abs().sum()) for n, p in model.named_parameters() if p.ndim >= 2)
+
+    assert weight_l1(0.01) < 0.8 * weight_l1(0.0)
+
+
+def test_onehot_encoding_and_no_batch_norm(data):
+    pre, train, val = data
+    cfg = quick(categorical_encoding="onehot", batch_norm=False, dropout=0.0)
+    model, _, history = fit(train, val, _config(pre, cfg), cfg, seed=0)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    assert model.embeddings[0].weight.requires_grad is False
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def _write_splits(paths, frames, schema):
+    for name, frame in frames.items():
+        write_table(split_file(paths.split, name), frame)
+    write_json(f"{paths.split}/{SCHEMA_FILE}", schema.to_dict())
+    write_table(split_file(paths.augmented, "train"), frames["train"])
+
+
+def test_stage_writes_self_describing_checkpoints_that_reload(tmp_path, raw_params, table, schema):
+    params = make_params(raw_params, tmp_path, train={"epochs": 3, "hidden": [16], "warmup_epochs": 0})
+    frames = {"train": table.iloc[:400], "val": table.iloc[400:500], "test": table.iloc[500:]}
+    _write_splits(params.paths, frames, schema)
+    summary = train_stage.run(params.features, params.train, params.paths, params.seed)
+    assert summary["epochs_run"] == 3
+
+    checkpoint = torch.load(params.paths.model, weights_only=True)
+    assert {"model_config", "model_state", "optimizer_state", "epoch", "best_metric", "train_params", "seed"} <= set(checkpoint)
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in checkpoint["model_state"])
+    last = torch.load(f"{params.paths.checkpoints}/last.pt", weights_only=True)
+    assert last["epoch"] == 2
+    model, pre = load_model(params.paths.model), load_preprocessor(params.paths.preprocessor)
+    proba = predict_proba(model, pre, frames["test"])
+    assert proba.shape == (len(frames["test"]), 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    assert (tmp_path / params.paths.train_live).joinpath("metrics.json").exists()
+    assert any((tmp_path / params.paths.tensorboard).iterdir())
+
+
+def test_leakage_held_out_rows_never_move_the_fitted_encoder(tmp_path, raw_params, schema):
+    """Changing validation and test feature values leaves the saved imputation/scaling statistics unchanged."""
+    table = make_table(600)
+    frames = {"train": table.iloc[:400], "val": table.iloc[400:500], "test": table.iloc[500:]}
+    params = make_params(raw_params, tmp_path, train={"epochs": 1, "hidden": [8], "warmup_epochs": 0})
+    _write_splits(params.paths, frames, schema)
+    train_stage.run(params.features, params.train, params.paths, params.seed)
+    before = (tmp_path / params.paths.preprocessor).read_text()
+
+    def wild(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(x=frame["x"].fillna(0) * 1000 + 1e6, noise=-frame["noise"], colour="never-seen")
+
+    frames = {"train": frames["train"], "val": wild(frames["val"]), "test": wild(frames["test"])}
+    _write_splits(params.paths, frames, schema)
+    train_stage.run(params.features, params.train, params.paths, params.seed)
+    assert (tmp_path / params.paths.preprocessor).read_text() == before
+
+    # Guard against a test that cannot fail: changing the training rows does move the statistics.
+    frames["train"] = wild(frames["train"])
+    _write_splits(params.paths, frames, schema)
+    train_stage.run(params.features, params.train, params.paths, params.seed)
+    assert (tmp_path / params.paths.preprocessor).read_text() != before
