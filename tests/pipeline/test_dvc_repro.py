@@ -152,3 +152,29 @@ def test_missing_source_stops_with_one_line_naming_the_file(workspace):
         assert "data/nowhere.csv: no such file or folder (ingest.source)" in result.stderr
     finally:
         (workspace / "params.yaml").write_text(original)
+
+
+def test_own_binary_csv_by_params_alone(workspace):
+    """Another real data set (scikit-learn's bundled breast-cancer table, binary) switched in by params only."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer(as_frame=True)
+    frame = bunch.frame.assign(diagnosis=bunch.target.map({0: "malignant", 1: "benign"})).drop(columns="target")
+    frame.loc[frame.index[::17], "mean radius"] = None  # real files have holes
+    (workspace / "data/raw").mkdir(parents=True, exist_ok=True)
+    frame.to_csv(workspace / "data/raw/cancer.csv", index=False)
+    edit_params(
+        workspace,
+        ingest={"source": "data/raw/cancer.csv", "target": "diagnosis", "time_column": None, "drop_columns": [],
+                "categorical": [], "min_rows": 100, "max_rows": None},
+        clean={"valid_ranges": {}},
+        split={"method": "stratified"},
+        train={"epochs": 15},
+    )
+    assert ran_stages(run(workspace, "dvc", "repro")) == STAGES
+    card = json.loads((workspace / "models/model_card.json").read_text())
+    assert card["classes"] == ["benign", "malignant"]
+    assert {i["name"] for i in card["inputs"]} == set(bunch.feature_names)
+    metrics = json.loads((workspace / "reports/evaluate/metrics.json").read_text())
+    assert metrics["model"]["accuracy"] > 0.9
+    assert json.loads((workspace / "reports/export/parity.json").read_text())["label_mismatches"] == 0
