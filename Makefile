@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export ORT_DISABLE_TELEMETRY := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test clean-venv
+.PHONY: setup repro test prefect-up prefect-down clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ repro: setup
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# The lifecycle loop: Prefect server + process work pool + deployments (prefect.yaml) + worker.
+prefect-up: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.stack up
+
+prefect-down:
+	$(BIN)/python -m flows.stack down
 
 clean-venv:
 	rm -rf $(VENV)

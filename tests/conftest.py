@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +64,38 @@ def schema() -> Schema:
         classes=("high", "low", "mid"),
         extra_columns=("period",),
     )
+
+
+def copy_repo(destination: Path, **param_sections) -> Path:
+    """The repo's tracked and new files (no generated outputs) in a fresh git repo, params overridden."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    edit_params(destination, **param_sections)
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-qm", "copy"]):
+        subprocess.run(["git", *args], cwd=destination, check=True, capture_output=True)
+    return destination
+
+
+def edit_params(root: Path, **sections) -> None:
+    """Override keys of params.yaml sections in a copied workspace."""
+    if not sections:
+        return
+    path = root / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    for name, values in sections.items():
+        data[name] = {**data[name], **values}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for subprocesses: this interpreter's bin first on PATH, telemetry off."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(DO_NOT_TRACK="1", DVC_NO_ANALYTICS="1", ORT_DISABLE_TELEMETRY="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env

@@ -8,18 +8,15 @@ user errors that must surface as one line.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import copy_repo, edit_params, tool_env
+
 STAGES = ["ingest", "clean", "split", "augment", "train", "evaluate", "export"]
 SLICE = {
     "ingest": {"max_rows": 4000},
@@ -30,15 +27,8 @@ SLICE = {
 pytestmark = pytest.mark.slow
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(DO_NOT_TRACK="1", DVC_NO_ANALYTICS="1", ORT_DISABLE_TELEMETRY="1")
-    return env
-
-
 def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(args, cwd=root, env=tool_env(), capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -48,31 +38,10 @@ def ran_stages(result: subprocess.CompletedProcess) -> list[str]:
     return re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr)
 
 
-def edit_params(root: Path, **sections) -> None:
-    path = root / "params.yaml"
-    data = yaml.safe_load(path.read_text())
-    for name, values in sections.items():
-        data[name] = {**data[name], **values}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A copy of the repo's tracked and new files (no generated outputs), committed in a fresh git repo."""
-    root = tmp_path_factory.mktemp("evergreen")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = REPO / name
-        if source.is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-    edit_params(root, **SLICE)
-    run(root, "git", "init", "-q")
-    run(root, "git", "add", "-A")
-    run(root, "git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-qm", "slice")
-    return root
+    return copy_repo(tmp_path_factory.mktemp("evergreen"), **SLICE)
 
 
 def test_repro_runs_every_stage_and_exports_a_verified_model(workspace):
@@ -165,7 +134,7 @@ def test_own_binary_csv_by_params_alone(workspace):
     frame.to_csv(workspace / "data/raw/cancer.csv", index=False)
     edit_params(
         workspace,
-        ingest={"source": "data/raw/cancer.csv", "target": "diagnosis", "time_column": None, "drop_columns": [],
+        ingest={"source": "data/raw/cancer.csv", "target": "diagnosis", "time_column": None, "time_cutoff": None, "drop_columns": [],
                 "categorical": [], "min_rows": 100, "max_rows": None},
         clean={"valid_ranges": {}},
         split={"method": "stratified"},

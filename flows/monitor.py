@@ -1,0 +1,173 @@
+"""The drift-monitor flow: compare newly landed data with the production model's training data.
+
+Reference: the exact training rows of the production model (stored, hash-pinned, in its registry
+version), sampled if large. Current: the batches landed since the last check (the source is
+pluggable). Evidently's DataDriftPreset gives per-column verdicts from its test statuses; when
+the new data carries labels, the production model is scored on it too. ``decide_retrain`` applies
+the policy and, if it says so, the ``retrain/retrain`` deployment is started with reason
+``drift`` and a link to the report. Reports: ``reports/drift/<time>/report.html`` and
+``summary.json``, plus a markdown artifact with the per-column table.
+
+Deployed from ``prefect.yaml`` (daily); run once by hand with ``python -m flows.monitor``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common import MonitorState, retrain_in_progress, utc_now, workspace_root
+from pipeline.common import read_table, write_json
+from pipeline.config import load_params
+from pipeline.drift import detect_drift
+from pipeline.landing import expected_source_columns, screen
+from pipeline.monitoring import LandingSource, as_model_inputs, decide_retrain, idempotency_key
+from pipeline.registry import Registry
+from pipeline.scoring import OnnxModel, labelled_rows, score
+
+RETRAIN_DEPLOYMENT = "retrain/retrain"
+
+
+@task
+def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
+    """Drift of the new batches against the production model's training data; None when nothing is new."""
+    logger = get_run_logger()
+    root_path = Path(root)
+    params = load_params(root_path / "params.yaml")
+    paths, cfg = params.paths, params.monitor
+    columns, numeric = expected_source_columns(params.ingest)
+    screen(root_path / paths.landing, root_path / paths.quarantine, columns, numeric, params.ingest)
+
+    state = MonitorState.load(root_path / paths.monitor_state)
+    current = LandingSource(root_path / paths.landing).pending(set(state.checked_batches))
+    if current.empty:
+        logger.info("no new batches since the last check")
+        return None
+    production = Registry(root_path / paths.registry).production()
+    if production is None:
+        logger.warning("no production model yet: run the retrain flow first; %d new batch(es) wait", len(current.keys))
+        return None
+    production.verify()  # the reference must be the exact training data the registry pinned
+
+    card = production.card_data()
+    inputs = card["inputs"]
+    reference = as_model_inputs(read_table(production.reference), inputs)
+    current_inputs = as_model_inputs(current.frame, inputs)
+    numeric_cols = [i["name"] for i in inputs if i["kind"] == "numeric"]
+    categorical_cols = [i["name"] for i in inputs if i["kind"] == "categorical"]
+    html = Path(report_dir) / "report.html"
+    drift = detect_drift(
+        reference, current_inputs, numeric_cols, categorical_cols,
+        method=cfg.method, num_method=cfg.num_method, cat_method=cfg.cat_method, threshold=cfg.threshold,
+        drift_share=cfg.drift_share,
+        reference_sample=cfg.reference_sample, current_sample=cfg.current_sample, seed=params.seed, html_path=html,
+    )
+    labelled = labelled_rows(current.frame, card["target"])
+    accuracy = None
+    if len(labelled) >= cfg.min_rows:
+        accuracy = score(OnnxModel.load(production.onnx, production.card), labelled)["accuracy"]
+    return {
+        "drift": drift.to_dict(),
+        "table": drift.markdown_table(),
+        "keys": list(current.keys),
+        "batches": list(current.sources),
+        "rows": len(current.frame),
+        "labelled_rows": len(labelled),
+        "accuracy": accuracy,
+        "reference_accuracy": card["metrics"]["test"]["accuracy"],
+        "production_version": production.name,
+        "report": str(html),
+    }
+
+
+@task
+def trigger_retrain(deployment: str, note: str, key: str) -> str:
+    """Start the retrain deployment (returns at once; the worker runs it)."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(
+        deployment, parameters={"reason": "drift", "note": note}, timeout=0, idempotency_key=key, as_subflow=False
+    )
+    return str(run.id)
+
+
+@flow(name="drift-monitor")
+def drift_monitor(retrain_deployment: str | None = RETRAIN_DEPLOYMENT) -> dict[str, Any]:
+    """Check new data for drift and trigger a retrain when the policy says so."""
+    logger = get_run_logger()
+    root = workspace_root()
+    params = load_params(root / "params.yaml")
+    now = utc_now()
+    report_dir = root / params.paths.drift_reports / now.strftime("%Y%m%dT%H%M%S%fZ")
+    result = check_drift(str(root), str(report_dir))
+    state_path = root / params.paths.monitor_state
+    state = MonitorState.load(state_path)
+    if result is None:
+        state.last_check_at = now.isoformat()
+        state.save(state_path)
+        return {"checked": False}
+
+    key = idempotency_key(result["keys"])
+    decision = decide_retrain(
+        drifted_share=result["drift"]["drifted_share"],
+        current_rows=result["rows"],
+        accuracy=result["accuracy"],
+        reference_accuracy=result["reference_accuracy"],
+        key=key,
+        triggered_keys=set(state.triggered_keys),
+        last_retrain_at=datetime.fromisoformat(state.last_retrain_at) if state.last_retrain_at else None,
+        retrain_running=retrain_in_progress(root),
+        now=now,
+        cfg=params.monitor,
+    )
+    flow_run_id = None
+    if decision.retrain and retrain_deployment:
+        flow_run_id = trigger_retrain(retrain_deployment, f"drift report: {result['report']}", key)
+        state.triggered_keys.append(key)
+    if decision.blocked_by is None:
+        # Checked for good; a blocked decision leaves the batches pending so a later check can act on them.
+        state.checked_batches.extend(result["keys"])
+    state.last_check_at = now.isoformat()
+    state.save(state_path)
+
+    summary = {**{k: v for k, v in result.items() if k != "table"}, "decision": decision.to_dict(), "key": key, "retrain_flow_run": flow_run_id}
+    write_json(report_dir / "summary.json", summary)
+    verdict = "retrain triggered" if flow_run_id else ("retrain wanted but " + decision.blocked_by if decision.blocked_by else "no retrain")
+    create_markdown_artifact(
+        key="drift-report",
+        description="Evergreen drift check",
+        markdown="\n".join([
+            f"# Drift check: {verdict}",
+            "",
+            f"{result['rows']} new rows in {', '.join(result['batches'])} vs the training data of {result['production_version']}.",
+            f"Drifted columns: {result['drift']['drifted_share']:.0%}; dataset drift: {result['drift']['dataset_drift']}; "
+            f"accuracy on labelled new rows: {result['accuracy'] if result['accuracy'] is not None else 'n/a'} "
+            f"(test accuracy {result['reference_accuracy']:.4f}).",
+            "",
+            "Reasons: " + "; ".join(decision.reasons),
+            "",
+            f"Report: `{result['report']}`",
+            "",
+            result["table"],
+        ]),
+    )
+    logger.info("drift check: %s (%s)", verdict, "; ".join(decision.reasons))
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.monitor")
+    parser.add_argument("--no-trigger", action="store_true", help="decide only; do not start the retrain deployment")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    drift_monitor(retrain_deployment=None if args.no_trigger else RETRAIN_DEPLOYMENT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""The retrain flow: screen landed data, run the DVC pipeline stage by stage, gate, promote.
+
+Prefect orchestrates and DVC executes: the stage order is read from DVC's own graph (the DAG
+lives in ``dvc.yaml`` only), and each stage runs as ``dvc repro --single-item <stage>`` so DVC's
+cache, lock and ``dvc.lock`` stay the source of truth. A stage DVC finds up to date finishes in a
+``Skipped`` state. Then the challenger (``models/model.onnx``) and the production model are scored
+on the same newest test split, the gate decides, and a promoted model becomes a new immutable
+registry version. The run ends with a markdown artifact: data added, both models' numbers, decision.
+
+Deployed from ``prefect.yaml`` (weekly schedule, one run at a time); run once by hand with
+``python -m flows.retrain --reason manual``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import networkx as nx
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed, State
+
+from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_root
+from pipeline.common import file_sha256, read_json, read_table, split_file
+from pipeline.config import Params, load_params
+from pipeline.gate import Decision, decide, parity_passed
+from pipeline.landing import expected_source_columns, screen
+from pipeline.registry import Registry
+from pipeline.scoring import OnnxModel, score
+
+Reason = Literal["schedule", "drift", "manual"]
+LOCK_ERROR = "Unable to acquire lock"
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage exited non-zero; the message carries the stage's own last lines."""
+
+
+def stage_order(root: Path) -> list[str]:
+    """Stage names in the order DVC runs them (its graph's edges point from a stage to its dependencies)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph
+        # Names, not `addressing`: that is relative to the caller's cwd; the stages live in the root dvc.yaml.
+        return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
+
+
+def _lock_contention(task, task_run, state) -> bool:
+    """Retry only when DVC could not take its repo lock: that can succeed later; a failing stage cannot."""
+    try:
+        state.result()
+    except StageFailed as exc:
+        return LOCK_ERROR in str(exc)
+    except Exception:
+        return False
+    return False
+
+
+@task(retries=3, retry_delay_seconds=10, retry_condition_fn=_lock_contention, task_run_name="dvc-{stage}")
+def run_stage(stage: str, root: str) -> dict[str, Any] | State:
+    """``dvc repro --single-item <stage>``; Skipped when DVC finds it up to date."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    result = dvc(Path(root), "repro", "--single-item", stage)
+    seconds = round(time.perf_counter() - started, 2)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        tail = " | ".join(line for line in output.strip().splitlines()[-5:] if line.strip())
+        raise StageFailed(f"stage {stage!r} failed: {tail}")
+    if f"Running stage '{stage}'" in output:
+        logger.info("stage %s ran in %.1fs", stage, seconds)
+        return {"stage": stage, "status": "ran", "seconds": seconds}
+    status = "restored from run-cache" if "is cached" in output else "up to date"
+    logger.info("stage %s skipped: %s", stage, status)
+    return Completed(name="Skipped", message=f"{stage}: {status}", data={"stage": stage, "status": "skipped", "detail": status, "seconds": seconds})
+
+
+@task
+def screen_landing(root: str) -> dict[str, Any]:
+    """Quarantine landed batches that cannot be ingested, so one bad file never stops the retrain."""
+    params = load_params(Path(root) / "params.yaml")
+    paths = params.paths
+    columns, numeric = expected_source_columns(params.ingest)
+    good, moved = screen(Path(root) / paths.landing, Path(root) / paths.quarantine, columns, numeric, params.ingest)
+    return {"batches": [b.path.name for b in good], "quarantined": [p.name for p in moved]}
+
+
+@task
+def gate(root: str) -> dict[str, Any]:
+    """Score challenger and champion on the newest test split and decide."""
+    root_path = Path(root)
+    params = load_params(root_path / "params.yaml")
+    paths = params.paths
+    test = read_table(root_path / split_file(paths.split, "test"))
+    challenger = OnnxModel.load(root_path / paths.onnx, root_path / paths.model_card)
+    challenger_scores = score(challenger, test)
+    metrics = read_json(root_path / paths.eval_metrics)
+    baseline = metrics["baseline_majority"][params.gate.metric]
+
+    registry = Registry(root_path / paths.registry)
+    production = registry.production()
+    champion_scores = None
+    if production is not None:
+        champion = OnnxModel.load(production.onnx, production.card)
+        champion_scores = score(champion, test)
+    parity = read_json(root_path / paths.export_report)
+    decision = decide(
+        challenger_scores[params.gate.metric],
+        None if champion_scores is None else champion_scores[params.gate.metric],
+        baseline,
+        parity_passed(parity, params.export.tolerance),
+        params.gate,
+    )
+    return {
+        "decision": decision.to_dict(),
+        "challenger": challenger_scores,
+        "champion": champion_scores,
+        "champion_version": None if production is None else production.name,
+        "test_rows": len(test),
+    }
+
+
+def _git_revision(root: Path) -> str | None:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return (result.stdout.strip() or None) if result.returncode == 0 else None
+
+
+@task
+def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -> dict[str, Any]:
+    """Register the challenger as a new version and switch production if the gate says so."""
+    root_path = Path(root)
+    paths = load_params(root_path / "params.yaml").paths
+    registry = Registry(root_path / paths.registry)
+    decision = Decision(**verdict["decision"])
+    onnx_sha = file_sha256(root_path / paths.onnx)
+    production = registry.production()
+    event = {"trigger": reason, "note": note, **verdict}
+    if production is not None and production.meta["sha256"]["model.onnx"] == onnx_sha:
+        registry.record({"event": "unchanged", "version": production.name, "decision": event})
+        return {"action": "unchanged", "version": production.name}
+    existing = registry.find_by_onnx_sha256(onnx_sha)
+    version = existing or registry.register(
+        onnx=root_path / paths.onnx,
+        model_card=root_path / paths.model_card,
+        metrics=root_path / paths.eval_metrics,
+        params=root_path / "params.yaml",
+        dvc_lock=root_path / "dvc.lock",
+        reference=root_path / split_file(paths.split, "train"),
+        git_revision=_git_revision(root_path),
+        extra={"rows": read_json(root_path / paths.ingest_report)["rows"], "trigger": reason, "test_scores": verdict["challenger"]},
+    )
+    if decision.promote:
+        registry.promote(version.number, reason=f"{reason}: {decision.reason}", decision=event)
+        return {"action": "promoted", "version": version.name}
+    registry.record({"event": "rejected", "version": version.name, "decision": event})
+    return {"action": "rejected", "version": version.name}
+
+
+def summary_markdown(reason: str, note: str | None, stages: list[dict], landing: dict, verdict: dict, outcome: dict, rows: dict) -> str:
+    """The run's story for the Prefect UI."""
+    decision = verdict["decision"]
+    lines = [
+        f"# Retrain ({reason})",
+        "",
+        f"Note: {note}" if note else "",
+        f"**Decision: {outcome['action']} {outcome.get('version') or ''}** - {decision['reason']}",
+        "",
+        f"Data: {rows['now']} rows ingested ({rows['added']:+d} vs the production model's training run); "
+        f"landed batches: {', '.join(landing['batches']) or 'none'}; quarantined: {', '.join(landing['quarantined']) or 'none'}",
+        "",
+        f"| model | {' | '.join(k for k in ('accuracy', 'balanced_accuracy', 'macro_f1'))} |",
+        "|---|---|---|---|",
+    ]
+    for name, scores in (("challenger", verdict["challenger"]), (f"champion {verdict['champion_version'] or '-'}", verdict["champion"])):
+        if scores:
+            lines.append(f"| {name} | {scores['accuracy']:.4f} | {scores['balanced_accuracy']:.4f} | {scores['macro_f1']:.4f} |")
+    lines += ["", f"Gate metric `{decision['metric']}`, tolerance {decision['tolerance']}, test rows {verdict['test_rows']}.", "", "| stage | status | seconds |", "|---|---|---|"]
+    lines += [f"| {s['stage']} | {s.get('detail', s['status'])} | {s['seconds']} |" for s in stages]
+    return "\n".join(line for line in lines if line is not None)
+
+
+@flow(name="retrain", log_prints=False)
+def retrain(reason: Reason = "manual", note: str | None = None) -> dict[str, Any]:
+    """Screen new data, run every DVC stage in DVC's order, gate the challenger, promote or reject."""
+    logger = get_run_logger()
+    root = workspace_root()
+    params: Params = load_params(root / "params.yaml")
+    with retrain_lock(root, wait_seconds=600):
+        landing = screen_landing(str(root))
+        stages = []
+        for stage in stage_order(root):
+            state = run_stage.with_options(name=f"dvc-{stage}")(stage, str(root), return_state=True)
+            stages.append(state.result())
+        verdict = gate(str(root))
+        outcome = promote(str(root), verdict, reason, note)
+        update_state(root / params.paths.monitor_state, last_retrain_at=utc_now().isoformat())
+
+    rows_now = read_json(root / params.paths.ingest_report)["rows"]
+    champion = verdict["champion_version"]
+    rows_before = Registry(root / params.paths.registry).get(champion).meta["extra"].get("rows", 0) if champion else 0
+    markdown = summary_markdown(reason, note, stages, landing, verdict, outcome, {"now": rows_now, "added": rows_now - rows_before})
+    create_markdown_artifact(markdown=markdown, key="retrain-summary", description="Evergreen retrain summary")
+    logger.info("retrain (%s): %s %s - %s", reason, outcome["action"], outcome.get("version"), verdict["decision"]["reason"])
+    return {"stages": stages, "landing": landing, **verdict, "outcome": outcome}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.retrain")
+    parser.add_argument("--reason", choices=["schedule", "drift", "manual"], default="manual")
+    parser.add_argument("--note", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    retrain(reason=args.reason, note=args.note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Champion/challenger gate: promote a new model only when it is at least as good as production.
+
+Both models are scored on the same, newest test data. The challenger is promoted when its
+primary metric (``gate.metric``) is at least the champion's minus ``gate.tolerance`` and its
+ONNX parity check passed. With no champion yet, it must beat the majority-class baseline.
+Every decision carries both models' numbers and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from pipeline.config import GateParams
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    metric: str
+    challenger: float
+    champion: float | None
+    baseline: float | None
+    tolerance: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parity_passed(parity: dict, tolerance: float) -> bool:
+    """The export stage's own verification, re-checked from its report."""
+    return parity.get("label_mismatches") == 0 and parity.get("max_abs_probability_diff", 1.0) <= tolerance
+
+
+def decide(challenger: float, champion: float | None, baseline: float, parity_ok: bool, cfg: GateParams) -> Decision:
+    """The promotion rule; pure, so every branch is unit-tested."""
+    common = dict(metric=cfg.metric, challenger=challenger, champion=champion, baseline=baseline, tolerance=cfg.tolerance)
+    if not parity_ok:
+        return Decision(False, "ONNX parity check failed: the exported model does not match the trained one", **common)
+    if champion is None:
+        if challenger > baseline:
+            return Decision(True, f"first model: {cfg.metric} {challenger:.4f} beats the majority baseline {baseline:.4f}", **common)
+        return Decision(False, f"first model: {cfg.metric} {challenger:.4f} does not beat the majority baseline {baseline:.4f}", **common)
+    if challenger >= champion - cfg.tolerance:
+        return Decision(
+            True, f"{cfg.metric} {challenger:.4f} >= champion {champion:.4f} - tolerance {cfg.tolerance}", **common
+        )
+    return Decision(
+        False, f"{cfg.metric} {challenger:.4f} < champion {champion:.4f} - tolerance {cfg.tolerance}", **common
+    )

@@ -1,0 +1,101 @@
+"""Score raw rows with an exported ONNX model, using only onnxruntime and the model card.
+
+The gate scores champion and challenger with it, the drift monitor scores newly labelled data,
+and serving builds on it: nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np
+import pandas as pd
+
+from pipeline.common import read_json
+from pipeline.errors import DataError
+
+MISSING_TEXT = ""
+
+
+def onnx_feed(frame: pd.DataFrame, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """One [N, 1] array per model input, typed as the model card says (float32 / string)."""
+    missing = [spec["name"] for spec in inputs if spec["name"] not in frame.columns]
+    if missing:
+        raise DataError(f"data lacks the model's input column(s) {missing}")
+    feed = {}
+    for spec in inputs:
+        column = frame[spec["name"]]
+        if spec["kind"] == "numeric":
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+        else:
+            from pipeline.clean import category_text
+
+            values = category_text(column).fillna(MISSING_TEXT).to_numpy(dtype=object)
+        feed[spec["name"]] = values.reshape(-1, 1)
+    return feed
+
+
+@dataclass
+class OnnxModel:
+    """A raw-input ONNX model and its card."""
+
+    path: Path
+    card: dict[str, Any]
+    session: Any
+
+    @classmethod
+    def load(cls, onnx_path: str | Path, card_path: str | Path) -> OnnxModel:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        path = Path(onnx_path)
+        if not path.exists():
+            raise DataError(f"{path}: model not found")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return cls(path, read_json(card_path), session)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card["classes"])
+
+    def predict_proba(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities [N, K], labels [N]) for raw rows."""
+        probabilities, labels = self.session.run(["probabilities", "label"], onnx_feed(frame, self.card["inputs"]))
+        return probabilities, labels
+
+
+def labelled_rows(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Rows that carry a usable label (as canonical text)."""
+    if target not in frame.columns:
+        return frame.iloc[:0]
+    from pipeline.clean import category_text
+
+    labels = category_text(frame[target])
+    return frame.loc[labels.notna()].assign(**{target: labels[labels.notna()]})
+
+
+def score(model: OnnxModel, frame: pd.DataFrame) -> dict[str, float]:
+    """Accuracy, balanced accuracy and macro F1 of the model on labelled rows.
+
+    Labels the model does not know count as errors (it cannot predict them).
+    """
+    from pipeline.metrics import classification_scores
+
+    target = model.card["target"]
+    rows = labelled_rows(frame, target)
+    if rows.empty:
+        raise DataError(f"no labelled rows (column {target!r}) to score the model on")
+    classes = model.classes
+    _, predicted = model.predict_proba(rows)
+    names = classes + sorted(set(rows[target]) - set(classes))
+    index = {name: i for i, name in enumerate(names)}
+    y_true = np.array([index[v] for v in rows[target]])
+    y_pred = np.array([index[v] for v in predicted])
+    scores = classification_scores(y_true, y_pred, len(names))
+    return {"accuracy": scores["accuracy"], "balanced_accuracy": scores["balanced_accuracy"], "macro_f1": scores["macro_f1"], "rows": int(len(rows))}

@@ -1,0 +1,120 @@
+"""End to end on a real Prefect server: deployments from prefect.yaml, a process worker, real data.
+
+Starts a server on a free loopback port with a temporary PREFECT_HOME (``flows.stack.Stack``,
+the same code as ``make prefect-up``), deploys ``prefect.yaml``, and then: a first retrain
+promotes v0001; a batch from the training era lands and the drift monitor does not trigger; the
+next real survey waves land and the monitor triggers a retrain flow run, which completes and
+records its decision in the registry; finally the promotion is rolled back with the registry
+CLI. Every process started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.stack import Stack, free_port
+from pipeline.config import load_params
+from pipeline.landing import land_frame, next_periods, reference_sample
+from pipeline.registry import Registry
+from tests.conftest import copy_repo, tool_env
+from tests.flows.test_flows import SLICE
+
+pytestmark = pytest.mark.slow
+TIMEOUT = 420
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = copy_repo(tmp_path_factory.mktemp("integration"), **SLICE)
+    stack = Stack(root=root, home=tmp_path_factory.mktemp("prefect-home"), port=free_port())
+    try:
+        stack.up()
+        with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
+            yield stack
+    finally:
+        stack.down()
+        assert not stack.healthy(), "the Prefect server is still answering after down()"
+
+
+@pytest.fixture(scope="module")
+def params(stack):
+    params = load_params(stack.root / "params.yaml")
+    return params.model_copy(update={"paths": params.paths.model_copy(update={
+        k: str(stack.root / v) for k, v in params.paths.model_dump().items()
+    })})
+
+
+def runs_of(deployment: str) -> list:
+    """Runs started by hand or by the monitor; the cron schedules' future runs are left out."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
+    return [run for run in runs if not run.auto_scheduled]
+
+
+def wait_final(flow_run_id, timeout: float = TIMEOUT):
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            time.sleep(2)
+    raise AssertionError(f"flow run {flow_run_id} did not finish within {timeout}s")
+
+
+def test_deployments_are_scheduled_from_prefect_yaml(stack):
+    with get_client(sync_client=True) as client:
+        deployments = {d.name: d for d in client.read_deployments()}
+    assert {"retrain", "drift-monitor"} <= set(deployments)
+    assert deployments["retrain"].schedules and deployments["drift-monitor"].schedules
+    assert deployments["retrain"].work_pool_name == "evergreen"
+    assert deployments["retrain"].global_concurrency_limit.limit == 1
+
+
+def test_first_retrain_through_the_worker_promotes_v1(stack, params):
+    run = run_deployment("retrain/retrain", parameters={"reason": "manual"}, timeout=TIMEOUT, poll_interval=2)
+    assert run.state.is_completed(), run.state
+    assert Registry(params.paths.registry).production().name == "v0001"
+
+
+def test_no_drift_batch_does_not_trigger(stack, params):
+    land_frame(reference_sample(params, 2000, seed=3, shift={}), Path(params.paths.landing), "training_era_sample")
+    run = run_deployment("drift-monitor/drift-monitor", timeout=TIMEOUT, poll_interval=2)
+    assert run.state.is_completed(), run.state
+    assert len(runs_of("retrain")) == 1  # only the first, manual one
+
+
+def test_later_waves_trigger_a_retrain_that_records_its_decision(stack, params):
+    for period, frame in next_periods(params, 2):
+        land_frame(frame, Path(params.paths.landing), f"year_{period}")
+    run = run_deployment("drift-monitor/drift-monitor", timeout=TIMEOUT, poll_interval=2)
+    assert run.state.is_completed(), run.state
+    triggered = [r for r in runs_of("retrain") if r.parameters.get("reason") == "drift"]
+    assert len(triggered) == 1
+    finished = wait_final(triggered[0].id)
+    assert finished.state.is_completed(), finished.state
+    history = Registry(params.paths.registry).history()
+    decision = [e for e in history if e["event"] in {"promote", "rejected"}][-1]
+    assert decision["decision"]["trigger"] == "drift"
+    assert decision["decision"]["champion_version"] == "v0001"
+
+
+def test_rollback_restores_the_previous_production_model(stack, params):
+    registry = Registry(params.paths.registry)
+    assert registry.production().name == "v0002", "the drift retrain was expected to be promoted (gate tolerance 0.05)"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.registry", "--root", params.paths.registry, "rollback", "--reason", "integration test"],
+        capture_output=True, text=True, env=tool_env(), cwd=stack.root,
+    )
+    assert result.returncode == 0, result.stderr
+    assert registry.production().name == "v0001"
+    assert registry.history()[-1]["event"] == "rollback"

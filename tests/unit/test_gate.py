@@ -1,0 +1,32 @@
+import pytest
+
+from pipeline.config import GateParams
+from pipeline.gate import decide, parity_passed
+
+CFG = GateParams(metric="accuracy", tolerance=0.01)
+
+
+def test_first_model_must_beat_the_majority_baseline():
+    assert decide(0.60, None, 0.50, True, CFG).promote
+    rejected = decide(0.50, None, 0.50, True, CFG)
+    assert not rejected.promote and "majority baseline" in rejected.reason
+
+
+@pytest.mark.parametrize("challenger, promote", [(0.70, True), (0.695, True), (0.69, True), (0.6899, False), (0.60, False)])
+def test_challenger_needs_at_least_champion_minus_tolerance(challenger, promote):
+    decision = decide(challenger, 0.70, 0.5, True, CFG)
+    assert decision.promote is promote
+    assert decision.champion == 0.70 and decision.challenger == challenger and decision.metric == "accuracy"
+    assert ("<" in decision.reason) is (not promote)
+
+
+def test_failed_parity_is_never_promoted_even_when_better():
+    decision = decide(0.99, 0.70, 0.5, False, CFG)
+    assert not decision.promote and "parity" in decision.reason
+
+
+def test_parity_report_check():
+    assert parity_passed({"label_mismatches": 0, "max_abs_probability_diff": 1e-6}, 1e-4)
+    assert not parity_passed({"label_mismatches": 1, "max_abs_probability_diff": 1e-6}, 1e-4)
+    assert not parity_passed({"label_mismatches": 0, "max_abs_probability_diff": 1e-3}, 1e-4)
+    assert not parity_passed({}, 1e-4)

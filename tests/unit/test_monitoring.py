@@ -1,0 +1,72 @@
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+from pipeline.config import MonitorParams
+from pipeline.monitoring import LandingSource, as_model_inputs, decide_retrain, idempotency_key
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+CFG = MonitorParams(drift_share=0.5, min_rows=100, accuracy_tolerance=0.05, cooldown_hours=24)
+
+
+def decision(**overrides):
+    args = dict(
+        drifted_share=0.6, current_rows=1000, accuracy=None, reference_accuracy=0.7, key="k1",
+        triggered_keys=set(), last_retrain_at=None, retrain_running=False, now=NOW, cfg=CFG,
+    )
+    args.update(overrides)
+    return decide_retrain(**args)
+
+
+def test_drift_share_at_the_threshold_triggers():
+    assert decision(drifted_share=0.5).retrain
+    assert not decision(drifted_share=0.49).retrain
+
+
+def test_tiny_batches_never_trigger():
+    result = decision(current_rows=99, drifted_share=1.0)
+    assert not result.retrain and "monitor.min_rows" in result.reasons[0]
+
+
+def test_accuracy_drop_on_labelled_data_triggers_without_drift():
+    assert decision(drifted_share=0.0, accuracy=0.64).retrain  # 0.64 < 0.70 - 0.05
+    assert not decision(drifted_share=0.0, accuracy=0.66).retrain
+
+
+def test_cooldown_after_a_retrain():
+    recent = decision(last_retrain_at=NOW - timedelta(hours=23))
+    assert not recent.retrain and recent.blocked_by.startswith("cooldown")
+    assert decision(last_retrain_at=NOW - timedelta(hours=25)).retrain
+
+
+def test_no_trigger_while_a_retrain_runs():
+    result = decision(retrain_running=True)
+    assert not result.retrain and result.blocked_by == "a retrain is running"
+
+
+def test_same_data_never_triggers_twice():
+    key = idempotency_key(["b", "a"])
+    assert key == idempotency_key(["a", "b"]) != idempotency_key(["a", "c"])
+    result = decision(key=key, triggered_keys={key})
+    assert not result.retrain and "already triggered" in result.blocked_by
+
+
+def test_landing_source_returns_only_unseen_batches(tmp_path):
+    pd.DataFrame({"a": [1, 2]}).to_csv(tmp_path / "b1.csv", index=False)
+    pd.DataFrame({"a": [3]}).to_parquet(tmp_path / "b2.parquet")
+    (tmp_path / ".b3.parquet.partial").write_bytes(b"half-written")
+    source = LandingSource(tmp_path)
+    first = source.pending(set())
+    assert first.sources == ("b1.csv", "b2.parquet") and len(first.frame) == 3
+    again = source.pending(set(first.keys))
+    assert again.empty and again.frame.empty
+
+
+def test_model_inputs_are_typed_like_training():
+    inputs = [{"name": "n", "kind": "numeric"}, {"name": "c", "kind": "categorical"}]
+    frame = pd.DataFrame({"n": ["1.5", "x"], "c": [441.0, None], "other": [1, 2]})
+    out = as_model_inputs(frame, inputs)
+    assert list(out.columns) == ["n", "c"]
+    assert out["n"].iloc[0] == pytest.approx(1.5) and pd.isna(out["n"].iloc[1])
+    assert out["c"].iloc[0] == "441" and pd.isna(out["c"].iloc[1])
