@@ -98,11 +98,15 @@ def trigger_retrain(deployment: str, note: str, key: str) -> str:
 
 
 @flow(name="drift-monitor")
-def drift_monitor(retrain_deployment: str | None = RETRAIN_DEPLOYMENT) -> dict[str, Any]:
-    """Check new data for drift and trigger a retrain when the policy says so."""
+def drift_monitor(retrain_deployment: str | None = RETRAIN_DEPLOYMENT, cooldown_hours: float | None = None) -> dict[str, Any]:
+    """Check new data for drift and trigger a retrain when the policy says so.
+
+    ``cooldown_hours`` overrides ``monitor.cooldown_hours`` for this run (an operator's "check now").
+    """
     logger = get_run_logger()
     root = workspace_root()
     params = load_params(root / "params.yaml")
+    monitor_cfg = params.monitor if cooldown_hours is None else params.monitor.model_copy(update={"cooldown_hours": cooldown_hours})
     now = utc_now()
     report_dir = root / params.paths.drift_reports / now.strftime("%Y%m%dT%H%M%S%fZ")
     result = check_drift(str(root), str(report_dir))
@@ -124,7 +128,7 @@ def drift_monitor(retrain_deployment: str | None = RETRAIN_DEPLOYMENT) -> dict[s
         last_retrain_at=datetime.fromisoformat(state.last_retrain_at) if state.last_retrain_at else None,
         retrain_running=retrain_in_progress(root),
         now=now,
-        cfg=params.monitor,
+        cfg=monitor_cfg,
     )
     flow_run_id = None
     if decision.retrain and retrain_deployment:
