@@ -27,7 +27,15 @@ from pipeline.common import read_table, write_json
 from pipeline.config import load_params
 from pipeline.drift import detect_drift
 from pipeline.landing import expected_source_columns, screen
-from pipeline.monitoring import LandingSource, as_model_inputs, decide_retrain, idempotency_key
+from pipeline.monitoring import (
+    CurrentSource,
+    LandingSource,
+    PredictionLogSource,
+    as_model_inputs,
+    combine,
+    decide_retrain,
+    idempotency_key,
+)
 from pipeline.registry import Registry
 from pipeline.scoring import OnnxModel, labelled_rows, score
 
@@ -44,18 +52,19 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     columns, numeric = expected_source_columns(params.ingest)
     screen(root_path / paths.landing, root_path / paths.quarantine, columns, numeric, params.ingest)
 
-    state = MonitorState.load(root_path / paths.monitor_state)
-    current = LandingSource(root_path / paths.landing).pending(set(state.checked_batches))
-    if current.empty:
-        logger.info("no new batches since the last check")
-        return None
     production = Registry(root_path / paths.registry).production()
     if production is None:
-        logger.warning("no production model yet: run the retrain flow first; %d new batch(es) wait", len(current.keys))
+        logger.warning("no production model yet: run the retrain flow first")
         return None
     production.verify()  # the reference must be the exact training data the registry pinned
-
     card = production.card_data()
+
+    state = MonitorState.load(root_path / paths.monitor_state)
+    current = combine([source.pending(set(state.checked_batches)) for source in current_sources(params, root_path, card["target"])])
+    if current.empty:
+        logger.info("no new data since the last check (%s)", cfg.source)
+        return None
+
     inputs = card["inputs"]
     reference = as_model_inputs(read_table(production.reference), inputs)
     current_inputs = as_model_inputs(current.frame, inputs)
@@ -84,6 +93,19 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         "production_version": production.name,
         "report": str(html),
     }
+
+
+def current_sources(params, root: Path, target: str) -> list[CurrentSource]:
+    """The sources ``monitor.source`` names: landed batches, the service's prediction log, or both."""
+    sources: list[CurrentSource] = []
+    if params.monitor.source in ("landing", "both"):
+        sources.append(LandingSource(root / params.paths.landing))
+    if params.monitor.source in ("prediction_log", "both"):
+        url = params.serve.database_url
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            url = f"sqlite:///{root / url.removeprefix('sqlite:///')}"  # relative to the workspace
+        sources.append(PredictionLogSource(url, target))
+    return sources
 
 
 @task

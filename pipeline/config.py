@@ -228,7 +228,7 @@ class GateParams(_Section):
 class MonitorParams(_Section):
     """When the drift monitor asks for a retrain."""
 
-    source: Literal["landing"] = "landing"
+    source: Literal["landing", "prediction_log", "both"] = "landing"
     reference_sample: int = Field(default=20000, ge=100)
     current_sample: int = Field(default=20000, ge=100)
     drift_share: float = Field(default=0.5, gt=0, le=1)
@@ -240,6 +240,18 @@ class MonitorParams(_Section):
     num_method: str | None = None  # numeric columns only, e.g. "wasserstein", "ks"
     cat_method: str | None = None  # categorical columns only, e.g. "chisquare"
     threshold: float | None = Field(default=None, gt=0)
+
+
+class ServeParams(_Section):
+    """The prediction service (``python -m serving``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    database_url: str = "sqlite:///data/predictions.sqlite"  # any SQLAlchemy URL, e.g. postgresql+psycopg://...
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_records: int = Field(default=1000, ge=1)
+    reload_interval_seconds: float = Field(default=2.0, gt=0)
+    onnx_threads: int = Field(default=1, ge=1)
 
 
 class Params(_Section):
@@ -257,6 +269,7 @@ class Params(_Section):
     export: ExportParams = ExportParams()
     gate: GateParams = GateParams()
     monitor: MonitorParams = MonitorParams()
+    serve: ServeParams = ServeParams()
 
 
 def _describe(error: dict[str, Any]) -> str:

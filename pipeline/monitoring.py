@@ -65,6 +65,41 @@ class LandingSource:
         return CurrentData(frame, tuple(keys), tuple(names))
 
 
+@dataclass(frozen=True)
+class PredictionLogSource:
+    """Records the service logged since the last check, with late labels joined into the target column.
+
+    Its key is ``predlog:<last id>``: the largest such key among the seen ones is the watermark.
+    """
+
+    database_url: str
+    target: str | None = None
+    name: str = "prediction_log"
+
+    def pending(self, seen: set[str]) -> CurrentData:
+        from serving.predlog import make_engine, read_log
+
+        marks = [int(key.split(":", 1)[1]) for key in seen if key.startswith("predlog:")]
+        after = max(marks, default=0)
+        engine = make_engine(self.database_url)
+        try:
+            frame, last = read_log(engine, after, self.target)
+        finally:
+            engine.dispose()
+        if frame.empty:
+            return CurrentData(frame, ())
+        return CurrentData(frame, (f"predlog:{last}",), (f"prediction log ids {after + 1}-{last}",))
+
+
+def combine(parts: list[CurrentData]) -> CurrentData:
+    """Several sources as one current sample (e.g. landed batches and served traffic)."""
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return CurrentData(pd.DataFrame(), ())
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
+    return CurrentData(frame, tuple(k for p in parts for k in p.keys), tuple(s for p in parts for s in p.sources))
+
+
 def idempotency_key(keys: tuple[str, ...] | list[str]) -> str:
     """Same set of batches, same key, whatever the order they were found in."""
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]

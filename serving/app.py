@@ -1,0 +1,330 @@
+"""The prediction service: the registry's production model under onnxruntime, behind FastAPI.
+
+Endpoints: ``POST /predict`` (a JSON list of raw records -> label, class probabilities, model
+version and request id; every record logged and committed before the answer), ``POST /labels``
+(late ground truth, joined by request id), ``GET /health``, ``GET /ready``, ``GET /model``,
+``GET /metrics`` (Prometheus text). A background task watches the registry's production pointer
+and swaps in a newly promoted (or rolled-back) model without a restart: the new session is
+loaded first, then one reference is replaced, so a request in flight finishes on the model it
+started with. No torch on this path: onnxruntime, numpy and the model card only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+
+from pipeline.config import ServeParams
+from pipeline.registry import Registry
+from serving.predlog import PredictionLog
+
+log = logging.getLogger(__name__)
+
+MISSING_TEXT = ""
+
+
+class RequestError(Exception):
+    """A bad request: carries the HTTP status and a message naming the field."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An immutable, ready-to-run production model; swapped as a whole on promotion or rollback."""
+
+    version: str
+    card: dict[str, Any]
+    session: Any
+    inputs: tuple[dict[str, Any], ...]
+    classes: tuple[str, ...]
+    metrics: dict[str, Any]
+
+    @classmethod
+    def load(cls, registry: Registry, threads: int) -> LoadedModel | None:
+        import onnxruntime as ort
+
+        version = registry.production()
+        if version is None:
+            return None
+        version.verify()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(version.onnx), options, providers=["CPUExecutionProvider"])
+        card = version.card_data()
+        return cls(version.name, card, session, tuple(card["inputs"]), tuple(card["classes"]), version.metrics())
+
+
+# ---------------------------------------------------------------- validation and feeds
+
+
+def _text(value: Any) -> str:
+    """Canonical category text, as the clean stage writes it: integral numbers without '.0'."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def build_feed(records: list[Any], inputs: tuple[dict[str, Any], ...]) -> dict[str, np.ndarray]:
+    """Validate raw records against the model's input schema and build the [N, 1] ONNX feeds.
+
+    Every input field must be present (null is allowed: the model imputes it); unknown fields,
+    wrong types and non-objects are refused with a message naming the record and the field.
+    """
+    names = [spec["name"] for spec in inputs]
+    known = set(names)
+    numeric = {spec["name"] for spec in inputs if spec["kind"] == "numeric"}
+    columns: dict[str, list] = {name: [] for name in names}
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise RequestError(422, f"record {i}: expected an object of fields, got {type(record).__name__}")
+        unknown = [key for key in record if key not in known]
+        if unknown:
+            raise RequestError(422, f"record {i}: unknown field {unknown[0]!r}; the model's fields are {names}")
+        for name in names:
+            if name not in record:
+                raise RequestError(422, f"record {i}: missing field {name!r} (send null if it is unknown)")
+            value = record[name]
+            if name in numeric:
+                if value is None:
+                    columns[name].append(math.nan)
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    columns[name].append(float(value))
+                else:
+                    raise RequestError(422, f"record {i}: field {name!r} must be a number or null, got {value!r}")
+            elif value is None:
+                columns[name].append(MISSING_TEXT)
+            elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                columns[name].append(_text(value))
+            else:
+                raise RequestError(422, f"record {i}: field {name!r} must be a string or null, got {value!r}")
+    return {
+        name: (np.array(values, dtype=np.float32) if name in numeric else np.array(values, dtype=object)).reshape(-1, 1)
+        for name, values in columns.items()
+    }
+
+
+def model_fields(record: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Only the model's input fields go into the log (validation already refused anything else)."""
+    return {name: record[name] for name in names}
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("evergreen_requests_total", "HTTP requests", ["endpoint", "status"], registry=self.registry)
+        self.errors = Counter("evergreen_errors_total", "Requests answered with an error", ["endpoint", "reason"], registry=self.registry)
+        self.latency = Histogram(
+            "evergreen_request_latency_seconds", "Time to answer /predict, logging included", registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.records = Counter("evergreen_records_scored_total", "Records scored and logged", registry=self.registry)
+        self.model = Gauge("evergreen_model_info", "The model version being served (value 1)", ["version"], registry=self.registry)
+        self.reloads = Counter("evergreen_model_reloads_total", "Production model swaps", registry=self.registry)
+
+    def serving(self, version: str | None, previous: str | None) -> None:
+        if previous is not None:
+            self.model.remove(previous)
+        if version is not None:
+            self.model.labels(version=version).set(1)
+
+
+# ---------------------------------------------------------------- the application
+
+
+class Service:
+    """State shared by the endpoints: the current model, the log, the metrics, the reload task."""
+
+    def __init__(self, settings: ServeParams, registry_root: Path):
+        self.settings = settings
+        self.registry = Registry(registry_root)
+        self.model: LoadedModel | None = None
+        self.log: PredictionLog | None = None
+        self.metrics = ServiceMetrics()
+        self._pointer_seen: str | None = None
+
+    def _pointer(self) -> str | None:
+        """The production pointer's bytes: cheap to read every few seconds, changes on every switch."""
+        try:
+            return self.registry.pointer_file.read_text()
+        except FileNotFoundError:
+            return None
+
+    async def reload_if_changed(self) -> bool:
+        """Load the production model when the pointer changed; swap only once the new one is ready."""
+        pointer = self._pointer()
+        if pointer == self._pointer_seen and self.model is not None:
+            return False
+        loaded = await run_in_threadpool(LoadedModel.load, self.registry, self.settings.onnx_threads)
+        self._pointer_seen = pointer
+        if loaded is None or (self.model is not None and loaded.version == self.model.version):
+            return False
+        previous, self.model = self.model, loaded  # one reference swap: in-flight requests keep theirs
+        self.metrics.serving(loaded.version, previous.version if previous else None)
+        self.metrics.reloads.inc()
+        log.info("serving model %s (was %s)", loaded.version, previous.version if previous else None)
+        return True
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_seconds)
+            try:
+                await self.reload_if_changed()
+            except Exception as exc:  # a broken new version must not take the service down: keep serving the old one
+                log.error("model reload failed, still serving %s: %s", self.model.version if self.model else None, exc)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (never read whole first)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
+    """The FastAPI application for one registry and one prediction log."""
+    service = Service(settings, Path(registry_root))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.log = PredictionLog(settings.database_url)
+        await service.reload_if_changed()
+        watcher = asyncio.create_task(service.watch())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            service.log.close()
+
+    app = FastAPI(title="Evergreen prediction service", lifespan=lifespan)
+    app.state.service = service
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError):
+        endpoint = request.url.path
+        service.metrics.requests.labels(endpoint, str(exc.status)).inc()
+        service.metrics.errors.labels(endpoint, "payload_too_large" if exc.status == 413 else "invalid").inc()
+        return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        started = time.perf_counter()
+        model = service.model  # this request's model, whatever gets promoted meanwhile
+        if model is None:
+            raise RequestError(503, "no production model in the registry yet")
+        body = await read_body(request, settings.max_body_bytes)
+        try:
+            records = json.loads(body)
+        except ValueError as exc:
+            raise RequestError(422, f"body is not valid JSON: {exc}") from None
+        if not isinstance(records, list):
+            raise RequestError(422, "body must be a JSON list of records")
+        if not records:
+            raise RequestError(422, "body is an empty list: send at least one record")
+        if len(records) > settings.max_records:
+            raise RequestError(413, f"{len(records)} records is over the batch limit of {settings.max_records}")
+        feed = build_feed(records, model.inputs)
+        probabilities, labels = (
+            model.session.run(["probabilities", "label"], feed)
+            if len(records) <= 16
+            else await run_in_threadpool(model.session.run, ["probabilities", "label"], feed)
+        )
+        request_id = uuid.uuid4().hex
+        now = datetime.now(timezone.utc).isoformat()
+        names = [spec["name"] for spec in model.inputs]
+        rows = [
+            {
+                "request_id": request_id, "record_index": i, "logged_at": now, "model_version": model.version,
+                "inputs": json.dumps(model_fields(record, names)), "label": str(labels[i]),
+                "probabilities": json.dumps([round(float(p), 7) for p in probabilities[i]]),
+            }
+            for i, record in enumerate(records)
+        ]
+        await service.log.write(rows)  # answered only once committed
+        service.metrics.records.inc(len(records))
+        service.metrics.requests.labels("/predict", "200").inc()
+        service.metrics.latency.observe(time.perf_counter() - started)
+        classes = model.classes
+        return {
+            "request_id": request_id,
+            "model_version": model.version,
+            "predictions": [
+                {"index": i, "label": str(labels[i]), "probabilities": dict(zip(classes, map(float, probabilities[i])))}
+                for i in range(len(records))
+            ],
+        }
+
+    @app.post("/labels")
+    async def add_labels(request: Request):
+        body = await read_body(request, settings.max_body_bytes)
+        try:
+            items = json.loads(body)
+        except ValueError as exc:
+            raise RequestError(422, f"body is not valid JSON: {exc}") from None
+        if not isinstance(items, list) or not items:
+            raise RequestError(422, "body must be a non-empty JSON list of {request_id, index, label}")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or set(item) != {"request_id", "index", "label"}:
+                raise RequestError(422, f"item {i}: expected exactly the fields request_id, index, label")
+            if not isinstance(item["index"], int) or not isinstance(item["label"], str) or not isinstance(item["request_id"], str):
+                raise RequestError(422, f"item {i}: request_id and label must be strings, index an integer")
+        count = await run_in_threadpool(service.log.add_labels, items, datetime.now(timezone.utc).isoformat())
+        service.metrics.requests.labels("/labels", "200").inc()
+        return {"stored": count}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready():
+        if service.model is None:
+            return JSONResponse(status_code=503, content={"ready": False, "detail": "no production model loaded"})
+        return {"ready": True, "model_version": service.model.version}
+
+    @app.get("/model")
+    async def model_info():
+        model = service.model
+        if model is None:
+            raise RequestError(503, "no production model loaded")
+        return {"version": model.version, "card": model.card, "metrics": model.metrics}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,32 @@
+"""A real small model for the service tests: the pipeline run on a slice, promoted as v0001."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_params
+from pipeline.registry import Registry
+from tests.conftest import copy_repo, tool_env
+
+SLICE = {"ingest": {"max_rows": 4000}, "train": {"epochs": 3}, "evaluate": {"baseline_max_iter": 30}}
+
+
+@pytest.fixture(scope="session")
+def served_workspace(tmp_path_factory) -> Path:
+    """A workspace whose registry has the slice model promoted (v0001) and registered again (v0002)."""
+    root = copy_repo(tmp_path_factory.mktemp("service"), **SLICE)
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=tool_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    paths = load_params(root / "params.yaml").paths
+    registry = Registry(root / paths.registry)
+    files = dict(
+        onnx=root / paths.onnx, model_card=root / paths.model_card, metrics=root / paths.eval_metrics,
+        params=root / "params.yaml", dvc_lock=root / "dvc.lock", reference=root / paths.split / "train.parquet",
+    )
+    registry.promote(registry.register(**files).number, reason="test fixture")
+    registry.register(**files)  # v0002: same model, a different version to promote in reload tests
+    return root
