@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,17 +93,31 @@ class MonitorState:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        with open(temporary, "w") as handle:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(descriptor, "w") as handle:
             json.dump(asdict(self), handle, indent=2, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())
-        temporary.replace(path)
+        os.replace(temporary, path)
+
+
+@contextmanager
+def locked_state(path: Path) -> Iterator[MonitorState]:
+    """Read-modify-write of the monitor state under a lock: the monitor and a finishing retrain
+    both write it, and neither may lose the other's change."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            state = MonitorState.load(path)
+            yield state
+            state.save(path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def update_state(path: Path, **changes) -> MonitorState:
-    state = MonitorState.load(path)
-    for key, value in changes.items():
-        setattr(state, key, value)
-    state.save(path)
+    with locked_state(path) as state:
+        for key, value in changes.items():
+            setattr(state, key, value)
     return state

@@ -22,7 +22,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import MonitorState, retrain_in_progress, utc_now, workspace_root
+from flows.common import MonitorState, locked_state, retrain_in_progress, update_state, utc_now, workspace_root
 from pipeline.common import read_table, write_json
 from pipeline.config import load_params
 from pipeline.drift import detect_drift
@@ -66,8 +66,8 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         return None
 
     inputs = card["inputs"]
-    reference = as_model_inputs(read_table(production.reference), inputs)
-    current_inputs = as_model_inputs(current.frame, inputs)
+    reference = as_model_inputs(read_table(production.reference), inputs, params.clean)
+    current_inputs = as_model_inputs(current.frame, inputs, params.clean)
     numeric_cols = [i["name"] for i in inputs if i["kind"] == "numeric"]
     categorical_cols = [i["name"] for i in inputs if i["kind"] == "categorical"]
     html = Path(report_dir) / "report.html"
@@ -133,38 +133,44 @@ def drift_monitor(retrain_deployment: str | None = RETRAIN_DEPLOYMENT, cooldown_
     report_dir = root / params.paths.drift_reports / now.strftime("%Y%m%dT%H%M%S%fZ")
     result = check_drift(str(root), str(report_dir))
     state_path = root / params.paths.monitor_state
-    state = MonitorState.load(state_path)
     if result is None:
-        state.last_check_at = now.isoformat()
-        state.save(state_path)
+        update_state(state_path, last_check_at=now.isoformat())
         return {"checked": False}
 
     key = idempotency_key(result["keys"])
-    decision = decide_retrain(
-        drifted_share=result["drift"]["drifted_share"],
-        current_rows=result["rows"],
-        accuracy=result["accuracy"],
-        reference_accuracy=result["reference_accuracy"],
-        key=key,
-        triggered_keys=set(state.triggered_keys),
-        last_retrain_at=datetime.fromisoformat(state.last_retrain_at) if state.last_retrain_at else None,
-        retrain_running=retrain_in_progress(root),
-        now=now,
-        cfg=monitor_cfg,
-    )
-    flow_run_id = None
-    if decision.retrain and retrain_deployment:
-        flow_run_id = trigger_retrain(retrain_deployment, f"drift report: {result['report']}", key)
-        state.triggered_keys.append(key)
-    if decision.blocked_by is None:
-        # Checked for good; a blocked decision leaves the batches pending so a later check can act on them.
-        state.checked_batches.extend(result["keys"])
-    state.last_check_at = now.isoformat()
-    state.save(state_path)
+    with locked_state(state_path) as state:
+        decision = decide_retrain(
+            drifted_share=result["drift"]["drifted_share"],
+            current_rows=result["rows"],
+            accuracy=result["accuracy"],
+            reference_accuracy=result["reference_accuracy"],
+            key=key,
+            triggered_keys=set(state.triggered_keys),
+            last_retrain_at=datetime.fromisoformat(state.last_retrain_at) if state.last_retrain_at else None,
+            retrain_running=retrain_in_progress(root),
+            now=now,
+            cfg=monitor_cfg,
+        )
+        flow_run_id = None
+        if decision.retrain and retrain_deployment:
+            flow_run_id = trigger_retrain(retrain_deployment, f"drift report: {result['report']}", key)
+            state.triggered_keys.append(key)
+        if decision.blocked_by is None and (retrain_deployment or not decision.retrain):
+            # Checked for good. A blocked decision, or a wanted retrain that this run may not start
+            # (--no-trigger), leaves the data pending so a later check can act on it.
+            state.checked_batches.extend(result["keys"])
+        state.last_check_at = now.isoformat()
 
     summary = {**{k: v for k, v in result.items() if k != "table"}, "decision": decision.to_dict(), "key": key, "retrain_flow_run": flow_run_id}
     write_json(report_dir / "summary.json", summary)
-    verdict = "retrain triggered" if flow_run_id else ("retrain wanted but " + decision.blocked_by if decision.blocked_by else "no retrain")
+    if flow_run_id:
+        verdict = "retrain triggered"
+    elif decision.retrain:
+        verdict = "retrain wanted, not triggered (no deployment given)"
+    elif decision.blocked_by:
+        verdict = f"no retrain: {decision.blocked_by}"
+    else:
+        verdict = "no retrain"
     create_markdown_artifact(
         key="drift-report",
         description="Evergreen drift check",

@@ -145,6 +145,12 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
         registry.record({"event": "unchanged", "version": production.name, "decision": event})
         return {"action": "unchanged", "version": production.name}
     existing = registry.find_by_onnx_sha256(onnx_sha)
+    rolled_back = {e.get("previous") for e in registry.history() if e.get("event") == "rollback"}
+    if existing is not None and existing.name in rolled_back:
+        # An operator rolled this exact model back: a retrain that reproduces it must not undo that.
+        registry.record({"event": "rejected", "version": existing.name, "decision": event,
+                         "reason": "this model was rolled back; promote it by hand if wanted"})
+        return {"action": "rejected", "version": existing.name}
     version = existing or registry.register(
         onnx=root_path / paths.onnx,
         model_card=root_path / paths.model_card,

@@ -47,6 +47,7 @@ class Paths(_Section):
     eval_per_class: str
     eval_plots: str
     export_report: str
+    raw: str
     landing: str
     quarantine: str
     registry: str
@@ -65,7 +66,7 @@ class IngestParams(_Section):
     numeric: tuple[str, ...] = ()
     time_as_feature: bool = False
     # Rows of ingest.source later than this time are left out (they arrive later as landed batches).
-    time_cutoff: int | float | None = None
+    time_cutoff: int | float | str | None = None  # a number, or a date such as "2021-06-30" for date columns
     # Train on the most recent K periods of the time column only (null: all periods).
     window_periods: int | None = Field(default=None, ge=3)
     min_rows: int = Field(default=100, ge=1)

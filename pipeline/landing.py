@@ -29,7 +29,17 @@ import pandas as pd
 from pipeline.common import file_sha256, setup_logging
 from pipeline.config import IngestParams, Params, load_params
 from pipeline.errors import DataError, EvergreenError
-from pipeline.ingest import TABLE_SUFFIXES, batch_files, check_batch_columns, looks_numeric, read_source, read_table_file, time_filter
+from pipeline.ingest import (
+    TABLE_SUFFIXES,
+    as_time,
+    batch_files,
+    check_batch_columns,
+    looks_numeric,
+    read_source,
+    read_table_file,
+    sortable_time,
+    time_filter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,10 @@ def batch_problems(path: Path, expected_columns: list[str], numeric: list[str], 
     for name in numeric:
         if name in frame.columns and frame[name].notna().any() and not looks_numeric(frame[name]):
             problems.append(f"column {name!r} should be numeric but is mostly text")
+    optional = {cfg.target, *cfg.drop_columns}
+    empty = [c for c in expected_columns if c in frame.columns and c not in optional and frame[c].isna().all()]
+    if empty:
+        problems.append(f"column(s) {empty} have no values at all")
     if cfg.time_column is not None and cfg.time_column in frame.columns:
         try:
             time_filter(frame[[cfg.time_column]], cfg.model_copy(update={"time_cutoff": None, "window_periods": None}), cutoff=False, window=False)
@@ -115,14 +129,16 @@ def land_frame(frame: pd.DataFrame, landing: Path, name: str) -> Path:
     return target
 
 
-def latest_time(params: Params) -> float | pd.Timestamp | None:
+def latest_time(params: Params, source_times: pd.Series | None = None):
     """The most recent period already available: the cutoff, or the newest landed row if later."""
     cfg = params.ingest
-    times = [cfg.time_cutoff] if cfg.time_cutoff is not None else []
+    if source_times is None:
+        source_times = sortable_time(read_source(cfg.source)[cfg.time_column], cfg.time_column)
+    times = [as_time(cfg.time_cutoff, source_times)] if cfg.time_cutoff is not None else []
     for path in batch_files(Path(params.paths.landing)):
         frame = read_table_file(path)
         if cfg.time_column in frame.columns:
-            times.append(frame[cfg.time_column].max())
+            times.append(sortable_time(frame[cfg.time_column], cfg.time_column).max())
     return max(times) if times else None
 
 
@@ -132,12 +148,13 @@ def next_periods(params: Params, waves: int) -> list[tuple[object, pd.DataFrame]
     if cfg.time_column is None or cfg.time_cutoff is None:
         raise DataError("landing the next period needs ingest.time_column and ingest.time_cutoff")
     source = read_source(cfg.source)
-    latest = latest_time(params)
-    later = source[source[cfg.time_column] > latest]
-    periods = sorted(later[cfg.time_column].unique())[:waves]
+    times = sortable_time(source[cfg.time_column], cfg.time_column)
+    latest = latest_time(params, times)
+    later = times > latest
+    periods = sorted(times[later].unique())[:waves]
     if not periods:
         raise DataError(f"ingest.source has no period after {latest}: everything has landed")
-    return [(period, later[later[cfg.time_column] == period]) for period in periods]
+    return [(period, source[times == period]) for period in periods]
 
 
 def reference_sample(params: Params, rows: int, seed: int, shift: dict[str, float]) -> pd.DataFrame:
@@ -145,7 +162,8 @@ def reference_sample(params: Params, rows: int, seed: int, shift: dict[str, floa
     cfg = params.ingest
     source = read_source(cfg.source)
     if cfg.time_column is not None and cfg.time_cutoff is not None:
-        source = source[source[cfg.time_column] <= cfg.time_cutoff]
+        times = sortable_time(source[cfg.time_column], cfg.time_column)
+        source = source[times <= as_time(cfg.time_cutoff, times)]
     picked = source.iloc[np.random.default_rng(seed).choice(len(source), size=min(rows, len(source)), replace=False)]
     for column, delta in shift.items():
         if column not in picked.columns or not pd.api.types.is_numeric_dtype(picked[column]):

@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from pipeline.clean import category_text
-from pipeline.config import MonitorParams
+from pipeline.config import CleanParams, MonitorParams
 from pipeline.ingest import batch_files, read_table_file
 from pipeline.common import file_sha256
 
@@ -105,15 +106,24 @@ def idempotency_key(keys: tuple[str, ...] | list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
 
 
-def as_model_inputs(frame: pd.DataFrame, inputs: list[dict[str, Any]]) -> pd.DataFrame:
-    """The model's input columns with the types training saw: floats, and categories as canonical text."""
+def as_model_inputs(frame: pd.DataFrame, inputs: list[dict[str, Any]], clean: CleanParams | None = None) -> pd.DataFrame:
+    """The model's input columns cleaned as the training rows were: floats (impossible values and
+    infinities missing), categories as canonical text (missing-value tokens missing)."""
+    clean = clean or CleanParams()
     columns = {}
     for spec in inputs:
-        column = frame[spec["name"]] if spec["name"] in frame.columns else pd.Series(pd.NA, index=frame.index)
+        name = spec["name"]
+        column = frame[name] if name in frame.columns else pd.Series(pd.NA, index=frame.index)
         if spec["kind"] == "numeric":
-            columns[spec["name"]] = pd.to_numeric(column, errors="coerce").astype("float64")
+            values = pd.to_numeric(column, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
+            low, high = clean.valid_ranges.get(name, (None, None))
+            if low is not None:
+                values = values.mask(values < low)
+            if high is not None:
+                values = values.mask(values > high)
+            columns[name] = values
         else:
-            columns[spec["name"]] = category_text(column)
+            columns[name] = category_text(column, clean.missing_tokens)
     return pd.DataFrame(columns, index=frame.index)
 
 
@@ -150,7 +160,10 @@ def decide_retrain(
     }
     reasons = []
     if current_rows < cfg.min_rows:
-        return RetrainDecision(False, (f"only {current_rows} new rows; monitor.min_rows is {cfg.min_rows}",), None, signals)
+        # Blocked, not rejected: the rows stay pending and add up with the next batches.
+        return RetrainDecision(
+            False, (f"only {current_rows} new rows; monitor.min_rows is {cfg.min_rows}",), "waiting for more rows", signals
+        )
     if drifted_share >= cfg.drift_share:
         reasons.append(f"{drifted_share:.0%} of columns drifted (threshold {cfg.drift_share:.0%})")
     if accuracy is not None and reference_accuracy is not None and accuracy < reference_accuracy - cfg.accuracy_tolerance:

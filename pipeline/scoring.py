@@ -11,15 +11,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
 import numpy as np
 import pandas as pd
 
 from pipeline.common import read_json
 from pipeline.errors import DataError
+from pipeline.features import MISSING_TEXT
 
-MISSING_TEXT = ""
+
+def ort_session(model: str | Path | bytes, threads: int | None = None):
+    """An onnxruntime CPU session with telemetry off and only warnings logged."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime is first imported
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def onnx_feed(frame: pd.DataFrame, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -49,16 +59,11 @@ class OnnxModel:
     session: Any
 
     @classmethod
-    def load(cls, onnx_path: str | Path, card_path: str | Path) -> OnnxModel:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
+    def load(cls, onnx_path: str | Path, card_path: str | Path, threads: int | None = None) -> OnnxModel:
         path = Path(onnx_path)
         if not path.exists():
             raise DataError(f"{path}: model not found")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return cls(path, read_json(card_path), session)
+        return cls(path, read_json(card_path), ort_session(path, threads))
 
     @property
     def classes(self) -> list[str]:

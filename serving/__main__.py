@@ -9,10 +9,9 @@ import argparse
 import logging
 import os
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
 
 def main() -> None:
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import uvicorn
 
     from pipeline.common import setup_logging

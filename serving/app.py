@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -23,8 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -35,11 +32,12 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline.config import ServeParams
 from pipeline.registry import Registry
+from pipeline.features import MISSING_TEXT
+from pipeline.scoring import ort_session
 from serving.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
 
-MISSING_TEXT = ""
 
 
 class RequestError(Exception):
@@ -63,16 +61,11 @@ class LoadedModel:
 
     @classmethod
     def load(cls, registry: Registry, threads: int) -> LoadedModel | None:
-        import onnxruntime as ort
-
         version = registry.production()
         if version is None:
             return None
         version.verify()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(version.onnx), options, providers=["CPUExecutionProvider"])
+        session = ort_session(version.onnx, threads)
         card = version.card_data()
         return cls(version.name, card, session, tuple(card["inputs"]), tuple(card["classes"]), version.metrics())
 

@@ -5,7 +5,8 @@ import pytest
 
 from pipeline.config import FeatureParams, TrainParams
 from pipeline.errors import ExportError
-from pipeline.export import LABEL, PROBABILITIES, build_onnx, onnx_session, raw_inputs, verify
+from pipeline.export import LABEL, PROBABILITIES, build_onnx, raw_inputs, verify
+from pipeline.scoring import ort_session
 from pipeline.features import fit_preprocessor
 from pipeline.inference import predict_proba
 from pipeline.model import ModelConfig
@@ -43,7 +44,7 @@ def test_raw_input_graph_matches_pytorch(table, schema):
     report = verify(graph.SerializeToString(), expected, rows, pre, tolerance=1e-5)
     assert report["label_mismatches"] == 0 and report["max_abs_probability_diff"] < 1e-5
 
-    probabilities, labels = onnx_session(graph.SerializeToString()).run(None, raw_inputs(rows, pre))
+    probabilities, labels = ort_session(graph.SerializeToString()).run(None, raw_inputs(rows, pre))
     assert probabilities.shape == (len(rows), 3)
     assert set(labels) <= set(pre.classes)
 

@@ -87,3 +87,13 @@ def test_reference_sample_comes_from_before_the_cutoff_and_can_shift(params):
     assert (shifted["noise"] - sample["noise"]).round(6).eq(50.0).all()
     with pytest.raises(DataError, match="--shift colour"):
         reference_sample(params, 10, seed=0, shift={"colour": 1.0})
+
+
+def test_date_time_column_with_a_date_cutoff_and_window():
+    table = make_table(600).assign(period=lambda f: pd.to_datetime("2020-01-01") + pd.to_timedelta(f["period"] * 31, unit="D"))
+    table["period"] = table["period"].dt.strftime("%Y-%m-%d")  # dates arrive as text in CSV files
+    cfg = CFG.model_copy(update={"time_cutoff": "2020-04-15"})
+    out, _ = ingest(table, cfg, seed=0)
+    assert out["period"].max() <= pd.Timestamp("2020-04-15") and out["period"].nunique() == 4
+    with pytest.raises(DataError, match="is text but the time column holds numbers"):
+        ingest(make_table(600), cfg, seed=0)
