@@ -131,6 +131,16 @@ def test_drift_retrain_gates_the_challenger_against_the_champion(workspace, para
     assert last["decision"]["challenger"]["accuracy"] == result["challenger"]["accuracy"]
 
 
+def test_a_rolled_back_model_is_not_promoted_again_by_the_next_retrain(workspace, params):
+    registry = Registry(params.paths.registry)
+    assert registry.production().name == "v0002"  # the drift retrain was promoted (gate tolerance 0.05)
+    registry.rollback(reason="operator")
+    result = retrain(reason="schedule")  # nothing changed: it reproduces the rolled-back v0002 exactly
+    assert result["outcome"] == {"action": "rejected", "version": "v0002"}
+    assert registry.production().name == "v0001"
+    assert "rolled back" in registry.history()[-1]["reason"]
+
+
 def test_corrupt_batch_is_quarantined_and_the_monitor_goes_on(workspace, params, retrain_deployment):
     landing = Path(params.paths.landing)
     (landing / "broken.csv").write_text("year,age\n2012,\"unterminated\n")
