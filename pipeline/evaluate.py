@@ -55,7 +55,7 @@ def baseline_matrix(frame: pd.DataFrame, preprocessor: Preprocessor) -> tuple[np
 def gradient_boosting_proba(
     train: pd.DataFrame, test: pd.DataFrame, preprocessor: Preprocessor, cfg: EvaluateParams, seed: int
 ) -> np.ndarray:
-    """A strong tabular baseline, fitted on the same training rows the model learned from."""
+    """A strong tabular baseline, fitted on the training split (without augmented rows) and its encoder."""
     x_train, categorical = baseline_matrix(train, preprocessor)
     x_test, _ = baseline_matrix(test, preprocessor)
     y_train = preprocessor.encode_labels(train[preprocessor.target])
