@@ -68,6 +68,7 @@ def parse_wrk(output: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="SQLite synchronous mode of the log")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -86,7 +87,7 @@ def main() -> None:
         script.write_text(LUA.format(body=one_record(params)))
         server = subprocess.Popen(
             [sys.executable, "-m", "serving", "--port", str(port), "--database-url", f"sqlite:///{database}",
-             "--registry", str(folder / "registry")],
+             "--registry", str(folder / "registry"), "--sqlite-synchronous", args.synchronous],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
@@ -116,7 +117,7 @@ def main() -> None:
             logged = connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
         engine.dispose()
 
-    print(f"POST /predict, one record per request, {args.seconds} s per level, logging on (SQLite WAL, synchronous=FULL), wrk on loopback")
+    print(f"POST /predict, one record per request, {args.seconds} s per level, logging on (SQLite WAL, synchronous={args.synchronous}), wrk on loopback")
     print(f"{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for clients, r in rows:
         print(f"{clients:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}")

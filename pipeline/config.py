@@ -253,6 +253,7 @@ class ServeParams(_Section):
     max_records: int = Field(default=1000, ge=1)
     reload_interval_seconds: float = Field(default=2.0, gt=0)
     onnx_threads: int = Field(default=1, ge=1)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # NORMAL: survives SIGKILL, not power loss
 
 
 class Params(_Section):

@@ -1,0 +1,407 @@
+"""Batch scoring: a CSV or Parquet file of raw rows in, a Parquet file of predictions out, streamed.
+
+The input is read in chunks of ``--chunk-rows`` rows (Parquet: only the columns needed, via
+``ParquetFile.iter_batches``; CSV: ``pandas.read_csv(chunksize=...)``), each chunk is scored by one
+onnxruntime session (in cache-sized slices of ``RUN_ROWS``) and appended to the output with
+``ParquetWriter`` as one row group, so a file larger than memory works and peak memory depends on
+the chunk size, not the file size. The next chunk is read and turned into model feeds on a second
+thread while onnxruntime scores the current one.
+
+Output columns, in order: the ``--keep`` columns (copied through: Parquet keeps their stored type,
+CSV gives their text as written), ``label`` (string), one float32 ``proba_<class>`` per class of
+the model card, ``model_version`` (the registry version, or ``sha256:<12 hex>`` of an explicit
+ONNX file). The output is written to a temporary file beside it and renamed when complete, so a
+failed run never leaves a partial file under the output name.
+
+Inputs:  INPUT (.csv, .parquet or .pq); the registry's production model (``paths.registry``) or
+         an explicit ONNX file and its model card
+Outputs: OUTPUT (.parquet or .pq)
+Params:  ``paths.registry`` only, and only when scoring with the production model
+Command: ``python -m serving.batch INPUT OUTPUT [--model production|PATH.onnx] [--card PATH]
+         [--chunk-rows N] [--keep COL]... [--registry DIR] [--threads N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.common import file_sha256, read_json, setup_logging
+from pipeline.errors import DataError, EvergreenError
+from pipeline.scoring import MISSING_TEXT, OnnxModel, onnx_feed
+
+log = logging.getLogger(__name__)
+
+PRODUCTION = "production"
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv",)
+# Rows read, scored and written (one output row group) at a time: bounds memory, and keeps row
+# groups a useful size for whoever reads the output. Tuned with bench/batch_scoring.py.
+DEFAULT_CHUNK_ROWS = 100_000
+# Rows per onnxruntime call: a [8192, 256] float32 activation is 8 MB and stays in cache; one call
+# on 100k rows is ~1.8x slower on the 2-core machine (bench/batch_scoring.out).
+RUN_ROWS = 8192
+# One intra-op thread: the second core reads and prepares the next chunk meanwhile. On an idle
+# 2-core machine --threads 2 is ~15% faster for ~35% more CPU (bench/batch_scoring.out); with
+# other work on the machine it was 1.5-2.5x slower in development runs, so 1 is the default.
+DEFAULT_THREADS = 1
+LABEL_COLUMN = "label"
+VERSION_COLUMN = "model_version"
+PROBA_PREFIX = "proba_"
+PROGRESS_EVERY_S = 10.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows ready to score: the model's feeds ([N, 1] arrays) and the passthrough columns."""
+
+    rows: int
+    feed: dict[str, np.ndarray]
+    keep: list[pa.Array]
+
+
+# ---------------------------------------------------------------- feeds
+
+
+def chunk_feed(frame: pd.DataFrame, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """``onnx_feed(frame, inputs)``, with each categorical column canonicalised once per distinct value.
+
+    Categorical columns hold few distinct values, so ``onnx_feed`` runs on those (a few hundred rows)
+    and the result is spread back by integer codes: the same [N, 1] arrays, without per-row text work.
+    """
+    missing = [spec["name"] for spec in inputs if spec["name"] not in frame.columns]
+    if missing:
+        raise DataError(f"data lacks the model's input column(s) {missing}")
+    numeric = [spec for spec in inputs if spec["kind"] == "numeric"]
+    numbers = {}
+    for spec in numeric:
+        column = frame[spec["name"]]
+        # A Categorical (Parquet strings read as dictionaries) is not accepted by pd.to_numeric.
+        numbers[spec["name"]] = column.astype(object) if isinstance(column.dtype, pd.CategoricalDtype) else column
+    feed = onnx_feed(pd.DataFrame(numbers, index=frame.index), numeric)
+    for spec in inputs:
+        if spec["kind"] == "numeric":
+            continue
+        codes, distinct = pd.factorize(frame[spec["name"]])  # missing values get code -1
+        text = onnx_feed(pd.DataFrame({spec["name"]: pd.Series(distinct)}), [spec])[spec["name"]][:, 0]
+        lookup = np.append(text, np.array([MISSING_TEXT], dtype=object))  # index -1 -> missing
+        feed[spec["name"]] = lookup[codes].reshape(-1, 1)
+    return feed
+
+
+def infer_like_read_csv(text: pd.Series) -> pd.Series:
+    """What ``pd.read_csv``'s type inference makes of a text column: numbers if every value parses.
+
+    Categorical inputs are read from CSV as text (they may also be passthrough columns, whose type
+    must not change between chunks) and then typed as the training pipeline saw them (``ingest``
+    reads with inference), so "10.0" and "10" are both the category "10". Decided on the distinct values.
+    """
+    codes, distinct = pd.factorize(text)
+    parsed = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce")
+    if parsed.isna().any():
+        return text
+    return pd.Series(np.append(parsed.to_numpy(dtype=np.float64), np.nan)[codes], index=text.index)
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
+
+
+def _check_columns(path: Path, available: list[str], inputs: list[str], keep: list[str]) -> None:
+    """One line naming every absent column, before any row is scored."""
+    present = set(available)
+    absent_inputs = [name for name in inputs if name not in present]
+    if absent_inputs:
+        raise DataError(f"{path}: missing the model's input column(s) {absent_inputs}; the file has {sorted(present)}")
+    absent_keep = [name for name in keep if name not in present]
+    if absent_keep:
+        raise DataError(f"{path}: --keep column(s) {absent_keep} not in the file; it has {sorted(present)}")
+
+
+def open_parquet(
+    path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_rows: int
+) -> tuple[list[pa.Field], Iterator[Chunk]]:
+    """The passthrough fields and an iterator of chunks, reading only the needed columns."""
+    try:
+        file = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    schema = file.schema_arrow
+    names = [spec["name"] for spec in inputs]
+    _check_columns(path, schema.names, names, keep)
+    wanted = set(names) | set(keep)
+    columns = [name for name in schema.names if name in wanted]  # file order, each once
+
+    def chunks() -> Iterator[Chunk]:
+        with file:
+            for batch in file.iter_batches(batch_size=chunk_rows, columns=columns):
+                # Strings arrive as Categoricals: decoded once per distinct value, not per row.
+                frame = batch.select(names).to_pandas(strings_to_categorical=True)
+                yield Chunk(batch.num_rows, chunk_feed(frame, inputs), [batch.column(name) for name in keep])
+
+    return [schema.field(name) for name in keep], _reading(path, "Parquet", chunks())
+
+
+def open_csv(path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_rows: int) -> tuple[list[pa.Field], Iterator[Chunk]]:
+    """The passthrough fields (text) and an iterator of chunks.
+
+    Passthrough columns and categorical inputs are read as text (so a column's type cannot change
+    from one chunk to the next); numeric inputs are parsed by ``read_csv`` as in ``ingest``.
+    """
+    try:
+        header = list(pd.read_csv(path, nrows=0).columns)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty (no header line)") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
+    names = [spec["name"] for spec in inputs]
+    _check_columns(path, header, names, keep)
+    categorical = [spec["name"] for spec in inputs if spec["kind"] == "categorical"]
+
+    as_text = {name: str for name in [*keep, *categorical]}
+
+    def chunks() -> Iterator[Chunk]:
+        wanted = set(names) | set(keep)
+        with pd.read_csv(path, usecols=lambda name: name in wanted, dtype=as_text, chunksize=chunk_rows) as reader:
+            for frame in reader:
+                model_frame = frame[names].assign(**{name: infer_like_read_csv(frame[name]) for name in categorical})
+                passthrough = [pa.array(frame[name], type=pa.string(), from_pandas=True) for name in keep]
+                yield Chunk(len(frame), chunk_feed(model_frame, inputs), passthrough)
+
+    return [pa.field(name, pa.string()) for name in keep], _reading(path, "CSV", chunks())
+
+
+def _reading(path: Path, kind: str, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    """Turn a read failure in the middle of the file into one line naming the file."""
+    try:
+        yield from chunks
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable {kind} file ({_first_line(exc)})") from None
+
+
+def open_input(path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_rows: int) -> tuple[list[pa.Field], Iterator[Chunk]]:
+    suffix = path.suffix.lower()
+    if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
+        raise DataError(f"{path}: unsupported input file type {path.suffix!r}; use one of {sorted(PARQUET_SUFFIXES + CSV_SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    opener = open_parquet if suffix in PARQUET_SUFFIXES else open_csv
+    return opener(path, inputs, keep, chunk_rows)
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """Yield ``items`` while the next one is being produced on a second thread (one item ahead)."""
+    end = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-read") as pool:
+        pending = pool.submit(next, items, end)
+        while (item := pending.result()) is not end:
+            pending = pool.submit(next, items, end)
+            yield item
+
+
+# ---------------------------------------------------------------- the model
+
+
+def load_model(onnx_path: str | Path, card_path: str | Path, threads: int = DEFAULT_THREADS) -> OnnxModel:
+    """One onnxruntime session for the whole file, checked against its card."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime is first imported
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+    onnx_path, card_path = Path(onnx_path), Path(card_path)
+    if not onnx_path.is_file():
+        raise DataError(f"{onnx_path}: model not found")
+    card = read_json(card_path)
+    for key in ("inputs", "classes"):
+        if not card.get(key):
+            raise DataError(f"{card_path}: model card has no {key!r}")
+    recorded = card.get("hashes", {}).get("onnx_sha256")
+    if recorded is not None and recorded != file_sha256(onnx_path):
+        raise DataError(f"{card_path}: the card describes another model (its onnx_sha256 does not match {onnx_path})")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:
+        raise DataError(f"{onnx_path}: not a loadable ONNX model ({_first_line(exc)})") from None
+    outputs = {output.name for output in session.get_outputs()}
+    if not {"probabilities", "label"} <= outputs:
+        raise DataError(f"{onnx_path}: model lacks the 'probabilities'/'label' outputs (it has {sorted(outputs)})")
+    return OnnxModel(onnx_path, card, session)
+
+
+def resolve_model(model: str, card: str | None, registry: str | None) -> tuple[Path, Path, str]:
+    """(onnx path, card path, version name) for ``--model production`` or an explicit ONNX file."""
+    if model == PRODUCTION:
+        from pipeline.registry import Registry
+
+        if card is not None:
+            raise DataError("--card goes with --model PATH.onnx; the production model brings its own card")
+        if registry is None:
+            from pipeline.config import load_params
+
+            registry = load_params().paths.registry
+        production = Registry(registry).production()
+        if production is None:
+            raise DataError(f"registry {registry}: no production model yet; promote one, or pass --model PATH.onnx")
+        production.verify()  # the files are exactly what was promoted
+        return production.onnx, production.card, production.name
+    onnx_path = Path(model)
+    card_path = Path(card) if card is not None else onnx_path.with_name("model_card.json")
+    if not onnx_path.is_file():
+        raise DataError(f"{onnx_path}: model not found (pass --model production or the path of an .onnx file)")
+    return onnx_path, card_path, f"sha256:{file_sha256(onnx_path)[:12]}"
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def output_schema(keep: list[pa.Field], classes: list[str]) -> pa.Schema:
+    fields = [*keep, pa.field(LABEL_COLUMN, pa.string())]
+    fields += [pa.field(f"{PROBA_PREFIX}{name}", pa.float32()) for name in classes]
+    fields.append(pa.field(VERSION_COLUMN, pa.string()))
+    names = [field.name for field in fields]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise DataError(f"--keep column(s) {clashes} clash with the output's own columns; rename them in the input")
+    return pa.schema(fields)
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Text columns only: dictionary-encoding the float probabilities is wasted work (4x slower writes)."""
+    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_dictionary)
+    return [field.name for field in schema if any(is_text(field.type) for is_text in text)]
+
+
+def predict(model: OnnxModel, feed: dict[str, np.ndarray], rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [N, K] float32, labels [N]) in slices of RUN_ROWS rows, whose activations stay in cache."""
+    parts = [
+        model.session.run(["probabilities", "label"], {name: values[start : start + RUN_ROWS] for name, values in feed.items()})
+        for start in range(0, rows, RUN_ROWS)
+    ]
+    if len(parts) == 1:
+        return parts[0][0], parts[0][1]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([labels for _, labels in parts])
+
+
+def score_chunk(model: OnnxModel, chunk: Chunk, schema: pa.Schema, version: str) -> pa.Table:
+    """One output table: passthrough columns, the label, probabilities [N, K] split into K columns."""
+    probabilities, labels = predict(model, chunk.feed, chunk.rows)
+    by_class = np.ascontiguousarray(probabilities.T, dtype=np.float32)  # [K, N]: one contiguous column each
+    columns = [*chunk.keep, pa.array(labels, type=pa.string()), *by_class, pa.repeat(version, chunk.rows)]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def score_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    model: OnnxModel,
+    version: str,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    keep: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Score every row of ``input_path`` into ``output_path`` (Parquet), one chunk at a time.
+
+    Returns a summary: rows, chunks, seconds, rows_per_s.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    if chunk_rows < 1:
+        raise DataError(f"--chunk-rows must be at least 1, got {chunk_rows}")
+    if output_path.suffix.lower() not in PARQUET_SUFFIXES:
+        raise DataError(f"{output_path}: the output is Parquet; name it with one of {list(PARQUET_SUFFIXES)}")
+    if output_path.resolve() == input_path.resolve():
+        raise DataError(f"{output_path}: the output would overwrite the input")
+    keep = list(dict.fromkeys(keep))
+    keep_fields, chunks = open_input(input_path, model.card["inputs"], keep, chunk_rows)
+    schema = output_schema(keep_fields, model.classes)
+
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output_path.with_name(f".{output_path.name}.{os.getpid()}.tmp")
+    start = last_report = time.perf_counter()
+    rows = count = 0
+    try:
+        with pq.ParquetWriter(temporary, schema, use_dictionary=dictionary_columns(schema)) as writer:
+            for chunk in read_ahead(chunks):
+                writer.write_table(score_chunk(model, chunk, schema, version))
+                rows += chunk.rows
+                count += 1
+                if time.perf_counter() - last_report >= PROGRESS_EVERY_S:
+                    last_report = time.perf_counter()
+                    log.info("%s: %d rows scored so far (%.0f rows/s)", input_path, rows, rows / (last_report - start))
+        os.replace(temporary, output_path)
+    except OSError as exc:
+        raise DataError(f"{output_path}: cannot write the output ({exc.strerror or _first_line(exc)})") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    seconds = time.perf_counter() - start
+    return {"rows": rows, "chunks": count, "seconds": seconds, "rows_per_s": rows / seconds if seconds > 0 else 0.0}
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.batch", description="Score a CSV or Parquet file into a Parquet file of predictions."
+    )
+    parser.add_argument("input", help="rows to score (.csv, .parquet or .pq)")
+    parser.add_argument("output", help="predictions to write (.parquet or .pq)")
+    parser.add_argument("--model", default=PRODUCTION, help="'production' (the registry's production version, default) or an .onnx file")
+    parser.add_argument("--card", help="model card of --model PATH.onnx (default: model_card.json beside it)")
+    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help=f"rows per chunk (default {DEFAULT_CHUNK_ROWS})")
+    parser.add_argument("--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)")
+    parser.add_argument("--registry", help="registry folder (default: paths.registry in params.yaml)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS})")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Resolve the model, load it once, score the file; the summary names the model version."""
+    if args.threads < 1:
+        raise DataError(f"--threads must be at least 1, got {args.threads}")
+    onnx_path, card_path, version = resolve_model(args.model, args.card, args.registry)
+    model = load_model(onnx_path, card_path, args.threads)
+    summary = score_file(args.input, args.output, model, version, chunk_rows=args.chunk_rows, keep=tuple(args.keep))
+    return {**summary, "model_version": version}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry: progress and the summary are logged; a user error is one line and exit code 1."""
+    setup_logging()
+    args = _parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except EvergreenError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    log.info(
+        "%s -> %s: %d rows in %d chunks, %.2f s (%.0f rows/s), model %s",
+        args.input, args.output, summary["rows"], summary["chunks"], summary["seconds"], summary["rows_per_s"], summary["model_version"],
+    )
+
+
+if __name__ == "__main__":
+    main()
