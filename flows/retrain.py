@@ -28,6 +28,7 @@ from prefect.states import Completed, State
 from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_root
 from pipeline.common import file_sha256, read_json, read_table, split_file
 from pipeline.config import Params, load_params
+from pipeline.export import INT8_FILE
 from pipeline.gate import Decision, decide, parity_passed
 from pipeline.landing import expected_source_columns, screen
 from pipeline.registry import Registry
@@ -135,7 +136,8 @@ def _git_revision(root: Path) -> str | None:
 def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -> dict[str, Any]:
     """Register the challenger as a new version and switch production if the gate says so."""
     root_path = Path(root)
-    paths = load_params(root_path / "params.yaml").paths
+    params = load_params(root_path / "params.yaml")
+    paths = params.paths
     registry = Registry(root_path / paths.registry)
     decision = Decision(**verdict["decision"])
     onnx_sha = file_sha256(root_path / paths.onnx)
@@ -144,6 +146,9 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
     if production is not None and production.meta["sha256"]["model.onnx"] == onnx_sha:
         registry.record({"event": "unchanged", "version": production.name, "decision": event})
         return {"action": "unchanged", "version": production.name}
+    card = read_json(root_path / paths.model_card)
+    int8 = card.get("int8")
+    serve_int8 = bool(int8) and int8["fp32_accuracy"] - int8["accuracy"] <= params.gate.int8_max_accuracy_loss
     existing = registry.find_by_onnx_sha256(onnx_sha)
     rolled_back = {e.get("previous") for e in registry.history() if e.get("event") == "rollback"}
     if existing is not None and existing.name in rolled_back:
@@ -158,8 +163,13 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
         params=root_path / "params.yaml",
         dvc_lock=root_path / "dvc.lock",
         reference=root_path / split_file(paths.split, "train"),
+        onnx_int8=(root_path / paths.onnx_int8 / INT8_FILE) if int8 else None,
         git_revision=_git_revision(root_path),
-        extra={"rows": read_json(root_path / paths.ingest_report)["rows"], "trigger": reason, "test_scores": verdict["challenger"]},
+        extra={
+            "rows": read_json(root_path / paths.ingest_report)["rows"], "trigger": reason, "test_scores": verdict["challenger"],
+            # int8 only when it loses at most gate.int8_max_accuracy_loss of test accuracy (measured by export).
+            "serve": "int8" if serve_int8 else "fp32",
+        },
     )
     if decision.promote:
         registry.promote(version.number, reason=f"{reason}: {decision.reason}", decision=event)

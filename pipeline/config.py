@@ -36,6 +36,7 @@ class Paths(_Section):
     model: str
     checkpoints: str
     onnx: str
+    onnx_int8: str
     model_card: str
     ingest_report: str
     clean_report: str
@@ -217,6 +218,7 @@ class EvaluateParams(_Section):
 class ExportParams(_Section):
     opset: int = Field(default=17, ge=13)
     tolerance: float = Field(default=1e-4, gt=0)
+    int8: bool = True  # also write a dynamically quantised int8 model, with its size, accuracy and agreement
 
 
 class GateParams(_Section):
@@ -224,6 +226,8 @@ class GateParams(_Section):
 
     metric: Literal["accuracy", "balanced_accuracy", "macro_f1"] = "accuracy"
     tolerance: float = Field(default=0.005, ge=0, lt=1)
+    # Serve the int8 model when its test accuracy is at most this far below the fp32 model's.
+    int8_max_accuracy_loss: float = Field(default=0.005, ge=0, lt=1)
 
 
 class MonitorParams(_Section):

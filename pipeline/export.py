@@ -12,7 +12,8 @@ predicted label is identical. A model card (input schema, classes, metrics, hash
 beside the model.
 
 Inputs:  ``paths.split`` (test, schema), ``paths.preprocessor``, ``paths.model``, ``paths.eval_metrics``
-Outputs: ``paths.onnx``, ``paths.model_card``, ``paths.export_report``
+Outputs: ``paths.onnx``, ``paths.onnx_int8`` (the int8 model when ``export.int8``),
+         ``paths.model_card``, ``paths.export_report``
 Params:  ``export``
 Command: ``python -m pipeline.export``
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -197,6 +199,10 @@ def build_onnx(model: TabularMLP, preprocessor: Preprocessor, opset: int) -> onn
     leaked = [i.name for i in merged.graph.input if i.name.startswith(NET_PREFIX)]
     if leaked:
         raise ExportError(f"network inputs {leaked} are not fed by the preprocessing graph")
+    # merge_models concatenates opset imports; keep one per domain (tools such as the quantizer insist).
+    unique = {(o.domain or ""): o.version for o in merged.opset_import}
+    del merged.opset_import[:]
+    merged.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in unique.items())
     merged.graph.name = "evergreen"
     merged.doc_string = "Raw feature columns -> class probabilities and label (Evergreen)"
     return merged
@@ -246,8 +252,48 @@ def _single_record_latency(session, feed: dict[str, np.ndarray], repeats: int = 
     return round((time.perf_counter() - started) / repeats * 1e6, 1)
 
 
+INT8_FILE = "model.onnx"
+
+
+def quantize_int8(fp32_path: Path, int8_dir: Path) -> Path:
+    """Dynamic int8 quantisation of the weights of the exported graph (activations quantised at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8_dir.mkdir(parents=True, exist_ok=True)
+    target = int8_dir / INT8_FILE
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # the quantiser logs advice about pre-processing for static quantisation
+    try:
+        quantize_dynamic(str(fp32_path), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root_logger.setLevel(level)
+    return target
+
+
+def compare_int8(fp32_path: Path, int8_path: Path, frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, Any]:
+    """Size, test accuracy and agreement of the int8 model against the fp32 one, on the raw test rows."""
+    feed = raw_inputs(frame, preprocessor)
+    p32, l32 = ort_session(fp32_path).run([PROBABILITIES, LABEL], feed)
+    p8, l8 = ort_session(int8_path).run([PROBABILITIES, LABEL], feed)
+    truth = frame[preprocessor.target].astype(str).to_numpy()
+    return {
+        "bytes": int8_path.stat().st_size,
+        "fp32_bytes": fp32_path.stat().st_size,
+        "accuracy": float((l8 == truth).mean()),
+        "fp32_accuracy": float((l32 == truth).mean()),
+        "label_agreement": float((l8 == l32).mean()),
+        "max_abs_probability_diff": float(np.abs(p8 - p32).max()) if len(frame) else 0.0,
+    }
+
+
 def model_card(
-    preprocessor: Preprocessor, checkpoint: dict[str, Any], metrics: dict[str, Any], hashes: dict[str, str], parity: dict[str, Any]
+    preprocessor: Preprocessor,
+    checkpoint: dict[str, Any],
+    metrics: dict[str, Any],
+    hashes: dict[str, str],
+    parity: dict[str, Any],
+    int8: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """What a consumer of ``model.onnx`` needs to call it and to trust it."""
     inputs = [
@@ -274,6 +320,7 @@ def model_card(
         "metrics": {"test": metrics["model"], "baseline_hgb": metrics["baseline_hgb"], "baseline_majority": metrics["baseline_majority"]},
         # Timings vary run to run; the card stays a pure function of the model and its data.
         "parity": {k: v for k, v in parity.items() if k != "single_record_latency_us"},
+        "int8": int8,
         "hashes": {**hashes, "train_params_sha256": _sha256_text(train_params)},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": _ort_version()},
     }
@@ -307,13 +354,25 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
     onnx_path = Path(paths.onnx)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     onnx_path.write_bytes(model_bytes)
+    int8_dir = Path(paths.onnx_int8)
+    shutil.rmtree(int8_dir, ignore_errors=True)  # stale int8 files must never outlive their fp32 model
+    int8_dir.mkdir(parents=True)
+    int8 = None
+    if cfg.int8:
+        int8 = compare_int8(onnx_path, quantize_int8(onnx_path, int8_dir), test, preprocessor)
+        log.info(
+            "int8: %d -> %d bytes, test accuracy %.4f (fp32 %.4f), labels agree on %.2f%%",
+            int8["fp32_bytes"], int8["bytes"], int8["accuracy"], int8["fp32_accuracy"], 100 * int8["label_agreement"],
+        )
     hashes = {
         "onnx_sha256": file_sha256(onnx_path),
         **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
         "preprocessor_sha256": file_sha256(paths.preprocessor),
     }
-    write_json(paths.model_card, model_card(preprocessor, checkpoint, read_json(paths.eval_metrics), hashes, parity))
-    report = {**parity, "onnx_bytes": len(model_bytes), "opset": cfg.opset}
+    if int8 is not None:
+        hashes["onnx_int8_sha256"] = file_sha256(int8_dir / INT8_FILE)
+    write_json(paths.model_card, model_card(preprocessor, checkpoint, read_json(paths.eval_metrics), hashes, parity, int8))
+    report = {**parity, "onnx_bytes": len(model_bytes), "opset": cfg.opset, "int8": int8}
     write_json(paths.export_report, report)
     log.info(
         "exported %s (%d bytes): max |dp| %.1e on %d test rows, labels identical, %.0f us per record",

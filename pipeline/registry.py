@@ -70,6 +70,7 @@ METRICS_FILE = "metrics.json"
 PARAMS_FILE = "params.yaml"
 DVC_LOCK_FILE = "dvc.lock"
 REFERENCE_FILE = "reference.parquet"
+INT8_FILE = "model.int8.onnx"  # optional: the dynamically quantised model
 VERSION_FILES = (ONNX_FILE, CARD_FILE, METRICS_FILE, PARAMS_FILE, DVC_LOCK_FILE, REFERENCE_FILE)
 
 # Events that move the production pointer; only promote() and rollback() may write them.
@@ -253,6 +254,18 @@ class ModelVersion:
     @property
     def reference(self) -> Path:
         return self.path / REFERENCE_FILE
+
+    @property
+    def onnx_int8(self) -> Path | None:
+        """The int8 model, when the version has one."""
+        return self.path / INT8_FILE if INT8_FILE in self.meta.get("sha256", {}) else None
+
+    @property
+    def serving_onnx(self) -> Path:
+        """The file to serve: int8 when the gate chose it at registration (``extra.serve``), else fp32."""
+        if self.meta.get("extra", {}).get("serve") == "int8" and self.onnx_int8 is not None:
+            return self.onnx_int8
+        return self.onnx
 
     @property
     def onnx_sha256(self) -> str:
@@ -482,6 +495,7 @@ class Registry:
         params: Path,
         dvc_lock: Path,
         reference: Path,
+        onnx_int8: Path | None = None,
         git_revision: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> ModelVersion:
@@ -498,6 +512,8 @@ class Registry:
             REFERENCE_FILE: reference,
         }
         arguments = dict(zip(VERSION_FILES, ("onnx", "model_card", "metrics", "params", "dvc_lock", "reference"), strict=True))
+        if onnx_int8 is not None:
+            sources[INT8_FILE], arguments[INT8_FILE] = onnx_int8, "onnx_int8"
         for name, source in sources.items():
             if not Path(source).is_file():
                 raise RegistryError(f"register: {arguments[name]} file {source} not found (run the pipeline first: dvc repro)")

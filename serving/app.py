@@ -59,6 +59,7 @@ class LoadedModel:
     inputs: tuple[dict[str, Any], ...]
     classes: tuple[str, ...]
     metrics: dict[str, Any]
+    variant: str  # "fp32" or "int8"
 
     @classmethod
     def load(cls, registry: Registry, threads: int) -> LoadedModel | None:
@@ -66,9 +67,10 @@ class LoadedModel:
         if version is None:
             return None
         version.verify()
-        session = ort_session(version.onnx, threads)
+        session = ort_session(version.serving_onnx, threads)  # int8 when the gate chose it
         card = version.card_data()
-        return cls(version.name, card, session, tuple(card["inputs"]), tuple(card["classes"]), version.metrics())
+        variant = "int8" if version.serving_onnx == version.onnx_int8 else "fp32"
+        return cls(version.name, card, session, tuple(card["inputs"]), tuple(card["classes"]), version.metrics(), variant)
 
 
 # ---------------------------------------------------------------- validation and feeds
@@ -322,7 +324,7 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
         model = service.model
         if model is None:
             raise RequestError(503, "no production model loaded")
-        return {"version": model.version, "card": model.card, "metrics": model.metrics}
+        return {"version": model.version, "variant": model.variant, "card": model.card, "metrics": model.metrics}
 
     @app.get("/metrics")
     async def metrics():

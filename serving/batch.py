@@ -234,8 +234,9 @@ def load_model(onnx_path: str | Path, card_path: str | Path, threads: int = DEFA
     for key in ("inputs", "classes"):
         if not card.get(key):
             raise DataError(f"{card_path}: model card has no {key!r}")
-    recorded = card.get("hashes", {}).get("onnx_sha256")
-    if recorded is not None and recorded != file_sha256(onnx_path):
+    hashes = card.get("hashes", {})
+    recorded = {hashes.get("onnx_sha256"), hashes.get("onnx_int8_sha256")} - {None}
+    if recorded and file_sha256(onnx_path) not in recorded:
         raise DataError(f"{card_path}: the card describes another model (its onnx_sha256 does not match {onnx_path})")
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -267,7 +268,7 @@ def resolve_model(model: str, card: str | None, registry: str | None) -> tuple[P
         if production is None:
             raise DataError(f"registry {registry}: no production model yet; promote one, or pass --model PATH.onnx")
         production.verify()  # the files are exactly what was promoted
-        return production.onnx, production.card, production.name
+        return production.serving_onnx, production.card, production.name  # int8 when the gate chose it
     onnx_path = Path(model)
     card_path = Path(card) if card is not None else onnx_path.with_name("model_card.json")
     if not onnx_path.is_file():

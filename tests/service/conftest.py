@@ -17,7 +17,7 @@ SLICE = {"ingest": {"max_rows": 4000}, "train": {"epochs": 3}, "evaluate": {"bas
 
 @pytest.fixture(scope="session")
 def served_workspace(tmp_path_factory) -> Path:
-    """A workspace whose registry has the slice model promoted (v0001) and registered again (v0002)."""
+    """A workspace whose registry has the slice model promoted (v0001) and registered again, int8 served (v0002)."""
     root = copy_repo(tmp_path_factory.mktemp("service"), **SLICE)
     result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=tool_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -28,5 +28,6 @@ def served_workspace(tmp_path_factory) -> Path:
         params=root / "params.yaml", dvc_lock=root / "dvc.lock", reference=root / paths.split / "train.parquet",
     )
     registry.promote(registry.register(**files).number, reason="test fixture")
-    registry.register(**files)  # v0002: same model, a different version to promote in reload tests
+    # v0002: the same model with its int8 variant chosen for serving, to promote in reload tests.
+    registry.register(**files, onnx_int8=root / paths.onnx_int8 / "model.onnx", extra={"serve": "int8"})
     return root

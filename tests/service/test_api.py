@@ -61,7 +61,9 @@ def test_health_ready_and_model(client, registry):
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json() == {"ready": True, "model_version": "v0001"}
     info = client.get("/model").json()
-    assert info["version"] == "v0001" and info["card"]["classes"] and "model" in info["metrics"]
+    assert info["version"] == "v0001" and info["variant"] == "fp32"
+    assert info["card"]["classes"] and "model" in info["metrics"]
+    assert info["card"]["int8"]["label_agreement"] > 0.95  # export measured the int8 model against fp32
 
 
 def test_predictions_match_the_onnx_model_and_are_logged(client, registry, test_rows):
@@ -163,6 +165,7 @@ def test_hot_reload_after_promotion_and_rollback_without_failing_requests(client
     try:
         registry.promote("v0002", reason="reload test")
         _wait_for_version(client, "v0002")
+        assert client.get("/model").json()["variant"] == "int8"  # the version chose its int8 model
         time.sleep(0.3)
         registry.rollback(reason="reload test")
         _wait_for_version(client, "v0001")

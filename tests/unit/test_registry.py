@@ -478,3 +478,21 @@ def test_cli_unknown_version_is_one_line_and_exit_1(registry, tmp_path):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "model version v0099 is not in the registry" in lines[0]
+
+
+def test_optional_int8_model_is_stored_hashed_and_served_when_chosen(tmp_path):
+    sources = tmp_path / "src"
+    sources.mkdir()
+    files = {}
+    for name, text in (("onnx", "fp32"), ("model_card", "{}"), ("metrics", "{}"), ("params", "a: 1"), ("dvc_lock", "x"), ("reference", "r")):
+        (sources / name).write_text(text)
+        files[name] = sources / name
+    (sources / "int8").write_text("int8")
+    registry = Registry(tmp_path / "registry")
+    plain = registry.register(**files)
+    assert plain.onnx_int8 is None and plain.serving_onnx == plain.onnx
+    chosen = registry.register(**files, onnx_int8=sources / "int8", extra={"serve": "int8"})
+    assert chosen.onnx_int8.read_text() == "int8" and chosen.serving_onnx == chosen.onnx_int8
+    chosen.verify()
+    kept = registry.register(**files, onnx_int8=sources / "int8", extra={"serve": "fp32"})
+    assert kept.serving_onnx == kept.onnx
