@@ -63,6 +63,8 @@ class IngestParams(_Section):
     target: str
     time_column: str | None = None
     drop_columns: tuple[str, ...] = ()
+    # Identifiers kept beside the features but never used as one (e.g. split.group_column).
+    id_columns: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     time_as_feature: bool = False
@@ -80,6 +82,9 @@ class IngestParams(_Section):
             raise ValueError(f"columns {both} are listed in both ingest.categorical and ingest.numeric")
         if self.max_rows is not None and self.max_rows < self.min_rows:
             raise ValueError(f"ingest.max_rows ({self.max_rows}) is below ingest.min_rows ({self.min_rows})")
+        both = sorted(set(self.id_columns) & set(self.drop_columns))
+        if both:
+            raise ValueError(f"columns {both} are listed in both ingest.id_columns and ingest.drop_columns")
         if self.target in self.drop_columns:
             raise ValueError(f"ingest.target {self.target!r} is also in ingest.drop_columns")
         return self

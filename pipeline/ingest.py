@@ -127,10 +127,11 @@ def infer_schema(frame: pd.DataFrame, cfg: IngestParams) -> Schema:
     _require_columns(cfg.drop_columns, columns, "ingest.drop_columns")
     _require_columns(cfg.categorical, columns, "ingest.categorical")
     _require_columns(cfg.numeric, columns, "ingest.numeric")
+    _require_columns(cfg.id_columns, columns, "ingest.id_columns")
     if cfg.time_column is not None:
         _require_columns([cfg.time_column], columns, "ingest.time_column")
 
-    excluded = {cfg.target, *cfg.drop_columns}
+    excluded = {cfg.target, *cfg.drop_columns, *cfg.id_columns}
     if cfg.time_column is not None and not cfg.time_as_feature:
         excluded.add(cfg.time_column)
     features = []
@@ -147,7 +148,9 @@ def infer_schema(frame: pd.DataFrame, cfg: IngestParams) -> Schema:
         features.append(Feature(str(name), kind))
     if not features:
         raise DataError(f"no feature columns left after removing the target and ingest.drop_columns")
-    extra = (cfg.time_column,) if cfg.time_column is not None and not cfg.time_as_feature else ()
+    extra = tuple(cfg.id_columns)
+    if cfg.time_column is not None and not cfg.time_as_feature:
+        extra += (cfg.time_column,)
     return Schema(target=cfg.target, features=tuple(features), time_column=cfg.time_column, extra_columns=extra)
 
 
@@ -309,7 +312,10 @@ def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
     batches = [(path, read_table_file(path)) for path in batch_files(Path(paths.landing))]
     frame, schema = ingest(raw, cfg, seed, batches)
     for name in identifier_like(frame, schema):
-        log.warning("column %r has a distinct value in every row; if it is an id, add it to ingest.drop_columns", name)
+        log.warning(
+            "column %r has a distinct value in every row; if it is an id, list it in ingest.drop_columns or ingest.id_columns",
+            name,
+        )
     write_dataset(paths.ingested, frame, schema)
     report = profile(frame, schema, source)
     report["landed_batches"] = [

@@ -267,3 +267,20 @@ def test_summary_counts_rows_shares_and_classes():
     for name, entry in report["splits"].items():
         assert entry["share"] == pytest.approx(len(parts[name]) / 200)
         assert sum(entry["class_balance"].values()) == len(parts[name])
+
+
+def test_group_column_kept_as_id_is_not_a_feature_and_still_splits():
+    from pipeline.config import IngestParams
+    from pipeline.ingest import ingest
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "patient": np.repeat([f"p{i}" for i in range(40)], 5),
+        "x": rng.normal(size=200),
+        "label": rng.choice(["a", "b"], size=200),
+    })
+    out, schema = ingest(frame, IngestParams(target="label", id_columns=("patient",), min_rows=10), seed=0)
+    assert "patient" not in schema.feature_names and "patient" in schema.extra_columns
+    parts = split(out, schema.with_classes(("a", "b")), SplitParams(method="group", train=0.6, val=0.2, test=0.2, group_column="patient"), seed=0)
+    groups = [set(part["patient"]) for part in parts.values()]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
