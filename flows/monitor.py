@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.common import MonitorState, locked_state, retrain_in_progress, update_state, utc_now, workspace_root
 from pipeline.common import read_table, write_json
-from pipeline.config import load_params
+from pipeline.config import load_params, prediction_log_url
 from pipeline.drift import detect_drift
 from pipeline.landing import expected_source_columns, screen
 from pipeline.monitoring import (
@@ -101,7 +101,7 @@ def current_sources(params, root: Path, target: str) -> list[CurrentSource]:
     if params.monitor.source in ("landing", "both"):
         sources.append(LandingSource(root / params.paths.landing))
     if params.monitor.source in ("prediction_log", "both"):
-        url = params.serve.database_url
+        url = prediction_log_url(params.serve)
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             url = f"sqlite:///{root / url.removeprefix('sqlite:///')}"  # relative to the workspace
         sources.append(PredictionLogSource(url, target))

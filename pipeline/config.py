@@ -257,12 +257,24 @@ class ServeParams(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    database_url: str = "sqlite:///data/predictions.sqlite"  # any SQLAlchemy URL, e.g. postgresql+psycopg://...
+    # Any SQLAlchemy URL; one with a password goes in $EVERGREEN_DATABASE_URL, never here.
+    database_url: str = "sqlite:///data/predictions.sqlite"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_records: int = Field(default=1000, ge=1)
     reload_interval_seconds: float = Field(default=2.0, gt=0)
     onnx_threads: int = Field(default=1, ge=1)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # NORMAL: survives SIGKILL, not power loss
+
+
+DATABASE_URL_ENV = "EVERGREEN_DATABASE_URL"
+
+
+def prediction_log_url(serve: ServeParams) -> str:
+    """The prediction log's URL: $EVERGREEN_DATABASE_URL when set (credentials belong there, not in
+    params.yaml, which is committed), else ``serve.database_url``."""
+    import os
+
+    return os.environ.get(DATABASE_URL_ENV) or serve.database_url
 
 
 class Params(_Section):

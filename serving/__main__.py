@@ -15,14 +15,14 @@ def main() -> None:
     import uvicorn
 
     from pipeline.common import setup_logging
-    from pipeline.config import load_params
+    from pipeline.config import load_params, prediction_log_url
     from serving.app import create_app
 
     params = load_params()
     parser = argparse.ArgumentParser(prog="python -m serving", description="Evergreen prediction service")
     parser.add_argument("--host", default=params.serve.host)
     parser.add_argument("--port", type=int, default=params.serve.port)
-    parser.add_argument("--database-url", default=params.serve.database_url)
+    parser.add_argument("--database-url", default=prediction_log_url(params.serve), help="default: $EVERGREEN_DATABASE_URL or serve.database_url")
     parser.add_argument("--registry", default=params.paths.registry)
     parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], default=params.serve.sqlite_synchronous)
     args = parser.parse_args()

@@ -225,3 +225,13 @@ def test_valid_range_with_min_above_max_is_refused():
     assert "clean.valid_ranges" in message
     assert "'age'" in message
     assert "min 89" in message and "max 18" in message
+
+
+def test_prediction_log_url_prefers_the_environment(monkeypatch):
+    from pipeline.config import ServeParams, prediction_log_url
+
+    serve = ServeParams()
+    monkeypatch.delenv("EVERGREEN_DATABASE_URL", raising=False)
+    assert prediction_log_url(serve) == "sqlite:///data/predictions.sqlite"
+    monkeypatch.setenv("EVERGREEN_DATABASE_URL", "postgresql+psycopg://evergreen:secret@127.0.0.1/log")
+    assert prediction_log_url(serve).startswith("postgresql+psycopg://")
