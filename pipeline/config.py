@@ -197,6 +197,9 @@ class TrainParams(_Section):
     class_weight: Literal["none", "balanced"] = "none"
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     num_threads: int | None = Field(default=None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast for the forward pass, fp32 weights and loss
+    grad_accum_steps: int = Field(default=1, ge=1)  # effective batch = batch_size x grad_accum_steps
 
     @field_validator("hidden")
     @classmethod

@@ -31,6 +31,7 @@ from torch import nn
 
 from pipeline.common import read_schema, read_table, split_file, stage_main, write_json
 from pipeline.config import FeatureParams, Paths, TrainParams
+from pipeline.errors import ParamsError
 from pipeline.features import Preprocessor, fit_preprocessor
 from pipeline.metrics import classification_scores
 from pipeline.model import ModelConfig, TabularMLP, build_model, penalised_parameters
@@ -53,6 +54,9 @@ class Tensors:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def to(self, device: torch.device) -> Tensors:
+        return Tensors(self.x_num.to(device), self.x_cat.to(device), self.y.to(device))
 
     @classmethod
     def encode(cls, frame, preprocessor: Preprocessor) -> Tensors:
@@ -97,6 +101,15 @@ def lr_at(step: int, cfg: TrainParams, steps_per_epoch: int) -> float:
     return cfg.lr  # none, plateau
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("train.device = 'cuda': no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
     """The optimizer named in ``train.optimizer``; weight_decay is the L2 penalty (decoupled in AdamW)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -136,7 +149,7 @@ def evaluate(model: nn.Module, data: Tensors, loss_fn: nn.Module, batch_size: in
     )
     model.train(was_training)
     loss = float(loss_fn(logits, data.y))
-    scores = classification_scores(data.y.numpy(), logits.argmax(1).numpy(), logits.shape[1])
+    scores = classification_scores(data.y.cpu().numpy(), logits.argmax(1).cpu().numpy(), logits.shape[1])
     return {"loss": loss, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
 
 
@@ -144,7 +157,7 @@ def checkpoint(model: TabularMLP, optimizer, epoch: int, history: History, cfg: 
     """A self-describing checkpoint of plain tensors and values (loadable with weights_only=True)."""
     return {
         "model_config": model.config.to_dict(),
-        "model_state": model.state_dict(),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer_state": optimizer.state_dict(),
         "epoch": epoch,
         "best_epoch": history.best_epoch,
@@ -169,7 +182,9 @@ def fit(
     """Train with early stopping; returns the model with the best weights, its checkpoint and the history."""
     torch.manual_seed(seed)  # weight init and dropout; batch order has its own generator
     shuffle = torch.Generator().manual_seed(seed)
-    model = build_model(config)
+    device = resolve_device(cfg.device)
+    model = build_model(config).to(device)
+    train, val = train.to(device), val.to(device)
     optimizer = make_optimizer(model, cfg)
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(train.y, config.n_classes, cfg.class_weight), label_smoothing=cfg.label_smoothing)
     val_loss_fn = nn.CrossEntropyLoss()
@@ -177,7 +192,12 @@ def fit(
 
     n = len(train)
     # BatchNorm cannot normalise a batch of one: drop a trailing single-row batch.
-    steps_per_epoch = n // cfg.batch_size + (1 if n % cfg.batch_size > 1 or (n % cfg.batch_size == 1 and not config.batch_norm) else 0)
+    batches_per_epoch = n // cfg.batch_size + (1 if n % cfg.batch_size > 1 or (n % cfg.batch_size == 1 and not config.batch_norm) else 0)
+    # Gradient accumulation: one optimizer step every grad_accum_steps batches (and at the epoch's end).
+    accum = cfg.grad_accum_steps
+    steps_per_epoch = math.ceil(batches_per_epoch / accum)
+    # bf16 autocast: matrix products in bfloat16 (AMX on recent CPUs, tensor cores on GPUs), the loss in fp32.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     plateau_scale, plateau_wait = 1.0, 0
     history = History()
     best: dict[str, Any] = {}
@@ -186,23 +206,27 @@ def fit(
     for epoch in range(cfg.epochs):
         model.train()
         started = time.perf_counter()
-        order = torch.randperm(n, generator=shuffle)
+        order = torch.randperm(n, generator=shuffle).to(device)
         # Running sums stay tensors: no host sync per step (it matters on a GPU).
-        loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.int64), 0
-        for b in range(steps_per_epoch):
+        loss_sum = torch.zeros((), device=device)
+        correct, seen = torch.zeros((), dtype=torch.int64, device=device), 0
+        for b in range(batches_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            lr = lr_at(step, cfg, steps_per_epoch) * plateau_scale
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits = model(train.x_num[idx], train.x_cat[idx])
-            loss = loss_fn(logits, train.y[idx])
+            if b % accum == 0:
+                lr = lr_at(step, cfg, steps_per_epoch) * plateau_scale
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            with autocast:
+                logits = model(train.x_num[idx], train.x_cat[idx])
+            loss = loss_fn(logits.float(), train.y[idx])
             total_loss = loss + cfg.l1 * sum(p.abs().sum() for p in l1_params) if l1_params else loss
-            optimizer.zero_grad(set_to_none=True)
-            total_loss.backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            step += 1
+            (total_loss / accum).backward()
+            if (b + 1) % accum == 0 or b == batches_per_epoch - 1:
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == train.y[idx]).sum()
             seen += len(idx)
@@ -241,6 +265,7 @@ def fit(
             break
     progress.close()
     model.load_state_dict(best["model_state"])
+    model.cpu()  # callers export and evaluate on the CPU
     best["best_epoch"] = history.best_epoch
     return model, best, history
 

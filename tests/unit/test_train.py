@@ -187,3 +187,39 @@ def test_leakage_held_out_rows_never_move_the_fitted_encoder(tmp_path, raw_param
     _write_splits(params.paths, frames, schema)
     train_stage.run(params.features, params.train, params.paths, params.seed)
     assert (tmp_path / params.paths.preprocessor).read_text() != before
+
+
+# ---------------------------------------------------------------- efficient-training options
+
+
+def test_bf16_autocast_trains_and_keeps_fp32_weights(data):
+    pre, train, val = data
+    cfg = quick(precision="bf16")
+    model, _, history = fit(train, val, _config(pre, cfg), cfg, seed=0)
+    assert history.epochs[-1]["train_loss"] < 0.8 * history.epochs[0]["train_loss"]
+    assert history.epochs[history.best_epoch]["val_accuracy"] > 0.7
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_gradient_accumulation_matches_the_larger_batch(table, schema):
+    """Two accumulated batches of 64 take the same steps as one batch of 128 (no batch norm, no dropout)."""
+    pre = fit_preprocessor(table.iloc[:384], schema, FeatureParams())
+    train, val = Tensors.encode(table.iloc[:384], pre), Tensors.encode(table.iloc[480:], pre)
+    common = dict(batch_norm=False, dropout=0.0, epochs=3, optimizer="sgd", lr=0.05, scheduler="none")
+    small = quick(batch_size=64, grad_accum_steps=2, **common)
+    large = quick(batch_size=128, **common)
+    accumulated, _, _ = fit(train, val, _config(pre, small), small, seed=0)
+    plain, _, _ = fit(train, val, _config(pre, large), large, seed=0)
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(accumulated.state_dict()[key], value, atol=1e-5, rtol=1e-4)
+
+
+def test_device_is_chosen_automatically():
+    from pipeline.errors import ParamsError
+    from pipeline.train import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ParamsError, match="train.device = 'cuda'"):
+            resolve_device("cuda")
