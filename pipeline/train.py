@@ -17,6 +17,8 @@ Command: ``python -m pipeline.train``
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 import sys
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.common import read_schema, read_table, split_file, stage_main, write_json
+from pipeline.common import file_sha256, read_schema, read_table, split_file, stage_main, write_json
 from pipeline.config import FeatureParams, Paths, TrainParams
 from pipeline.errors import ParamsError
 from pipeline.features import Preprocessor, fit_preprocessor
@@ -71,6 +73,7 @@ class History:
     best_epoch: int = -1
     best_value: float = math.nan
     stopped_early: bool = False
+    resumed_at: int = 0  # epochs already done when this process started (0: a fresh run)
 
 
 class EpochLogger(Protocol):
@@ -167,6 +170,28 @@ def checkpoint(model: TabularMLP, optimizer, epoch: int, history: History, cfg: 
     }
 
 
+def run_fingerprint(cfg: TrainParams, seed: int, config: ModelConfig, data_files: list[Path]) -> str:
+    """What a last checkpoint must match to be resumed: the same params, model, data and training code."""
+    from pipeline import features, metrics, model
+
+    digest = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), seed, config.to_dict()], sort_keys=True).encode())
+    for path in [*data_files, Path(__file__), Path(model.__file__), Path(features.__file__), Path(metrics.__file__)]:
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def resumable(checkpoint_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The last checkpoint if it belongs to this very run (same fingerprint), else None (start afresh)."""
+    path = checkpoint_dir / LAST_CHECKPOINT
+    if not path.exists():
+        return None
+    last = torch.load(path, map_location="cpu", weights_only=True)
+    if last.get("resume", {}).get("fingerprint") != fingerprint:
+        log.info("%s belongs to another run (params, data or code changed): training from scratch", path)
+        return None
+    return last
+
+
 # ---------------------------------------------------------------- the loop
 
 
@@ -178,8 +203,15 @@ def fit(
     seed: int,
     logger: EpochLogger | None = None,
     checkpoint_dir: Path | None = None,
+    resume: dict[str, Any] | None = None,
+    fingerprint: str = "",
 ) -> tuple[TabularMLP, dict[str, Any], History]:
-    """Train with early stopping; returns the model with the best weights, its checkpoint and the history."""
+    """Train with early stopping; returns the model with the best weights, its checkpoint and the history.
+
+    ``resume`` (a last checkpoint of the same run, see ``resumable``) continues after its epoch with
+    the weights, optimizer, schedule, history and random-number state it saved, so an interrupted
+    run ends exactly where an uninterrupted one would. The last checkpoint is written every epoch.
+    """
     torch.manual_seed(seed)  # weight init and dropout; batch order has its own generator
     shuffle = torch.Generator().manual_seed(seed)
     device = resolve_device(cfg.device)
@@ -201,9 +233,42 @@ def fit(
     plateau_scale, plateau_wait = 1.0, 0
     history = History()
     best: dict[str, Any] = {}
-    step = 0
+    step, start_epoch, finished = 0, 0, False
+    if resume is not None:
+        model.load_state_dict(resume["model_state"])
+        optimizer.load_state_dict(resume["optimizer_state"])
+        state = resume["resume"]
+        history = History(list(state["history"]), resume["best_epoch"], resume["best_metric"]["value"], state["stopped_early"])
+        best, step, finished = state["best"], state["step"], state["finished"]
+        plateau_scale, plateau_wait = state["plateau"]
+        torch.set_rng_state(state["rng_torch"])
+        shuffle.set_state(state["rng_shuffle"])
+        start_epoch = history.resumed_at = resume["epoch"] + 1
+        if logger is not None:
+            for epoch, values in enumerate(history.epochs):  # the curves of the epochs already done
+                logger.log_epoch(epoch, values)
+        log.info("resuming after epoch %d of %d", resume["epoch"], cfg.epochs)
+
+    def save_last(epoch: int, done: bool) -> None:
+        if checkpoint_dir is None:
+            return
+        last = checkpoint(model, optimizer, epoch, history, cfg, seed)
+        last["resume"] = {
+            "fingerprint": fingerprint, "history": history.epochs, "stopped_early": history.stopped_early, "best": best,
+            "step": step, "plateau": [plateau_scale, plateau_wait], "finished": done,
+            "rng_torch": torch.get_rng_state(), "rng_shuffle": shuffle.get_state(),
+        }
+        # Write then rename: a kill during the save leaves the previous epoch's checkpoint intact.
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        temporary = checkpoint_dir / f".{LAST_CHECKPOINT}.tmp"
+        torch.save(last, temporary)
+        temporary.replace(checkpoint_dir / LAST_CHECKPOINT)
+
     progress = _progress_bar(cfg.epochs)
-    for epoch in range(cfg.epochs):
+    progress.update(start_epoch)
+    for epoch in range(start_epoch, cfg.epochs):
+        if finished:
+            break
         model.train()
         started = time.perf_counter()
         order = torch.randperm(n, generator=shuffle).to(device)
@@ -255,13 +320,13 @@ def fit(
             if cfg.scheduler == "plateau" and plateau_wait > cfg.plateau_patience:
                 plateau_scale *= cfg.gamma
                 plateau_wait = 0
-        if checkpoint_dir is not None:
-            torch.save(checkpoint(model, optimizer, epoch, history, cfg, seed), checkpoint_dir / LAST_CHECKPOINT)
+        if epoch - history.best_epoch >= cfg.early_stopping.patience:
+            history.stopped_early = True
+        save_last(epoch, done=history.stopped_early or epoch == cfg.epochs - 1)
         progress.update(1)
         progress.set_postfix(val_loss=f"{values['val_loss']:.4f}", val_acc=f"{values['val_accuracy']:.4f}")
         log.debug("epoch %d %s", epoch, values)
-        if epoch - history.best_epoch >= cfg.early_stopping.patience:
-            history.stopped_early = True
+        if history.stopped_early:
             break
     progress.close()
     model.load_state_dict(best["model_state"])
@@ -327,9 +392,14 @@ def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> d
     )
     checkpoint_dir = Path(paths.checkpoints)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    data_files = [split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train")]
+    fingerprint = run_fingerprint(cfg, seed, config, data_files)
     curves = CurveLogger(paths.train_live, paths.tensorboard)
     started = time.perf_counter()
-    model, best, history = fit(train, val, config, cfg, seed, logger=curves, checkpoint_dir=checkpoint_dir)
+    model, best, history = fit(
+        train, val, config, cfg, seed, logger=curves, checkpoint_dir=checkpoint_dir,
+        resume=resumable(checkpoint_dir, fingerprint), fingerprint=fingerprint,
+    )
     seconds = time.perf_counter() - started
     best_values = history.epochs[history.best_epoch]
     summary = {
@@ -341,11 +411,11 @@ def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> d
     curves.close(summary)
     Path(paths.model).parent.mkdir(parents=True, exist_ok=True)
     torch.save(best, paths.model)
-    samples = sum(len(train) for _ in history.epochs)
+    trained = len(history.epochs) - history.resumed_at
     log.info(
-        "trained %d epochs (best %d, %s=%.4f) in %.1fs, %.0f samples/s; %d parameters",
-        len(history.epochs), history.best_epoch, cfg.early_stopping.metric, history.best_value,
-        seconds, samples / seconds, sum(p.numel() for p in model.parameters()),
+        "trained %d epochs (%d here, %d resumed; best %d, %s=%.4f) in %.1fs, %.0f samples/s; %d parameters",
+        len(history.epochs), trained, history.resumed_at, history.best_epoch, cfg.early_stopping.metric,
+        history.best_value, seconds, trained * len(train) / seconds, sum(p.numel() for p in model.parameters()),
     )
     return {**summary, "epochs_run": len(history.epochs), "stopped_early": history.stopped_early}
 

@@ -223,3 +223,63 @@ def test_device_is_chosen_automatically():
     if not torch.cuda.is_available():
         with pytest.raises(ParamsError, match="train.device = 'cuda'"):
             resolve_device("cuda")
+
+
+# ---------------------------------------------------------------- resume
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _without_timing(epochs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k != "epoch_seconds"} for e in epochs]
+
+
+class _KillAfter:
+    """A logger that kills the run during epoch ``epoch`` (before that epoch's checkpoint is written)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def log_epoch(self, epoch, values):
+        if epoch == self.epoch:
+            raise _Interrupt
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, data):
+    from pipeline.train import resumable
+
+    pre, train, val = data
+    cfg = quick(epochs=6, scheduler="cosine", warmup_epochs=1)
+    config = _config(pre, cfg)
+    straight, straight_best, straight_history = fit(train, val, config, cfg, seed=3, checkpoint_dir=tmp_path / "a", fingerprint="run")
+
+    (tmp_path / "b").mkdir()
+    with pytest.raises(_Interrupt):
+        fit(train, val, config, cfg, seed=3, logger=_KillAfter(3), checkpoint_dir=tmp_path / "b", fingerprint="run")
+    last = resumable(tmp_path / "b", "run")
+    assert last["epoch"] == 2  # epochs 0-2 were checkpointed before the kill
+    resumed, resumed_best, resumed_history = fit(
+        train, val, config, cfg, seed=3, checkpoint_dir=tmp_path / "b", resume=last, fingerprint="run"
+    )
+    assert _without_timing(resumed_history.epochs) == _without_timing(straight_history.epochs)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert resumed_best["best_epoch"] == straight_best["best_epoch"]
+    assert resumable(tmp_path / "b", "other params or data") is None  # a changed run starts afresh
+
+
+def test_a_finished_run_resumes_without_training(tmp_path, data):
+    from pipeline.train import resumable
+
+    pre, train, val = data
+    cfg = quick(epochs=3)
+    (tmp_path / "c").mkdir()
+    first, _, history = fit(train, val, _config(pre, cfg), cfg, seed=0, checkpoint_dir=tmp_path / "c", fingerprint="f")
+    again, _, again_history = fit(
+        train, val, _config(pre, cfg), cfg, seed=0, checkpoint_dir=tmp_path / "c", resume=resumable(tmp_path / "c", "f"), fingerprint="f"
+    )
+    assert again_history.epochs == history.epochs
+    for key, value in first.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value)
