@@ -143,7 +143,7 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
     onnx_sha = file_sha256(root_path / paths.onnx)
     production = registry.production()
     event = {"trigger": reason, "note": note, **verdict}
-    if production is not None and production.meta["sha256"]["model.onnx"] == onnx_sha:
+    if production is not None and production.onnx_sha256 == onnx_sha:
         registry.record({"event": "unchanged", "version": production.name, "decision": event})
         return {"action": "unchanged", "version": production.name}
     card = read_json(root_path / paths.model_card)

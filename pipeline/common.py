@@ -156,11 +156,16 @@ def setup_logging() -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def stage_main(run: Callable[[Params], Any], params_file: str | Path = DEFAULT_PARAMS_FILE) -> None:
-    """Run a stage from the command line: load params once, report user errors as one line, exit 1."""
-    setup_logging()
+def run_or_exit(command: Callable[[], Any]) -> Any:
+    """Run a command-line action: a user error (EvergreenError) becomes one logged line and exit code 1."""
     try:
-        run(load_params(params_file))
+        return command()
     except EvergreenError as exc:
         log.error("%s", exc)
         sys.exit(1)
+
+
+def stage_main(run: Callable[[Params], Any], params_file: str | Path = DEFAULT_PARAMS_FILE) -> None:
+    """Run a stage from the command line: load params once, report user errors as one line, exit 1."""
+    setup_logging()
+    run_or_exit(lambda: run(load_params(params_file)))

@@ -41,7 +41,7 @@ from pipeline.errors import ExportError
 from pipeline.features import MISSING_TEXT, Preprocessor
 from pipeline.inference import load_model, load_preprocessor, predict_proba
 from pipeline.model import TabularMLP
-from pipeline.scoring import ort_session
+from pipeline.scoring import onnx_feed, ort_session
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +210,9 @@ def build_onnx(model: TabularMLP, preprocessor: Preprocessor, opset: int) -> onn
 
 def raw_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np.ndarray]:
     """Feed for the ONNX model: float32 [N, 1] per numeric column, string [N, 1] per categorical one."""
-    feed = {}
-    for col in preprocessor.numeric:
-        feed[col.name] = frame[col.name].to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
-    for col in preprocessor.categorical:
-        text = frame[col.name].astype("string").fillna(MISSING_TEXT)
-        feed[col.name] = text.to_numpy(dtype=object).reshape(-1, 1)
-    return feed
+    specs = [{"name": c.name, "kind": "numeric"} for c in preprocessor.numeric]
+    specs += [{"name": c.name, "kind": "categorical"} for c in preprocessor.categorical]
+    return onnx_feed(frame, specs)
 
 
 def verify(model_bytes: bytes, expected: np.ndarray, frame: pd.DataFrame, preprocessor: Preprocessor, tolerance: float) -> dict[str, Any]:

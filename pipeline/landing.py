@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.common import file_sha256, setup_logging
+from pipeline.common import file_sha256, run_or_exit, setup_logging
 from pipeline.config import IngestParams, Params, load_params
-from pipeline.errors import DataError, EvergreenError
+from pipeline.errors import DataError
 from pipeline.ingest import (
     TABLE_SUFFIXES,
     as_time,
@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     setup_logging()
-    try:
+
+    def act() -> None:
         params = load_params()
         landing = Path(params.paths.landing)
         if args.command == "next":
@@ -215,9 +216,8 @@ def main(argv: list[str] | None = None) -> None:
                 sys.stdout.write(f"landed      {path.name}\n")
             for path in sorted(Path(params.paths.quarantine).glob(f"*{REASON_SUFFIX}")):
                 sys.stdout.write(f"quarantined {path.name.removesuffix(REASON_SUFFIX)}: {path.read_text().strip()}\n")
-    except EvergreenError as exc:
-        log.error("%s", exc)
-        sys.exit(1)
+
+    run_or_exit(act)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipeline.common import _json_default, file_sha256, read_json, setup_logging, write_json
+from pipeline.common import _json_default, file_sha256, read_json, run_or_exit, setup_logging, write_json
 from pipeline.config import load_params
 from pipeline.errors import EvergreenError
 
@@ -781,12 +781,7 @@ def main(argv: list[str] | None = None) -> None:
     """CLI entry: results on stdout; a user error is one line on stderr and exit code 1."""
     setup_logging()
     args = _parser().parse_args(argv)
-    try:
-        output = _run_cli(args)
-    except EvergreenError as exc:
-        log.error("%s", exc)
-        sys.exit(1)
-    sys.stdout.write(output)
+    sys.stdout.write(run_or_exit(lambda: _run_cli(args)))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +38,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.common import file_sha256, read_json, setup_logging
-from pipeline.errors import DataError, EvergreenError
+from pipeline.common import file_sha256, read_json, run_or_exit, setup_logging
+from pipeline.errors import DataError
 from pipeline.scoring import MISSING_TEXT, OnnxModel, onnx_feed
 
 log = logging.getLogger(__name__)
@@ -393,11 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     """CLI entry: progress and the summary are logged; a user error is one line and exit code 1."""
     setup_logging()
     args = _parser().parse_args(argv)
-    try:
-        summary = run(args)
-    except EvergreenError as exc:
-        log.error("%s", exc)
-        sys.exit(1)
+    summary = run_or_exit(lambda: run(args))
     log.info(
         "%s -> %s: %d rows in %d chunks, %.2f s (%.0f rows/s), model %s",
         args.input, args.output, summary["rows"], summary["chunks"], summary["seconds"], summary["rows_per_s"], summary["model_version"],
