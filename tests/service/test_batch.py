@@ -1,7 +1,7 @@
 """serving.batch: streamed batch scoring equals the ONNX model row for row, in any chunking.
 
-The fixture is the workspace's real exported model (models/model.onnx and its card, from
-``dvc repro``) and 2,500 real rows of data/split/test.parquet, copied into ``tmp_path``.
+The fixture is a real exported model (``dvc repro`` on a slice, the service tests' shared
+workspace) and 2,500 real rows of its split data, copied into ``tmp_path``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from pipeline.common import read_json, write_json
+from pipeline.config import load_params
 from pipeline.errors import DataError
 from pipeline.registry import Registry
 from pipeline.scoring import OnnxModel, onnx_feed
@@ -26,19 +27,18 @@ from tests.conftest import tool_env
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 2500
-ARTIFACTS = {"onnx": REPO / "models" / "model.onnx", "card": REPO / "models" / "model_card.json", "test": REPO / "data" / "split" / "test.parquet"}
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> dict[str, Path]:
-    """The exported model, its card and the first 2,500 test rows (as Parquet and CSV) in a temp dir."""
-    absent = [str(path.relative_to(REPO)) for path in ARTIFACTS.values() if not path.is_file()]
-    if absent:
-        pytest.fail(f"{absent} missing: run `dvc repro` in {REPO} first (the batch tests score the real exported model)")
+def workspace(served_workspace, tmp_path_factory) -> dict[str, Path]:
+    """The slice's exported model, its card and 2,500 of its split rows (as Parquet and CSV) in a temp dir."""
+    paths = load_params(served_workspace / "params.yaml").paths
     root = tmp_path_factory.mktemp("batch")
-    shutil.copy(ARTIFACTS["onnx"], root / "model.onnx")
-    shutil.copy(ARTIFACTS["card"], root / "model_card.json")
-    rows = pd.read_parquet(ARTIFACTS["test"]).head(ROWS).reset_index(drop=True)
+    shutil.copy(served_workspace / paths.onnx, root / "model.onnx")
+    shutil.copy(served_workspace / paths.model_card, root / "model_card.json")
+    splits = [pd.read_parquet(served_workspace / paths.split / f"{name}.parquet") for name in ("test", "val", "train")]
+    rows = pd.concat(splits, ignore_index=True).head(ROWS)
+    assert len(rows) == ROWS, f"the slice has only {len(rows)} rows"
     rows.to_parquet(root / "rows.parquet", index=False)
     rows.to_csv(root / "rows.csv", index=False)
     return {"root": root, "onnx": root / "model.onnx", "card": root / "model_card.json", "parquet": root / "rows.parquet", "csv": root / "rows.csv"}
