@@ -166,14 +166,35 @@ class FeatureParams(_Section):
 
 
 class EarlyStoppingParams(_Section):
-    metric: Literal["val_loss", "val_accuracy", "val_macro_f1"] = "val_loss"
+    # val_accuracy and val_macro_f1 for classification, val_mae and val_rmse for regression
+    metric: Literal["val_loss", "val_accuracy", "val_macro_f1", "val_mae", "val_rmse"] = "val_loss"
     patience: int = Field(default=5, ge=1)
     min_delta: float = Field(default=0.0, ge=0)
+
+
+class TransformerParams(_Section):
+    """The FT-Transformer (``train.architecture: ft_transformer``): one token per feature."""
+
+    d_token: int = Field(default=64, ge=8)
+    layers: int = Field(default=3, ge=1)
+    heads: int = Field(default=8, ge=1)
+    ffn_factor: float = Field(default=4 / 3, gt=0)
+    attention_dropout: float = Field(default=0.2, ge=0, lt=1)
+    ffn_dropout: float = Field(default=0.1, ge=0, lt=1)
+    residual_dropout: float = Field(default=0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerParams:
+        if self.d_token % self.heads:
+            raise ValueError(f"train.transformer.d_token ({self.d_token}) must be a multiple of heads ({self.heads})")
+        return self
 
 
 class TrainParams(_Section):
     """The network and the training loop."""
 
+    architecture: Literal["mlp", "ft_transformer"] = "mlp"
+    transformer: TransformerParams = TransformerParams()
     hidden: tuple[int, ...] = (256, 256)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     batch_norm: bool = True
@@ -200,6 +221,7 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast for the forward pass, fp32 weights and loss
     grad_accum_steps: int = Field(default=1, ge=1)  # effective batch = batch_size x grad_accum_steps
+    regression_loss: Literal["mse", "mae", "huber"] = "mse"
 
     @field_validator("hidden")
     @classmethod

@@ -34,13 +34,13 @@ import onnx
 import pandas as pd
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from torch import nn
 
 from pipeline.common import SPLITS, file_sha256, read_json, read_schema, read_table, split_file, stage_main, write_json
 from pipeline.config import ExportParams, Paths
 from pipeline.errors import ExportError
 from pipeline.features import MISSING_TEXT, Preprocessor
 from pipeline.inference import load_model, load_preprocessor, predict_proba
-from pipeline.model import TabularMLP
 from pipeline.scoring import onnx_feed, ort_session
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ NET_PREFIX = "net/"
 class _Probabilities(torch.nn.Module):
     """The network followed by softmax: encoded tensors in, probabilities out."""
 
-    def __init__(self, model: TabularMLP):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
@@ -63,7 +63,7 @@ class _Probabilities(torch.nn.Module):
         return torch.softmax(self.model(x_num, x_cat), dim=1)
 
 
-def network_graph(model: TabularMLP, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
+def network_graph(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
     """The trained network as ONNX (legacy TorchScript exporter: no onnxscript needed, no side files)."""
     x_num = torch.zeros(2, preprocessor.n_numeric_inputs, dtype=torch.float32)
     x_cat = torch.zeros(2, len(preprocessor.categorical), dtype=torch.int64)
@@ -71,6 +71,8 @@ def network_graph(model: TabularMLP, preprocessor: Preprocessor, opset: int) -> 
     with warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (see docstring); its deprecation notice is noise here.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # Shape checks inside nn.MultiheadAttention are constants for a fixed model: not a tracing hazard.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             _Probabilities(model.eval()),
             (x_num, x_cat),
@@ -182,7 +184,7 @@ def postprocessing_graph(classes: tuple[str, ...], opset: int, ir_version: int) 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
 
 
-def build_onnx(model: TabularMLP, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
+def build_onnx(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
     """Preprocessing, network and label lookup joined into one graph with raw-column inputs."""
     reserved = {PROBABILITIES, LABEL, "x_num", "x_cat"}
     clash = sorted(c for c in preprocessor.input_columns if c in reserved or c.startswith(("prep/", "post/", NET_PREFIX)))

@@ -1,8 +1,14 @@
-"""Neural networks. A model is rebuilt from its ``ModelConfig`` (saved in every checkpoint)."""
+"""Neural networks. A model is rebuilt from its config (saved in every checkpoint as a dict with a
+``family`` key): ``config_from_dict`` -> ``build_model``.
+
+Tabular families take ``(x_num float32 [N, F], x_cat int64 [N, C])`` and return logits
+``[N, n_classes]``: ``mlp`` (TabularMLP) and ``ft_transformer`` (FTTransformer).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,12 +27,41 @@ class ModelConfig:
     categorical_encoding: str = "embedding"  # embedding | onehot
     embedding_dim: int | None = None
 
+    family = "mlp"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"family": self.family, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
+        data = {k: v for k, v in data.items() if k != "family"}
         return cls(**{**data, "cardinalities": tuple(data["cardinalities"]), "hidden": tuple(data["hidden"])})
+
+
+@dataclass(frozen=True)
+class FTTransformerConfig:
+    """FT-Transformer (Gorishniy et al., 2021): every feature becomes a token, a [CLS] token reads them."""
+
+    n_numeric: int
+    cardinalities: tuple[int, ...]
+    n_classes: int
+    d_token: int = 64
+    layers: int = 3
+    heads: int = 8
+    ffn_factor: float = 4 / 3
+    attention_dropout: float = 0.2
+    ffn_dropout: float = 0.1
+    residual_dropout: float = 0.0
+
+    family = "ft_transformer"
+
+    def to_dict(self) -> dict:
+        return {"family": self.family, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FTTransformerConfig:
+        data = {k: v for k, v in data.items() if k != "family"}
+        return cls(**{**data, "cardinalities": tuple(data["cardinalities"])})
 
 
 def embedding_size(cardinality: int, fixed: int | None) -> int:
@@ -71,8 +106,97 @@ class TabularMLP(nn.Module):
         return self.head(self.body(torch.cat(parts, dim=1)))
 
 
-def build_model(config: ModelConfig) -> TabularMLP:
-    return TabularMLP(config)
+class FeatureTokenizer(nn.Module):
+    """Numeric feature j -> x_j * W_j + b_j; categorical feature c -> E_c[x_c] + b_c: tokens [N, F + C, d]."""
+
+    def __init__(self, n_numeric: int, cardinalities: tuple[int, ...], d_token: int):
+        super().__init__()
+        self.numeric_weight = nn.Parameter(torch.empty(n_numeric, d_token))
+        self.numeric_bias = nn.Parameter(torch.empty(n_numeric, d_token))
+        # One table for all categorical columns, each column offset into its own range of rows.
+        offsets = torch.tensor([0, *cardinalities[:-1]], dtype=torch.int64).cumsum(0) if cardinalities else torch.zeros(0, dtype=torch.int64)
+        self.register_buffer("category_offsets", offsets, persistent=False)
+        self.categories = nn.Embedding(max(1, sum(cardinalities)), d_token)
+        self.categorical_bias = nn.Parameter(torch.empty(len(cardinalities), d_token))
+        bound = d_token**-0.5  # the paper's uniform(-1/sqrt(d), 1/sqrt(d)) initialisation
+        for parameter in (self.numeric_weight, self.numeric_bias, self.categories.weight, self.categorical_bias):
+            nn.init.uniform_(parameter, -bound, bound)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        tokens = x_num.unsqueeze(-1) * self.numeric_weight + self.numeric_bias  # [N, F, d]
+        if self.categorical_bias.shape[0]:
+            categorical = self.categories(x_cat + self.category_offsets) + self.categorical_bias  # [N, C, d]
+            tokens = torch.cat([tokens, categorical], dim=1)
+        return tokens
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + Attention(LN(x)), then x + FFN(LN(x)) with a ReGLU feed-forward."""
+
+    def __init__(self, d: int, heads: int, ffn_factor: float, attention_dropout: float, ffn_dropout: float, residual_dropout: float):
+        super().__init__()
+        hidden = max(1, int(d * ffn_factor))
+        self.attention_norm = nn.LayerNorm(d)
+        self.attention = nn.MultiheadAttention(d, heads, dropout=attention_dropout, batch_first=True)
+        self.ffn_norm = nn.LayerNorm(d)
+        self.ffn_in = nn.Linear(d, 2 * hidden)
+        self.ffn_dropout = nn.Dropout(ffn_dropout)
+        self.ffn_out = nn.Linear(hidden, d)
+        self.residual_dropout = nn.Dropout(residual_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.attention_norm(x)
+        h, _ = self.attention(h, h, h, need_weights=False)
+        x = x + self.residual_dropout(h)
+        value, gate = self.ffn_in(self.ffn_norm(x)).chunk(2, dim=-1)
+        h = self.ffn_out(self.ffn_dropout(value * torch.relu(gate)))
+        return x + self.residual_dropout(h)
+
+
+class FTTransformer(nn.Module):
+    """Feature tokens + [CLS] -> pre-norm Transformer blocks -> LayerNorm, ReLU, Linear on [CLS] -> logits."""
+
+    def __init__(self, config: FTTransformerConfig):
+        super().__init__()
+        if config.d_token % config.heads:
+            raise ValueError(f"train.transformer.d_token ({config.d_token}) must be a multiple of heads ({config.heads})")
+        self.config = config
+        self.tokenizer = FeatureTokenizer(config.n_numeric, config.cardinalities, config.d_token)
+        self.cls = nn.Parameter(torch.empty(1, 1, config.d_token))
+        nn.init.uniform_(self.cls, -(config.d_token**-0.5), config.d_token**-0.5)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.d_token, config.heads, config.ffn_factor, config.attention_dropout, config.ffn_dropout, config.residual_dropout)
+            for _ in range(config.layers)
+        )
+        self.head = nn.Sequential(nn.LayerNorm(config.d_token), nn.ReLU(), nn.Linear(config.d_token, config.n_classes))
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        """x_num: float [N, n_numeric], x_cat: int64 [N, n_categorical] -> logits [N, n_classes]."""
+        tokens = self.tokenizer(x_num, x_cat)
+        x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # [N, 1 + F + C, d]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x[:, 0])
+
+
+# family name -> (config class, network class); checkpoints store the family with the config.
+FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
+    ModelConfig.family: (ModelConfig, TabularMLP),
+    FTTransformerConfig.family: (FTTransformerConfig, FTTransformer),
+}
+
+
+def config_from_dict(data: dict[str, Any]):
+    """The config of a saved model; checkpoints from before families existed are MLPs."""
+    family = data.get("family", ModelConfig.family)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[family][0].from_dict(data)
+
+
+def build_model(config) -> nn.Module:
+    """A freshly initialised network for ``config`` (any family's config)."""
+    return FAMILIES[config.family][1](config)
 
 
 def penalised_parameters(model: nn.Module) -> list[torch.Tensor]:

@@ -36,35 +36,49 @@ from pipeline.config import FeatureParams, Paths, TrainParams
 from pipeline.errors import ParamsError
 from pipeline.features import Preprocessor, fit_preprocessor
 from pipeline.metrics import classification_scores
-from pipeline.model import ModelConfig, TabularMLP, build_model, penalised_parameters
+from pipeline.model import FTTransformerConfig, ModelConfig, build_model, penalised_parameters
 
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.pt"
 MAXIMISED = {"val_accuracy", "val_macro_f1"}
+# The per-epoch metrics of each task: the first is also shown for the training batches.
+TASK_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("mae", "rmse")}
 ONECYCLE_START_DIVISOR = 25.0
 ONECYCLE_DEFAULT_WARMUP = 0.3
 
 
 @dataclass(frozen=True)
 class Tensors:
-    """One split, encoded: x_num float32 [N, F], x_cat int64 [N, C], y int64 [N]."""
+    """One split, encoded: the network's inputs (each [N, ...], passed as ``model(*inputs)``) and the
+    target ``y``: int64 [N] class indices (classification) or float32 [N, H] values (regression).
 
-    x_num: torch.Tensor
-    x_cat: torch.Tensor
+    Tabular data has inputs (x_num float32 [N, F], x_cat int64 [N, C]); other data kinds bring
+    their own inputs, and the loop below never looks inside them.
+    """
+
+    inputs: tuple[torch.Tensor, ...]
     y: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def to(self, device: torch.device) -> Tensors:
-        return Tensors(self.x_num.to(device), self.x_cat.to(device), self.y.to(device))
+    @property
+    def task(self) -> str:
+        return "classification" if self.y.dtype == torch.int64 else "regression"
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Tensors:
+        return Tensors(tuple(x.to(device, non_blocking=non_blocking) for x in self.inputs), self.y.to(device, non_blocking=non_blocking))
+
+    def rows(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, ...]:
+        return tuple(x[idx] for x in self.inputs)
 
     @classmethod
     def encode(cls, frame, preprocessor: Preprocessor) -> Tensors:
+        """Tabular rows through the fitted encoder."""
         x_num, x_cat = preprocessor.transform(frame)
         y = preprocessor.encode_labels(frame[preprocessor.target])
-        return cls(torch.from_numpy(x_num), torch.from_numpy(x_cat), torch.from_numpy(y))
+        return cls((torch.from_numpy(x_num), torch.from_numpy(x_cat)), torch.from_numpy(y))
 
 
 @dataclass
@@ -134,6 +148,13 @@ def class_weights(y: torch.Tensor, n_classes: int, mode: str) -> torch.Tensor | 
     return weights.float()
 
 
+def check_metric(metric: str, task: str) -> None:
+    """The early-stopping metric must be one the task reports (accuracy means nothing for a regression)."""
+    allowed = ["val_loss", *(f"val_{name}" for name in TASK_METRICS[task])]
+    if metric not in allowed:
+        raise ParamsError(f"train.early_stopping.metric = {metric!r} does not apply to {task}; choose one of {allowed}")
+
+
 def is_improvement(value: float, best: float, metric: str, min_delta: float) -> bool:
     if math.isnan(best):
         return True
@@ -142,21 +163,40 @@ def is_improvement(value: float, best: float, metric: str, min_delta: float) -> 
     return value < best - min_delta
 
 
+def make_loss(task: str, cfg: TrainParams, weight: torch.Tensor | None = None) -> nn.Module:
+    """Cross-entropy (with class weights and label smoothing) for classes; ``train.regression_loss`` for values."""
+    if task == "classification":
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    return {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}[cfg.regression_loss]()
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Tensors, loss_fn: nn.Module, batch_size: int) -> dict[str, float]:
-    """Loss, accuracy and macro F1 over a whole split, in eval mode; restores the previous mode."""
+def predict(model: nn.Module, data: Tensors, batch_size: int) -> torch.Tensor:
+    """The network's outputs over a whole split, in eval mode; restores the previous mode."""
     was_training = model.training
     model.eval()
-    logits = torch.cat(
-        [model(data.x_num[i : i + batch_size], data.x_cat[i : i + batch_size]) for i in range(0, len(data), batch_size)]
-    )
+    out = torch.cat([model(*data.rows(slice(i, i + batch_size))) for i in range(0, len(data), batch_size)])
     model.train(was_training)
-    loss = float(loss_fn(logits, data.y))
-    scores = classification_scores(data.y.cpu().numpy(), logits.argmax(1).cpu().numpy(), logits.shape[1])
-    return {"loss": loss, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+    return out.float()
 
 
-def checkpoint(model: TabularMLP, optimizer, epoch: int, history: History, cfg: TrainParams, seed: int) -> dict[str, Any]:
+def scores_of(outputs: torch.Tensor, y: torch.Tensor, task: str) -> dict[str, float]:
+    """Accuracy and macro F1 of logits, or MAE and RMSE of predicted values (in the training scale)."""
+    if task == "classification":
+        scores = classification_scores(y.cpu().numpy(), outputs.argmax(1).cpu().numpy(), outputs.shape[1])
+        return {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+    error = outputs.reshape(y.shape) - y
+    return {"mae": float(error.abs().mean()), "rmse": float(error.pow(2).mean().sqrt())}
+
+
+def evaluate(model: nn.Module, data: Tensors, loss_fn: nn.Module, batch_size: int) -> dict[str, float]:
+    """Loss and the task's metrics over a whole split."""
+    outputs = predict(model, data, batch_size)
+    target = data.y if data.task == "classification" else data.y.reshape(outputs.shape)
+    return {"loss": float(loss_fn(outputs, target)), **scores_of(outputs, data.y, data.task)}
+
+
+def checkpoint(model: nn.Module, optimizer, epoch: int, history: History, cfg: TrainParams, seed: int) -> dict[str, Any]:
     """A self-describing checkpoint of plain tensors and values (loadable with weights_only=True)."""
     return {
         "model_config": model.config.to_dict(),
@@ -170,7 +210,7 @@ def checkpoint(model: TabularMLP, optimizer, epoch: int, history: History, cfg: 
     }
 
 
-def run_fingerprint(cfg: TrainParams, seed: int, config: ModelConfig, data_files: list[Path]) -> str:
+def run_fingerprint(cfg: TrainParams, seed: int, config, data_files: list[Path]) -> str:
     """What a last checkpoint must match to be resumed: the same params, model, data and training code."""
     from pipeline import features, metrics, model
 
@@ -198,33 +238,37 @@ def resumable(checkpoint_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 def fit(
     train: Tensors,
     val: Tensors,
-    config: ModelConfig,
+    config,
     cfg: TrainParams,
     seed: int,
     logger: EpochLogger | None = None,
     checkpoint_dir: Path | None = None,
     resume: dict[str, Any] | None = None,
     fingerprint: str = "",
-) -> tuple[TabularMLP, dict[str, Any], History]:
+) -> tuple[nn.Module, dict[str, Any], History]:
     """Train with early stopping; returns the model with the best weights, its checkpoint and the history.
 
     ``resume`` (a last checkpoint of the same run, see ``resumable``) continues after its epoch with
     the weights, optimizer, schedule, history and random-number state it saved, so an interrupted
     run ends exactly where an uninterrupted one would. The last checkpoint is written every epoch.
     """
+    task = train.task
+    check_metric(cfg.early_stopping.metric, task)
+    primary = TASK_METRICS[task][0]
     torch.manual_seed(seed)  # weight init and dropout; batch order has its own generator
     shuffle = torch.Generator().manual_seed(seed)
     device = resolve_device(cfg.device)
     model = build_model(config).to(device)
     train, val = train.to(device), val.to(device)
     optimizer = make_optimizer(model, cfg)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(train.y, config.n_classes, cfg.class_weight), label_smoothing=cfg.label_smoothing)
-    val_loss_fn = nn.CrossEntropyLoss()
+    weight = class_weights(train.y, config.n_classes, cfg.class_weight) if task == "classification" else None
+    loss_fn, val_loss_fn = make_loss(task, cfg, weight), make_loss(task, cfg)
     l1_params = penalised_parameters(model) if cfg.l1 > 0 else []
 
     n = len(train)
     # BatchNorm cannot normalise a batch of one: drop a trailing single-row batch.
-    batches_per_epoch = n // cfg.batch_size + (1 if n % cfg.batch_size > 1 or (n % cfg.batch_size == 1 and not config.batch_norm) else 0)
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    batches_per_epoch = n // cfg.batch_size + (1 if n % cfg.batch_size > 1 or (n % cfg.batch_size == 1 and not has_batch_norm) else 0)
     # Gradient accumulation: one optimizer step every grad_accum_steps batches (and at the epoch's end).
     accum = cfg.grad_accum_steps
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
@@ -274,16 +318,19 @@ def fit(
         order = torch.randperm(n, generator=shuffle).to(device)
         # Running sums stay tensors: no host sync per step (it matters on a GPU).
         loss_sum = torch.zeros((), device=device)
-        correct, seen = torch.zeros((), dtype=torch.int64, device=device), 0
+        hits, seen = torch.zeros((), device=device), 0  # correct labels, or the sum of absolute errors
         for b in range(batches_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if b % accum == 0:
                 lr = lr_at(step, cfg, steps_per_epoch) * plateau_scale
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+            target = train.y[idx]
             with autocast:
-                logits = model(train.x_num[idx], train.x_cat[idx])
-            loss = loss_fn(logits.float(), train.y[idx])
+                outputs = model(*train.rows(idx)).float()
+            if task == "regression":
+                outputs = outputs.reshape(target.shape)
+            loss = loss_fn(outputs, target)
             total_loss = loss + cfg.l1 * sum(p.abs().sum() for p in l1_params) if l1_params else loss
             (total_loss / accum).backward()
             if (b + 1) % accum == 0 or b == batches_per_epoch - 1:
@@ -293,16 +340,15 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
             loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == train.y[idx]).sum()
+            with torch.no_grad():
+                hits += (outputs.argmax(1) == target).sum() if task == "classification" else (outputs - target).abs().mean() * len(idx)
             seen += len(idx)
 
         val_scores = evaluate(model, val, val_loss_fn, max(cfg.batch_size, 4096))
         values = {
             "train_loss": float(loss_sum) / max(seen, 1),
-            "train_accuracy": int(correct) / max(seen, 1),
-            "val_loss": val_scores["loss"],
-            "val_accuracy": val_scores["accuracy"],
-            "val_macro_f1": val_scores["macro_f1"],
+            f"train_{primary}": float(hits) / max(seen, 1),
+            **{f"val_{name}": value for name, value in val_scores.items()},
             "lr": lr,
             "epoch_seconds": time.perf_counter() - started,
         }
@@ -324,7 +370,7 @@ def fit(
             history.stopped_early = True
         save_last(epoch, done=history.stopped_early or epoch == cfg.epochs - 1)
         progress.update(1)
-        progress.set_postfix(val_loss=f"{values['val_loss']:.4f}", val_acc=f"{values['val_accuracy']:.4f}")
+        progress.set_postfix(val_loss=f"{values['val_loss']:.4f}", **{f"val_{primary}": f"{values[f'val_{primary}']:.4f}"})
         log.debug("epoch %d %s", epoch, values)
         if history.stopped_early:
             break
@@ -368,6 +414,19 @@ class CurveLogger:
         self.writer.close()
 
 
+def tabular_config(preprocessor: Preprocessor, cfg: TrainParams) -> ModelConfig | FTTransformerConfig:
+    """The network ``train.architecture`` names, sized for the fitted encoder's inputs and classes."""
+    shape = dict(n_numeric=preprocessor.n_numeric_inputs, cardinalities=tuple(preprocessor.cardinalities), n_classes=len(preprocessor.classes))
+    if cfg.architecture == "mlp":
+        return ModelConfig(
+            **shape, hidden=cfg.hidden, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
+            categorical_encoding=cfg.categorical_encoding, embedding_dim=cfg.embedding_dim,
+        )
+    if cfg.architecture == "ft_transformer":
+        return FTTransformerConfig(**shape, **cfg.transformer.model_dump())
+    raise ParamsError(f"train.architecture = {cfg.architecture!r} is not a tabular model; choose mlp or ft_transformer")
+
+
 def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Fit the encoder on the training split, train, and write the encoder, checkpoints and curves."""
     if cfg.num_threads is not None:
@@ -380,16 +439,7 @@ def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> d
     train = Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor)
     val = Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor)
 
-    config = ModelConfig(
-        n_numeric=preprocessor.n_numeric_inputs,
-        cardinalities=tuple(preprocessor.cardinalities),
-        n_classes=len(preprocessor.classes),
-        hidden=cfg.hidden,
-        dropout=cfg.dropout,
-        batch_norm=cfg.batch_norm,
-        categorical_encoding=cfg.categorical_encoding,
-        embedding_dim=cfg.embedding_dim,
-    )
+    config = tabular_config(preprocessor, cfg)
     checkpoint_dir = Path(paths.checkpoints)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     data_files = [split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train")]
@@ -402,12 +452,7 @@ def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> d
     )
     seconds = time.perf_counter() - started
     best_values = history.epochs[history.best_epoch]
-    summary = {
-        "epoch": history.best_epoch,
-        "val_loss": best_values["val_loss"],
-        "val_accuracy": best_values["val_accuracy"],
-        "val_macro_f1": best_values["val_macro_f1"],
-    }
+    summary = {"epoch": history.best_epoch, **{k: v for k, v in best_values.items() if k.startswith("val_")}}
     curves.close(summary)
     Path(paths.model).parent.mkdir(parents=True, exist_ok=True)
     torch.save(best, paths.model)

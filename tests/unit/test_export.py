@@ -9,23 +9,19 @@ from pipeline.export import LABEL, PROBABILITIES, build_onnx, raw_inputs, verify
 from pipeline.scoring import ort_session
 from pipeline.features import fit_preprocessor
 from pipeline.inference import predict_proba
-from pipeline.model import ModelConfig
-from pipeline.train import Tensors, fit
+from pipeline.train import Tensors, fit, tabular_config
 
 
 def _trained(table, schema, **train):
     pre = fit_preprocessor(table.iloc[:400], schema, FeatureParams())
     cfg = TrainParams.model_validate({"hidden": (16,), "epochs": 2, "batch_size": 64, "warmup_epochs": 0, **train})
-    config = ModelConfig(
-        n_numeric=pre.n_numeric_inputs, cardinalities=tuple(pre.cardinalities), n_classes=len(pre.classes),
-        hidden=cfg.hidden, dropout=cfg.dropout, batch_norm=cfg.batch_norm, categorical_encoding=cfg.categorical_encoding,
-    )
-    model, _, _ = fit(Tensors.encode(table.iloc[:400], pre), Tensors.encode(table.iloc[400:], pre), config, cfg, seed=0)
+    model, _, _ = fit(Tensors.encode(table.iloc[:400], pre), Tensors.encode(table.iloc[400:], pre), tabular_config(pre, cfg), cfg, seed=0)
     return model.eval(), pre
 
 
-def test_raw_input_graph_matches_pytorch(table, schema):
-    model, pre = _trained(table, schema)
+@pytest.mark.parametrize("architecture", ["mlp", "ft_transformer"])
+def test_raw_input_graph_matches_pytorch(table, schema, architecture):
+    model, pre = _trained(table, schema, architecture=architecture, transformer={"d_token": 16, "heads": 2, "layers": 2})
     graph = build_onnx(model, pre, opset=17)
     onnx.checker.check_model(graph, full_check=True)
 

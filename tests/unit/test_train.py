@@ -8,19 +8,15 @@ import torch
 from pipeline import train as train_stage
 from pipeline.common import SCHEMA_FILE, split_file, write_json, write_table
 from pipeline.config import FeatureParams, TrainParams
+from pipeline.errors import ParamsError
 from pipeline.features import fit_preprocessor
 from pipeline.inference import load_model, load_preprocessor, predict_proba
-from pipeline.model import ModelConfig
-from pipeline.train import Tensors, class_weights, fit, lr_at
+from pipeline.train import Tensors, class_weights, fit, lr_at, tabular_config
 from tests.conftest import make_params, make_table
 
 
-def _config(pre, cfg: TrainParams) -> ModelConfig:
-    return ModelConfig(
-        n_numeric=pre.n_numeric_inputs, cardinalities=tuple(pre.cardinalities), n_classes=len(pre.classes),
-        hidden=cfg.hidden, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
-        categorical_encoding=cfg.categorical_encoding, embedding_dim=cfg.embedding_dim,
-    )
+def _config(pre, cfg: TrainParams):
+    return tabular_config(pre, cfg)
 
 
 @pytest.fixture
@@ -84,6 +80,28 @@ def test_loss_falls_and_the_model_learns(data):
     assert losses[-1] < 0.7 * losses[0]
     assert history.epochs[history.best_epoch]["val_accuracy"] > 0.75  # majority share is ~0.4
     assert best["best_epoch"] == history.best_epoch
+
+
+def test_ft_transformer_learns_and_reloads_from_its_checkpoint(data, tmp_path):
+    pre, train, val = data
+    cfg = quick(architecture="ft_transformer", transformer={"d_token": 16, "heads": 2, "layers": 2}, lr=0.003, epochs=6)
+    model, best, history = fit(train, val, _config(pre, cfg), cfg, seed=0)
+    losses = [e["train_loss"] for e in history.epochs]
+    assert losses[-1] < 0.8 * losses[0]
+    assert history.epochs[history.best_epoch]["val_accuracy"] > 0.7
+    assert best["model_config"]["family"] == "ft_transformer"
+    torch.save(best, tmp_path / "model.pt")
+    reloaded = load_model(tmp_path / "model.pt")
+    np.testing.assert_allclose(predict_proba(reloaded, pre, make_table(50, seed=3)), predict_proba(model, pre, make_table(50, seed=3)), atol=1e-6)
+
+
+def test_architecture_and_metric_are_checked_against_the_data():
+    with pytest.raises(ValueError, match="d_token"):
+        TrainParams.model_validate({"transformer": {"d_token": 30, "heads": 8}})
+    x = torch.randn(64, 3)
+    regression = Tensors((x, torch.zeros(64, 0, dtype=torch.int64)), x.sum(1, keepdim=True))
+    with pytest.raises(ParamsError, match="train.early_stopping.metric = 'val_accuracy' does not apply to regression"):
+        fit(regression, regression, None, quick(early_stopping={"metric": "val_accuracy"}), seed=0)
 
 
 def test_training_is_deterministic_for_a_seed(data):
