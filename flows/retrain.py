@@ -29,10 +29,10 @@ from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_roo
 from pipeline.common import file_sha256, read_json, read_table, split_file
 from pipeline.config import Params, load_params
 from pipeline.export import INT8_FILE
-from pipeline.gate import Decision, decide, parity_passed
+from pipeline.gate import Decision, baseline_key, decide, parity_passed
 from pipeline.landing import expected_source_columns, screen
 from pipeline.registry import Registry
-from pipeline.scoring import OnnxModel, score
+from pipeline.scoring import score_test
 
 Reason = Literal["schedule", "drift", "manual"]
 LOCK_ERROR = "Unable to acquire lock"
@@ -98,18 +98,16 @@ def gate(root: str) -> dict[str, Any]:
     root_path = Path(root)
     params = load_params(root_path / "params.yaml")
     paths = params.paths
-    test = read_table(root_path / split_file(paths.split, "test"))
-    challenger = OnnxModel.load(root_path / paths.onnx, root_path / paths.model_card)
-    challenger_scores = score(challenger, test)
+    test_split = root_path / paths.split
+    challenger_scores = score_test(root_path / paths.onnx, root_path / paths.model_card, test_split)
     metrics = read_json(root_path / paths.eval_metrics)
-    baseline = metrics["baseline_majority"][params.gate.metric]
+    baseline = metrics[baseline_key(params.gate.metric)][params.gate.metric]
 
     registry = Registry(root_path / paths.registry)
     production = registry.production()
     champion_scores = None
     if production is not None:
-        champion = OnnxModel.load(production.onnx, production.card)
-        champion_scores = score(champion, test)
+        champion_scores = score_test(production.onnx, production.card, test_split)
     parity = read_json(root_path / paths.export_report)
     decision = decide(
         challenger_scores[params.gate.metric],
@@ -123,7 +121,7 @@ def gate(root: str) -> dict[str, Any]:
         "challenger": challenger_scores,
         "champion": champion_scores,
         "champion_version": None if production is None else production.name,
-        "test_rows": len(test),
+        "test_rows": challenger_scores["rows"],
     }
 
 
@@ -181,6 +179,7 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
 def summary_markdown(reason: str, note: str | None, stages: list[dict], landing: dict, verdict: dict, outcome: dict, rows: dict) -> str:
     """The run's story for the Prefect UI."""
     decision = verdict["decision"]
+    columns = [name for name in verdict["challenger"] if name != "rows"]
     lines = [
         f"# Retrain ({reason})",
         "",
@@ -190,12 +189,12 @@ def summary_markdown(reason: str, note: str | None, stages: list[dict], landing:
         f"Data: {rows['now']} rows ingested ({rows['added']:+d} vs the production model's training run); "
         f"landed batches: {', '.join(landing['batches']) or 'none'}; quarantined: {', '.join(landing['quarantined']) or 'none'}",
         "",
-        f"| model | {' | '.join(k for k in ('accuracy', 'balanced_accuracy', 'macro_f1'))} |",
-        "|---|---|---|---|",
+        f"| model | {' | '.join(columns)} |",
+        "|---" * (len(columns) + 1) + "|",
     ]
     for name, scores in (("challenger", verdict["challenger"]), (f"champion {verdict['champion_version'] or '-'}", verdict["champion"])):
         if scores:
-            lines.append(f"| {name} | {scores['accuracy']:.4f} | {scores['balanced_accuracy']:.4f} | {scores['macro_f1']:.4f} |")
+            lines.append(f"| {name} | {' | '.join(f'{scores[c]:.4f}' for c in columns)} |")
     lines += ["", f"Gate metric `{decision['metric']}`, tolerance {decision['tolerance']}, test rows {verdict['test_rows']}.", "", "| stage | status | seconds |", "|---|---|---|"]
     lines += [f"| {s['stage']} | {s.get('detail', s['status'])} | {s['seconds']} |" for s in stages]
     return "\n".join(line for line in lines if line is not None)

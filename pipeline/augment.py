@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.common import Schema, read_schema, read_table, split_file, stage_main, write_json, write_table
+from pipeline.kinds import TABULAR, data_kind, kind_module
 from pipeline.config import AugmentParams, MixupParams, NoiseParams, OversampleParams, Paths
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ def augment(train: pd.DataFrame, schema: Schema, cfg: AugmentParams, seed: int) 
 
 def run(cfg: AugmentParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Augment the training split and report what was added."""
+    if (kind := data_kind(paths.split)) != TABULAR:
+        return kind_module(kind).augment(cfg, paths, seed)
     schema = read_schema(paths.split)
     train = read_table(split_file(paths.split, "train"))
     out, added = augment(train, schema, cfg, seed)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipeline.common import Schema, read_dataset, stage_main, write_dataset, write_json
 from pipeline.config import CleanParams, Paths
+from pipeline.kinds import TABULAR, data_kind, kind_module
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ def clean(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.Dat
 
 def run(cfg: CleanParams, paths: Paths) -> dict[str, Any]:
     """Clean the ingested table and write it with its schema and a report of every change."""
+    if (kind := data_kind(paths.ingested)) != TABULAR:
+        return kind_module(kind).clean(cfg, paths)
     frame, schema = read_dataset(paths.ingested)
     out, schema, report = clean(frame, schema, cfg)
     write_dataset(paths.clean, out, schema)

@@ -59,6 +59,8 @@ class Paths(_Section):
 class IngestParams(_Section):
     """Where the data comes from and what its columns mean."""
 
+    # tabular: a table of rows; image: labelled images; sequence: time series (pipeline/kinds.py)
+    kind: Literal["tabular", "image", "sequence"] = "tabular"
     source: str = DEFAULT_SOURCE
     target: str
     time_column: str | None = None
@@ -254,7 +256,8 @@ class ExportParams(_Section):
 class GateParams(_Section):
     """Champion/challenger: promote only if the challenger is at least as good, within a tolerance."""
 
-    metric: Literal["accuracy", "balanced_accuracy", "macro_f1"] = "accuracy"
+    # accuracy | balanced_accuracy | macro_f1 (higher is better); mae | rmse (regression, lower is better)
+    metric: Literal["accuracy", "balanced_accuracy", "macro_f1", "mae", "rmse"] = "accuracy"
     tolerance: float = Field(default=0.005, ge=0, lt=1)
     # Serve the int8 model when its test accuracy is at most this far below the fp32 model's.
     int8_max_accuracy_loss: float = Field(default=0.005, ge=0, lt=1)

@@ -25,6 +25,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from pipeline.common import read_schema, read_table, split_file, stage_main, write_json
+from pipeline.kinds import TABULAR, data_kind, kind_module
 from pipeline.config import EvaluateParams, Paths
 from pipeline.features import Preprocessor
 from pipeline.inference import load_model, load_preprocessor, predict_proba
@@ -104,6 +105,8 @@ def evaluate(
 
 def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Score the test split with the trained model and the baselines; write metrics and plot data."""
+    if (kind := data_kind(paths.split)) != TABULAR:
+        return kind_module(kind).evaluate(cfg, paths, seed)
     schema = read_schema(paths.split)
     train = read_table(split_file(paths.split, "train"))
     test = read_table(split_file(paths.split, "test"))

@@ -38,6 +38,7 @@ from torch import nn
 
 from pipeline.common import SPLITS, file_sha256, read_json, read_schema, read_table, split_file, stage_main, write_json
 from pipeline.config import ExportParams, Paths
+from pipeline.kinds import TABULAR, data_kind, kind_module
 from pipeline.errors import ExportError
 from pipeline.features import MISSING_TEXT, Preprocessor
 from pipeline.inference import load_model, load_preprocessor, predict_proba
@@ -338,6 +339,8 @@ def _ort_version() -> str:
 
 def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
     """Export, verify against PyTorch on the raw test rows, and write the model and its card."""
+    if (kind := data_kind(paths.split)) != TABULAR:
+        return kind_module(kind).export(cfg, paths)
     schema = read_schema(paths.split)
     test = read_table(split_file(paths.split, "test"))
     preprocessor = load_preprocessor(paths.preprocessor)

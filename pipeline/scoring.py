@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.common import read_json
+from pipeline.common import read_json, read_table, split_file
 from pipeline.errors import DataError
 from pipeline.features import MISSING_TEXT
 
@@ -121,3 +121,13 @@ def score(model: OnnxModel, frame: pd.DataFrame) -> dict[str, float]:
     y_pred = np.array([index[v] for v in predicted])
     scores = classification_scores(y_true, y_pred, len(names))
     return {"accuracy": scores["accuracy"], "balanced_accuracy": scores["balanced_accuracy"], "macro_f1": scores["macro_f1"], "rows": int(len(rows))}
+
+
+def score_test(onnx_path: str | Path, card_path: str | Path, split_dir: str | Path) -> dict[str, float]:
+    """A model's scores on the test split in ``split_dir``, for the data kind its card names."""
+    from pipeline.kinds import TABULAR, kind_module
+
+    card = read_json(card_path)
+    if (kind := card.get("kind", TABULAR)) != TABULAR:
+        return kind_module(kind).score_split(onnx_path, card, split_dir)
+    return score(OnnxModel.load(onnx_path, card_path), read_table(split_file(split_dir, "test")))

@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipeline.common import SPLITS, SCHEMA_FILE, Schema, read_dataset, split_file, stage_main, write_json, write_table
 from pipeline.config import Paths, SplitParams
+from pipeline.kinds import TABULAR, data_kind, kind_module
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ def summarise(parts: dict[str, pd.DataFrame], schema: Schema, cfg: SplitParams) 
 
 def run(cfg: SplitParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Split the clean table and write the three parts, the schema and the report."""
+    if (kind := data_kind(paths.clean)) != TABULAR:
+        return kind_module(kind).split(cfg, paths, seed)
     frame, schema = read_dataset(paths.clean)
     parts = split(frame, schema, cfg, seed)
     for name, part in parts.items():

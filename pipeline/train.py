@@ -35,6 +35,7 @@ from pipeline.common import file_sha256, read_schema, read_table, split_file, st
 from pipeline.config import FeatureParams, Paths, TrainParams
 from pipeline.errors import ParamsError
 from pipeline.features import Preprocessor, fit_preprocessor
+from pipeline.kinds import TABULAR, data_kind, kind_module
 from pipeline.metrics import classification_scores
 from pipeline.model import FTTransformerConfig, ModelConfig, build_model, penalised_parameters
 
@@ -427,23 +428,50 @@ def tabular_config(preprocessor: Preprocessor, cfg: TrainParams) -> ModelConfig 
     raise ParamsError(f"train.architecture = {cfg.architecture!r} is not a tabular model; choose mlp or ft_transformer")
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What training needs, from any data kind: encoded splits, the network's config, the fitted
+    encoder (JSON, saved at ``paths.preprocessor`` for evaluate, export and serving) and the data
+    files the run depends on (for resuming)."""
+
+    train: Tensors
+    val: Tensors
+    config: Any
+    encoder: dict[str, Any]
+    data_files: list[Path]
+
+
+def prepare_tabular(features: FeatureParams, cfg: TrainParams, paths: Paths) -> Prepared:
+    """Fit the encoder on the real training rows (augmented rows are training-time noise), encode."""
+    schema = read_schema(paths.split)
+    preprocessor = fit_preprocessor(read_table(split_file(paths.split, "train")), schema, features)
+    return Prepared(
+        train=Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor),
+        val=Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor),
+        config=tabular_config(preprocessor, cfg),
+        encoder=preprocessor.to_dict(),
+        data_files=[split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train")],
+    )
+
+
+def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths) -> Prepared:
+    """The training inputs of the data kind found in ``paths.split``."""
+    if (kind := data_kind(paths.split)) != TABULAR:
+        return kind_module(kind).prepare(features, cfg, paths)
+    return prepare_tabular(features, cfg, paths)
+
+
 def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Fit the encoder on the training split, train, and write the encoder, checkpoints and curves."""
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     torch.use_deterministic_algorithms(True)
-    schema = read_schema(paths.split)
-    # The encoder learns from the real training rows only: augmented rows are training-time noise.
-    preprocessor = fit_preprocessor(read_table(split_file(paths.split, "train")), schema, features)
-    write_json(paths.preprocessor, preprocessor.to_dict())
-    train = Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor)
-    val = Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor)
-
-    config = tabular_config(preprocessor, cfg)
+    prepared = prepare(features, cfg, paths)
+    write_json(paths.preprocessor, prepared.encoder)
+    train, val, config = prepared.train, prepared.val, prepared.config
     checkpoint_dir = Path(paths.checkpoints)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    data_files = [split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train")]
-    fingerprint = run_fingerprint(cfg, seed, config, data_files)
+    fingerprint = run_fingerprint(cfg, seed, config, prepared.data_files)
     curves = CurveLogger(paths.train_live, paths.tensorboard)
     started = time.perf_counter()
     model, best, history = fit(

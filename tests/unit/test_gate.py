@@ -30,3 +30,16 @@ def test_parity_report_check():
     assert not parity_passed({"label_mismatches": 1, "max_abs_probability_diff": 1e-6}, 1e-4)
     assert not parity_passed({"label_mismatches": 0, "max_abs_probability_diff": 1e-3}, 1e-4)
     assert not parity_passed({}, 1e-4)
+
+
+@pytest.mark.parametrize("challenger, promote", [(0.30, True), (0.31, True), (0.3101, False)])
+def test_errors_are_lower_better_within_the_tolerance(challenger, promote):
+    decision = decide(challenger, 0.30, 0.50, True, GateParams(metric="mae", tolerance=0.01))
+    assert decision.promote is promote
+
+
+def test_a_first_regression_model_must_beat_the_seasonal_naive_baseline():
+    cfg = GateParams(metric="mae", tolerance=0.01)
+    assert decide(0.20, None, 0.25, True, cfg).promote
+    rejected = decide(0.26, None, 0.25, True, cfg)
+    assert not rejected.promote and "seasonal-naive baseline" in rejected.reason
