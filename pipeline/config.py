@@ -192,6 +192,13 @@ class TransformerParams(_Section):
         return self
 
 
+class DDPParams(_Section):
+    """Distributed data parallel: the train stage re-launches itself under torchrun."""
+
+    nproc_per_node: int = Field(default=1, ge=1)  # 1: a single process
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on the CPU
+
+
 class TrainParams(_Section):
     """The network and the training loop."""
 
@@ -224,6 +231,8 @@ class TrainParams(_Section):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast for the forward pass, fp32 weights and loss
     grad_accum_steps: int = Field(default=1, ge=1)  # effective batch = batch_size x grad_accum_steps
     regression_loss: Literal["mse", "mae", "huber"] = "mse"
+    compile: bool = False  # torch.compile the training step (see bench/train_throughput.py for when it pays)
+    ddp: DDPParams = DDPParams()
 
     @field_validator("hidden")
     @classmethod

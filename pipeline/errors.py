@@ -15,3 +15,7 @@ class DataError(EvergreenError):
 
 class ExportError(EvergreenError):
     """The exported model failed its own verification."""
+
+
+class TrainError(EvergreenError):
+    """Training could not run to the end (e.g. a distributed rank failed)."""

@@ -16,11 +16,14 @@ Command: ``python -m pipeline.train``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
 import math
+import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,8 +35,8 @@ import torch
 from torch import nn
 
 from pipeline.common import file_sha256, read_schema, read_table, split_file, stage_main, write_json
-from pipeline.config import FeatureParams, Paths, TrainParams
-from pipeline.errors import ParamsError
+from pipeline.config import DDPParams, FeatureParams, Params, Paths, TrainParams
+from pipeline.errors import ParamsError, TrainError
 from pipeline.features import Preprocessor, fit_preprocessor
 from pipeline.kinds import TABULAR, data_kind, kind_module
 from pipeline.metrics import classification_scores
@@ -89,6 +92,34 @@ class History:
     best_value: float = math.nan
     stopped_early: bool = False
     resumed_at: int = 0  # epochs already done when this process started (0: a fresh run)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` job; rank 0 of 1 when training alone.
+
+    Only rank 0 (``main``) writes files and logs curves; every rank takes a disjoint share of
+    each global batch, and validation outputs are gathered so every rank computes the same metrics.
+    """
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """torchrun's RANK / WORLD_SIZE / LOCAL_RANK, or a single process."""
+    if "RANK" not in os.environ:
+        return Distributed()
+    return Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
 
 
 class EpochLogger(Protocol):
@@ -172,13 +203,27 @@ def make_loss(task: str, cfg: TrainParams, weight: torch.Tensor | None = None) -
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: Tensors, batch_size: int) -> torch.Tensor:
-    """The network's outputs over a whole split, in eval mode; restores the previous mode."""
+def predict(model: nn.Module, data: Tensors, batch_size: int, dist: Distributed = Distributed()) -> torch.Tensor:
+    """The network's outputs over a whole split, in eval mode; restores the previous mode.
+
+    Under DDP each rank computes one contiguous shard and the shards are gathered in order, so
+    every rank holds the outputs for the whole split (and computes identical metrics from them).
+    """
     was_training = model.training
     model.eval()
-    out = torch.cat([model(*data.rows(slice(i, i + batch_size))) for i in range(0, len(data), batch_size)])
+    shard = math.ceil(len(data) / dist.world)
+    start, stop = dist.rank * shard, min(len(data), (dist.rank + 1) * shard)
+    # One row tells the output width even for an empty shard; its result is discarded.
+    chunks = [model(*data.rows(slice(i, min(i + batch_size, stop)))) for i in range(start, stop, batch_size)] or [model(*data.rows(slice(0, 1)))[:0]]
+    out = torch.cat(chunks).float()
     model.train(was_training)
-    return out.float()
+    if not dist.enabled:
+        return out
+    padded = torch.zeros((shard, *out.shape[1:]), dtype=out.dtype, device=out.device)
+    padded[: len(out)] = out
+    gathered = [torch.empty_like(padded) for _ in range(dist.world)]
+    torch.distributed.all_gather(gathered, padded)
+    return torch.cat(gathered)[: len(data)]
 
 
 def scores_of(outputs: torch.Tensor, y: torch.Tensor, task: str) -> dict[str, float]:
@@ -190,9 +235,9 @@ def scores_of(outputs: torch.Tensor, y: torch.Tensor, task: str) -> dict[str, fl
     return {"mae": float(error.abs().mean()), "rmse": float(error.pow(2).mean().sqrt())}
 
 
-def evaluate(model: nn.Module, data: Tensors, loss_fn: nn.Module, batch_size: int) -> dict[str, float]:
-    """Loss and the task's metrics over a whole split."""
-    outputs = predict(model, data, batch_size)
+def evaluate(model: nn.Module, data: Tensors, loss_fn: nn.Module, batch_size: int, dist: Distributed = Distributed()) -> dict[str, float]:
+    """Loss and the task's metrics over a whole split (gathered across DDP ranks)."""
+    outputs = predict(model, data, batch_size, dist)
     target = data.y if data.task == "classification" else data.y.reshape(outputs.shape)
     return {"loss": float(loss_fn(outputs, target)), **scores_of(outputs, data.y, data.task)}
 
@@ -246,12 +291,16 @@ def fit(
     checkpoint_dir: Path | None = None,
     resume: dict[str, Any] | None = None,
     fingerprint: str = "",
+    dist: Distributed = Distributed(),
 ) -> tuple[nn.Module, dict[str, Any], History]:
     """Train with early stopping; returns the model with the best weights, its checkpoint and the history.
 
     ``resume`` (a last checkpoint of the same run, see ``resumable``) continues after its epoch with
     the weights, optimizer, schedule, history and random-number state it saved, so an interrupted
     run ends exactly where an uninterrupted one would. The last checkpoint is written every epoch.
+
+    Under ``torchrun`` (``dist``) the network is wrapped in DistributedDataParallel; checkpoints
+    always hold the unwrapped model's state (no ``module.`` or ``_orig_mod.`` prefixes).
     """
     task = train.task
     check_metric(cfg.early_stopping.metric, task)
@@ -259,17 +308,26 @@ def fit(
     torch.manual_seed(seed)  # weight init and dropout; batch order has its own generator
     shuffle = torch.Generator().manual_seed(seed)
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
     model = build_model(config).to(device)
     train, val = train.to(device), val.to(device)
+    # `model` stays the plain module (checkpoints, evaluation); `net` is what the training step calls.
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else None
+    net = ddp or model
+    if cfg.compile:
+        net = torch.compile(net)
     optimizer = make_optimizer(model, cfg)
     weight = class_weights(train.y, config.n_classes, cfg.class_weight) if task == "classification" else None
     loss_fn, val_loss_fn = make_loss(task, cfg, weight), make_loss(task, cfg)
     l1_params = penalised_parameters(model) if cfg.l1 > 0 else []
 
     n = len(train)
-    # BatchNorm cannot normalise a batch of one: drop a trailing single-row batch.
+    # BatchNorm cannot normalise a batch of one: drop a trailing batch too small to give every rank
+    # two rows (one row per rank without batch norm).
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    batches_per_epoch = n // cfg.batch_size + (1 if n % cfg.batch_size > 1 or (n % cfg.batch_size == 1 and not has_batch_norm) else 0)
+    smallest = dist.world * (2 if has_batch_norm else 1)
+    batches_per_epoch = n // cfg.batch_size + (1 if n % cfg.batch_size >= smallest else 0)
     # Gradient accumulation: one optimizer step every grad_accum_steps batches (and at the epoch's end).
     accum = cfg.grad_accum_steps
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
@@ -295,7 +353,7 @@ def fit(
         log.info("resuming after epoch %d of %d", resume["epoch"], cfg.epochs)
 
     def save_last(epoch: int, done: bool) -> None:
-        if checkpoint_dir is None:
+        if checkpoint_dir is None or not dist.main:
             return
         last = checkpoint(model, optimizer, epoch, history, cfg, seed)
         last["resume"] = {
@@ -309,7 +367,7 @@ def fit(
         torch.save(last, temporary)
         temporary.replace(checkpoint_dir / LAST_CHECKPOINT)
 
-    progress = _progress_bar(cfg.epochs)
+    progress = _progress_bar(cfg.epochs if dist.main else 0)
     progress.update(start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         if finished:
@@ -318,37 +376,48 @@ def fit(
         started = time.perf_counter()
         order = torch.randperm(n, generator=shuffle).to(device)
         # Running sums stay tensors: no host sync per step (it matters on a GPU).
-        loss_sum = torch.zeros((), device=device)
-        hits, seen = torch.zeros((), device=device), 0  # correct labels, or the sum of absolute errors
+        # Running sums: loss, correct labels (or summed absolute errors), rows; reduced over ranks below.
+        sums = torch.zeros(3, device=device)
         for b in range(batches_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            # train.batch_size is the global batch: under DDP each rank takes every world-th row of it.
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size][dist.rank :: dist.world]
+            stepping = (b + 1) % accum == 0 or b == batches_per_epoch - 1
             if b % accum == 0:
                 lr = lr_at(step, cfg, steps_per_epoch) * plateau_scale
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             target = train.y[idx]
-            with autocast:
-                outputs = model(*train.rows(idx)).float()
-            if task == "regression":
-                outputs = outputs.reshape(target.shape)
-            loss = loss_fn(outputs, target)
-            total_loss = loss + cfg.l1 * sum(p.abs().sum() for p in l1_params) if l1_params else loss
-            (total_loss / accum).backward()
-            if (b + 1) % accum == 0 or b == batches_per_epoch - 1:
+            # Between optimizer steps DDP need not all-reduce gradients: they only accumulate.
+            with ddp.no_sync() if ddp is not None and not stepping else contextlib.nullcontext():
+                with autocast:
+                    outputs = net(*train.rows(idx)).float()
+                if task == "regression":
+                    outputs = outputs.reshape(target.shape)
+                loss = loss_fn(outputs, target)
+                total_loss = loss + cfg.l1 * sum(p.abs().sum() for p in l1_params) if l1_params else loss
+                (total_loss / accum).backward()
+            if stepping:
                 if cfg.grad_clip is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-            loss_sum += loss.detach() * len(idx)
             with torch.no_grad():
-                hits += (outputs.argmax(1) == target).sum() if task == "classification" else (outputs - target).abs().mean() * len(idx)
-            seen += len(idx)
+                hits = (outputs.argmax(1) == target).sum() if task == "classification" else (outputs - target).abs().mean() * len(idx)
+                sums += torch.stack([loss.detach() * len(idx), hits.float(), torch.tensor(float(len(idx)), device=device)])
+        if dist.enabled:
+            torch.distributed.all_reduce(sums)
+        loss_sum, hits_sum, seen = sums.tolist()
 
-        val_scores = evaluate(model, val, val_loss_fn, max(cfg.batch_size, 4096))
+        if dist.enabled:
+            # Each rank's last forward updated its own batch-norm statistics; validate (and save)
+            # rank 0's, so every shard is scored by the very model that is checkpointed.
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        val_scores = evaluate(model, val, val_loss_fn, max(cfg.batch_size, 4096), dist)
         values = {
-            "train_loss": float(loss_sum) / max(seen, 1),
-            f"train_{primary}": float(hits) / max(seen, 1),
+            "train_loss": loss_sum / max(seen, 1),
+            f"train_{primary}": hits_sum / max(seen, 1),
             **{f"val_{name}": value for name, value in val_scores.items()},
             "lr": lr,
             "epoch_seconds": time.perf_counter() - started,
@@ -461,26 +530,33 @@ def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths) -> Prepared
     return prepare_tabular(features, cfg, paths)
 
 
-def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> dict[str, Any]:
-    """Fit the encoder on the training split, train, and write the encoder, checkpoints and curves."""
+def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int, dist: Distributed = Distributed()) -> dict[str, Any]:
+    """Fit the encoder on the training split, train, and write the encoder, checkpoints and curves.
+
+    Every DDP rank prepares the same data and trains its share; only rank 0 writes.
+    """
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     torch.use_deterministic_algorithms(True)
     prepared = prepare(features, cfg, paths)
-    write_json(paths.preprocessor, prepared.encoder)
     train, val, config = prepared.train, prepared.val, prepared.config
     checkpoint_dir = Path(paths.checkpoints)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = run_fingerprint(cfg, seed, config, prepared.data_files)
-    curves = CurveLogger(paths.train_live, paths.tensorboard)
+    curves = None
+    if dist.main:
+        write_json(paths.preprocessor, prepared.encoder)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        curves = CurveLogger(paths.train_live, paths.tensorboard)
     started = time.perf_counter()
     model, best, history = fit(
         train, val, config, cfg, seed, logger=curves, checkpoint_dir=checkpoint_dir,
-        resume=resumable(checkpoint_dir, fingerprint), fingerprint=fingerprint,
+        resume=resumable(checkpoint_dir, fingerprint), fingerprint=fingerprint, dist=dist,
     )
     seconds = time.perf_counter() - started
     best_values = history.epochs[history.best_epoch]
     summary = {"epoch": history.best_epoch, **{k: v for k, v in best_values.items() if k.startswith("val_")}}
+    if not dist.main:
+        return summary
     curves.close(summary)
     Path(paths.model).parent.mkdir(parents=True, exist_ok=True)
     torch.save(best, paths.model)
@@ -493,8 +569,35 @@ def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> d
     return {**summary, "epochs_run": len(history.epochs), "stopped_early": history.stopped_early}
 
 
+def launch_torchrun(ddp: DDPParams) -> dict[str, Any]:
+    """Re-run this stage as ``nproc_per_node`` processes under torchrun on this machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ddp.nproc_per_node}", "-m", "pipeline.train"]
+    log.info("train.ddp.nproc_per_node = %d: %s", ddp.nproc_per_node, " ".join(command[1:]))
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise TrainError(f"torchrun with {ddp.nproc_per_node} training processes failed (exit code {result.returncode}; the ranks' errors are above)")
+    return {"processes": ddp.nproc_per_node}
+
+
+def train_command(params: Params) -> dict[str, Any]:
+    """The stage's command: alone, as a DDP rank (under torchrun), or launching torchrun itself."""
+    dist = distributed_from_env()
+    if not dist.enabled:
+        if params.train.ddp.nproc_per_node > 1:
+            return launch_torchrun(params.train.ddp)
+        return run(params.features, params.train, params.paths, params.seed)
+    backend = params.train.ddp.backend
+    if backend == "auto":
+        backend = "nccl" if resolve_device(params.train.device).type == "cuda" else "gloo"
+    torch.distributed.init_process_group(backend)
+    try:
+        return run(params.features, params.train, params.paths, params.seed, dist)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def main() -> None:
-    stage_main(lambda p: run(p.features, p.train, p.paths, p.seed))
+    stage_main(train_command)
 
 
 if __name__ == "__main__":

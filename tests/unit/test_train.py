@@ -301,3 +301,12 @@ def test_a_finished_run_resumes_without_training(tmp_path, data):
     assert again_history.epochs == history.epochs
     for key, value in first.state_dict().items():
         assert torch.equal(again.state_dict()[key], value)
+
+
+def test_compiled_training_learns_and_saves_the_plain_model(data):
+    pre, train, val = data
+    cfg = quick(compile=True, epochs=3)
+    model, best, history = fit(train, val, _config(pre, cfg), cfg, seed=0)
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+    assert not any(key.startswith(("_orig_mod.", "module.")) for key in best["model_state"])
+    assert type(model).__name__ == "TabularMLP"
