@@ -17,7 +17,7 @@ import argparse
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -109,21 +109,24 @@ def current_sources(params, root: Path, target: str) -> list[CurrentSource]:
 
 
 @task
-def trigger_retrain(deployment: str, note: str, key: str) -> str:
+def trigger_retrain(deployment: str, note: str, key: str, start: str = "cold") -> str:
     """Start the retrain deployment (returns at once; the worker runs it)."""
     from prefect.deployments import run_deployment
 
     run = run_deployment(
-        deployment, parameters={"reason": "drift", "note": note}, timeout=0, idempotency_key=key, as_subflow=False
+        deployment, parameters={"reason": "drift", "note": note, "start": start}, timeout=0, idempotency_key=key, as_subflow=False
     )
     return str(run.id)
 
 
 @flow(name="drift-monitor")
-def drift_monitor(retrain_deployment: str | None = RETRAIN_DEPLOYMENT, cooldown_hours: float | None = None) -> dict[str, Any]:
+def drift_monitor(
+    retrain_deployment: str | None = RETRAIN_DEPLOYMENT, cooldown_hours: float | None = None, retrain_start: Literal["cold", "warm"] = "cold"
+) -> dict[str, Any]:
     """Check new data for drift and trigger a retrain when the policy says so.
 
-    ``cooldown_hours`` overrides ``monitor.cooldown_hours`` for this run (an operator's "check now").
+    ``cooldown_hours`` overrides ``monitor.cooldown_hours`` for this run (an operator's "check now");
+    ``retrain_start`` is passed to the retrain it triggers (warm: fine-tune the production model).
     """
     logger = get_run_logger()
     root = workspace_root()
@@ -153,7 +156,7 @@ def drift_monitor(retrain_deployment: str | None = RETRAIN_DEPLOYMENT, cooldown_
         )
         flow_run_id = None
         if decision.retrain and retrain_deployment:
-            flow_run_id = trigger_retrain(retrain_deployment, f"drift report: {result['report']}", key)
+            flow_run_id = trigger_retrain(retrain_deployment, f"drift report: {result['report']}", key, retrain_start)
             state.triggered_keys.append(key)
         if decision.blocked_by is None and (retrain_deployment or not decision.retrain):
             # Checked for good. A blocked decision, or a wanted retrain that this run may not start

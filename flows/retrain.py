@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -32,9 +33,11 @@ from pipeline.export import INT8_FILE
 from pipeline.gate import Decision, baseline_key, decide, parity_passed
 from pipeline.landing import expected_source_columns, screen
 from pipeline.registry import Registry
+from pipeline.train import INIT_FILE
 from pipeline.scoring import score_test
 
 Reason = Literal["schedule", "drift", "manual"]
+Start = Literal["cold", "warm"]
 LOCK_ERROR = "Unable to acquire lock"
 
 
@@ -80,6 +83,26 @@ def run_stage(stage: str, root: str) -> dict[str, Any] | State:
     status = "restored from run-cache" if "is cached" in output else "up to date"
     logger.info("stage %s skipped: %s", stage, status)
     return Completed(name="Skipped", message=f"{stage}: {status}", data={"stage": stage, "status": "skipped", "detail": status, "seconds": seconds})
+
+
+@task
+def place_init_model(root: str, start: Start) -> dict[str, Any]:
+    """warm: put the production model's checkpoint in ``paths.init_model`` for train to fine-tune;
+    cold: remove it. Either way DVC sees the change and re-runs train."""
+    logger = get_run_logger()
+    paths = load_params(Path(root) / "params.yaml").paths
+    target = Path(root) / paths.init_model / INIT_FILE
+    production = Registry(Path(root) / paths.registry).production()
+    if start == "warm" and production is not None and production.torch_model is not None:
+        if not target.exists() or file_sha256(target) != file_sha256(production.torch_model):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(production.torch_model, target)
+        logger.info("warm start from production %s", production.name)
+        return {"start": "warm", "from": production.name}
+    if start == "warm":
+        logger.warning("warm start asked for, but there is no production model with a checkpoint: cold start")
+    target.unlink(missing_ok=True)
+    return {"start": "cold", "from": None}
 
 
 @task
@@ -162,6 +185,7 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
         dvc_lock=root_path / "dvc.lock",
         reference=root_path / split_file(paths.split, "train"),
         onnx_int8=(root_path / paths.onnx_int8 / INT8_FILE) if int8 else None,
+        torch_model=root_path / paths.model,
         git_revision=_git_revision(root_path),
         extra={
             "rows": read_json(root_path / paths.ingest_report)["rows"], "trigger": reason, "test_scores": verdict["challenger"],
@@ -201,13 +225,18 @@ def summary_markdown(reason: str, note: str | None, stages: list[dict], landing:
 
 
 @flow(name="retrain", log_prints=False)
-def retrain(reason: Reason = "manual", note: str | None = None) -> dict[str, Any]:
-    """Screen new data, run every DVC stage in DVC's order, gate the challenger, promote or reject."""
+def retrain(reason: Reason = "manual", note: str | None = None, start: Start = "cold") -> dict[str, Any]:
+    """Screen new data, run every DVC stage in DVC's order, gate the challenger, promote or reject.
+
+    ``start="warm"`` fine-tunes the production model on the new data (train.warm_start) instead
+    of training from scratch.
+    """
     logger = get_run_logger()
     root = workspace_root()
     params: Params = load_params(root / "params.yaml")
     with retrain_lock(root, wait_seconds=600):
         landing = screen_landing(str(root))
+        initialisation = place_init_model(str(root), start)
         stages = []
         for stage in stage_order(root):
             state = run_stage.with_options(name=f"dvc-{stage}")(stage, str(root), return_state=True)
@@ -222,16 +251,17 @@ def retrain(reason: Reason = "manual", note: str | None = None) -> dict[str, Any
     markdown = summary_markdown(reason, note, stages, landing, verdict, outcome, {"now": rows_now, "added": rows_now - rows_before})
     create_markdown_artifact(markdown=markdown, key="retrain-summary", description="Evergreen retrain summary")
     logger.info("retrain (%s): %s %s - %s", reason, outcome["action"], outcome.get("version"), verdict["decision"]["reason"])
-    return {"stages": stages, "landing": landing, **verdict, "outcome": outcome}
+    return {"stages": stages, "landing": landing, "start": initialisation, **verdict, "outcome": outcome}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.retrain")
     parser.add_argument("--reason", choices=["schedule", "drift", "manual"], default="manual")
     parser.add_argument("--note", default=None)
+    parser.add_argument("--start", choices=["cold", "warm"], default="cold", help="warm: fine-tune the production model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    retrain(reason=args.reason, note=args.note)
+    retrain(reason=args.reason, note=args.note, start=args.start)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ class Paths(_Section):
     registry: str
     drift_reports: str
     monitor_state: str
+    init_model: str  # folder: a model.pt here warm-starts training (the retrain flow's start=warm puts production's there)
 
 
 class IngestParams(_Section):
@@ -192,6 +193,14 @@ class TransformerParams(_Section):
         return self
 
 
+class WarmStartParams(_Section):
+    """Fine-tuning from the checkpoint in ``paths.init_model`` (when there is one)."""
+
+    # Parameter-name prefixes kept fixed, e.g. ["embeddings", "body.0"] (MLP) or ["tokenizer"] (FT-Transformer).
+    freeze: tuple[str, ...] = ()
+    pretrained_lr_scale: float = Field(default=0.1, gt=0, le=1)  # loaded tensors learn at lr x this, new ones at lr
+
+
 class DDPParams(_Section):
     """Distributed data parallel: the train stage re-launches itself under torchrun."""
 
@@ -233,6 +242,7 @@ class TrainParams(_Section):
     regression_loss: Literal["mse", "mae", "huber"] = "mse"
     compile: bool = False  # torch.compile the training step (see bench/train_throughput.py for when it pays)
     ddp: DDPParams = DDPParams()
+    warm_start: WarmStartParams = WarmStartParams()
 
     @field_validator("hidden")
     @classmethod

@@ -71,6 +71,7 @@ PARAMS_FILE = "params.yaml"
 DVC_LOCK_FILE = "dvc.lock"
 REFERENCE_FILE = "reference.parquet"
 INT8_FILE = "model.int8.onnx"  # optional: the dynamically quantised model
+TORCH_FILE = "model.pt"  # optional: the PyTorch checkpoint, to warm-start a later training from
 VERSION_FILES = (ONNX_FILE, CARD_FILE, METRICS_FILE, PARAMS_FILE, DVC_LOCK_FILE, REFERENCE_FILE)
 
 # Events that move the production pointer; only promote() and rollback() may write them.
@@ -259,6 +260,11 @@ class ModelVersion:
     def onnx_int8(self) -> Path | None:
         """The int8 model, when the version has one."""
         return self.path / INT8_FILE if INT8_FILE in self.meta.get("sha256", {}) else None
+
+    @property
+    def torch_model(self) -> Path | None:
+        """The PyTorch checkpoint, when the version has one (warm starts fine-tune it)."""
+        return self.path / TORCH_FILE if TORCH_FILE in self.meta.get("sha256", {}) else None
 
     @property
     def serving_onnx(self) -> Path:
@@ -496,6 +502,7 @@ class Registry:
         dvc_lock: Path,
         reference: Path,
         onnx_int8: Path | None = None,
+        torch_model: Path | None = None,
         git_revision: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> ModelVersion:
@@ -514,6 +521,8 @@ class Registry:
         arguments = dict(zip(VERSION_FILES, ("onnx", "model_card", "metrics", "params", "dvc_lock", "reference"), strict=True))
         if onnx_int8 is not None:
             sources[INT8_FILE], arguments[INT8_FILE] = onnx_int8, "onnx_int8"
+        if torch_model is not None:
+            sources[TORCH_FILE], arguments[TORCH_FILE] = torch_model, "torch_model"
         for name, source in sources.items():
             if not Path(source).is_file():
                 raise RegistryError(f"register: {arguments[name]} file {source} not found (run the pipeline first: dvc repro)")

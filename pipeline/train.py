@@ -45,6 +45,7 @@ from pipeline.model import FTTransformerConfig, ModelConfig, build_model, penali
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.pt"
+INIT_FILE = "model.pt"  # in paths.init_model: the checkpoint a warm start fine-tunes
 MAXIMISED = {"val_accuracy", "val_macro_f1"}
 # The per-epoch metrics of each task: the first is also shown for the training batches.
 TASK_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("mae", "rmse")}
@@ -159,9 +160,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
-    """The optimizer named in ``train.optimizer``; weight_decay is the L2 penalty (decoupled in AdamW)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(model: nn.Module, cfg: TrainParams, pretrained: frozenset[str] = frozenset()) -> torch.optim.Optimizer:
+    """The optimizer named in ``train.optimizer``; weight_decay is the L2 penalty (decoupled in AdamW).
+
+    Trainable parameters loaded by a warm start (``pretrained``) form their own group whose
+    learning rate is scaled by ``train.warm_start.pretrained_lr_scale`` (the ``lr_scale`` key).
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for name, p in named if name not in pretrained], "lr_scale": 1.0},
+        {"params": [p for name, p in named if name in pretrained], "lr_scale": cfg.warm_start.pretrained_lr_scale},
+    ]
+    params = [group for group in groups if group["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -242,6 +252,46 @@ def evaluate(model: nn.Module, data: Tensors, loss_fn: nn.Module, batch_size: in
     return {"loss": float(loss_fn(outputs, target)), **scores_of(outputs, data.y, data.task)}
 
 
+def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Copy every tensor of ``state`` whose name and shape match into ``model``.
+
+    Returns (loaded, skipped) names: skipped tensors (e.g. a head for a different number of
+    classes, or embeddings for new categories) keep their fresh initialisation.
+    """
+    own = model.state_dict()
+    matched = {name: value for name, value in state.items() if name in own and own[name].shape == value.shape}
+    model.load_state_dict(matched, strict=False)
+    return sorted(matched), sorted(set(own) - set(matched))
+
+
+def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> list[str]:
+    """Stop gradients for parameters under each prefix; a prefix that names nothing is an error."""
+    names = [name for name, _ in model.named_parameters()]
+    under = {prefix: [n for n in names if n == prefix or n.startswith(prefix + ".")] for prefix in prefixes}
+    for prefix, found in under.items():
+        if not found:
+            parts = sorted({n.split(".")[0] for n in names})
+            raise ParamsError(f"train.warm_start.freeze: {prefix!r} names no parameter of this model; its parts are {parts}")
+    frozen = sorted({n for found in under.values() for n in found})
+    for name, parameter in model.named_parameters():
+        if name in frozen:
+            parameter.requires_grad_(False)
+    return frozen
+
+
+def warm_start_state(path: Path, config) -> dict[str, torch.Tensor] | None:
+    """The weights of the checkpoint at ``path`` to fine-tune, or None (cold start) when there is none."""
+    if not path.exists():
+        return None
+    from pipeline.model import config_from_dict
+
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    family = config_from_dict(saved["model_config"]).family
+    if family != config.family:
+        raise ParamsError(f"{path} holds a {family} model but train.architecture builds a {config.family}: warm starts need the same architecture")
+    return saved["model_state"]
+
+
 def checkpoint(model: nn.Module, optimizer, epoch: int, history: History, cfg: TrainParams, seed: int) -> dict[str, Any]:
     """A self-describing checkpoint of plain tensors and values (loadable with weights_only=True)."""
     return {
@@ -292,12 +342,16 @@ def fit(
     resume: dict[str, Any] | None = None,
     fingerprint: str = "",
     dist: Distributed = Distributed(),
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, Any], History]:
     """Train with early stopping; returns the model with the best weights, its checkpoint and the history.
 
     ``resume`` (a last checkpoint of the same run, see ``resumable``) continues after its epoch with
     the weights, optimizer, schedule, history and random-number state it saved, so an interrupted
     run ends exactly where an uninterrupted one would. The last checkpoint is written every epoch.
+
+    ``init_state`` (weights of an earlier model) warm-starts: matching tensors are loaded, the
+    ``train.warm_start.freeze`` prefixes are frozen, and loaded tensors learn at a scaled rate.
 
     Under ``torchrun`` (``dist``) the network is wrapped in DistributedDataParallel; checkpoints
     always hold the unwrapped model's state (no ``module.`` or ``_orig_mod.`` prefixes).
@@ -310,14 +364,21 @@ def fit(
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
-    model = build_model(config).to(device)
+    model = build_model(config)
+    pretrained: frozenset[str] = frozenset()
+    if init_state is not None:
+        loaded, skipped = load_matching(model, init_state)
+        frozen = freeze(model, cfg.warm_start.freeze)
+        pretrained = frozenset(loaded)
+        log.info("warm start: %d tensors loaded, %d fresh %s, %d parameters frozen", len(loaded), len(skipped), skipped, len(frozen))
+    model = model.to(device)
     train, val = train.to(device), val.to(device)
     # `model` stays the plain module (checkpoints, evaluation); `net` is what the training step calls.
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else None
     net = ddp or model
     if cfg.compile:
         net = torch.compile(net)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, pretrained)
     weight = class_weights(train.y, config.n_classes, cfg.class_weight) if task == "classification" else None
     loss_fn, val_loss_fn = make_loss(task, cfg, weight), make_loss(task, cfg)
     l1_params = penalised_parameters(model) if cfg.l1 > 0 else []
@@ -385,7 +446,7 @@ def fit(
             if b % accum == 0:
                 lr = lr_at(step, cfg, steps_per_epoch) * plateau_scale
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group["lr_scale"]
             target = train.y[idx]
             # Between optimizer steps DDP need not all-reduce gradients: they only accumulate.
             with ddp.no_sync() if ddp is not None and not stepping else contextlib.nullcontext():
@@ -541,7 +602,9 @@ def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int, dist
     prepared = prepare(features, cfg, paths)
     train, val, config = prepared.train, prepared.val, prepared.config
     checkpoint_dir = Path(paths.checkpoints)
-    fingerprint = run_fingerprint(cfg, seed, config, prepared.data_files)
+    init_file = Path(paths.init_model) / INIT_FILE
+    init_state = warm_start_state(init_file, config)
+    fingerprint = run_fingerprint(cfg, seed, config, [*prepared.data_files, *([init_file] if init_state is not None else [])])
     curves = None
     if dist.main:
         write_json(paths.preprocessor, prepared.encoder)
@@ -550,7 +613,7 @@ def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int, dist
     started = time.perf_counter()
     model, best, history = fit(
         train, val, config, cfg, seed, logger=curves, checkpoint_dir=checkpoint_dir,
-        resume=resumable(checkpoint_dir, fingerprint), fingerprint=fingerprint, dist=dist,
+        resume=resumable(checkpoint_dir, fingerprint), fingerprint=fingerprint, dist=dist, init_state=init_state,
     )
     seconds = time.perf_counter() - started
     best_values = history.epochs[history.best_epoch]

@@ -3,7 +3,8 @@
 One workspace, in order: the first retrain promotes v0001; a retrain with nothing changed skips
 every stage and adds no version; a batch from the training era does not trigger; the next real
 survey waves do, exactly once, through the retrain deployment; the drift retrain then gates the
-challenger against the champion; a corrupt batch is quarantined without stopping the monitor.
+challenger against the champion; a rolled-back model stays rolled back; a warm retrain fine-tunes
+the production model and a cold one starts afresh; a corrupt batch is quarantined without stopping the monitor.
 """
 
 from __future__ import annotations
@@ -139,6 +140,22 @@ def test_a_rolled_back_model_is_not_promoted_again_by_the_next_retrain(workspace
     assert result["outcome"] == {"action": "rejected", "version": "v0002"}
     assert registry.production().name == "v0001"
     assert "rolled back" in registry.history()[-1]["reason"]
+
+
+def test_a_warm_retrain_fine_tunes_the_production_model_and_a_cold_one_starts_afresh(workspace, params):
+    registry = Registry(params.paths.registry)
+    production = registry.production()
+    init = Path(params.paths.init_model) / "model.pt"
+    warm = retrain(reason="manual", start="warm")
+    assert warm["start"] == {"start": "warm", "from": production.name}
+    assert init.read_bytes() == production.torch_model.read_bytes()
+    ran = [s["stage"] for s in warm["stages"] if s["status"] == "ran"]
+    assert ran[:1] == ["train"]  # the initial weights are a dependency of train, nothing upstream changed
+    assert registry.get(warm["outcome"]["version"]).torch_model is not None
+
+    cold = retrain(reason="manual", start="cold")
+    assert cold["start"] == {"start": "cold", "from": None} and not init.exists()
+    assert "train" in [s["stage"] for s in cold["stages"] if s["status"] == "ran"]
 
 
 def test_corrupt_batch_is_quarantined_and_the_monitor_goes_on(workspace, params, retrain_deployment):

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -310,3 +311,65 @@ def test_compiled_training_learns_and_saves_the_plain_model(data):
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
     assert not any(key.startswith(("_orig_mod.", "module.")) for key in best["model_state"])
     assert type(model).__name__ == "TabularMLP"
+
+
+# ---------------------------------------------------------------- warm start
+
+
+def test_warm_start_loads_matching_tensors_and_fine_tunes_from_them(data):
+    pre, train, val = data
+    cfg = quick(epochs=6)
+    source, source_best, source_history = fit(train, val, _config(pre, cfg), cfg, seed=0)
+    # A tiny learning rate: after one epoch the warm model is still the source model.
+    still = quick(epochs=2, lr=1e-9, warmup_epochs=0, scheduler="none")
+    warm, _, warm_history = fit(train, val, _config(pre, still), still, seed=1, init_state=source_best["model_state"])
+    warm_weights = dict(warm.named_parameters())
+    for key, value in source.named_parameters():  # weights, not batch-norm statistics (those follow the data)
+        assert torch.allclose(warm_weights[key], value, atol=1e-5), key
+    assert warm_history.epochs[0]["val_accuracy"] == pytest.approx(source_history.epochs[source_history.best_epoch]["val_accuracy"], abs=0.02)
+
+
+def test_a_head_for_other_classes_starts_fresh_and_frozen_layers_do_not_move(data):
+    from pipeline.model import build_model
+    from pipeline.train import load_matching
+
+    pre, train, val = data
+    cfg = quick(epochs=3, warm_start={"freeze": ("embeddings", "body.0"), "pretrained_lr_scale": 0.5})
+    config = _config(pre, cfg)
+    source = build_model(replace(config, n_classes=5)).state_dict()  # another class count: another head
+    model = build_model(config)
+    loaded, skipped = load_matching(model, source)
+    assert set(skipped) == {"head.weight", "head.bias"} and "body.0.weight" in loaded
+
+    tuned, _, _ = fit(train, val, config, cfg, seed=0, init_state=source)
+    for key in ("body.0.weight", "embeddings.0.weight"):
+        assert torch.equal(tuned.state_dict()[key], source[key]), key
+    assert not torch.equal(tuned.state_dict()["body.1.weight"], source["body.1.weight"])  # batch-norm scale: loaded, not frozen
+
+
+def test_pretrained_tensors_get_their_own_learning_rate_group(data):
+    from pipeline.model import build_model
+    from pipeline.train import make_optimizer
+
+    pre, _, _ = data
+    cfg = quick(warm_start={"pretrained_lr_scale": 0.1})
+    model = build_model(_config(pre, cfg))
+    names = [name for name, _ in model.named_parameters()]
+    optimizer = make_optimizer(model, cfg, frozenset(names[:-2]))  # all but the head
+    assert [group["lr_scale"] for group in optimizer.param_groups] == [1.0, 0.1]
+    assert [len(group["params"]) for group in optimizer.param_groups] == [2, len(names) - 2]
+
+
+def test_warm_start_errors_name_the_key(data, tmp_path):
+    from pipeline.train import warm_start_state
+
+    pre, train, val = data
+    cfg = quick(epochs=1, warm_start={"freeze": ("encoder",)})
+    state = fit(train, val, _config(pre, quick(epochs=1)), quick(epochs=1), seed=0)[1]
+    with pytest.raises(ParamsError, match=r"train.warm_start.freeze: 'encoder' names no parameter"):
+        fit(train, val, _config(pre, cfg), cfg, seed=0, init_state=state["model_state"])
+    torch.save(state, tmp_path / "model.pt")
+    transformer = quick(architecture="ft_transformer", transformer={"d_token": 16, "heads": 2})
+    with pytest.raises(ParamsError, match="holds a mlp model but train.architecture builds a ft_transformer"):
+        warm_start_state(tmp_path / "model.pt", _config(pre, transformer))
+    assert warm_start_state(tmp_path / "absent.pt", _config(pre, transformer)) is None
