@@ -57,6 +57,23 @@ class Paths(_Section):
     init_model: str  # folder: a model.pt here warm-starts training (the retrain flow's start=warm puts production's there)
 
 
+class ImageIngestParams(_Section):
+    """How image files become arrays (``ingest.kind: image``, pipeline/images.py)."""
+
+    mode: Literal["grayscale", "rgb"] = "grayscale"  # 1 or 3 channels, converted as Pillow does
+    size: tuple[int, int] | None = None  # [height, width] every image is resized to; null: all must match
+    # Unreadable image files are listed in the ingest report and skipped up to this share of the files;
+    # beyond it the stage fails naming them.
+    max_unreadable_share: float = Field(default=0.01, ge=0, le=1)
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, size: tuple[int, int] | None):
+        if size is not None and min(size) < 1:
+            raise ValueError(f"height and width must be >= 1, got {list(size)}")
+        return size
+
+
 class IngestParams(_Section):
     """Where the data comes from and what its columns mean."""
 
@@ -77,6 +94,7 @@ class IngestParams(_Section):
     window_periods: int | None = Field(default=None, ge=3)
     min_rows: int = Field(default=100, ge=1)
     max_rows: int | None = Field(default=None, ge=10)
+    image: ImageIngestParams = ImageIngestParams()
 
     @model_validator(mode="after")
     def _overrides_disjoint(self) -> IngestParams:
@@ -149,12 +167,43 @@ class MixupParams(_Section):
     alpha: float = Field(default=0.4, gt=0)
 
 
+class RotationParams(_Section):
+    enabled: bool = False
+    max_degrees: float = Field(default=10.0, gt=0, le=180)
+
+
+class ShiftParams(_Section):
+    enabled: bool = False
+    max_pixels: int = Field(default=1, ge=1)
+
+
+class FlipParams(_Section):
+    enabled: bool = False  # horizontal; wrong for digits and text (a mirrored 2 is no 2)
+
+
+class PixelNoiseParams(_Section):
+    enabled: bool = False
+    std: float = Field(default=0.02, gt=0)  # as a share of the pixel value range
+
+
+class ImageAugmentParams(_Section):
+    """Image augmentation (``ingest.kind: image``): ``copies`` transformed copies of every training
+    image, each with every enabled transform drawn afresh; all off or ``copies: 0``: unchanged."""
+
+    rotation: RotationParams = RotationParams()
+    shift: ShiftParams = ShiftParams()
+    flip: FlipParams = FlipParams()
+    noise: PixelNoiseParams = PixelNoiseParams()
+    copies: int = Field(default=1, ge=0)
+
+
 class AugmentParams(_Section):
     """Training-split augmentation; every technique off leaves the data unchanged."""
 
     gaussian_noise: NoiseParams = NoiseParams()
     oversample: OversampleParams = OversampleParams()
     mixup: MixupParams = MixupParams()
+    image: ImageAugmentParams = ImageAugmentParams()
 
 
 class FeatureParams(_Section):
@@ -208,11 +257,41 @@ class DDPParams(_Section):
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on the CPU
 
 
+class CNNParams(_Section):
+    """The CNN (``train.architecture: cnn``, image data): per stage conv-BN-ReLU, an optional residual
+    block and 2x2 max pooling; then global average pooling, dropout and a linear head."""
+
+    channels: tuple[int, ...] = (32, 64, 128)  # one stage per entry
+    residual: bool = False
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    batch_norm: bool = True
+
+    @field_validator("channels")
+    @classmethod
+    def _positive_channels(cls, channels: tuple[int, ...]):
+        if not channels or any(width < 1 for width in channels):
+            raise ValueError(f"needs at least one stage and every width >= 1, got {list(channels)}")
+        return channels
+
+
+class LoaderParams(_Section):
+    """How training batches reach the device. ``workers: 0``: the split is moved to the device once and
+    batches are index slices of it. ``workers: N``: the split stays in host memory and N worker
+    processes gather the batches. Pinned (page-locked) host memory makes the host-to-GPU copies
+    asynchronous; ``auto`` pins exactly when training on CUDA."""
+
+    workers: int = Field(default=0, ge=0)
+    pin_memory: bool | Literal["auto"] = "auto"
+
+
 class TrainParams(_Section):
     """The network and the training loop."""
 
-    architecture: Literal["mlp", "ft_transformer"] = "mlp"
+    architecture: Literal["mlp", "ft_transformer", "cnn"] = "mlp"
     transformer: TransformerParams = TransformerParams()
+    cnn: CNNParams = CNNParams()
+    channels_last: bool = False  # CNNs: weights and activations in NHWC memory order (faster convolutions on GPUs)
+    loader: LoaderParams = LoaderParams()
     hidden: tuple[int, ...] = (256, 256)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     batch_norm: bool = True

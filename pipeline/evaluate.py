@@ -5,7 +5,8 @@ macro F1, one-vs-rest ROC AUC, log loss and expected calibration error for the m
 majority-class baseline and scikit-learn's HistGradientBoostingClassifier (fitted on the same
 training rows, with the same fitted category vocabulary). Per-class precision/recall go to
 ``paths.eval_per_class``; confusion, ROC, precision-recall and calibration data to
-``paths.eval_plots`` for ``dvc plots``.
+``paths.eval_plots`` for ``dvc plots``. Other data kinds reuse ``evaluate`` (with their own trained
+baseline) and ``write_reports``, so every kind writes the same files.
 
 Inputs:  ``paths.split`` (train, test, schema), ``paths.preprocessor``, ``paths.model``
 Outputs: ``paths.eval_metrics``, ``paths.eval_per_class``, ``paths.eval_plots``
@@ -87,20 +88,44 @@ def curves(y_true: np.ndarray, proba: np.ndarray, points: int) -> dict[str, pd.D
 
 
 def evaluate(
-    model_proba: np.ndarray, test_y: np.ndarray, train_y: np.ndarray, hgb_proba: np.ndarray, classes: tuple[str, ...], cfg: EvaluateParams
+    model_proba: np.ndarray,
+    test_y: np.ndarray,
+    train_y: np.ndarray,
+    baseline_proba: np.ndarray,
+    classes: tuple[str, ...],
+    cfg: EvaluateParams,
+    baseline: str = "hgb",
 ) -> dict[str, Any]:
-    """The metrics file: the model and both baselines side by side, and the model's margin over HGB."""
+    """The metrics file: the model, the majority class and a trained ``baseline`` (HGB for tables)
+    side by side, and the model's margin over that baseline."""
     n_classes = len(classes)
     model = all_metrics(test_y, model_proba, cfg.calibration_bins)
-    hgb = all_metrics(test_y, hgb_proba, cfg.calibration_bins)
+    trained = all_metrics(test_y, baseline_proba, cfg.calibration_bins)
     majority = all_metrics(test_y, majority_proba(train_y, len(test_y), n_classes), cfg.calibration_bins)
     return {
         "test_rows": int(len(test_y)),
         "model": model,
         "baseline_majority": majority,
-        "baseline_hgb": hgb,
-        "model_minus_hgb": {k: model[k] - hgb[k] for k in ("accuracy", "macro_f1", "balanced_accuracy")},
+        f"baseline_{baseline}": trained,
+        f"model_minus_{baseline}": {k: model[k] - trained[k] for k in ("accuracy", "macro_f1", "balanced_accuracy")},
     }
+
+
+def write_reports(paths: Paths, cfg: EvaluateParams, test_y: np.ndarray, proba: np.ndarray, classes: tuple[str, ...]) -> None:
+    """Per-class precision/recall/F1 and the plot data (confusion, ROC, precision-recall, calibration)
+    that dvc.yaml declares, for any data kind's classifier."""
+    scores = classification_scores(test_y, proba.argmax(1), len(classes))
+    per_class = {cls: {k: scores[k][i] for k in ("precision", "recall", "f1", "support")} for i, cls in enumerate(classes)}
+    write_json(paths.eval_per_class, per_class)
+
+    plots = Path(paths.eval_plots)
+    plots.mkdir(parents=True, exist_ok=True)
+    names = np.array(classes, dtype=object)
+    pd.DataFrame({"actual": names[test_y], "predicted": names[proba.argmax(1)]}).to_csv(plots / "confusion.csv", index=False)
+    for name, frame in curves(test_y, proba, cfg.curve_points).items():
+        frame.to_csv(plots / f"{name}.csv", index=False)
+    _, reliability = expected_calibration_error(test_y, proba, cfg.calibration_bins)
+    pd.DataFrame(reliability).to_csv(plots / "calibration.csv", index=False)
 
 
 def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
@@ -119,22 +144,7 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     hgb_proba = gradient_boosting_proba(train, test, preprocessor, cfg, seed)
     metrics = evaluate(proba, test_y, train_y, hgb_proba, preprocessor.classes, cfg)
     write_json(paths.eval_metrics, metrics)
-
-    scores = classification_scores(test_y, proba.argmax(1), len(preprocessor.classes))
-    per_class = {
-        cls: {k: scores[k][i] for k in ("precision", "recall", "f1", "support")}
-        for i, cls in enumerate(preprocessor.classes)
-    }
-    write_json(paths.eval_per_class, per_class)
-
-    plots = Path(paths.eval_plots)
-    plots.mkdir(parents=True, exist_ok=True)
-    names = np.array(preprocessor.classes, dtype=object)
-    pd.DataFrame({"actual": names[test_y], "predicted": names[proba.argmax(1)]}).to_csv(plots / "confusion.csv", index=False)
-    for name, frame in curves(test_y, proba, cfg.curve_points).items():
-        frame.to_csv(plots / f"{name}.csv", index=False)
-    _, reliability = expected_calibration_error(test_y, proba, cfg.calibration_bins)
-    pd.DataFrame(reliability).to_csv(plots / "calibration.csv", index=False)
+    write_reports(paths, cfg, test_y, proba, preprocessor.classes)
 
     log.info(
         "test accuracy %.4f (HGB %.4f, majority %.4f), macro F1 %.4f (HGB %.4f)",

@@ -9,7 +9,9 @@ out with ONNX operators, followed by the exported network and a softmax; outputs
 The stage checks the graph with ``onnx.checker``, scores the raw test rows with onnxruntime and
 fails unless every probability is within ``export.tolerance`` of the PyTorch path and every
 predicted label is identical. A model card (input schema, classes, metrics, hashes) is written
-beside the model.
+beside the model. Other data kinds build their own graph and reuse the rest (``torch_graph``,
+``postprocessing_graph``, ``finish_graph``, ``verify_feed``, ``save_models``, ``card_fields``,
+``publish``; see pipeline/images.py).
 
 Inputs:  ``paths.split`` (test, schema), ``paths.preprocessor``, ``paths.model``, ``paths.eval_metrics``
 Outputs: ``paths.onnx``, ``paths.onnx_int8`` (the int8 model when ``export.int8``),
@@ -65,9 +67,15 @@ class _Probabilities(torch.nn.Module):
 
 
 def network_graph(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
-    """The trained network as ONNX (legacy TorchScript exporter: no onnxscript needed, no side files)."""
+    """The trained tabular network and its softmax as ONNX: x_num, x_cat -> probabilities."""
     x_num = torch.zeros(2, preprocessor.n_numeric_inputs, dtype=torch.float32)
     x_cat = torch.zeros(2, len(preprocessor.categorical), dtype=torch.int64)
+    return torch_graph(_Probabilities(model.eval()), {"x_num": x_num, "x_cat": x_cat}, PROBABILITIES, opset)
+
+
+def torch_graph(module: nn.Module, examples: dict[str, torch.Tensor], output: str, opset: int) -> onnx.ModelProto:
+    """A module as ONNX, inputs named as in ``examples`` and the batch axis (0) left free (legacy
+    TorchScript exporter: no onnxscript needed, no external-data side files)."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (see docstring); its deprecation notice is noise here.
@@ -75,14 +83,14 @@ def network_graph(model: nn.Module, preprocessor: Preprocessor, opset: int) -> o
         # Shape checks inside nn.MultiheadAttention are constants for a fixed model: not a tracing hazard.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            _Probabilities(model.eval()),
-            (x_num, x_cat),
+            module,
+            tuple(examples.values()),
             buffer,
             dynamo=False,
             opset_version=opset,
-            input_names=["x_num", "x_cat"],
-            output_names=[PROBABILITIES],
-            dynamic_axes={"x_num": {0: "N"}, "x_cat": {0: "N"}, PROBABILITIES: {0: "N"}},
+            input_names=list(examples),
+            output_names=[output],
+            dynamic_axes={**{name: {0: "N"} for name in examples}, output: {0: "N"}},
         )
     return onnx.load_model_from_string(buffer.getvalue())
 
@@ -202,12 +210,17 @@ def build_onnx(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx
     leaked = [i.name for i in merged.graph.input if i.name.startswith(NET_PREFIX)]
     if leaked:
         raise ExportError(f"network inputs {leaked} are not fed by the preprocessing graph")
-    # merge_models concatenates opset imports; keep one per domain (tools such as the quantizer insist).
+    return finish_graph(merged, "Raw feature columns -> class probabilities and label (Evergreen)")
+
+
+def finish_graph(merged: onnx.ModelProto, description: str) -> onnx.ModelProto:
+    """A merged graph made tidy: one opset import per domain (merge_models concatenates them, and tools
+    such as the quantizer insist), the project's graph name and a description."""
     unique = {(o.domain or ""): o.version for o in merged.opset_import}
     del merged.opset_import[:]
     merged.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in unique.items())
     merged.graph.name = "evergreen"
-    merged.doc_string = "Raw feature columns -> class probabilities and label (Evergreen)"
+    merged.doc_string = description
     return merged
 
 
@@ -220,15 +233,20 @@ def raw_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np.
 
 def verify(model_bytes: bytes, expected: np.ndarray, frame: pd.DataFrame, preprocessor: Preprocessor, tolerance: float) -> dict[str, Any]:
     """Check the graph, run it on raw rows, compare with the PyTorch path; raise if they disagree."""
+    return verify_feed(model_bytes, expected, raw_inputs(frame, preprocessor), preprocessor.classes, tolerance)
+
+
+def verify_feed(model_bytes: bytes, expected: np.ndarray, feed: dict[str, np.ndarray], classes, tolerance: float) -> dict[str, Any]:
+    """Check the graph, run it on ``feed`` (raw inputs, any data kind), compare with the PyTorch
+    probabilities ``expected`` [N, K]; raise if they disagree."""
     onnx.checker.check_model(onnx.load_model_from_string(model_bytes), full_check=True)
     session = ort_session(model_bytes)
-    feed = raw_inputs(frame, preprocessor)
     probabilities, labels = session.run([PROBABILITIES, LABEL], feed)
-    max_diff = float(np.abs(probabilities - expected).max()) if len(frame) else 0.0
-    expected_labels = np.array(preprocessor.classes, dtype=object)[expected.argmax(1)]
+    max_diff = float(np.abs(probabilities - expected).max()) if len(expected) else 0.0
+    expected_labels = np.array(classes, dtype=object)[expected.argmax(1)]
     mismatched = int((labels != expected_labels).sum())
     report = {
-        "rows": len(frame),
+        "rows": len(expected),
         "max_abs_probability_diff": max_diff,
         "tolerance": tolerance,
         "label_mismatches": mismatched,
@@ -272,17 +290,21 @@ def quantize_int8(fp32_path: Path, int8_dir: Path) -> Path:
 
 def compare_int8(fp32_path: Path, int8_path: Path, frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, Any]:
     """Size, test accuracy and agreement of the int8 model against the fp32 one, on the raw test rows."""
-    feed = raw_inputs(frame, preprocessor)
+    truth = frame[preprocessor.target].astype(str).to_numpy()
+    return compare_int8_feed(fp32_path, int8_path, raw_inputs(frame, preprocessor), truth)
+
+
+def compare_int8_feed(fp32_path: Path, int8_path: Path, feed: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, Any]:
+    """Size, test accuracy and agreement of the int8 model against the fp32 one on ``feed`` (true labels ``truth``)."""
     p32, l32 = ort_session(fp32_path).run([PROBABILITIES, LABEL], feed)
     p8, l8 = ort_session(int8_path).run([PROBABILITIES, LABEL], feed)
-    truth = frame[preprocessor.target].astype(str).to_numpy()
     return {
         "bytes": int8_path.stat().st_size,
         "fp32_bytes": fp32_path.stat().st_size,
         "accuracy": float((l8 == truth).mean()),
         "fp32_accuracy": float((l32 == truth).mean()),
         "label_agreement": float((l8 == l32).mean()),
-        "max_abs_probability_diff": float(np.abs(p8 - p32).max()) if len(frame) else 0.0,
+        "max_abs_probability_diff": float(np.abs(p8 - p32).max()) if len(truth) else 0.0,
     }
 
 
@@ -295,6 +317,7 @@ def model_card(
     int8: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """What a consumer of ``model.onnx`` needs to call it and to trust it."""
+    card = card_fields(preprocessor.classes, checkpoint, metrics, hashes, parity, int8)
     inputs = [
         {"name": c.name, "kind": "numeric", "onnx_type": "float32", "shape": ["N", 1], "missing": "NaN"}
         for c in preprocessor.numeric
@@ -305,18 +328,24 @@ def model_card(
         }
         for c in preprocessor.categorical
     ]
+    return {**card, "target": preprocessor.target, "inputs": inputs}
+
+
+def card_fields(
+    classes, checkpoint: dict[str, Any], metrics: dict[str, Any], hashes: dict[str, str], parity: dict[str, Any], int8: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The model card's fields shared by every data kind (each kind adds its ``inputs`` and ``target``)."""
     train_params = json.dumps({"train": checkpoint["train_params"], "seed": checkpoint["seed"]}, sort_keys=True)
     return {
         "task": "classification",
-        "target": preprocessor.target,
-        "classes": list(preprocessor.classes),
-        "inputs": inputs,
+        "classes": list(classes),
         "outputs": [
-            {"name": PROBABILITIES, "onnx_type": "float32", "shape": ["N", len(preprocessor.classes)]},
+            {"name": PROBABILITIES, "onnx_type": "float32", "shape": ["N", len(classes)]},
             {"name": LABEL, "onnx_type": "string", "shape": ["N"]},
         ],
         "model": {"config": checkpoint["model_config"], "best_epoch": checkpoint["best_epoch"], "best_metric": checkpoint["best_metric"]},
-        "metrics": {"test": metrics["model"], "baseline_hgb": metrics["baseline_hgb"], "baseline_majority": metrics["baseline_majority"]},
+        # The model's test metrics and every baseline evaluate reported beside it.
+        "metrics": {"test": metrics["model"], **{k: v for k, v in metrics.items() if k.startswith("baseline_")}},
         # Timings vary run to run; the card stays a pure function of the model and its data.
         "parity": {k: v for k, v in parity.items() if k != "single_record_latency_us"},
         "int8": int8,
@@ -350,8 +379,20 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
     graph = build_onnx(model, preprocessor, cfg.opset)
     model_bytes = graph.SerializeToString()
     expected = predict_proba(model, preprocessor, test[schema.feature_names])
-    parity = verify(model_bytes, expected, test, preprocessor, cfg.tolerance)
+    feed = raw_inputs(test, preprocessor)
+    parity = verify_feed(model_bytes, expected, feed, preprocessor.classes, cfg.tolerance)
+    int8, hashes = save_models(model_bytes, cfg, paths, feed, test[preprocessor.target].astype(str).to_numpy())
+    hashes |= {
+        **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
+        "preprocessor_sha256": file_sha256(paths.preprocessor),
+    }
+    card = model_card(preprocessor, checkpoint, read_json(paths.eval_metrics), hashes, parity, int8)
+    return publish(card, parity, len(model_bytes), cfg, paths)
 
+
+def save_models(model_bytes: bytes, cfg: ExportParams, paths: Paths, feed: dict[str, np.ndarray], truth: np.ndarray):
+    """Write the verified ONNX model and, with ``export.int8``, its int8 twin compared with it on
+    ``feed`` (true labels ``truth``); returns the int8 comparison (or None) and the models' hashes."""
     onnx_path = Path(paths.onnx)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     onnx_path.write_bytes(model_bytes)
@@ -360,24 +401,25 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
     int8_dir.mkdir(parents=True)
     int8 = None
     if cfg.int8:
-        int8 = compare_int8(onnx_path, quantize_int8(onnx_path, int8_dir), test, preprocessor)
+        int8 = compare_int8_feed(onnx_path, quantize_int8(onnx_path, int8_dir), feed, truth)
         log.info(
             "int8: %d -> %d bytes, test accuracy %.4f (fp32 %.4f), labels agree on %.2f%%",
             int8["fp32_bytes"], int8["bytes"], int8["accuracy"], int8["fp32_accuracy"], 100 * int8["label_agreement"],
         )
-    hashes = {
-        "onnx_sha256": file_sha256(onnx_path),
-        **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
-        "preprocessor_sha256": file_sha256(paths.preprocessor),
-    }
+    hashes = {"onnx_sha256": file_sha256(onnx_path)}
     if int8 is not None:
         hashes["onnx_int8_sha256"] = file_sha256(int8_dir / INT8_FILE)
-    write_json(paths.model_card, model_card(preprocessor, checkpoint, read_json(paths.eval_metrics), hashes, parity, int8))
-    report = {**parity, "onnx_bytes": len(model_bytes), "opset": cfg.opset, "int8": int8}
+    return int8, hashes
+
+
+def publish(card: dict[str, Any], parity: dict[str, Any], onnx_bytes: int, cfg: ExportParams, paths: Paths) -> dict[str, Any]:
+    """Write the model card and the export report (the gate re-checks its parity numbers)."""
+    write_json(paths.model_card, card)
+    report = {**parity, "onnx_bytes": onnx_bytes, "opset": cfg.opset, "int8": card["int8"]}
     write_json(paths.export_report, report)
     log.info(
         "exported %s (%d bytes): max |dp| %.1e on %d test rows, labels identical, %.0f us per record",
-        onnx_path, len(model_bytes), parity["max_abs_probability_diff"], parity["rows"], parity["single_record_latency_us"],
+        paths.onnx, onnx_bytes, parity["max_abs_probability_diff"], parity["rows"], parity["single_record_latency_us"],
     )
     return report
 

