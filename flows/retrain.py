@@ -33,7 +33,7 @@ from pipeline.export import INT8_FILE
 from pipeline.gate import Decision, baseline_key, decide, parity_passed
 from pipeline.landing import expected_source_columns, screen
 from pipeline.registry import Registry
-from pipeline.train import INIT_FILE
+from pipeline.train import INIT_ENCODER_FILE, INIT_FILE
 from pipeline.scoring import score_test
 
 Reason = Literal["schedule", "drift", "manual"]
@@ -87,21 +87,26 @@ def run_stage(stage: str, root: str) -> dict[str, Any] | State:
 
 @task
 def place_init_model(root: str, start: Start) -> dict[str, Any]:
-    """warm: put the production model's checkpoint in ``paths.init_model`` for train to fine-tune;
-    cold: remove it. Either way DVC sees the change and re-runs train."""
+    """warm: put the production model's checkpoint and encoder in ``paths.init_model`` for train to
+    fine-tune; cold: remove them. Either way DVC sees the change and re-runs train."""
     logger = get_run_logger()
     paths = load_params(Path(root) / "params.yaml").paths
-    target = Path(root) / paths.init_model / INIT_FILE
+    folder = Path(root) / paths.init_model
     production = Registry(Path(root) / paths.registry).production()
     if start == "warm" and production is not None and production.torch_model is not None:
-        if not target.exists() or file_sha256(target) != file_sha256(production.torch_model):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(production.torch_model, target)
+        folder.mkdir(parents=True, exist_ok=True)
+        for source, name in ((production.torch_model, INIT_FILE), (production.encoder, INIT_ENCODER_FILE)):
+            target = folder / name
+            if source is None:
+                target.unlink(missing_ok=True)
+            elif not target.exists() or file_sha256(target) != file_sha256(source):
+                shutil.copyfile(source, target)
         logger.info("warm start from production %s", production.name)
         return {"start": "warm", "from": production.name}
     if start == "warm":
         logger.warning("warm start asked for, but there is no production model with a checkpoint: cold start")
-    target.unlink(missing_ok=True)
+    for name in (INIT_FILE, INIT_ENCODER_FILE):
+        (folder / name).unlink(missing_ok=True)
     return {"start": "cold", "from": None}
 
 
@@ -186,6 +191,7 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
         reference=root_path / split_file(paths.split, "train"),
         onnx_int8=(root_path / paths.onnx_int8 / INT8_FILE) if int8 else None,
         torch_model=root_path / paths.model,
+        encoder=root_path / paths.preprocessor,
         git_revision=_git_revision(root_path),
         extra={
             "rows": read_json(root_path / paths.ingest_report)["rows"], "trigger": reason, "test_scores": verdict["challenger"],

@@ -544,14 +544,17 @@ def cnn_config(schema: ImageSchema, cfg: TrainParams):
     )
 
 
-def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths):
-    """Fit the normaliser on the real training images, encode the augmented training and the validation images."""
-    from pipeline.train import Prepared
+def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None):
+    """Fit the normaliser on the real training images (or keep a warm start's ``encoder``), encode
+    the augmented training and the validation images."""
+    from pipeline.train import Prepared, reusable_encoder
 
     schema = read_image_schema(paths.split)
     config = cnn_config(schema, cfg)
-    real_x, _ = read_images(split_path(paths.split, "train"))
-    encoder = fit_normaliser(real_x, schema)
+    encoder = reusable_encoder(encoder, schema.classes)
+    if encoder is None:
+        real_x, _ = read_images(split_path(paths.split, "train"))
+        encoder = fit_normaliser(real_x, schema)
     train_x, train_y = read_images(split_path(paths.augmented, "train"))
     val_x, val_y = read_images(split_path(paths.split, "val"))
     files = [split_path(paths.split, "train"), split_path(paths.split, "val"), split_path(paths.augmented, "train")]

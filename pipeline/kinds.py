@@ -7,7 +7,8 @@ the same seven stages, functions with the stage's ``run`` signature:
 
 ``ingest(cfg: IngestParams, paths, seed)``, ``clean(cfg: CleanParams, paths)``,
 ``split(cfg: SplitParams, paths, seed)``, ``augment(cfg: AugmentParams, paths, seed)``,
-``prepare(features: FeatureParams, cfg: TrainParams, paths) -> Prepared`` (train),
+``prepare(features: FeatureParams, cfg: TrainParams, paths, encoder) -> Prepared`` (train;
+``encoder``: a warm start's fitted encoder, or None),
 ``evaluate(cfg: EvaluateParams, paths, seed)``, ``export(cfg: ExportParams, paths)``, and for the
 champion/challenger gate ``score_split(onnx_path, card, split_dir) -> dict[str, float]``.
 """

@@ -72,6 +72,7 @@ DVC_LOCK_FILE = "dvc.lock"
 REFERENCE_FILE = "reference.parquet"
 INT8_FILE = "model.int8.onnx"  # optional: the dynamically quantised model
 TORCH_FILE = "model.pt"  # optional: the PyTorch checkpoint, to warm-start a later training from
+ENCODER_FILE = "preprocessor.json"  # optional: the fitted encoder that goes with model.pt
 VERSION_FILES = (ONNX_FILE, CARD_FILE, METRICS_FILE, PARAMS_FILE, DVC_LOCK_FILE, REFERENCE_FILE)
 
 # Events that move the production pointer; only promote() and rollback() may write them.
@@ -265,6 +266,11 @@ class ModelVersion:
     def torch_model(self) -> Path | None:
         """The PyTorch checkpoint, when the version has one (warm starts fine-tune it)."""
         return self.path / TORCH_FILE if TORCH_FILE in self.meta.get("sha256", {}) else None
+
+    @property
+    def encoder(self) -> Path | None:
+        """The fitted encoder of the PyTorch checkpoint, when the version has one."""
+        return self.path / ENCODER_FILE if ENCODER_FILE in self.meta.get("sha256", {}) else None
 
     @property
     def serving_onnx(self) -> Path:
@@ -503,6 +509,7 @@ class Registry:
         reference: Path,
         onnx_int8: Path | None = None,
         torch_model: Path | None = None,
+        encoder: Path | None = None,
         git_revision: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> ModelVersion:
@@ -523,6 +530,8 @@ class Registry:
             sources[INT8_FILE], arguments[INT8_FILE] = onnx_int8, "onnx_int8"
         if torch_model is not None:
             sources[TORCH_FILE], arguments[TORCH_FILE] = torch_model, "torch_model"
+        if encoder is not None:
+            sources[ENCODER_FILE], arguments[ENCODER_FILE] = encoder, "encoder"
         for name, source in sources.items():
             if not Path(source).is_file():
                 raise RegistryError(f"register: {arguments[name]} file {source} not found (run the pipeline first: dvc repro)")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.common import file_sha256, read_schema, read_table, split_file, stage_main, write_json
+from pipeline.common import file_sha256, read_json, read_schema, read_table, split_file, stage_main, write_json
 from pipeline.config import DDPParams, FeatureParams, LoaderParams, Params, Paths, TrainParams
 from pipeline.errors import ParamsError, TrainError
 from pipeline.features import Preprocessor, fit_preprocessor
@@ -46,7 +46,8 @@ from pipeline.model import FTTransformerConfig, ModelConfig, build_model, penali
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.pt"
-INIT_FILE = "model.pt"  # in paths.init_model: the checkpoint a warm start fine-tunes
+INIT_FILE = "model.pt"  # in paths.init_model: the checkpoint a warm start fine-tunes ...
+INIT_ENCODER_FILE = "preprocessor.json"  # ... and the encoder it was trained with (optional)
 MAXIMISED = {"val_accuracy", "val_macro_f1"}
 # The per-epoch metrics of each task: the first is also shown for the training batches.
 TASK_METRICS = {"classification": ("accuracy", "macro_f1"), "regression": ("mae", "rmse")}
@@ -647,10 +648,27 @@ class Prepared:
     data_files: list[Path]
 
 
-def prepare_tabular(features: FeatureParams, cfg: TrainParams, paths: Paths) -> Prepared:
-    """Fit the encoder on the real training rows (augmented rows are training-time noise), encode."""
+def reusable_encoder(encoder: dict[str, Any] | None, classes: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
+    """A warm start's encoder, when it still fits the data: the same classes in the same order.
+
+    Fine-tuning keeps the initial model's encoder so every input (category index, scaling) means
+    what it meant when the weights were learned; new classes need a new encoder (and head)."""
+    if encoder is None:
+        return None
+    if list(encoder.get("classes", [])) != list(classes):
+        log.warning("warm start: the classes changed (%s -> %s); the encoder is fitted afresh", encoder.get("classes"), list(classes))
+        return None
+    log.info("warm start: keeping the initial model's encoder")
+    return encoder
+
+
+def prepare_tabular(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
+    """Fit the encoder on the real training rows (augmented rows are training-time noise), encode.
+
+    ``encoder``: a warm start's encoder, reused when it still fits (``reusable_encoder``)."""
     schema = read_schema(paths.split)
-    preprocessor = fit_preprocessor(read_table(split_file(paths.split, "train")), schema, features)
+    kept = reusable_encoder(encoder, schema.classes)
+    preprocessor = Preprocessor.from_dict(kept) if kept else fit_preprocessor(read_table(split_file(paths.split, "train")), schema, features)
     return Prepared(
         train=Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor),
         val=Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor),
@@ -660,11 +678,11 @@ def prepare_tabular(features: FeatureParams, cfg: TrainParams, paths: Paths) -> 
     )
 
 
-def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths) -> Prepared:
-    """The training inputs of the data kind found in ``paths.split``."""
+def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
+    """The training inputs of the data kind found in ``paths.split`` (``encoder``: a warm start's)."""
     if (kind := data_kind(paths.split)) != TABULAR:
-        return kind_module(kind).prepare(features, cfg, paths)
-    return prepare_tabular(features, cfg, paths)
+        return kind_module(kind).prepare(features, cfg, paths, encoder)
+    return prepare_tabular(features, cfg, paths, encoder)
 
 
 def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int, dist: Distributed = Distributed()) -> dict[str, Any]:
@@ -675,12 +693,14 @@ def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int, dist
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     torch.use_deterministic_algorithms(True)
-    prepared = prepare(features, cfg, paths)
+    init_file, init_encoder_file = Path(paths.init_model) / INIT_FILE, Path(paths.init_model) / INIT_ENCODER_FILE
+    init_encoder = read_json(init_encoder_file) if init_file.exists() and init_encoder_file.exists() else None
+    prepared = prepare(features, cfg, paths, init_encoder)
     train, val, config = prepared.train, prepared.val, prepared.config
     checkpoint_dir = Path(paths.checkpoints)
-    init_file = Path(paths.init_model) / INIT_FILE
     init_state = warm_start_state(init_file, config)
-    fingerprint = run_fingerprint(cfg, seed, config, [*prepared.data_files, *([init_file] if init_state is not None else [])])
+    init_files = [path for path in (init_file, init_encoder_file) if init_state is not None and path.exists()]
+    fingerprint = run_fingerprint(cfg, seed, config, [*prepared.data_files, *init_files])
     curves = None
     if dist.main:
         write_json(paths.preprocessor, prepared.encoder)

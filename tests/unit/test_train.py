@@ -1,4 +1,6 @@
+import json
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -373,3 +375,28 @@ def test_warm_start_errors_name_the_key(data, tmp_path):
     with pytest.raises(ParamsError, match="holds a mlp model but train.architecture builds a ft_transformer"):
         warm_start_state(tmp_path / "model.pt", _config(pre, transformer))
     assert warm_start_state(tmp_path / "absent.pt", _config(pre, transformer)) is None
+
+
+def test_the_stage_fine_tunes_the_model_in_init_model_keeping_its_encoder(tmp_path, raw_params, table, schema, caplog):
+    from pipeline.train import reusable_encoder
+
+    first = make_params(raw_params, tmp_path / "first", train={"epochs": 2, "hidden": [16], "warmup_epochs": 0})
+    frames = {"train": table.iloc[:400], "val": table.iloc[400:500], "test": table.iloc[500:]}
+    _write_splits(first.paths, frames, schema)
+    train_stage.run(first.features, first.train, first.paths, first.seed)
+
+    # New training rows (a different encoder would be fitted), and the first model placed in init_model.
+    second = make_params(raw_params, tmp_path / "second", train={"epochs": 2, "hidden": [16], "warmup_epochs": 0})
+    _write_splits(second.paths, {**frames, "train": table.iloc[100:450]}, schema)
+    init = Path(second.paths.init_model)
+    init.mkdir(parents=True)
+    (init / "model.pt").write_bytes(Path(first.paths.model).read_bytes())
+    (init / "preprocessor.json").write_text(Path(first.paths.preprocessor).read_text())
+    with caplog.at_level("INFO", logger="pipeline.train"):
+        train_stage.run(second.features, second.train, second.paths, second.seed)
+    assert "keeping the initial model's encoder" in caplog.text and "warm start: 9 tensors loaded, 0 fresh []" in caplog.text
+    assert Path(second.paths.preprocessor).read_text() == Path(first.paths.preprocessor).read_text()
+
+    encoder = json.loads(Path(first.paths.preprocessor).read_text())
+    assert reusable_encoder(encoder, list(encoder["classes"])) is encoder
+    assert reusable_encoder(encoder, [*encoder["classes"], "new class"]) is None  # new classes: fit afresh
