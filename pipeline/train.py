@@ -368,32 +368,58 @@ class CurveLogger:
         self.writer.close()
 
 
-def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> dict[str, Any]:
-    """Fit the encoder on the training split, train, and write the encoder, checkpoints and curves."""
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    torch.use_deterministic_algorithms(True)
+@dataclass(frozen=True)
+class Prepared:
+    """The training stage's inputs, encoded once: the encoder fitted on the real training rows,
+    the rows trained on (the augmented split) and the validation rows."""
+
+    preprocessor: Preprocessor
+    train: Tensors
+    val: Tensors
+    data_files: tuple[Path, ...]  # what a run's fingerprint hashes
+
+    def model_config(self, cfg: TrainParams) -> ModelConfig:
+        """The network for these inputs and the train params' architecture keys."""
+        return ModelConfig(
+            n_numeric=self.preprocessor.n_numeric_inputs,
+            cardinalities=tuple(self.preprocessor.cardinalities),
+            n_classes=len(self.preprocessor.classes),
+            hidden=cfg.hidden,
+            dropout=cfg.dropout,
+            batch_norm=cfg.batch_norm,
+            categorical_encoding=cfg.categorical_encoding,
+            embedding_dim=cfg.embedding_dim,
+        )
+
+
+def prepare(features: FeatureParams, paths: Paths) -> Prepared:
+    """Read the split and augmented data, fit the encoder on the training split, encode (shared by
+    this stage and the hyperparameter search, so both train on exactly the same tensors)."""
     schema = read_schema(paths.split)
     # The encoder learns from the real training rows only: augmented rows are training-time noise.
     preprocessor = fit_preprocessor(read_table(split_file(paths.split, "train")), schema, features)
-    write_json(paths.preprocessor, preprocessor.to_dict())
     train = Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor)
     val = Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor)
+    data_files = (split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train"))
+    return Prepared(preprocessor, train, val, data_files)
 
-    config = ModelConfig(
-        n_numeric=preprocessor.n_numeric_inputs,
-        cardinalities=tuple(preprocessor.cardinalities),
-        n_classes=len(preprocessor.classes),
-        hidden=cfg.hidden,
-        dropout=cfg.dropout,
-        batch_norm=cfg.batch_norm,
-        categorical_encoding=cfg.categorical_encoding,
-        embedding_dim=cfg.embedding_dim,
-    )
+
+def configure_torch(cfg: TrainParams) -> None:
+    """Threads (``train.num_threads``) and deterministic kernels, once per process before training."""
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int) -> dict[str, Any]:
+    """Fit the encoder on the training split, train, and write the encoder, checkpoints and curves."""
+    configure_torch(cfg)
+    data = prepare(features, paths)
+    write_json(paths.preprocessor, data.preprocessor.to_dict())
+    train, val, config = data.train, data.val, data.model_config(cfg)
     checkpoint_dir = Path(paths.checkpoints)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    data_files = [split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train")]
-    fingerprint = run_fingerprint(cfg, seed, config, data_files)
+    fingerprint = run_fingerprint(cfg, seed, config, list(data.data_files))
     curves = CurveLogger(paths.train_live, paths.tensorboard)
     started = time.perf_counter()
     model, best, history = fit(
