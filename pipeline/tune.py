@@ -378,32 +378,49 @@ def yaml_value(value: Any) -> str:
     return text.removesuffix("\n...").strip()
 
 
+# A line continuing a key's block value: deeper indented, or a "- item" at the key's own indent
+# (the layout ``dvc exp run -S`` and ``dvc exp apply`` write lists in).
+_CONTINUATION = re.compile(r"^(   |  -([ \t]|\r?\n?$))")
+
+
 def rewrite_train_values(text: str, values: dict[str, Any], source: str = "params.yaml") -> str:
-    """``text`` with the values of the given ``train:`` keys replaced in place; every other line,
-    comment and the comments' columns kept. Each key must be on its own ``  key: value`` line."""
+    """``text`` with the values of the given ``train:`` keys replaced in place: each key's line keeps
+    its comment (in its column when the value fits) and every other line is left as it is. A value
+    written as a block (a list one item a line) is replaced by its one-line form."""
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if _SECTION_HEADER.match(line.rstrip("\r\n"))), None)
     if start is None:
         raise ParamsError(f"{source}: no 'train:' section header on a line of its own; set the tuned values by hand")
     # The section ends at the next line that starts a top-level key (not indented, not a comment).
     end = next((i for i in range(start + 1, len(lines)) if re.match(r"[^\s#]", lines[i])), len(lines))
-    found: dict[str, tuple[int, re.Match[str]]] = {}
+    found: dict[int, tuple[str, re.Match[str], int]] = {}  # line -> key, its match, the line after its value
     for i in range(start + 1, end):
         match = _KEY_LINE.match(lines[i])
         if match and match["key"] in values:
-            found[match["key"]] = (i, match)
-    for key, value in values.items():
-        if key not in found:
-            raise ParamsError(f"{source}: no line '  {key}: <value>' in the train section; set train.{key}: {yaml_value(value)} by hand")
-        if not found[key][1]["value"].strip():
-            raise ParamsError(f"{source}: train.{key} is written as a block; put it on one line ({key}: {yaml_value(value)}) so apply can update it")
-    for key, (i, match) in found.items():
-        line = match["lead"] + yaml_value(values[key])
+            after = i + 1
+            if not match["value"].strip():
+                while after < end and _CONTINUATION.match(lines[after]):
+                    after += 1
+            found[i] = (match["key"], match, after)
+    missing = sorted(set(values) - {key for key, _, _ in found.values()})
+    if missing:
+        key = missing[0]
+        raise ParamsError(f"{source}: no line '  {key}: <value>' in the train section; set train.{key}: {yaml_value(values[key])} by hand")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if i not in found:
+            out.append(lines[i])
+            i += 1
+            continue
+        key, match, after = found[i]
+        line = match["lead"].rstrip(" \t") + " " + yaml_value(values[key])
         if match["comment"]:
             column = len(match["lead"]) + len(match["value"]) + len(match["gap"])
             line += " " * max(1, column - len(line)) + match["comment"]
-        lines[i] = line + match["eol"]
-    rewritten = "".join(lines)
+        out.append(line + (match["eol"] or ("\n" if after > i + 1 else "")))
+        i = after
+    rewritten = "".join(out)
     # Check the result as YAML: exactly the intended train values changed, nothing else.
     expected = yaml.safe_load(text)
     expected["train"] = {**expected["train"], **{key: _plain(value) for key, value in values.items()}}

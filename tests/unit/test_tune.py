@@ -213,20 +213,33 @@ def test_apply_rewrites_train_values_and_keeps_everything_else(tmp_path, capsys)
 
 
 def test_apply_refuses_a_key_it_cannot_find_on_its_own_line():
-    text = "seed: 1\ntrain:\n  lr: 0.1   # rate\n  hidden:\n    - 8\n    - 4\nevaluate:\n  lr: 3\n"
+    text = "seed: 1\ntrain:\n  lr: 0.1   # rate\n  hidden: [8]\nevaluate:\n  batch_size: 3\n"
 
     with pytest.raises(ParamsError) as info:
         tune.rewrite_train_values(text, {"batch_size": 64})
-    assert "'  batch_size: <value>'" in str(info.value) and "\n" not in str(info.value)
 
-    with pytest.raises(ParamsError) as info:
-        tune.rewrite_train_values(text, {"hidden": [16]})
-    assert "train.hidden is written as a block" in str(info.value)
-
-    # Another section's key of the same name is left alone.
+    message = str(info.value)
+    assert "'  batch_size: <value>'" in message and "train.batch_size: 64" in message and "\n" not in message
+    # Another section's key of the same name is left alone; a float keeps its YAML float form.
     rewritten = tune.rewrite_train_values(text, {"lr": 1e-05})
-    assert "  lr: 1.0e-05 # rate\n" in rewritten and rewritten.endswith("evaluate:\n  lr: 3\n")
+    assert "  lr: 1.0e-05 # rate\n" in rewritten and rewritten.endswith("evaluate:\n  batch_size: 3\n")
     assert yaml.safe_load(rewritten)["train"]["lr"] == 1e-05
+
+
+def test_apply_rewrites_the_block_lists_dvc_exp_writes():
+    """``dvc exp run -S`` / ``dvc exp apply`` rewrite params.yaml with lists one item a line and
+    null as an empty value: apply turns those into one-line values and keeps the rest."""
+    text = (
+        "train:\n  hidden:\n  - 256\n  - 128\n  dropout: 0.2\n  embedding_dim:           # null: automatic\n"
+        "  early_stopping:\n    metric: val_loss\nevaluate:\n  bins: 3\n"
+    )
+
+    rewritten = tune.rewrite_train_values(text, {"hidden": [64], "embedding_dim": 8})
+
+    assert rewritten == (
+        "train:\n  hidden: [64]\n  dropout: 0.2\n  embedding_dim: 8         # null: automatic\n"
+        "  early_stopping:\n    metric: val_loss\nevaluate:\n  bins: 3\n"
+    )
 
 
 def test_apply_without_a_search_names_the_missing_file(tmp_path):
