@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 BEST_PARAMS_FILE = "best_params.yaml"
 SUMMARY_FILE = "summary.json"
 SQLITE_BUSY_TIMEOUT_S = 60  # several local workers on one SQLite file wait for each other's writes
+STORAGE_ATTEMPTS = 5
 
 
 # ---------------------------------------------------------------- the search space and one trial
@@ -145,6 +147,20 @@ def suggest(trial, tune: TuneParams) -> dict[str, Any]:
     return values
 
 
+def current_values(base: TrainParams, tune: TuneParams) -> dict[str, Any]:
+    """The params file's own train values, as Optuna parameters, for the keys whose value lies in the
+    space: enqueued as a trial, so the best found is never worse than what params.yaml has."""
+    values: dict[str, Any] = {}
+    for key, dimension in tune.space.items():
+        value = getattr(base, key)
+        if dimension.choices is not None:
+            if value in dimension.choices:
+                values[key] = _choice_label(value)
+        elif value is not None and dimension.low <= value <= dimension.high:
+            values[key] = value
+    return values
+
+
 class PruningReporter:
     """``fit``'s epoch logger for a trial: reports the watched metric each epoch and stops the trial
     (``optuna.TrialPruned``, raised through ``fit``) when the pruner gives up on it."""
@@ -205,13 +221,22 @@ def open_storage(url: str, create: bool = True):
             raise DataError(f"{database}: no study database yet (run python -m pipeline.tune search first)")
         database.parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if database is not None else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ModuleNotFoundError as exc:
-        raise ParamsError(f"tune storage {redact(url)}: its database driver is not installed ({exc.name})") from None
-    except SQLAlchemyError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ParamsError(f"tune storage {redact(url)}: cannot open ({exc.__class__.__name__}: {first_line})") from None
+    for attempt in range(1, STORAGE_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except ModuleNotFoundError as exc:
+            raise ParamsError(f"tune storage {redact(url)}: its database driver is not installed ({exc.name})") from None
+        except SQLAlchemyError as exc:
+            # Workers started together race to create the tables and stamp the schema version: the
+            # loser sees "already exists" or a duplicate key, and the next attempt finds them made.
+            racing = any(word in str(exc).lower() for word in ("already exists", "unique", "duplicate"))
+            if racing and attempt < STORAGE_ATTEMPTS:
+                log.info("tune storage being created by another worker (%s); trying again", exc.__class__.__name__)
+                time.sleep(0.2 * attempt)
+                continue
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ParamsError(f"tune storage {redact(url)}: cannot open ({exc.__class__.__name__}: {first_line})") from None
+    raise AssertionError("unreachable")
 
 
 def make_pruner(cfg: PrunerParams):
@@ -306,6 +331,8 @@ def search(
     sampler = optuna.samplers.TPESampler(seed=params.seed + worker)
     study = open_study(open_storage(storage), study_name, metric, sampler, make_pruner(tune.pruner))
     folder, epochs = Path(params.paths.tune), trial_epochs(base, tune)
+    # Once per study and set of values: a later search with other train values adds them too.
+    study.enqueue_trial(current_values(base, tune), skip_if_exists=True)
     log.info(
         "study %r in %s: %d trials so far; %d more (%s %s, %d epochs each at most)",
         study_name, redact(storage), len(study.get_trials(deepcopy=False)), trials, direction(metric), metric, epochs,

@@ -80,6 +80,8 @@ def test_search_stores_every_trial_in_sqlite_and_writes_the_best(params, tmp_pat
     assert summary["complete"] + summary["pruned"] == 4 and summary["failed"] == 0
     assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert study.trials[0].state == TrialState.COMPLETE  # n_startup_trials=1: the first is never pruned
+    # The first trial is the params file's own values where they lie in the space (64 is not a choice).
+    assert study.trials[0].user_attrs["train"]["lr"] == 0.01 and study.trials[0].user_attrs["train"]["hidden"] == [16]
 
     best = yaml.safe_load((tmp_path / "reports/tune/best_params.yaml").read_text())
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
