@@ -149,7 +149,8 @@ def suggest(trial, tune: TuneParams) -> dict[str, Any]:
 
 def current_values(base: TrainParams, tune: TuneParams) -> dict[str, Any]:
     """The params file's own train values, as Optuna parameters, for the keys whose value lies in the
-    space: enqueued as a trial, so the best found is never worse than what params.yaml has."""
+    space: queued as a trial (a new study's first, never pruned), so when every key's value lies in
+    the space the best found is never worse than what params.yaml has."""
     values: dict[str, Any] = {}
     for key, dimension in tune.space.items():
         value = getattr(base, key)
