@@ -8,7 +8,7 @@ is allowed; stage code only ever sees these objects, never the raw dict.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -55,6 +55,7 @@ class Paths(_Section):
     drift_reports: str
     monitor_state: str
     init_model: str  # folder: a model.pt here warm-starts training (the retrain flow's start=warm puts production's there)
+    tune: str  # folder: optuna.db (the default study storage), best_params.yaml, summary.json
 
 
 class ImageIngestParams(_Section):
@@ -339,6 +340,101 @@ class TrainParams(_Section):
         return self
 
 
+# Train keys a search may not vary: the objective is the early-stopping metric, which must be the
+# same for every trial to compare them, and the epochs of a trial are capped by tune.epochs.
+UNSEARCHABLE_TRAIN_KEYS = ("early_stopping", "epochs")
+
+
+def numeric_kind(annotation: Any) -> type | None:
+    """int or float for a numeric train field (optional or not), else None."""
+    kinds = {arg for arg in get_args(annotation) or (annotation,) if arg is not type(None)}
+    if kinds == {int}:
+        return int
+    if kinds == {float}:
+        return float
+    return None
+
+
+class SearchDimension(_Section):
+    """One train key's search space: a range ``{low, high, log}`` or a list ``{choices: [...]}``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False  # sample on a log scale (learning rates, weight decay)
+    choices: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchDimension:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("give either choices or low/high (with log), not both")
+            if not self.choices:
+                raise ValueError("choices must not be empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high, or choices")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low:g}")
+        return self
+
+
+class PrunerParams(_Section):
+    """Stop a trial early when its validation metric trails the median of earlier trials at that epoch."""
+
+    method: Literal["median", "none"] = "median"
+    n_startup_trials: int = Field(default=5, ge=0)  # trials that always finish before any is pruned
+    n_warmup_steps: int = Field(default=5, ge=0)  # epochs a trial always runs before it can be pruned
+
+
+def _default_space() -> dict[str, SearchDimension]:
+    return {
+        "lr": SearchDimension(low=3e-4, high=1e-2, log=True),
+        "batch_size": SearchDimension(choices=(256, 512, 1024)),
+        "dropout": SearchDimension(low=0.0, high=0.5),
+        "weight_decay": SearchDimension(low=1e-6, high=1e-2, log=True),
+        "hidden": SearchDimension(choices=((128, 64), (256, 128), (512, 256))),
+    }
+
+
+class TuneParams(_Section):
+    """The Optuna search over train params (``python -m pipeline.tune``; outside ``dvc repro``)."""
+
+    trials: int = Field(default=20, ge=1)  # per search command (each worker adds this many)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    # Study storage: any SQLAlchemy URL; null: SQLite in paths.tune. One with a password goes in
+    # $EVERGREEN_TUNE_STORAGE, never here.
+    storage: str | None = None
+    study: str = Field(default="evergreen", min_length=1)
+    epochs: int | None = Field(default=None, ge=1)  # cap on each trial's epochs (null: train.epochs)
+    pruner: PrunerParams = PrunerParams()
+    space: dict[str, SearchDimension] = Field(default_factory=_default_space)
+
+    @field_validator("space")
+    @classmethod
+    def _space_names_train_keys(cls, space: dict[str, SearchDimension]) -> dict[str, SearchDimension]:
+        if not space:
+            raise ValueError("name at least one train key to search")
+        searchable = sorted(set(TrainParams.model_fields) - set(UNSEARCHABLE_TRAIN_KEYS))
+        for key, dimension in space.items():
+            if key in UNSEARCHABLE_TRAIN_KEYS:
+                raise ValueError(
+                    f"train.{key} cannot be searched (the objective is train.early_stopping.metric; "
+                    "tune.epochs caps each trial's epochs)"
+                )
+            if key not in TrainParams.model_fields:
+                raise ValueError(f"unknown train key {key!r}; searchable: {', '.join(searchable)}")
+            if dimension.choices is not None:
+                continue
+            kind = numeric_kind(TrainParams.model_fields[key].annotation)
+            if kind is None:
+                raise ValueError(f"{key}: a low/high range needs a numeric train key; list the values as choices")
+            if kind is int and not (float(dimension.low).is_integer() and float(dimension.high).is_integer()):
+                raise ValueError(f"{key}: train.{key} is an integer, so low and high must be integers")
+        return space
+
+
 class EvaluateParams(_Section):
     calibration_bins: int = Field(default=15, ge=2)
     curve_points: int = Field(default=101, ge=3)
@@ -403,6 +499,18 @@ def prediction_log_url(serve: ServeParams) -> str:
     return os.environ.get(DATABASE_URL_ENV) or serve.database_url
 
 
+TUNE_STORAGE_ENV = "EVERGREEN_TUNE_STORAGE"
+TUNE_DATABASE_FILE = "optuna.db"
+
+
+def tune_storage_url(tune: TuneParams, paths: Paths) -> str:
+    """Where the Optuna study lives: $EVERGREEN_TUNE_STORAGE when set (a shared database for several
+    workers, credentials included), else ``tune.storage``, else SQLite in ``paths.tune``."""
+    import os
+
+    return os.environ.get(TUNE_STORAGE_ENV) or tune.storage or f"sqlite:///{Path(paths.tune) / TUNE_DATABASE_FILE}"
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
@@ -419,6 +527,7 @@ class Params(_Section):
     gate: GateParams = GateParams()
     monitor: MonitorParams = MonitorParams()
     serve: ServeParams = ServeParams()
+    tune: TuneParams = TuneParams()
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -428,6 +537,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
+    if key and isinstance(error.get("input"), dict):  # a whole section: the message names what is wrong
+        return f"{key}: {message}"
     if key:
         return f"{key} = {error.get('input')!r}: {message}"
     return message

@@ -34,6 +34,7 @@ the data stages start fast and each stage runs only the code that dvc.yaml lists
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import warnings
@@ -563,6 +564,7 @@ def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: di
         val=encode(val_x, val_y, encoder, cfg.channels_last),
         config=config,
         encoder=encoder,
+        config_for=functools.partial(cnn_config, schema),
         # This module encodes the data, so a change to it must not resume an earlier run's checkpoint.
         data_files=[*files, Path(__file__)],
     )

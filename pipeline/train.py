@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -646,6 +648,8 @@ class Prepared:
     config: Any
     encoder: dict[str, Any]
     data_files: list[Path]
+    # The network's config for other train params on the same data (the hyperparameter search).
+    config_for: Callable[[TrainParams], Any]
 
 
 def reusable_encoder(encoder: dict[str, Any] | None, classes: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
@@ -675,6 +679,7 @@ def prepare_tabular(features: FeatureParams, cfg: TrainParams, paths: Paths, enc
         config=tabular_config(preprocessor, cfg),
         encoder=preprocessor.to_dict(),
         data_files=[split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train")],
+        config_for=functools.partial(tabular_config, preprocessor),
     )
 
 
@@ -685,14 +690,19 @@ def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: di
     return prepare_tabular(features, cfg, paths, encoder)
 
 
+def configure_torch(cfg: TrainParams) -> None:
+    """Threads (``train.num_threads``) and deterministic kernels, once per process before training."""
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    torch.use_deterministic_algorithms(True)
+
+
 def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int, dist: Distributed = Distributed()) -> dict[str, Any]:
     """Fit the encoder on the training split, train, and write the encoder, checkpoints and curves.
 
     Every DDP rank prepares the same data and trains its share; only rank 0 writes.
     """
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    torch.use_deterministic_algorithms(True)
+    configure_torch(cfg)
     init_file, init_encoder_file = Path(paths.init_model) / INIT_FILE, Path(paths.init_model) / INIT_ENCODER_FILE
     init_encoder = read_json(init_encoder_file) if init_file.exists() and init_encoder_file.exists() else None
     prepared = prepare(features, cfg, paths, init_encoder)
