@@ -27,11 +27,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
 from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_root
-from pipeline.common import file_sha256, read_json, read_table, split_file
+from pipeline.common import file_sha256, read_json
 from pipeline.config import Params, load_params
 from pipeline.export import INT8_FILE
 from pipeline.gate import Decision, baseline_key, decide, parity_passed
 from pipeline.landing import expected_source_columns, screen
+from pipeline.kinds import training_split_file
 from pipeline.registry import Registry
 from pipeline.train import INIT_ENCODER_FILE, INIT_FILE
 from pipeline.scoring import score_test
@@ -188,7 +189,7 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
         metrics=root_path / paths.eval_metrics,
         params=root_path / "params.yaml",
         dvc_lock=root_path / "dvc.lock",
-        reference=root_path / split_file(paths.split, "train"),
+        reference=training_split_file(root_path / paths.split),
         onnx_int8=(root_path / paths.onnx_int8 / INT8_FILE) if int8 else None,
         torch_model=root_path / paths.model,
         encoder=root_path / paths.preprocessor,

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from pipeline.common import SCHEMA_FILE, read_json
+from pipeline.errors import DataError
 
 TABULAR = "tabular"
 KIND_MODULES = {"image": "pipeline.images", "sequence": "pipeline.sequences"}
@@ -28,6 +29,15 @@ KIND_MODULES = {"image": "pipeline.images", "sequence": "pipeline.sequences"}
 def data_kind(directory: str | Path) -> str:
     """The kind of the data in a stage's output folder (tabular when its schema names none)."""
     return read_json(Path(directory) / SCHEMA_FILE).get("kind", TABULAR)
+
+
+def training_split_file(split_dir: str | Path) -> Path:
+    """The training split's data file, whatever the kind stores (train.parquet, train.npz, ...);
+    the registry keeps it with each version as the reference a drift check compares against."""
+    found = sorted(Path(split_dir).glob("train.*"))
+    if len(found) != 1:
+        raise DataError(f"{split_dir}: expected one train.* file in the split, found {[p.name for p in found]}")
+    return found[0]
 
 
 def kind_module(kind: str) -> ModuleType:

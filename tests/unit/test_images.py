@@ -358,3 +358,16 @@ def test_export_is_verified_takes_raw_pixels_and_scores_for_the_gate(trained):
     assert scores["rows"] == len(y) and scores["accuracy"] == pytest.approx(float((labels == y).mean()))
     assert scores["accuracy"] == pytest.approx(json.loads(Path(paths.eval_metrics).read_text())["model"]["accuracy"])
     assert math.isclose(report["int8"]["fp32_accuracy"], scores["accuracy"])
+
+
+def test_the_registry_reference_is_the_training_split_whatever_its_format(tmp_path):
+    from pipeline.errors import DataError
+    from pipeline.kinds import training_split_file
+
+    (tmp_path / "schema.json").write_text("{}")
+    (tmp_path / "train.npz").write_bytes(b"")
+    (tmp_path / "test.npz").write_bytes(b"")
+    assert training_split_file(tmp_path) == tmp_path / "train.npz"
+    (tmp_path / "train.parquet").write_bytes(b"")
+    with pytest.raises(DataError, match="expected one train"):
+        training_split_file(tmp_path)
