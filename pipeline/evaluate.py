@@ -103,6 +103,23 @@ def evaluate(
     }
 
 
+def write_classification_reports(test_y: np.ndarray, proba: np.ndarray, classes: tuple[str, ...], cfg: EvaluateParams, paths: Paths) -> None:
+    """Per-class precision/recall/F1 (``paths.eval_per_class``) and the plot data in ``paths.eval_plots``:
+    confusion pairs, ROC, precision-recall and the reliability diagram. Any classifier's, of any data kind."""
+    scores = classification_scores(test_y, proba.argmax(1), len(classes))
+    per_class = {cls: {k: scores[k][i] for k in ("precision", "recall", "f1", "support")} for i, cls in enumerate(classes)}
+    write_json(paths.eval_per_class, per_class)
+
+    plots = Path(paths.eval_plots)
+    plots.mkdir(parents=True, exist_ok=True)
+    names = np.array(classes, dtype=object)
+    pd.DataFrame({"actual": names[test_y], "predicted": names[proba.argmax(1)]}).to_csv(plots / "confusion.csv", index=False)
+    for name, frame in curves(test_y, proba, cfg.curve_points).items():
+        frame.to_csv(plots / f"{name}.csv", index=False)
+    _, reliability = expected_calibration_error(test_y, proba, cfg.calibration_bins)
+    pd.DataFrame(reliability).to_csv(plots / "calibration.csv", index=False)
+
+
 def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Score the test split with the trained model and the baselines; write metrics and plot data."""
     if (kind := data_kind(paths.split)) != TABULAR:
@@ -119,23 +136,7 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     hgb_proba = gradient_boosting_proba(train, test, preprocessor, cfg, seed)
     metrics = evaluate(proba, test_y, train_y, hgb_proba, preprocessor.classes, cfg)
     write_json(paths.eval_metrics, metrics)
-
-    scores = classification_scores(test_y, proba.argmax(1), len(preprocessor.classes))
-    per_class = {
-        cls: {k: scores[k][i] for k in ("precision", "recall", "f1", "support")}
-        for i, cls in enumerate(preprocessor.classes)
-    }
-    write_json(paths.eval_per_class, per_class)
-
-    plots = Path(paths.eval_plots)
-    plots.mkdir(parents=True, exist_ok=True)
-    names = np.array(preprocessor.classes, dtype=object)
-    pd.DataFrame({"actual": names[test_y], "predicted": names[proba.argmax(1)]}).to_csv(plots / "confusion.csv", index=False)
-    for name, frame in curves(test_y, proba, cfg.curve_points).items():
-        frame.to_csv(plots / f"{name}.csv", index=False)
-    _, reliability = expected_calibration_error(test_y, proba, cfg.calibration_bins)
-    pd.DataFrame(reliability).to_csv(plots / "calibration.csv", index=False)
-
+    write_classification_reports(test_y, proba, preprocessor.classes, cfg, paths)
     log.info(
         "test accuracy %.4f (HGB %.4f, majority %.4f), macro F1 %.4f (HGB %.4f)",
         metrics["model"]["accuracy"], metrics["baseline_hgb"]["accuracy"], metrics["baseline_majority"]["accuracy"],
