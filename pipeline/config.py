@@ -75,6 +75,33 @@ class ImageIngestParams(_Section):
         return size
 
 
+class SequenceParams(_Section):
+    """Time series (``ingest.kind: sequence``): a long table of (series, time, values) and its windows.
+
+    Written into the data's ``schema.json`` by ingest, so every later stage reads the same windowing
+    from its input folder (as it reads the kind) and no stage re-declares these keys.
+    """
+
+    series_column: str | None = None  # null: the whole table is one series
+    # Input value columns (numeric); null: every numeric column but series, time and a class label.
+    # For forecasting the target's own history is always an input (added first if not listed).
+    features: tuple[str, ...] | None = None
+    task: Literal["forecast", "classify"] = "forecast"  # classify: ingest.target is a label constant per series
+    lookback: int = Field(default=96, ge=2)  # input steps per window (96 half-hours = 2 days)
+    horizon: int = Field(default=1, ge=1)  # steps forecast after each window (forecast only)
+    stride: int = Field(default=1, ge=1)  # steps between consecutive training windows (evaluation uses every window)
+    season_length: int = Field(default=48, ge=1)  # the seasonal-naive baseline's period (48: daily, half-hourly)
+    frequency: str | None = None  # pandas offset alias of the time grid, e.g. "30min"; null: the most common step
+
+    @model_validator(mode="after")
+    def _distinct_roles(self) -> SequenceParams:
+        if self.series_column is not None and self.features is not None and self.series_column in self.features:
+            raise ValueError(f"ingest.sequence.series_column {self.series_column!r} is also in ingest.sequence.features")
+        if self.features is not None and len(set(self.features)) != len(self.features):
+            raise ValueError(f"ingest.sequence.features lists a column twice: {list(self.features)}")
+        return self
+
+
 class IngestParams(_Section):
     """Where the data comes from and what its columns mean."""
 
@@ -94,8 +121,9 @@ class IngestParams(_Section):
     # Train on the most recent K periods of the time column only (null: all periods).
     window_periods: int | None = Field(default=None, ge=3)
     min_rows: int = Field(default=100, ge=1)
-    max_rows: int | None = Field(default=None, ge=10)
+    max_rows: int | None = Field(default=None, ge=10)  # tabular: a seeded random slice; sequence: the first rows of each series
     image: ImageIngestParams = ImageIngestParams()
+    sequence: SequenceParams = SequenceParams()
 
     @model_validator(mode="after")
     def _overrides_disjoint(self) -> IngestParams:
@@ -109,7 +137,33 @@ class IngestParams(_Section):
             raise ValueError(f"columns {both} are listed in both ingest.id_columns and ingest.drop_columns")
         if self.target in self.drop_columns:
             raise ValueError(f"ingest.target {self.target!r} is also in ingest.drop_columns")
+        if self.kind == "sequence":
+            self._sequence_roles()
         return self
+
+    def _sequence_roles(self) -> None:
+        """Series, time and target are three different columns; tabular-only options are not set."""
+        if self.time_column is None:
+            raise ValueError("ingest.time_column is required for ingest.kind 'sequence'")
+        roles = {"ingest.time_column": self.time_column, "ingest.target": self.target}
+        if self.sequence.series_column is not None:
+            roles["ingest.sequence.series_column"] = self.sequence.series_column
+        if len(set(roles.values())) < len(roles):
+            raise ValueError(f"{', '.join(roles)} must name different columns, got {list(roles.values())}")
+        for key in ("categorical", "numeric", "id_columns"):
+            if getattr(self, key):
+                raise ValueError(f"ingest.{key} applies to tabular data only; leave it empty for ingest.kind 'sequence'")
+        if self.window_periods is not None or self.time_as_feature:
+            raise ValueError("ingest.window_periods and ingest.time_as_feature apply to tabular data only")
+
+
+class SequenceCleanParams(_Section):
+    """Gaps in a time series (``ingest.kind: sequence``): filled within each series, never across."""
+
+    impute: Literal["interpolate", "ffill"] = "interpolate"  # linear in time, or the last value carried forward
+    limit: int | None = Field(default=48, ge=1)  # the longest run of missing steps filled; null: any run
+    max_missing_share: float = Field(default=0.2, ge=0, le=1)  # a series missing more than this is bad
+    bad_series: Literal["fail", "drop"] = "fail"  # a bad series stops the stage (naming it) or is dropped and reported
 
 
 class CleanParams(_Section):
@@ -119,6 +173,7 @@ class CleanParams(_Section):
     labels: tuple[str, ...] | None = None
     missing_tokens: tuple[str, ...] = ("", "NA", "N/A", "NaN", "nan", "null", "None", "?")
     valid_ranges: dict[str, tuple[float | None, float | None]] = {}
+    sequence: SequenceCleanParams = SequenceCleanParams()
 
     @field_validator("valid_ranges")
     @classmethod
@@ -196,6 +251,28 @@ class ImageAugmentParams(_Section):
     flip: FlipParams = FlipParams()
     noise: PixelNoiseParams = PixelNoiseParams()
     copies: int = Field(default=1, ge=0)
+class JitterParams(_Section):
+    enabled: bool = False
+    std: float = Field(default=0.03, gt=0)  # Gaussian noise, in units of each feature's training std
+
+
+class ScalingParams(_Section):
+    enabled: bool = False
+    std: float = Field(default=0.1, gt=0, lt=1)  # each window's features times N(1, std)
+
+
+class WindowSlicingParams(_Section):
+    enabled: bool = False
+    ratio: float = Field(default=0.9, gt=0, lt=1)  # the share of the window kept, then stretched back
+
+
+class SequenceAugmentParams(_Section):
+    """Training windows of time series: ``copies`` augmented copies of every window, each with every enabled technique."""
+
+    jitter: JitterParams = JitterParams()
+    scaling: ScalingParams = ScalingParams()
+    window_slicing: WindowSlicingParams = WindowSlicingParams()
+    copies: int = Field(default=1, ge=0, le=20)
 
 
 class AugmentParams(_Section):
@@ -205,6 +282,7 @@ class AugmentParams(_Section):
     oversample: OversampleParams = OversampleParams()
     mixup: MixupParams = MixupParams()
     image: ImageAugmentParams = ImageAugmentParams()
+    sequence: SequenceAugmentParams = SequenceAugmentParams()
 
 
 class FeatureParams(_Section):
@@ -283,16 +361,44 @@ class LoaderParams(_Section):
 
     workers: int = Field(default=0, ge=0)
     pin_memory: bool | Literal["auto"] = "auto"
+class RNNParams(_Section):
+    """LSTM or GRU over a window (``train.architecture: lstm | gru``); the last state feeds a linear head."""
+
+    hidden: int = Field(default=64, ge=1)
+    layers: int = Field(default=1, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)  # between stacked layers
+    bidirectional: bool = False
+
+
+class SeqTransformerParams(_Section):
+    """A Transformer encoder over the time steps of a window (``train.architecture: seq_transformer``)."""
+
+    d_model: int = Field(default=64, ge=8)
+    layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=4, ge=1)
+    ffn_factor: float = Field(default=2.0, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    positional: Literal["learned", "sinusoidal"] = "sinusoidal"
+    pooling: Literal["last", "mean"] = "last"
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> SeqTransformerParams:
+        if self.d_model % self.heads:
+            raise ValueError(f"train.seq_transformer.d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
+        return self
 
 
 class TrainParams(_Section):
     """The network and the training loop."""
 
-    architecture: Literal["mlp", "ft_transformer", "cnn"] = "mlp"
+    # tabular: mlp | ft_transformer; image: cnn; sequence: lstm | gru | seq_transformer
+    architecture: Literal["mlp", "ft_transformer", "cnn", "lstm", "gru", "seq_transformer"] = "mlp"
     transformer: TransformerParams = TransformerParams()
     cnn: CNNParams = CNNParams()
     channels_last: bool = False  # CNNs: weights and activations in NHWC memory order (faster convolutions on GPUs)
     loader: LoaderParams = LoaderParams()
+    rnn: RNNParams = RNNParams()
+    seq_transformer: SeqTransformerParams = SeqTransformerParams()
     hidden: tuple[int, ...] = (256, 256)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     batch_norm: bool = True

@@ -6,7 +6,7 @@ majority-class baseline and scikit-learn's HistGradientBoostingClassifier (fitte
 training rows, with the same fitted category vocabulary). Per-class precision/recall go to
 ``paths.eval_per_class``; confusion, ROC, precision-recall and calibration data to
 ``paths.eval_plots`` for ``dvc plots``. Other data kinds reuse ``evaluate`` (with their own trained
-baseline) and ``write_reports``, so every kind writes the same files.
+baseline) and ``write_classification_reports``, so every kind writes the same files.
 
 Inputs:  ``paths.split`` (train, test, schema), ``paths.preprocessor``, ``paths.model``
 Outputs: ``paths.eval_metrics``, ``paths.eval_per_class``, ``paths.eval_plots``
@@ -111,9 +111,9 @@ def evaluate(
     }
 
 
-def write_reports(paths: Paths, cfg: EvaluateParams, test_y: np.ndarray, proba: np.ndarray, classes: tuple[str, ...]) -> None:
-    """Per-class precision/recall/F1 and the plot data (confusion, ROC, precision-recall, calibration)
-    that dvc.yaml declares, for any data kind's classifier."""
+def write_classification_reports(test_y: np.ndarray, proba: np.ndarray, classes: tuple[str, ...], cfg: EvaluateParams, paths: Paths) -> None:
+    """Per-class precision/recall/F1 (``paths.eval_per_class``) and the plot data in ``paths.eval_plots``:
+    confusion pairs, ROC, precision-recall and the reliability diagram. Any classifier's, of any data kind."""
     scores = classification_scores(test_y, proba.argmax(1), len(classes))
     per_class = {cls: {k: scores[k][i] for k in ("precision", "recall", "f1", "support")} for i, cls in enumerate(classes)}
     write_json(paths.eval_per_class, per_class)
@@ -144,8 +144,7 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     hgb_proba = gradient_boosting_proba(train, test, preprocessor, cfg, seed)
     metrics = evaluate(proba, test_y, train_y, hgb_proba, preprocessor.classes, cfg)
     write_json(paths.eval_metrics, metrics)
-    write_reports(paths, cfg, test_y, proba, preprocessor.classes)
-
+    write_classification_reports(test_y, proba, preprocessor.classes, cfg, paths)
     log.info(
         "test accuracy %.4f (HGB %.4f, majority %.4f), macro F1 %.4f (HGB %.4f)",
         metrics["model"]["accuracy"], metrics["baseline_hgb"]["accuracy"], metrics["baseline_majority"]["accuracy"],

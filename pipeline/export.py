@@ -66,33 +66,42 @@ class _Probabilities(torch.nn.Module):
         return torch.softmax(self.model(x_num, x_cat), dim=1)
 
 
-def network_graph(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
-    """The trained tabular network and its softmax as ONNX: x_num, x_cat -> probabilities."""
-    x_num = torch.zeros(2, preprocessor.n_numeric_inputs, dtype=torch.float32)
-    x_cat = torch.zeros(2, len(preprocessor.categorical), dtype=torch.int64)
-    return torch_graph(_Probabilities(model.eval()), {"x_num": x_num, "x_cat": x_cat}, PROBABILITIES, opset)
-
-
-def torch_graph(module: nn.Module, examples: dict[str, torch.Tensor], output: str, opset: int) -> onnx.ModelProto:
-    """A module as ONNX, inputs named as in ``examples`` and the batch axis (0) left free (legacy
-    TorchScript exporter: no onnxscript needed, no external-data side files)."""
+def torch_graph(module: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str], opset: int) -> onnx.ModelProto:
+    """A module as ONNX with the legacy TorchScript exporter (no onnxscript needed, no side files),
+    every input and output with a dynamic batch axis 0."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (see docstring); its deprecation notice is noise here.
         warnings.simplefilter("ignore", DeprecationWarning)
         # Shape checks inside nn.MultiheadAttention are constants for a fixed model: not a tracing hazard.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # Exporting a batch-first LSTM/GRU warns that other batch sizes may misbehave; the parity checks run other sizes.
+        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*", category=UserWarning)
         torch.onnx.export(
-            module,
-            tuple(examples.values()),
+            module.eval(),
+            example,
             buffer,
             dynamo=False,
             opset_version=opset,
-            input_names=list(examples),
-            output_names=[output],
-            dynamic_axes={**{name: {0: "N"} for name in examples}, output: {0: "N"}},
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={name: {0: "N"} for name in [*input_names, *output_names]},
         )
     return onnx.load_model_from_string(buffer.getvalue())
+
+
+def network_graph(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
+    """The trained network followed by softmax as ONNX: encoded tensors in, probabilities out."""
+    x_num = torch.zeros(2, preprocessor.n_numeric_inputs, dtype=torch.float32)
+    x_cat = torch.zeros(2, len(preprocessor.categorical), dtype=torch.int64)
+    return torch_graph(_Probabilities(model.eval()), (x_num, x_cat), ["x_num", "x_cat"], [PROBABILITIES], opset)
+
+
+def one_opset_per_domain(model: onnx.ModelProto) -> None:
+    """merge_models concatenates opset imports; keep one per domain (tools such as the quantizer insist)."""
+    unique = {(o.domain or ""): o.version for o in model.opset_import}
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in unique.items())
 
 
 def _const(name: str, values: np.ndarray) -> onnx.NodeProto:
@@ -216,9 +225,7 @@ def build_onnx(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx
 def finish_graph(merged: onnx.ModelProto, description: str) -> onnx.ModelProto:
     """A merged graph made tidy: one opset import per domain (merge_models concatenates them, and tools
     such as the quantizer insist), the project's graph name and a description."""
-    unique = {(o.domain or ""): o.version for o in merged.opset_import}
-    del merged.opset_import[:]
-    merged.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in unique.items())
+    one_opset_per_domain(merged)
     merged.graph.name = "evergreen"
     merged.doc_string = description
     return merged
@@ -250,7 +257,7 @@ def verify_feed(model_bytes: bytes, expected: np.ndarray, feed: dict[str, np.nda
         "max_abs_probability_diff": max_diff,
         "tolerance": tolerance,
         "label_mismatches": mismatched,
-        "single_record_latency_us": _single_record_latency(session, feed),
+        "single_record_latency_us": single_record_latency(session, feed),
     }
     if max_diff > tolerance or mismatched:
         raise ExportError(
@@ -260,7 +267,7 @@ def verify_feed(model_bytes: bytes, expected: np.ndarray, feed: dict[str, np.nda
     return report
 
 
-def _single_record_latency(session, feed: dict[str, np.ndarray], repeats: int = 200) -> float:
+def single_record_latency(session, feed: dict[str, np.ndarray], repeats: int = 200) -> float:
     one = {name: values[:1] for name, values in feed.items()}
     session.run(None, one)
     started = time.perf_counter()

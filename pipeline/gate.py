@@ -2,7 +2,8 @@
 
 Both models are scored on the same, newest test data. The challenger is promoted when its
 primary metric (``gate.metric``) is at least the champion's minus ``gate.tolerance`` and its
-ONNX parity check passed. With no champion yet, it must beat the majority-class baseline.
+ONNX parity check passed. With no champion yet, it must beat the majority-class baseline
+(for mae/rmse: the seasonal-naive forecast).
 Every decision carries both models' numbers and the reason.
 """
 
@@ -28,8 +29,13 @@ class Decision:
 
 
 def parity_passed(parity: dict, tolerance: float) -> bool:
-    """The export stage's own verification, re-checked from its report."""
-    return parity.get("label_mismatches") == 0 and parity.get("max_abs_probability_diff", 1.0) <= tolerance
+    """The export stage's own verification, re-checked from its report.
+
+    Classifiers report ``max_abs_probability_diff``; forecasters report ``max_scaled_diff`` (the
+    largest |ONNX - PyTorch| forecast in units of the target's training std) and 0 label mismatches.
+    """
+    diff = parity.get("max_scaled_diff", parity.get("max_abs_probability_diff", 1.0))
+    return parity.get("label_mismatches") == 0 and diff <= tolerance
 
 
 LOWER_IS_BETTER = {"mae", "rmse"}

@@ -606,7 +606,7 @@ def logistic_proba(
 def evaluate(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Score the test images with the CNN, the majority class and the pixel baseline; write metrics and plot data."""
     from pipeline.evaluate import evaluate as metrics_of
-    from pipeline.evaluate import write_reports
+    from pipeline.evaluate import write_classification_reports
     from pipeline.inference import load_model
 
     encoder = read_json(paths.preprocessor)
@@ -619,7 +619,7 @@ def evaluate(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     baseline = logistic_proba(train_x, train_codes, test_x, len(classes), tuple(encoder["value_range"]), cfg, seed)
     metrics = metrics_of(proba, test_codes, train_codes, baseline, classes, cfg, baseline="logreg")
     write_json(paths.eval_metrics, metrics)
-    write_reports(paths, cfg, test_codes, proba, classes)
+    write_classification_reports(test_codes, proba, classes, cfg, paths)
     log.info(
         "test accuracy %.4f (pixel logistic regression %.4f, majority %.4f), macro F1 %.4f",
         metrics["model"]["accuracy"], metrics["baseline_logreg"]["accuracy"], metrics["baseline_majority"]["accuracy"],
@@ -652,7 +652,7 @@ def build_image_onnx(model, encoder: dict[str, Any], opset: int):
             return torch.softmax(self.model((image - self.mean) / self.std), dim=1)
 
     example = torch.zeros(2, *encoder["shape"], dtype=torch.float32)
-    net = torch_graph(RawImages(), {IMAGE_INPUT: example}, f"{NET_PREFIX}{PROBABILITIES}", opset)
+    net = torch_graph(RawImages(), (example,), [IMAGE_INPUT], [f"{NET_PREFIX}{PROBABILITIES}"], opset)
     post = postprocessing_graph(tuple(encoder["classes"]), opset, net.ir_version)
     merged = onnx.compose.merge_models(net, post, io_map=[(f"{NET_PREFIX}{PROBABILITIES}",) * 2])
     return finish_graph(merged, "Raw images [N, C, H, W] -> class probabilities and label (Evergreen)")

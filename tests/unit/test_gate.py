@@ -32,6 +32,12 @@ def test_parity_report_check():
     assert not parity_passed({}, 1e-4)
 
 
+def test_forecast_parity_is_checked_in_target_stds():
+    forecast = {"label_mismatches": 0, "max_abs_diff": 5e-4, "max_scaled_diff": 5e-5}  # a target with std 10
+    assert parity_passed(forecast, 1e-4)
+    assert not parity_passed({**forecast, "max_scaled_diff": 2e-4}, 1e-4)
+
+
 @pytest.mark.parametrize("challenger, promote", [(0.30, True), (0.31, True), (0.3101, False)])
 def test_errors_are_lower_better_within_the_tolerance(challenger, promote):
     decision = decide(challenger, 0.30, 0.50, True, GateParams(metric="mae", tolerance=0.01))
