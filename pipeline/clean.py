@@ -52,16 +52,19 @@ def clean_labels(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple
     return out, {"missing_label": int(missing.sum()), "invalid_label": int(invalid.sum())}
 
 
+def to_numbers(column: pd.Series) -> tuple[pd.Series, int]:
+    """float64 values (unparseable text and infinities become missing) and how many values that lost."""
+    text = column if pd.api.types.is_numeric_dtype(column) else column.astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
+    return numbers, int((numbers.isna() & column.notna()).sum())
+
+
 def coerce_types(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, dict[str, int]]:
     """Numbers to float64 (unparseable text and infinities become missing), categories to text."""
     changed: dict[str, int] = {}
     columns = {}
     for name in schema.numeric:
-        before = frame[name]
-        text = before if pd.api.types.is_numeric_dtype(before) else before.astype("string").str.strip()
-        numbers = pd.to_numeric(text, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
-        changed[name] = int((numbers.isna() & before.notna()).sum())
-        columns[name] = numbers
+        columns[name], changed[name] = to_numbers(frame[name])
     for name in schema.categorical:
         before = frame[name]
         text = category_text(before, cfg.missing_tokens)

@@ -351,6 +351,8 @@ def series_labels(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams)
 
 def clean_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -> tuple[pd.DataFrame, SequenceSchema, dict[str, Any]]:
     """Sort, de-duplicate timestamps, coerce numbers, regular grid, fill gaps; every change counted."""
+    from pipeline.clean import to_numbers
+
     series, time = schema.series_column, schema.time_column
     rows_in = len(frame)
     frame = frame.sort_values([series, time], kind="stable")
@@ -359,11 +361,7 @@ def clean_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -
 
     coerced, columns = {}, {}
     for name in schema.features:
-        before = frame[name]
-        text = before if pd.api.types.is_numeric_dtype(before) else before.astype("string").str.strip()
-        numbers = pd.to_numeric(text, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
-        coerced[name] = int((numbers.isna() & before.notna()).sum())
-        columns[name] = numbers
+        columns[name], coerced[name] = to_numbers(frame[name])
     frame = frame.assign(**columns)
     out_of_range = {}
     for name, (low, high) in cfg.valid_ranges.items():

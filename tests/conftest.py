@@ -99,3 +99,14 @@ def tool_env() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.update(DO_NOT_TRACK="1", DVC_NO_ANALYTICS="1", ORT_DISABLE_TELEMETRY="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     return env
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test, as ``train.num_threads: 1`` does in a stage; restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -30,13 +30,8 @@ QUICK = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is faster and immune to a busy machine's other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models train fastest on one thread, and a busy machine's other processes cannot slow them.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def image_params(raw: dict, tmp_path: Path, ingest: dict | None = None, **sections):

@@ -26,13 +26,8 @@ SEQUENCE_INGEST = {
 QUICK = {"epochs": 2, "batch_size": 32, "lr": 0.01, "warmup_epochs": 0, "num_threads": 1, "early_stopping": {"metric": "val_mae"}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small recurrent models: one thread (as train.num_threads: 1 does in the stage); two contend badly on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models train fastest on one thread, and a busy machine's other processes cannot slow them.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sequence_params(raw_params, tmp_path, ingest=None, **sections):
