@@ -32,7 +32,7 @@ from pipeline.config import Params, load_params
 from pipeline.export import INT8_FILE
 from pipeline.gate import Decision, baseline_key, decide, parity_passed
 from pipeline.landing import expected_source_columns, screen
-from pipeline.kinds import training_split_file
+from pipeline.kinds import TABULAR, training_split_file
 from pipeline.registry import Registry
 from pipeline.train import INIT_ENCODER_FILE, INIT_FILE
 from pipeline.scoring import score_test
@@ -116,6 +116,10 @@ def screen_landing(root: str) -> dict[str, Any]:
     """Quarantine landed batches that cannot be ingested, so one bad file never stops the retrain."""
     params = load_params(Path(root) / "params.yaml")
     paths = params.paths
+    if params.ingest.kind != TABULAR:
+        # Landed batches are tables screened against the source's columns; other kinds do not land yet.
+        get_run_logger().info("ingest.kind %s: landed data is not screened (landing takes tables only)", params.ingest.kind)
+        return {"batches": [], "quarantined": []}
     columns, numeric = expected_source_columns(params.ingest)
     good, moved = screen(Path(root) / paths.landing, Path(root) / paths.quarantine, columns, numeric, params.ingest)
     return {"batches": [b.path.name for b in good], "quarantined": [p.name for p in moved]}
