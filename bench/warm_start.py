@@ -5,8 +5,9 @@ training data (the earliest 60% of rows in time, with the encoder fitted on them
 (the whole training split, encoder re-fitted on it). Cold trains a fresh network on the new data
 with the params' settings; warm fine-tunes the production model's weights on it
 (``train.warm_start``: matching tensors loaded, loaded tensors at ``pretrained_lr_scale`` x lr).
-Both run to early stopping; printed: epochs and seconds until each first reaches the cold run's
-best validation loss, and both runs' best validation loss and accuracy.
+Both run to early stopping; printed: the validation loss after the first epoch, epochs and seconds
+until each first reaches the cold run's best validation loss and that loss + 1%, and both runs'
+best validation loss and accuracy.
 
     python bench/warm_start.py [--rounds 2]      (after `dvc repro`)
 """
@@ -28,6 +29,7 @@ from pipeline.features import fit_preprocessor  # noqa: E402
 from pipeline.train import History, Tensors, fit, tabular_config  # noqa: E402
 
 OLD_SHARE = 0.6
+NEAR = 1.01  # "near the cold best": within 1% of its validation loss
 
 
 def time_to_reach(history: History, target: float) -> tuple[int | None, float | None]:
@@ -76,23 +78,31 @@ def main() -> None:
 
     print(f"{len(old_rows):,} older rows -> production model; fine-tune / train on {len(train_rows):,} rows; "
           f"validation {len(val_rows):,} rows; {args.rounds} rounds (medians); lr {cfg.lr}, pretrained_lr_scale {cfg.warm_start.pretrained_lr_scale}")
-    print(f"{'start':<6} {'epochs run':>10} {'best val loss':>14} {'best val acc':>13} {'epochs to cold best':>20} {'seconds to cold best':>21}")
+    print(f"{'start':<6} {'epochs run':>10} {'val loss ep 1':>14} {'best val loss':>14} {'best val acc':>13} "
+          f"{'epochs/s to cold best':>22} {'epochs/s to cold best+1%':>25}")
     reach: dict[str, list[float]] = {"cold": [], "warm": []}
     for index in range(args.rounds):
         target = results["cold"][index]["best"]["val_loss"]
         for name in ("cold", "warm"):
-            epochs, seconds = time_to_reach(results[name][index]["history"], target)
-            results[name][index].update(epochs_to=epochs, seconds_to=seconds)
+            history = results[name][index]["history"]
+            epochs, seconds = time_to_reach(history, target)
+            near_epochs, near_seconds = time_to_reach(history, target * NEAR)
+            results[name][index].update(epochs_to=epochs, seconds_to=seconds, near_epochs=near_epochs, near_seconds=near_seconds)
             if seconds is not None:
                 reach[name].append(seconds)
+
+    def median_of(runs: list[dict], key: str) -> float:
+        found = [r[key] for r in runs if r[key] is not None]
+        return statistics.median(found) if found else float("nan")
+
     for name in ("cold", "warm"):
         runs = results[name]
-        epochs_to = [r["epochs_to"] for r in runs if r["epochs_to"] is not None]
         print(
             f"{name:<6} {statistics.median(len(r['history'].epochs) for r in runs):>10} "
+            f"{statistics.median(r['history'].epochs[0]['val_loss'] for r in runs):>14.4f} "
             f"{statistics.median(r['best']['val_loss'] for r in runs):>14.4f} {statistics.median(r['best']['val_accuracy'] for r in runs):>13.4f} "
-            f"{(statistics.median(epochs_to) if epochs_to else float('nan')):>20} "
-            f"{(statistics.median(reach[name]) if reach[name] else float('nan')):>21.2f}"
+            f"{median_of(runs, 'epochs_to'):>12} / {median_of(runs, 'seconds_to'):>6.2f}s "
+            f"{median_of(runs, 'near_epochs'):>15} / {median_of(runs, 'near_seconds'):>6.2f}s"
         )
     reached = sum(r["epochs_to"] is not None for r in results["warm"])
     if reach["warm"] and reach["cold"]:

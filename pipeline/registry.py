@@ -69,10 +69,11 @@ CARD_FILE = "model_card.json"
 METRICS_FILE = "metrics.json"
 PARAMS_FILE = "params.yaml"
 DVC_LOCK_FILE = "dvc.lock"
-REFERENCE_FILE = "reference.parquet"
+REFERENCE_FILE = "reference.parquet"  # a table's; other data kinds keep their split file's suffix (reference.npz)
 INT8_FILE = "model.int8.onnx"  # optional: the dynamically quantised model
 TORCH_FILE = "model.pt"  # optional: the PyTorch checkpoint, to warm-start a later training from
 ENCODER_FILE = "preprocessor.json"  # optional: the fitted encoder that goes with model.pt
+REFERENCE_STEM = "reference."
 VERSION_FILES = (ONNX_FILE, CARD_FILE, METRICS_FILE, PARAMS_FILE, DVC_LOCK_FILE, REFERENCE_FILE)
 
 # Events that move the production pointer; only promote() and rollback() may write them.
@@ -255,7 +256,8 @@ class ModelVersion:
 
     @property
     def reference(self) -> Path:
-        return self.path / REFERENCE_FILE
+        hashes = self.meta.get("sha256", {})
+        return self.path / next((name for name in hashes if name.startswith(REFERENCE_STEM)), REFERENCE_FILE)
 
     @property
     def onnx_int8(self) -> Path | None:
@@ -296,7 +298,8 @@ class ModelVersion:
     def verify(self) -> None:
         """Re-hash every file against ``meta.json``; raise RegistryError naming the first bad one."""
         hashes = self.meta.get("sha256")
-        missing = [name for name in VERSION_FILES if not isinstance(hashes, dict) or name not in hashes]
+        required = [name for name in VERSION_FILES if name != REFERENCE_FILE] + [self.reference.name]
+        missing = [name for name in required if not isinstance(hashes, dict) or name not in hashes]
         if missing:
             raise RegistryError(f"{self.path / META_FILE}: no sha256 recorded for {', '.join(missing)}; the version is damaged")
         for name, expected in sorted(hashes.items()):
@@ -309,8 +312,8 @@ class ModelVersion:
                     f"{self.name}: {name} changed after registration (sha256 {actual[:12]}..., "
                     f"meta.json says {expected[:12]}...); restore it or register the model again"
                 )
-        if self.meta.get("data_sha256") != hashes[REFERENCE_FILE]:
-            raise RegistryError(f"{self.path / META_FILE}: data_sha256 disagrees with the sha256 of {REFERENCE_FILE}")
+        if self.meta.get("data_sha256") != hashes[self.reference.name]:
+            raise RegistryError(f"{self.path / META_FILE}: data_sha256 disagrees with the sha256 of {self.reference.name}")
 
 
 def _load_version(path: Path, number: int) -> ModelVersion:
@@ -523,9 +526,10 @@ class Registry:
             METRICS_FILE: metrics,
             PARAMS_FILE: params,
             DVC_LOCK_FILE: dvc_lock,
-            REFERENCE_FILE: reference,
         }
-        arguments = dict(zip(VERSION_FILES, ("onnx", "model_card", "metrics", "params", "dvc_lock", "reference"), strict=True))
+        arguments = dict(zip(VERSION_FILES[:-1], ("onnx", "model_card", "metrics", "params", "dvc_lock"), strict=True))
+        reference_file = Path(REFERENCE_FILE).with_suffix(Path(reference).suffix or ".parquet").name
+        sources[reference_file], arguments[reference_file] = reference, "reference"
         if onnx_int8 is not None:
             sources[INT8_FILE], arguments[INT8_FILE] = onnx_int8, "onnx_int8"
         if torch_model is not None:
@@ -569,7 +573,7 @@ class Registry:
                     "created": utc_now(),
                     "git_revision": revision,
                     "sha256": hashes,
-                    "data_sha256": hashes[REFERENCE_FILE],
+                    "data_sha256": hashes[reference_file],
                     "sources": {file_name: str(source) for file_name, source in sources.items()},
                     "extra": extra,
                 }

@@ -518,8 +518,10 @@ def fit(
         model.train()
         started = time.perf_counter()
         order = torch.randperm(n, generator=shuffle).to(device)
-        # Running sums stay tensors (no host sync per step, it matters on a GPU): loss, correct labels (or summed absolute errors), rows; reduced over ranks below.
-        sums = torch.zeros(3, device=device)
+        # Running sums stay tensors (no host sync per step, it matters on a GPU); reduced over ranks below.
+        loss_sum = torch.zeros((), device=device)
+        hits_sum = torch.zeros((), device=device)  # correct labels, or summed absolute errors
+        seen = 0
         batches = epoch_batches(train, order, batches_per_epoch, cfg.batch_size, loader, device, dist)
         for b, (inputs, target) in enumerate(batches):
             stepping = (b + 1) % accum == 0 or b == batches_per_epoch - 1
@@ -543,8 +545,10 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
             with torch.no_grad():
-                hits = (outputs.argmax(1) == target).sum() if task == "classification" else (outputs - target).abs().mean() * len(target)
-                sums += torch.stack([loss.detach() * len(target), hits.float(), torch.tensor(float(len(target)), device=device)])
+                loss_sum += loss.detach() * len(target)
+                hits_sum += (outputs.argmax(1) == target).sum() if task == "classification" else (outputs - target).abs().mean() * len(target)
+            seen += len(target)
+        sums = torch.stack([loss_sum, hits_sum, torch.tensor(float(seen), device=device)])
         if dist.enabled:
             torch.distributed.all_reduce(sums)
         loss_sum, hits_sum, seen = sums.tolist()

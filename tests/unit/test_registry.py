@@ -496,3 +496,12 @@ def test_optional_int8_model_is_stored_hashed_and_served_when_chosen(tmp_path):
     chosen.verify()
     kept = registry.register(**files, onnx_int8=sources / "int8", extra={"serve": "fp32"})
     assert kept.serving_onnx == kept.onnx
+
+
+def test_a_reference_of_another_format_keeps_its_suffix(registry, tmp_path):
+    sources = make_sources(tmp_path / "images", "npz")
+    sources["reference"] = sources["reference"].rename(sources["reference"].with_name("train.npz"))
+    version = registry.register(**sources, git_revision="rev")
+    assert version.reference.name == "reference.npz" and not (version.path / "reference.parquet").exists()
+    assert version.meta["data_sha256"] == file_sha256(version.reference)
+    version.verify()
