@@ -59,6 +59,16 @@ def to_numbers(column: pd.Series) -> tuple[pd.Series, int]:
     return numbers, int((numbers.isna() & column.notna()).sum())
 
 
+def outside_range(values: pd.Series, low: float | None, high: float | None) -> pd.Series:
+    """True where a value is below ``low`` or above ``high`` (None: no bound); missing values are not outside."""
+    outside = pd.Series(False, index=values.index)
+    if low is not None:
+        outside |= values < low
+    if high is not None:
+        outside |= values > high
+    return outside
+
+
 def coerce_types(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, dict[str, int]]:
     """Numbers to float64 (unparseable text and infinities become missing), categories to text."""
     changed: dict[str, int] = {}
@@ -81,13 +91,8 @@ def apply_ranges(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple
             raise DataError(f"clean.valid_ranges: {name!r} is not a numeric feature; numeric features are {sorted(numeric)}")
     columns, counts = {}, {}
     for name, (low, high) in cfg.valid_ranges.items():
-        values = frame[name]
-        outside = pd.Series(False, index=frame.index)
-        if low is not None:
-            outside |= values < low
-        if high is not None:
-            outside |= values > high
-        columns[name] = values.mask(outside)
+        outside = outside_range(frame[name], low, high)
+        columns[name] = frame[name].mask(outside)
         counts[name] = int(outside.sum())
     return frame.assign(**columns), counts
 

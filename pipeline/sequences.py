@@ -351,7 +351,7 @@ def series_labels(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams)
 
 def clean_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -> tuple[pd.DataFrame, SequenceSchema, dict[str, Any]]:
     """Sort, de-duplicate timestamps, coerce numbers, regular grid, fill gaps; every change counted."""
-    from pipeline.clean import to_numbers
+    from pipeline.clean import outside_range, to_numbers
 
     series, time = schema.series_column, schema.time_column
     rows_in = len(frame)
@@ -367,14 +367,9 @@ def clean_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -
     for name, (low, high) in cfg.valid_ranges.items():
         if name not in schema.features:
             raise DataError(f"clean.valid_ranges: {name!r} is not an input feature; features are {list(schema.features)}")
-        values = frame[name]
-        outside = pd.Series(False, index=frame.index)
-        if low is not None:
-            outside |= values < low
-        if high is not None:
-            outside |= values > high
+        outside = outside_range(frame[name], low, high)
         out_of_range[name] = int(outside.sum())
-        frame = frame.assign(**{name: values.mask(outside)})
+        frame = frame.assign(**{name: frame[name].mask(outside)})
 
     dropped_series: dict[str, str] = {}
     if not schema.forecast:
