@@ -259,20 +259,24 @@ class ModelVersion:
         hashes = self.meta.get("sha256", {})
         return self.path / next((name for name in hashes if name.startswith(REFERENCE_STEM)), REFERENCE_FILE)
 
+    def _optional(self, name: str) -> Path | None:
+        """An optional file of the version: its path when it was registered (and hashed), else None."""
+        return self.path / name if name in self.meta.get("sha256", {}) else None
+
     @property
     def onnx_int8(self) -> Path | None:
         """The int8 model, when the version has one."""
-        return self.path / INT8_FILE if INT8_FILE in self.meta.get("sha256", {}) else None
+        return self._optional(INT8_FILE)
 
     @property
     def torch_model(self) -> Path | None:
         """The PyTorch checkpoint, when the version has one (warm starts fine-tune it)."""
-        return self.path / TORCH_FILE if TORCH_FILE in self.meta.get("sha256", {}) else None
+        return self._optional(TORCH_FILE)
 
     @property
     def encoder(self) -> Path | None:
         """The fitted encoder of the PyTorch checkpoint, when the version has one."""
-        return self.path / ENCODER_FILE if ENCODER_FILE in self.meta.get("sha256", {}) else None
+        return self._optional(ENCODER_FILE)
 
     @property
     def serving_onnx(self) -> Path:
