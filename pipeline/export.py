@@ -295,13 +295,7 @@ def quantize_int8(fp32_path: Path, int8_dir: Path) -> Path:
     return target
 
 
-def compare_int8(fp32_path: Path, int8_path: Path, frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, Any]:
-    """Size, test accuracy and agreement of the int8 model against the fp32 one, on the raw test rows."""
-    truth = frame[preprocessor.target].astype(str).to_numpy()
-    return compare_int8_feed(fp32_path, int8_path, raw_inputs(frame, preprocessor), truth)
-
-
-def compare_int8_feed(fp32_path: Path, int8_path: Path, feed: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, Any]:
+def compare_int8(fp32_path: Path, int8_path: Path, feed: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, Any]:
     """Size, test accuracy and agreement of the int8 model against the fp32 one on ``feed`` (true labels ``truth``)."""
     p32, l32 = ort_session(fp32_path).run([PROBABILITIES, LABEL], feed)
     p8, l8 = ort_session(int8_path).run([PROBABILITIES, LABEL], feed)
@@ -408,7 +402,7 @@ def save_models(model_bytes: bytes, cfg: ExportParams, paths: Paths, feed: dict[
     int8_dir.mkdir(parents=True)
     int8 = None
     if cfg.int8:
-        int8 = compare_int8_feed(onnx_path, quantize_int8(onnx_path, int8_dir), feed, truth)
+        int8 = compare_int8(onnx_path, quantize_int8(onnx_path, int8_dir), feed, truth)
         log.info(
             "int8: %d -> %d bytes, test accuracy %.4f (fp32 %.4f), labels agree on %.2f%%",
             int8["fp32_bytes"], int8["bytes"], int8["accuracy"], int8["fp32_accuracy"], 100 * int8["label_agreement"],
