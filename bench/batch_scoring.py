@@ -91,7 +91,7 @@ def check_output(source: Path, output: Path) -> str:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from pipeline.scoring import OnnxModel
+    from pipeline.kinds.tabular.runtime import OnnxModel
 
     model = OnnxModel.load(MODEL, MODEL.with_name("model_card.json"))
     scored = pd.read_parquet(output)

@@ -14,11 +14,11 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.common import read_table, split_file  # noqa: E402
-from pipeline.config import Params, TrainParams, load_params  # noqa: E402
-from pipeline.inference import load_preprocessor  # noqa: E402
-from pipeline.model import ModelConfig  # noqa: E402
-from pipeline.train import Tensors  # noqa: E402
+from pipeline.core.io import read_table, split_file
+from pipeline.engine.loop import Tensors
+from pipeline.kinds.tabular.encoder import load_preprocessor
+from pipeline.models import ModelConfig
+from pipeline.params import Params, TrainParams, load_params
 
 BUSY = 0.25  # other processes' share of the CPUs above which the figures are flagged
 

@@ -1,6 +1,6 @@
 """Benchmark: DDP with 2 processes against 1 process, the real train stage on the GSS training split.
 
-Each run is ``python -m pipeline.train`` in a scratch workspace that links the repo's split and
+Each run is ``python -m pipeline.stages.train`` in a scratch workspace that links the repo's split and
 augmented data, with a fixed number of epochs (early stopping off) and ``train.ddp.nproc_per_node``
 set to 1 or 2 (gloo). One process uses both cores (torch's default threads) or one core; each DDP
 rank gets one thread (torchrun's default). Runs are interleaved over rounds; medians are printed.
@@ -44,7 +44,7 @@ def train_once(epochs: int, processes: int, threads: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as scratch:
         root = workspace(Path(scratch), epochs, processes, threads)
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "DO_NOT_TRACK": "1"}
-        result = subprocess.run([sys.executable, "-m", "pipeline.train"], cwd=root, env=env, capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "pipeline.stages.train"], cwd=root, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             raise SystemExit(result.stderr[-2000:])
         match = re.search(r"in ([\d.]+)s, (\d+) samples/s", result.stderr)

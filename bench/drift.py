@@ -22,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.drift import _import_evidently, detect_drift  # noqa: E402
+from pipeline.lifecycle.drift import _import_evidently, detect_drift
 
 ROWS = 100_000
 NUMERIC = [f"n{i:02d}" for i in range(14)]

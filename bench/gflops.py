@@ -40,8 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import OtherLoad, input_width, load_setup  # noqa: E402
-from pipeline.config import CNNParams  # noqa: E402
-from pipeline.model import CNNConfig, build_model  # noqa: E402
+from pipeline.models import CNNConfig, build_model
+from pipeline.params import CNNParams
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

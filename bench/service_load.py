@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from flows.stack import free_port  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
-from pipeline.registry import Registry  # noqa: E402
+from pipeline.lifecycle.registry import Registry
+from pipeline.params import load_params
 from serving.predlog import make_engine, predictions  # noqa: E402
 
 LUA = """wrk.method = "POST"

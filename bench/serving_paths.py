@@ -49,12 +49,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.common import read_json, read_table, split_file  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
-from pipeline.errors import DataError  # noqa: E402
-from pipeline.inference import load_preprocessor  # noqa: E402
-from pipeline.model import ModelConfig, build_model  # noqa: E402
-from pipeline.scoring import MISSING_TEXT, onnx_feed  # noqa: E402
+from pipeline.core.io import read_json, read_table, split_file
+from pipeline.kinds.tabular.encoder import load_preprocessor
+from pipeline.kinds.tabular.runtime import onnx_feed
+from pipeline.models import ModelConfig, build_model
+from pipeline.params import load_params
 from serving.app import build_feed  # noqa: E402
 
 BATCH_SIZES = (1, 1024)

@@ -39,8 +39,8 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import OtherLoad, Setup, input_width, load_setup  # noqa: E402
-from pipeline.model import build_model  # noqa: E402
-from pipeline.train import fit  # noqa: E402
+from pipeline.engine.loop import fit
+from pipeline.models import build_model
 
 VAL_BATCH = 4096  # what Evergreen's evaluate uses for a split this size
 

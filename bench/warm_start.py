@@ -19,14 +19,15 @@ import statistics
 import sys
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.common import read_schema, read_table, split_file  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
-from pipeline.features import fit_preprocessor  # noqa: E402
-from pipeline.train import History, Tensors, fit, tabular_config  # noqa: E402
+from pipeline.core.io import read_table, split_file
+from pipeline.engine.loop import History, Tensors, fit
+from pipeline.kinds.tabular.encoder import fit_preprocessor
+from pipeline.kinds.tabular.schema import read_schema
+from pipeline.kinds.tabular.train import tabular_config
+from pipeline.params import load_params
 
 OLD_SHARE = 0.6
 NEAR = 1.01  # "near the cold best": within 1% of its validation loss

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.errors import EvergreenError
+from pipeline.core.errors import EvergreenError
 
 RETRAIN_LOCK = Path(".dvc/tmp/evergreen-retrain.lock")
 TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ORT_DISABLE_TELEMETRY": "1"}

@@ -23,11 +23,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common import MonitorState, locked_state, retrain_in_progress, update_state, utc_now, workspace_root
-from pipeline.common import read_table, write_json
-from pipeline.config import load_params, prediction_log_url
-from pipeline.drift import detect_drift
-from pipeline.landing import expected_source_columns, screen
-from pipeline.monitoring import (
+from pipeline.core.io import read_table, write_json
+from pipeline.kinds.tabular.runtime import OnnxModel, labelled_rows, score
+from pipeline.lifecycle.drift import detect_drift
+from pipeline.lifecycle.landing import expected_source_columns, screen
+from pipeline.lifecycle.monitoring import (
     CurrentSource,
     LandingSource,
     PredictionLogSource,
@@ -36,8 +36,8 @@ from pipeline.monitoring import (
     decide_retrain,
     idempotency_key,
 )
-from pipeline.registry import Registry
-from pipeline.scoring import OnnxModel, labelled_rows, score
+from pipeline.lifecycle.registry import Registry
+from pipeline.params import load_params, prediction_log_url
 
 RETRAIN_DEPLOYMENT = "retrain/retrain"
 

@@ -45,20 +45,21 @@ try:
 except ModuleNotFoundError:  # the optional "tune" extra; main() says how to install it
     optuna = None
 
-from pipeline.common import run_or_exit, setup_logging
-from pipeline.config import (
+from pipeline.core.cli import run_or_exit, setup_logging
+from pipeline.core.errors import DataError, ParamsError
+from pipeline.engine.loop import MAXIMISED, Prepared, configure_torch, fit
+from pipeline.params import (
     DEFAULT_PARAMS_FILE,
     Params,
     PrunerParams,
     TrainParams,
     TuneParams,
-    numeric_kind,
     load_params,
+    numeric_kind,
     parse_params,
     tune_storage_url,
 )
-from pipeline.errors import DataError, ParamsError
-from pipeline.train import MAXIMISED, Prepared, configure_torch, fit, prepare
+from pipeline.stages.train import prepare
 
 log = logging.getLogger(__name__)
 

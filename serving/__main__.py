@@ -14,8 +14,8 @@ def main() -> None:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import uvicorn
 
-    from pipeline.common import setup_logging
-    from pipeline.config import load_params, prediction_log_url
+    from pipeline.core.cli import setup_logging
+    from pipeline.params import load_params, prediction_log_url
     from serving.app import create_app
 
     params = load_params()

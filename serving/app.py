@@ -31,10 +31,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.config import ServeParams
-from pipeline.registry import Registry
-from pipeline.features import MISSING_TEXT
-from pipeline.scoring import ort_session
+from pipeline.kinds.tabular.encoder import MISSING_TEXT
+from pipeline.lifecycle.registry import Registry
+from pipeline.onnxio.session import ort_session
+from pipeline.params import ServeParams
 from serving.predlog import PredictionLog
 
 log = logging.getLogger(__name__)

@@ -38,9 +38,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.common import file_sha256, read_json, run_or_exit, setup_logging
-from pipeline.errors import DataError
-from pipeline.scoring import MISSING_TEXT, OnnxModel, onnx_feed
+from pipeline.core.cli import run_or_exit, setup_logging
+from pipeline.core.errors import DataError
+from pipeline.core.io import file_sha256, read_json
+from pipeline.kinds.tabular.encoder import MISSING_TEXT
+from pipeline.kinds.tabular.runtime import OnnxModel, onnx_feed
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ def infer_like_read_csv(text: pd.Series) -> pd.Series:
 # ---------------------------------------------------------------- readers
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else exc.__class__.__name__
 
@@ -143,7 +145,7 @@ def open_parquet(
     try:
         file = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
     schema = file.schema_arrow
     names = [spec["name"] for spec in inputs]
     _check_columns(path, schema.names, names, keep)
@@ -171,7 +173,7 @@ def open_csv(path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_ro
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty (no header line)") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable CSV file ({first_line(exc)})") from None
     names = [spec["name"] for spec in inputs]
     _check_columns(path, header, names, keep)
     categorical = [spec["name"] for spec in inputs if spec["kind"] == "categorical"]
@@ -194,7 +196,7 @@ def _reading(path: Path, kind: str, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
     try:
         yield from chunks
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable {kind} file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable {kind} file ({first_line(exc)})") from None
 
 
 def open_input(path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_rows: int) -> tuple[list[pa.Field], Iterator[Chunk]]:
@@ -245,7 +247,7 @@ def load_model(onnx_path: str | Path, card_path: str | Path, threads: int = DEFA
     try:
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:
-        raise DataError(f"{onnx_path}: not a loadable ONNX model ({_first_line(exc)})") from None
+        raise DataError(f"{onnx_path}: not a loadable ONNX model ({first_line(exc)})") from None
     outputs = {output.name for output in session.get_outputs()}
     if not {"probabilities", "label"} <= outputs:
         raise DataError(f"{onnx_path}: model lacks the 'probabilities'/'label' outputs (it has {sorted(outputs)})")
@@ -255,12 +257,12 @@ def load_model(onnx_path: str | Path, card_path: str | Path, threads: int = DEFA
 def resolve_model(model: str, card: str | None, registry: str | None) -> tuple[Path, Path, str]:
     """(onnx path, card path, version name) for ``--model production`` or an explicit ONNX file."""
     if model == PRODUCTION:
-        from pipeline.registry import Registry
+        from pipeline.lifecycle.registry import Registry
 
         if card is not None:
             raise DataError("--card goes with --model PATH.onnx; the production model brings its own card")
         if registry is None:
-            from pipeline.config import load_params
+            from pipeline.params import load_params
 
             registry = load_params().paths.registry
         production = Registry(registry).production()
@@ -353,7 +355,7 @@ def score_file(
                     log.info("%s: %d rows scored so far (%.0f rows/s)", input_path, rows, rows / (last_report - start))
         os.replace(temporary, output_path)
     except OSError as exc:
-        raise DataError(f"{output_path}: cannot write the output ({exc.strerror or _first_line(exc)})") from None
+        raise DataError(f"{output_path}: cannot write the output ({exc.strerror or first_line(exc)})") from None
     finally:
         temporary.unlink(missing_ok=True)
     seconds = time.perf_counter() - start

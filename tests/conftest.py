@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.common import Feature, Schema
-from pipeline.config import Params, parse_params
+from pipeline.kinds.tabular.schema import Feature, Schema
+from pipeline.params import Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 

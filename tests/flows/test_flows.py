@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.monitor import drift_monitor
 from flows.retrain import retrain
-from pipeline.config import load_params
-from pipeline.landing import land_frame, next_periods, reference_sample
-from pipeline.registry import Registry
+from pipeline.lifecycle.landing import land_frame, next_periods, reference_sample
+from pipeline.lifecycle.registry import Registry
+from pipeline.params import load_params
 from tests.conftest import copy_repo
 
 pytestmark = pytest.mark.slow

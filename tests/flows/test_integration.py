@@ -22,9 +22,9 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.stack import Stack, free_port
-from pipeline.config import load_params
-from pipeline.landing import land_frame, next_periods, reference_sample
-from pipeline.registry import Registry
+from pipeline.lifecycle.landing import land_frame, next_periods, reference_sample
+from pipeline.lifecycle.registry import Registry
+from pipeline.params import load_params
 from tests.conftest import copy_repo, tool_env
 from tests.flows.test_flows import SLICE
 
@@ -112,7 +112,7 @@ def test_rollback_restores_the_previous_production_model(stack, params):
     registry = Registry(params.paths.registry)
     assert registry.production().name == "v0002", "the drift retrain was expected to be promoted (gate tolerance 0.05)"
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.registry", "--root", params.paths.registry, "rollback", "--reason", "integration test"],
+        [sys.executable, "-m", "pipeline.lifecycle.registry", "--root", params.paths.registry, "rollback", "--reason", "integration test"],
         capture_output=True, text=True, env=tool_env(), cwd=stack.root,
     )
     assert result.returncode == 0, result.stderr

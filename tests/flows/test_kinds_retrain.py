@@ -13,8 +13,8 @@ import yaml
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.retrain import retrain
-from pipeline.config import load_params
-from pipeline.registry import Registry
+from pipeline.lifecycle.registry import Registry
+from pipeline.params import load_params
 from tests.conftest import REPO, copy_repo, edit_params
 
 pytestmark = pytest.mark.slow

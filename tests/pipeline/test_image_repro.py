@@ -10,7 +10,7 @@ import onnx
 import pytest
 import yaml
 
-from pipeline.scoring import score_test
+from pipeline.kinds import score_test
 from tests.conftest import REPO, copy_repo
 from tests.pipeline.test_dvc_repro import STAGES, ran_stages, run
 

@@ -60,9 +60,9 @@ def test_sequence_plots_render_offline(workspace, tmp_path):
 
 
 def test_the_gate_scores_the_forecaster_with_onnxruntime_on_mae(workspace):
-    from pipeline.config import load_params
-    from pipeline.gate import baseline_key, decide, parity_passed
-    from pipeline.scoring import score_test
+    from pipeline.kinds import score_test
+    from pipeline.lifecycle.gate import baseline_key, decide, parity_passed
+    from pipeline.params import load_params
 
     params = load_params(workspace / "params.yaml")
     paths = params.paths

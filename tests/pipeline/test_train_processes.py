@@ -14,15 +14,16 @@ import pytest
 import torch
 import yaml
 
-from pipeline.common import SCHEMA_FILE, split_file, write_json, write_table
-from pipeline.config import load_params
-from pipeline.inference import load_model, load_preprocessor
-from pipeline.train import Tensors, evaluate, make_loss
+from pipeline.core.io import SCHEMA_FILE, split_file, write_json, write_table
+from pipeline.engine.loop import Tensors, evaluate, make_loss
+from pipeline.kinds.tabular.encoder import load_preprocessor
+from pipeline.models import load_model
+from pipeline.params import load_params
 from tests.conftest import REPO, make_table, tool_env
 
 
 def workspace(root: Path, schema, rows: int, **train) -> Path:
-    """A directory with params.yaml (relative paths) and written splits, ready for ``python -m pipeline.train``."""
+    """A directory with params.yaml (relative paths) and written splits, ready for ``python -m pipeline.stages.train``."""
     root.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"] = {**raw["train"], "hidden": [64], "batch_size": 64, "warmup_epochs": 0, "num_threads": 1, **train}
@@ -40,7 +41,7 @@ def workspace(root: Path, schema, rows: int, **train) -> Path:
 
 def train_process(root: Path) -> subprocess.Popen:
     env = {**tool_env(), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "pipeline.stages.train"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_params
-from pipeline.registry import Registry
+from pipeline.lifecycle.registry import Registry
+from pipeline.params import load_params
 from tests.conftest import copy_repo, tool_env
 
 SLICE = {"ingest": {"max_rows": 4000}, "train": {"epochs": 3}, "evaluate": {"baseline_max_iter": 30}}

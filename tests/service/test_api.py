@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.config import load_params
-from pipeline.registry import Registry
-from pipeline.scoring import OnnxModel
+from pipeline.kinds.tabular.runtime import OnnxModel
+from pipeline.lifecycle.registry import Registry
+from pipeline.params import load_params
 from serving.app import create_app
 from serving.predlog import make_engine, read_log
 

@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.common import read_json, write_json
-from pipeline.config import load_params
-from pipeline.errors import DataError
-from pipeline.registry import Registry
-from pipeline.scoring import OnnxModel, onnx_feed
+from pipeline.core.errors import DataError
+from pipeline.core.io import read_json, write_json
+from pipeline.kinds.tabular.runtime import OnnxModel, onnx_feed
+from pipeline.lifecycle.registry import Registry
+from pipeline.params import load_params
 from serving.batch import chunk_feed, load_model, score_file
 from tests.conftest import tool_env
 

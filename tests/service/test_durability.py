@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from flows.stack import free_port
-from pipeline.config import load_params
+from pipeline.params import load_params
 from serving.predlog import make_engine, predictions
 from tests.conftest import tool_env
 from tests.service.test_api import records

@@ -13,8 +13,8 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.monitor import drift_monitor
 from flows.retrain import retrain
-from pipeline.config import load_params
-from pipeline.registry import Registry
+from pipeline.lifecycle.registry import Registry
+from pipeline.params import load_params
 from serving.app import create_app
 from tests.conftest import edit_params
 from tests.service.test_api import records

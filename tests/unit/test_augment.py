@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.augment import augment
-from pipeline.common import Feature, Schema
-from pipeline.config import AugmentParams, MixupParams, NoiseParams, OversampleParams
+from pipeline.kinds.tabular.augment import augment
+from pipeline.kinds.tabular.schema import Feature, Schema
+from pipeline.params import AugmentParams, MixupParams, NoiseParams, OversampleParams
 
 SCHEMA = Schema(
     target="label",

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.clean import category_text, clean
-from pipeline.common import Feature, Schema
-from pipeline.config import CleanParams
-from pipeline.errors import DataError
+from pipeline.core.canon import category_text
+from pipeline.core.errors import DataError
+from pipeline.kinds.tabular.clean import clean
+from pipeline.kinds.tabular.schema import Feature, Schema
+from pipeline.params import CleanParams
 
 SCHEMA = Schema(
     target="label",

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config import Params, load_params, parse_params
-from pipeline.errors import ParamsError
+from pipeline.core.errors import ParamsError
+from pipeline.params import Params, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS_FILE = REPO / "params.yaml"
@@ -228,7 +228,7 @@ def test_valid_range_with_min_above_max_is_refused():
 
 
 def test_prediction_log_url_prefers_the_environment(monkeypatch):
-    from pipeline.config import ServeParams, prediction_log_url
+    from pipeline.params import ServeParams, prediction_log_url
 
     serve = ServeParams()
     monkeypatch.delenv("EVERGREEN_DATABASE_URL", raising=False)

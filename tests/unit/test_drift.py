@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.drift import ColumnDrift, DriftResult, detect_drift, parse_snapshot
+from pipeline.lifecycle.drift import ColumnDrift, DriftResult, detect_drift, parse_snapshot
 
 N = 2000
 NUMERIC = ["num_shift", "num_same"]

@@ -1,10 +1,10 @@
 import numpy as np
-import pandas as pd
 import pytest
 
-from pipeline.config import EvaluateParams, FeatureParams
-from pipeline.evaluate import baseline_matrix, curves, evaluate, gradient_boosting_proba, majority_proba
-from pipeline.features import fit_preprocessor
+from pipeline.kinds.tabular.encoder import fit_preprocessor
+from pipeline.kinds.tabular.evaluate import baseline_matrix, gradient_boosting_proba
+from pipeline.params import EvaluateParams, FeatureParams
+from pipeline.shared.reports import curves, evaluate, majority_proba
 
 
 def test_majority_baseline_predicts_the_training_majority():

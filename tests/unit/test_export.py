@@ -1,15 +1,15 @@
-import numpy as np
 import onnx
-import pandas as pd
 import pytest
 
-from pipeline.config import FeatureParams, TrainParams
-from pipeline.errors import ExportError
-from pipeline.export import LABEL, PROBABILITIES, build_onnx, raw_inputs, verify
-from pipeline.scoring import ort_session
-from pipeline.features import fit_preprocessor
-from pipeline.inference import predict_proba
-from pipeline.train import Tensors, fit, tabular_config
+from pipeline.core.errors import ExportError
+from pipeline.engine.loop import Tensors, fit
+from pipeline.kinds.tabular.encoder import fit_preprocessor
+from pipeline.kinds.tabular.evaluate import predict_proba
+from pipeline.kinds.tabular.export import build_onnx, raw_inputs, verify
+from pipeline.kinds.tabular.train import tabular_config
+from pipeline.onnxio.build import LABEL, PROBABILITIES
+from pipeline.onnxio.session import ort_session
+from pipeline.params import FeatureParams, TrainParams
 
 
 def _trained(table, schema, **train):
@@ -56,7 +56,6 @@ def test_verification_fails_when_the_paths_disagree(table, schema):
 
 
 def test_numeric_only_and_categorical_only_models_export(table, schema):
-    from pipeline.common import Feature
 
     for kept in (("x", "noise"), ("colour",)):
         features = tuple(f for f in schema.features if f.name in kept)
@@ -68,7 +67,7 @@ def test_numeric_only_and_categorical_only_models_export(table, schema):
 
 
 def test_output_name_clash_is_refused(table, schema):
-    from pipeline.common import Feature
+    from pipeline.kinds.tabular.schema import Feature
 
     renamed = table.rename(columns={"noise": "label_"}).rename(columns={"x": "probabilities"})
     features = (Feature("probabilities", "numeric"), Feature("colour", "categorical"))

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import FeatureParams
-from pipeline.errors import DataError
-from pipeline.features import RARE_INDEX, Preprocessor, fit_preprocessor
+from pipeline.core.errors import DataError
+from pipeline.kinds.tabular.encoder import RARE_INDEX, Preprocessor, fit_preprocessor
+from pipeline.params import FeatureParams
 
 
 def test_numeric_imputation_indicator_and_scaling_come_from_training_rows(table, schema):

@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.config import GateParams
-from pipeline.gate import decide, parity_passed
+from pipeline.lifecycle.gate import decide, parity_passed
+from pipeline.params import GateParams
 
 CFG = GateParams(metric="accuracy", tolerance=0.01)
 

@@ -12,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import images
-from pipeline.config import ImageAugmentParams, TrainParams, parse_params
-from pipeline.errors import DataError, ParamsError
-from pipeline.inference import load_model
-from pipeline.scoring import ort_session, score_test
-from pipeline.train import fit, use_pinned_memory
+from pipeline.core.errors import DataError, ParamsError
+from pipeline.engine.loop import fit, use_pinned_memory
+from pipeline.kinds import score_test
+from pipeline.kinds.image import stages as images
+from pipeline.models import load_model
+from pipeline.onnxio.session import ort_session
+from pipeline.params import ImageAugmentParams, TrainParams, parse_params
 from tests.conftest import make_params
 
 IMAGE_INGEST = {
@@ -145,7 +146,7 @@ def test_tabular_ingest_keys_are_refused_in_one_line(raw_params, tmp_path):
 
 
 def test_clean_drops_duplicates_nan_and_labels_outside_the_allow_list():
-    from pipeline.config import CleanParams
+    from pipeline.params import CleanParams
 
     x = np.arange(6 * 4, dtype=np.float32).reshape(6, 1, 2, 2)
     x[1] = x[0]  # duplicate with the same label: dropped
@@ -288,7 +289,7 @@ def test_loader_workers_give_the_batches_of_the_in_memory_loop(trained):
 
 
 def test_pinned_memory_only_where_it_helps():
-    from pipeline.config import LoaderParams
+    from pipeline.params import LoaderParams
 
     assert use_pinned_memory(LoaderParams(), torch.device("cpu")) is False  # this machine: a no-op
     assert use_pinned_memory(LoaderParams(), torch.device("cuda")) is True
@@ -304,9 +305,9 @@ def test_architecture_must_fit_the_data_kind(trained):
 
 
 def test_image_params_are_typed_and_strict(raw_params, table, schema):
-    from pipeline.config import FeatureParams
-    from pipeline.features import fit_preprocessor
-    from pipeline.train import tabular_config
+    from pipeline.kinds.tabular.encoder import fit_preprocessor
+    from pipeline.kinds.tabular.train import tabular_config
+    from pipeline.params import FeatureParams
 
     with pytest.raises(ParamsError, match=r"augment\.image\.rotation\.max_degree: unknown key; allowed: enabled, max_degrees"):
         parse_params({**raw_params, "augment": {"image": {"rotation": {"max_degree": 5}}}})
@@ -356,7 +357,7 @@ def test_export_is_verified_takes_raw_pixels_and_scores_for_the_gate(trained):
 
 
 def test_the_registry_reference_is_the_training_split_whatever_its_format(tmp_path):
-    from pipeline.errors import DataError
+    from pipeline.core.errors import DataError
     from pipeline.kinds import training_split_file
 
     (tmp_path / "schema.json").write_text("{}")

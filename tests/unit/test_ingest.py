@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.common import Feature, Schema
-from pipeline.config import IngestParams
-from pipeline.errors import DataError
-from pipeline.ingest import infer_schema, ingest, load_default, profile, read_source, read_table_file
+from pipeline.core.errors import DataError
+from pipeline.kinds.tabular.ingest import infer_schema, ingest, load_default, profile, read_source
+from pipeline.kinds.tabular.schema import Feature, Schema
+from pipeline.params import IngestParams
+from pipeline.shared.tables import read_table_file
 
 
 def one_line_error(call, *args) -> str:

@@ -3,10 +3,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.config import IngestParams
-from pipeline.errors import DataError
-from pipeline.ingest import ingest
-from pipeline.landing import REASON_SUFFIX, land_frame, latest_time, next_periods, reference_sample, screen
+from pipeline.core.errors import DataError
+from pipeline.kinds.tabular.ingest import ingest
+from pipeline.lifecycle.landing import REASON_SUFFIX, land_frame, latest_time, next_periods, reference_sample, screen
+from pipeline.params import IngestParams
 from tests.conftest import make_params, make_table
 
 CFG = IngestParams(target="label", time_column="period", time_cutoff=5, min_rows=10)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, roc_auc_score
 
-from pipeline.metrics import all_metrics, classification_scores, expected_calibration_error
+from pipeline.shared.metrics import all_metrics, classification_scores, expected_calibration_error
 
 
 @pytest.fixture

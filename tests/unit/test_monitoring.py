@@ -3,8 +3,8 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from pipeline.config import MonitorParams
-from pipeline.monitoring import LandingSource, as_model_inputs, decide_retrain, idempotency_key
+from pipeline.lifecycle.monitoring import LandingSource, as_model_inputs, decide_retrain, idempotency_key
+from pipeline.params import MonitorParams
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 CFG = MonitorParams(drift_share=0.5, min_rows=100, accuracy_tolerance=0.05, cooldown_hours=24)

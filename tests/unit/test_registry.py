@@ -19,14 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.common import file_sha256
-from pipeline.registry import (
-    VERSION_FILES,
-    ModelVersion,
-    Registry,
-    RegistryError,
-    parse_version,
-)
+from pipeline.core.io import file_sha256
+from pipeline.lifecycle.registry import VERSION_FILES, ModelVersion, Registry, RegistryError, parse_version
 
 REPO = Path(__file__).resolve().parents[2]
 CRASH_CODE = 77
@@ -84,7 +78,7 @@ def crash_child(root: Path, os_call: str, action: str, argument: str) -> None:
     code = f"""
 import json, os, sys
 from pathlib import Path
-from pipeline.registry import Registry
+from pipeline.lifecycle.registry import Registry
 registry = Registry(sys.argv[1])
 setattr(os, {os_call!r}, lambda *args, **kwargs: os._exit({CRASH_CODE}))
 if {action!r} == "promote":
@@ -376,7 +370,7 @@ def test_torn_last_history_line_is_skipped_and_the_next_event_starts_a_new_line(
     with open(registry.history_file, "a") as handle:
         handle.write('{"event": "promote", "version": "v00')  # a crash mid-append
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.registry"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.lifecycle.registry"):
         assert registry.history() == before
     assert "torn by a crash mid-append" in caplog.text
 
@@ -441,7 +435,7 @@ def test_two_processes_registering_at_once_get_distinct_complete_versions(regist
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.registry", "--root", str(root), *args], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "pipeline.lifecycle.registry", "--root", str(root), *args], cwd=REPO, capture_output=True, text=True
     )
 
 

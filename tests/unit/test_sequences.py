@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from pipeline import sequences as seq
-from pipeline.config import CleanParams, SequenceAugmentParams, SplitParams, TrainParams, parse_params
-from pipeline.errors import DataError, ExportError, ParamsError
-from pipeline.gate import parity_passed
-from pipeline.model import build_model
-from pipeline.train import fit
+from pipeline.core.errors import DataError, ExportError, ParamsError
+from pipeline.engine.loop import fit
+from pipeline.kinds.sequence import stages as seq
+from pipeline.lifecycle.gate import parity_passed
+from pipeline.models import build_model
+from pipeline.params import CleanParams, SequenceAugmentParams, SplitParams, TrainParams, parse_params
 from tests.conftest import REPO, make_params
 
 SEQUENCE_INGEST = {
@@ -257,7 +257,7 @@ def test_each_architecture_trains_and_exports_with_parity_in_raw_units(raw_param
     assert report["max_scaled_diff"] <= 1e-4 and parity_passed(report, 1e-4)
     assert 2 < expected.mean() < 10  # forecasts come out in GW, not in normalised units
 
-    from pipeline.scoring import ort_session
+    from pipeline.onnxio.session import ort_session
 
     session = ort_session(graph.SerializeToString())
     for rows in (1, 7):  # the batch axis is dynamic (the recurrent exporter warns about it; this checks it)
@@ -269,8 +269,8 @@ def test_each_architecture_trains_and_exports_with_parity_in_raw_units(raw_param
 
 def test_forecast_stages_end_to_end_score_like_the_gate(raw_params, tmp_path):
     """evaluate and export on a quick LSTM, then the gate's own scoring (onnxruntime only) agrees with evaluate."""
-    from pipeline import train
-    from pipeline.scoring import score_test
+    from pipeline.kinds import score_test
+    from pipeline.stages import train
 
     params = _stage_data(raw_params, tmp_path, rows=500, train={**QUICK, "architecture": "lstm", "rnn": {"hidden": 8}})
     p = params.paths
@@ -289,8 +289,8 @@ def test_forecast_stages_end_to_end_score_like_the_gate(raw_params, tmp_path):
 
 def test_sequence_classification_on_a_synthetic_long_table(raw_params, tmp_path):
     """Nine series, a wave or noise about another level, whole series per split (group): classified from their windows."""
-    from pipeline import train
-    from pipeline.scoring import score_test
+    from pipeline.kinds import score_test
+    from pipeline.stages import train
 
     rng = np.random.default_rng(0)
     frames = []
@@ -378,7 +378,7 @@ def test_the_example_params_switch_only_what_a_sequence_run_needs():
 
 
 def test_model_families_rebuild_from_their_configs():
-    from pipeline.model import RNNConfig, SeqTransformerConfig, config_from_dict
+    from pipeline.models import RNNConfig, SeqTransformerConfig, config_from_dict
 
     configs = (RNNConfig(3, 2, cell="gru", bidirectional=True, layers=2), SeqTransformerConfig(3, 2, lookback=8, positional="learned", pooling="mean"))
     for config in configs:

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.common import SPLITS, Feature, Schema
-from pipeline.config import SplitParams
-from pipeline.errors import DataError
-from pipeline.split import split, summarise
+from pipeline.core.errors import DataError
+from pipeline.core.io import SPLITS
+from pipeline.kinds.tabular.schema import Feature, Schema
+from pipeline.kinds.tabular.split import split, summarise
+from pipeline.params import SplitParams
 
 SCHEMA = Schema(target="label", features=(Feature("x", "numeric"), Feature("store", "categorical")))
 TIME_SCHEMA = Schema(
@@ -270,8 +271,8 @@ def test_summary_counts_rows_shares_and_classes():
 
 
 def test_group_column_kept_as_id_is_not_a_feature_and_still_splits():
-    from pipeline.config import IngestParams
-    from pipeline.ingest import ingest
+    from pipeline.kinds.tabular.ingest import ingest
+    from pipeline.params import IngestParams
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({

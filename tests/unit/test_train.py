@@ -1,20 +1,22 @@
 import json
 import math
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from pipeline import train as train_stage
-from pipeline.common import SCHEMA_FILE, split_file, write_json, write_table
-from pipeline.config import FeatureParams, TrainParams
-from pipeline.errors import ParamsError
-from pipeline.features import fit_preprocessor
-from pipeline.inference import load_model, load_preprocessor, predict_proba
-from pipeline.train import Tensors, class_weights, fit, lr_at, tabular_config
+from pipeline.core.errors import ParamsError
+from pipeline.core.io import SCHEMA_FILE, split_file, write_json, write_table
+from pipeline.engine.loop import Tensors, class_weights, fit, lr_at
+from pipeline.kinds.tabular.encoder import fit_preprocessor, load_preprocessor
+from pipeline.kinds.tabular.evaluate import predict_proba
+from pipeline.kinds.tabular.train import tabular_config
+from pipeline.models import load_model
+from pipeline.params import FeatureParams, TrainParams
+from pipeline.stages import train as train_stage
 from tests.conftest import make_params, make_table
 
 
@@ -236,8 +238,8 @@ def test_gradient_accumulation_matches_the_larger_batch(table, schema):
 
 
 def test_device_is_chosen_automatically():
-    from pipeline.errors import ParamsError
-    from pipeline.train import resolve_device
+    from pipeline.core.errors import ParamsError
+    from pipeline.engine.loop import resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu").type == "cpu"
@@ -269,7 +271,7 @@ class _KillAfter:
 
 
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, data):
-    from pipeline.train import resumable
+    from pipeline.engine.loop import resumable
 
     pre, train, val = data
     cfg = quick(epochs=6, scheduler="cosine", warmup_epochs=1)
@@ -292,7 +294,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, data):
 
 
 def test_a_finished_run_resumes_without_training(tmp_path, data):
-    from pipeline.train import resumable
+    from pipeline.engine.loop import resumable
 
     pre, train, val = data
     cfg = quick(epochs=3)
@@ -332,8 +334,8 @@ def test_warm_start_loads_matching_tensors_and_fine_tunes_from_them(data):
 
 
 def test_a_head_for_other_classes_starts_fresh_and_frozen_layers_do_not_move(data):
-    from pipeline.model import build_model
-    from pipeline.train import load_matching
+    from pipeline.engine.loop import load_matching
+    from pipeline.models import build_model
 
     pre, train, val = data
     cfg = quick(epochs=3, warm_start={"freeze": ("embeddings", "body.0"), "pretrained_lr_scale": 0.5})
@@ -350,8 +352,8 @@ def test_a_head_for_other_classes_starts_fresh_and_frozen_layers_do_not_move(dat
 
 
 def test_pretrained_tensors_get_their_own_learning_rate_group(data):
-    from pipeline.model import build_model
-    from pipeline.train import make_optimizer
+    from pipeline.engine.loop import make_optimizer
+    from pipeline.models import build_model
 
     pre, _, _ = data
     cfg = quick(warm_start={"pretrained_lr_scale": 0.1})
@@ -363,7 +365,7 @@ def test_pretrained_tensors_get_their_own_learning_rate_group(data):
 
 
 def test_warm_start_errors_name_the_key(data, tmp_path):
-    from pipeline.train import warm_start_state
+    from pipeline.engine.loop import warm_start_state
 
     pre, train, val = data
     cfg = quick(epochs=1, warm_start={"freeze": ("encoder",)})
@@ -378,7 +380,7 @@ def test_warm_start_errors_name_the_key(data, tmp_path):
 
 
 def test_the_stage_fine_tunes_the_model_in_init_model_keeping_its_encoder(tmp_path, raw_params, table, schema, caplog):
-    from pipeline.train import reusable_encoder
+    from pipeline.engine.loop import reusable_encoder
 
     first = make_params(raw_params, tmp_path / "first", train={"epochs": 2, "hidden": [16], "warmup_epochs": 0})
     frames = {"train": table.iloc[:400], "val": table.iloc[400:500], "test": table.iloc[500:]}
@@ -392,7 +394,7 @@ def test_the_stage_fine_tunes_the_model_in_init_model_keeping_its_encoder(tmp_pa
     init.mkdir(parents=True)
     (init / "model.pt").write_bytes(Path(first.paths.model).read_bytes())
     (init / "preprocessor.json").write_text(Path(first.paths.preprocessor).read_text())
-    with caplog.at_level("INFO", logger="pipeline.train"):
+    with caplog.at_level("INFO", logger="pipeline"):
         train_stage.run(second.features, second.train, second.paths, second.seed)
     assert "keeping the initial model's encoder" in caplog.text and "warm start: 9 tensors loaded, 0 fresh []" in caplog.text
     assert Path(second.paths.preprocessor).read_text() == Path(first.paths.preprocessor).read_text()

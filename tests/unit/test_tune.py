@@ -15,10 +15,11 @@ import yaml
 from optuna.trial import TrialState
 
 from pipeline import tune
-from pipeline.common import SCHEMA_FILE, split_file, write_json, write_table
-from pipeline.config import TUNE_STORAGE_ENV, Params, parse_params, tune_storage_url
-from pipeline.errors import ParamsError
-from pipeline.train import fit, prepare
+from pipeline.core.errors import ParamsError
+from pipeline.core.io import SCHEMA_FILE, split_file, write_json, write_table
+from pipeline.engine.loop import fit
+from pipeline.params import TUNE_STORAGE_ENV, Params, parse_params, tune_storage_url
+from pipeline.stages.train import prepare
 from tests.conftest import REPO, make_params, make_table, tool_env
 
 # Tiny and quick: 480 training rows, one small hidden layer, 3 epochs, one thread.
@@ -245,7 +246,7 @@ def test_apply_rewrites_the_block_lists_dvc_exp_writes():
 
 
 def test_apply_without_a_search_names_the_missing_file(tmp_path):
-    from pipeline.errors import DataError
+    from pipeline.core.errors import DataError
 
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     with pytest.raises(DataError) as info:
@@ -297,7 +298,7 @@ def test_space_values_are_checked_against_the_train_params(params):
 
 
 def _choices(*values):
-    from pipeline.config import SearchDimension
+    from pipeline.params import SearchDimension
 
     return SearchDimension(choices=values)
 

@@ -1,0 +1,15 @@
+"""The sequence data kind (see ``pipeline/kinds/base.py`` for the contract)."""
+
+from __future__ import annotations
+
+from pipeline.kinds.base import Kind, KindStages
+from pipeline.kinds.sequence import runtime
+
+
+def _stages() -> KindStages:
+    from pipeline.kinds.sequence import stages
+
+    return stages
+
+
+KIND = Kind(name="sequence", runtime=runtime, load_stages=_stages)

@@ -1,0 +1,119 @@
+"""Stage augment: add synthetic rows to the training split only; validation and test are never touched.
+
+Techniques, each switched on in ``augment``:
+- ``gaussian_noise``: copies of random training rows with N(0, (std x column std)^2) noise on numeric
+  features (missing stays missing);
+- ``oversample``: random duplicates of minority-class rows until each class has at least
+  ``ratio`` x the majority count;
+- ``mixup``: within-class mixup for tabular rows - numeric features interpolated between a row and a
+  random partner of the same class with lambda ~ Beta(alpha, alpha) folded so the anchor dominates,
+  categories taken from the partner with probability 1 - lambda. Mixing within a class keeps hard
+  labels valid (the SMOTE idea, without nearest neighbours, which missing values make ill-defined).
+All off: the training table is written out unchanged.
+
+Inputs:  ``paths.split``/train.parquet and schema.json
+Outputs: ``paths.augmented``/train.parquet, ``paths.augment_report``
+Params:  ``augment``, ``seed``
+Command: ``python -m pipeline.stages.augment``
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.io import read_table, split_file, write_json, write_table
+from pipeline.kinds.tabular.schema import Schema, read_schema
+from pipeline.params import AugmentParams, MixupParams, NoiseParams, OversampleParams, Paths
+
+log = logging.getLogger(__name__)
+
+
+def gaussian_noise(train: pd.DataFrame, schema: Schema, cfg: NoiseParams, rng: np.random.Generator) -> pd.DataFrame:
+    """Noisy copies of randomly chosen training rows (numeric features only)."""
+    count = int(round(cfg.fraction * len(train)))
+    if count == 0 or not schema.numeric:
+        return train.iloc[:0]
+    rows = train.iloc[rng.choice(len(train), size=count, replace=True)].reset_index(drop=True)
+    numeric = rows[schema.numeric].to_numpy(dtype="float64")
+    scale = np.nan_to_num(train[schema.numeric].std(ddof=0).to_numpy(dtype="float64")) * cfg.std
+    noisy = numeric + rng.normal(size=numeric.shape) * scale  # NaN + noise stays NaN
+    return rows.assign(**{name: noisy[:, i] for i, name in enumerate(schema.numeric)})
+
+
+def oversample(train: pd.DataFrame, schema: Schema, cfg: OversampleParams, rng: np.random.Generator) -> pd.DataFrame:
+    """Duplicates of minority-class rows, drawn with replacement, up to ``ratio`` x the majority count."""
+    counts = train[schema.target].value_counts()
+    goal = int(np.ceil(cfg.ratio * counts.max()))
+    labels = train[schema.target].to_numpy()
+    picks = [
+        rng.choice(np.flatnonzero(labels == cls), size=goal - int(n), replace=True)
+        for cls, n in sorted(counts.items())
+        if n < goal
+    ]
+    if not picks:
+        return train.iloc[:0]
+    return train.iloc[np.concatenate(picks)].reset_index(drop=True)
+
+
+def mixup(train: pd.DataFrame, schema: Schema, cfg: MixupParams, rng: np.random.Generator) -> pd.DataFrame:
+    """Within-class mixup rows: anchor-dominated interpolation of numeric features, categories swapped."""
+    count = int(round(cfg.fraction * len(train)))
+    if count == 0:
+        return train.iloc[:0]
+    labels = train[schema.target].to_numpy()
+    anchors = rng.choice(len(train), size=count, replace=True)
+    members = {cls: np.flatnonzero(labels == cls) for cls in np.unique(labels)}
+    partners = np.array([members[labels[a]][rng.integers(len(members[labels[a]]))] for a in anchors])
+    lam = rng.beta(cfg.alpha, cfg.alpha, size=count)
+    lam = np.maximum(lam, 1 - lam)  # the anchor dominates, so its label (shared anyway) and shape lead
+    a_rows = train.iloc[anchors].reset_index(drop=True)
+    b_rows = train.iloc[partners].reset_index(drop=True)
+    columns: dict[str, Any] = {}
+    for name in schema.numeric:
+        a = a_rows[name].to_numpy(dtype="float64")
+        b = b_rows[name].to_numpy(dtype="float64")
+        mixed = lam * a + (1 - lam) * np.where(np.isnan(b), a, b)  # the anchor's missingness is kept
+        columns[name] = mixed
+    for name in schema.categorical:
+        take_partner = rng.random(count) >= lam
+        columns[name] = a_rows[name].where(~take_partner, b_rows[name])
+    return a_rows.assign(**columns)
+
+
+def augment(train: pd.DataFrame, schema: Schema, cfg: AugmentParams, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The training rows first and unchanged, then the rows each enabled technique adds."""
+    added: dict[str, pd.DataFrame] = {}
+    # Each technique has its own stream derived from (seed, technique) and draws from the original
+    # rows, so switching one technique on or off never changes what another one adds.
+    if cfg.oversample.enabled:
+        added["oversample"] = oversample(train, schema, cfg.oversample, np.random.default_rng([seed, 0]))
+    if cfg.gaussian_noise.enabled:
+        added["gaussian_noise"] = gaussian_noise(train, schema, cfg.gaussian_noise, np.random.default_rng([seed, 1]))
+    if cfg.mixup.enabled:
+        added["mixup"] = mixup(train, schema, cfg.mixup, np.random.default_rng([seed, 2]))
+    if not added:
+        return train, {}
+    out = pd.concat([train, *added.values()], ignore_index=True)
+    return out, {name: len(rows) for name, rows in added.items()}
+
+
+def run(cfg: AugmentParams, paths: Paths, seed: int) -> dict[str, Any]:
+    """Augment the training split and report what was added."""
+    schema = read_schema(paths.split)
+    train = read_table(split_file(paths.split, "train"))
+    out, added = augment(train, schema, cfg, seed)
+    write_table(split_file(paths.augmented, "train"), out)
+    report = {
+        "rows_in": len(train),
+        "rows_out": len(out),
+        "added": added,
+        "class_balance_before": {str(k): int(v) for k, v in train[schema.target].value_counts().sort_index().items()},
+        "class_balance_after": {str(k): int(v) for k, v in out[schema.target].value_counts().sort_index().items()},
+    }
+    write_json(paths.augment_report, report)
+    log.info("augment: %d -> %d training rows (%s)", len(train), len(out), added or "no technique enabled")
+    return report

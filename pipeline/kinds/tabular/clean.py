@@ -1,0 +1,103 @@
+"""Stage clean: row-level cleaning that learns nothing from the data.
+
+Drops rows with a missing or invalid label and exact duplicates, coerces every feature to its
+schema type (numbers to float, categories to text), and turns impossible values (outside
+``clean.valid_ranges``, infinities, missing-value tokens) into missing. The learned half of
+clean/impute - imputation values, rare-category grouping, scaling - is fitted on the training
+split only (``pipeline.features``, inside train), so no statistic comes from validation or test rows.
+
+Inputs:  ``paths.ingested``
+Outputs: ``paths.clean`` (data.parquet, schema.json with the classes), ``paths.clean_report``
+Params:  ``clean``
+Command: ``python -m pipeline.stages.clean``
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from pipeline.core.canon import category_text
+from pipeline.core.errors import DataError
+from pipeline.core.io import write_json
+from pipeline.kinds.tabular.schema import Schema, read_dataset, write_dataset
+from pipeline.params import CleanParams, Paths
+from pipeline.shared.tables import outside_range, to_numbers
+
+log = logging.getLogger(__name__)
+
+
+def clean_labels(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop rows whose label is missing, a missing-value token, or outside ``clean.labels``."""
+    labels = category_text(frame[schema.target], cfg.missing_tokens)
+    missing = labels.isna()
+    invalid = ~missing & ~labels.isin(cfg.labels) if cfg.labels is not None else pd.Series(False, index=labels.index)
+    keep = ~(missing | invalid)
+    out = frame.loc[keep].assign(**{schema.target: labels[keep]})
+    return out, {"missing_label": int(missing.sum()), "invalid_label": int(invalid.sum())}
+
+
+def coerce_types(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Numbers to float64 (unparseable text and infinities become missing), categories to text."""
+    changed: dict[str, int] = {}
+    columns = {}
+    for name in schema.numeric:
+        columns[name], changed[name] = to_numbers(frame[name])
+    for name in schema.categorical:
+        before = frame[name]
+        text = category_text(before, cfg.missing_tokens)
+        changed[name] = int((text.isna() & before.notna()).sum())
+        columns[name] = text
+    return frame.assign(**columns), {k: v for k, v in changed.items() if v}
+
+
+def apply_ranges(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Values outside ``clean.valid_ranges`` are impossible: make them missing, count them."""
+    numeric = set(schema.numeric)
+    for name in cfg.valid_ranges:
+        if name not in numeric:
+            raise DataError(f"clean.valid_ranges: {name!r} is not a numeric feature; numeric features are {sorted(numeric)}")
+    columns, counts = {}, {}
+    for name, (low, high) in cfg.valid_ranges.items():
+        outside = outside_range(frame[name], low, high)
+        columns[name] = frame[name].mask(outside)
+        counts[name] = int(outside.sum())
+    return frame.assign(**columns), counts
+
+
+def clean(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, Schema, dict[str, Any]]:
+    """All row-level cleaning; returns the clean table, its schema with the classes, and the counts."""
+    rows_in = len(frame)
+    out, dropped = clean_labels(frame, schema, cfg)
+    out, coerced = coerce_types(out, schema, cfg)
+    out, out_of_range = apply_ranges(out, schema, cfg)
+    duplicates = int(out.duplicated().sum()) if cfg.drop_duplicates else 0
+    if duplicates:
+        out = out.drop_duplicates()
+    out = out.reset_index(drop=True)
+    classes = tuple(sorted(out[schema.target].unique()))
+    if len(classes) < 2:
+        raise DataError(f"target {schema.target!r} has {len(classes)} class(es) after cleaning; need at least 2")
+    report = {
+        "rows_in": rows_in,
+        "rows_out": len(out),
+        "dropped": {**dropped, "duplicate": duplicates},
+        "set_missing": {"unparseable_or_infinite": coerced, "out_of_range": out_of_range},
+        "missing_share_after": {
+            name: round(float(out[name].isna().mean()), 6) for name in schema.feature_names if out[name].isna().any()
+        },
+        "classes": list(classes),
+    }
+    return out, schema.with_classes(classes), report
+
+
+def run(cfg: CleanParams, paths: Paths) -> dict[str, Any]:
+    """Clean the ingested table and write it with its schema and a report of every change."""
+    frame, schema = read_dataset(paths.ingested)
+    out, schema, report = clean(frame, schema, cfg)
+    write_dataset(paths.clean, out, schema)
+    write_json(paths.clean_report, report)
+    log.info("clean: %d -> %d rows, dropped %s", report["rows_in"], report["rows_out"], report["dropped"])
+    return report

@@ -1,0 +1,172 @@
+"""The learned half of clean/impute: imputation, missing indicators, rare-category grouping, scaling.
+
+``fit_preprocessor`` learns every statistic from the training split only (scikit-learn's contract:
+fit learns, transform applies, nothing is re-fitted later). The fitted ``Preprocessor`` is plain
+data, saved as JSON (no pickle) and reused unchanged by evaluate, by export (which writes the same
+arithmetic into the ONNX graph) and by serving.
+
+Encoding, per column:
+- numeric: ``x -> (where(isnan(x), fill, x) - mean) / std`` in float32, plus a 0/1 missing
+  indicator for columns that had missing values in training;
+- categorical: index 0 = rare or unseen category, 1..K = the K categories seen at least
+  ``features.rare_min_count`` times, and missing -> K+1 (``constant``) or the most frequent
+  category's index (``most_frequent``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.errors import DataError
+from pipeline.core.io import read_json
+from pipeline.kinds.tabular.schema import Schema
+from pipeline.params import FeatureParams
+
+RARE_INDEX = 0
+# Missing categories travel as empty strings through ONNX (string tensors have no null).
+MISSING_TEXT = ""
+
+
+@dataclass(frozen=True)
+class NumericColumn:
+    name: str
+    fill: float
+    mean: float
+    std: float
+    indicator: bool
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    name: str
+    vocabulary: tuple[str, ...]
+    missing_index: int
+
+    @property
+    def cardinality(self) -> int:
+        """Rare/unseen + the vocabulary + an own slot for missing (unused under most_frequent)."""
+        return len(self.vocabulary) + 2
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """A fitted, immutable feature encoder; ``transform`` never learns anything."""
+
+    numeric: tuple[NumericColumn, ...]
+    categorical: tuple[CategoricalColumn, ...]
+    classes: tuple[str, ...]
+    target: str
+
+    @property
+    def n_numeric_inputs(self) -> int:
+        return len(self.numeric) + sum(col.indicator for col in self.numeric)
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [col.cardinality for col in self.categorical]
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [col.name for col in self.numeric] + [col.name for col in self.categorical]
+
+    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Raw columns -> (x_num float32 [N, n_numeric_inputs], x_cat int64 [N, n_categorical])."""
+        missing = [name for name in self.input_columns if name not in frame.columns]
+        if missing:
+            raise DataError(f"input is missing feature column(s) {missing}")
+        n = len(frame)
+        blocks, indicators = [], []
+        for col in self.numeric:
+            # float32 first, exactly as the ONNX graph receives it, so both paths round alike.
+            x = frame[col.name].to_numpy(dtype=np.float32, na_value=np.nan)
+            isnan = np.isnan(x)
+            filled = np.where(isnan, np.float32(col.fill), x)
+            blocks.append((filled - np.float32(col.mean)) / np.float32(col.std))
+            if col.indicator:
+                indicators.append(isnan.astype(np.float32))
+        x_num = np.stack(blocks + indicators, axis=1).astype(np.float32) if blocks else np.zeros((n, 0), np.float32)
+        x_cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
+        for j, col in enumerate(self.categorical):
+            values = frame[col.name].astype("string")
+            is_missing = values.isna() | (values == MISSING_TEXT)
+            codes = pd.Categorical(values.fillna(MISSING_TEXT), categories=list(col.vocabulary)).codes + 1
+            x_cat[:, j] = np.where(is_missing.to_numpy(), col.missing_index, codes)
+        return x_num, x_cat
+
+    def encode_labels(self, labels: pd.Series) -> np.ndarray:
+        """Class names -> int64 indices into ``classes``; an unknown label is an error."""
+        codes = pd.Categorical(labels.astype("string"), categories=list(self.classes)).codes
+        if (codes < 0).any():
+            unknown = sorted(set(labels[codes < 0].astype(str)))[:5]
+            raise DataError(f"labels {unknown} of {self.target!r} are not among the model's classes")
+        return codes.astype(np.int64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
+        return cls(
+            numeric=tuple(NumericColumn(**c) for c in data["numeric"]),
+            categorical=tuple(
+                CategoricalColumn(c["name"], tuple(c["vocabulary"]), c["missing_index"]) for c in data["categorical"]
+            ),
+            classes=tuple(data["classes"]),
+            target=data["target"],
+        )
+
+
+def _numeric_fill(values: pd.Series, cfg: FeatureParams) -> float:
+    present = values.dropna()
+    if present.empty or cfg.numeric_impute == "constant":
+        return float(cfg.numeric_fill_value)
+    if cfg.numeric_impute == "median":
+        return float(present.median())
+    if cfg.numeric_impute == "mean":
+        return float(present.mean())
+    return float(present.mode().iloc[0])  # most_frequent; mode() is sorted, so ties pick the smallest
+
+
+def fit_numeric(values: pd.Series, cfg: FeatureParams) -> NumericColumn:
+    """Imputation value, scaling statistics (of the imputed column) and whether to add an indicator."""
+    as_float = values.astype("float64")
+    fill = _numeric_fill(as_float, cfg)
+    imputed = as_float.fillna(fill)
+    mean, std = (float(imputed.mean()), float(imputed.std(ddof=0))) if cfg.scale else (0.0, 1.0)
+    if not np.isfinite(std) or std < 1e-12:
+        std = 1.0  # a constant column carries no information; avoid dividing by zero
+    return NumericColumn(values.name, fill, mean, std, bool(cfg.missing_indicators and as_float.isna().any()))
+
+
+def fit_categorical(values: pd.Series, cfg: FeatureParams) -> CategoricalColumn:
+    """Vocabulary of categories seen often enough; the rest share the rare slot."""
+    text = values.astype("string")
+    counts = text[text.notna() & (text != MISSING_TEXT)].value_counts()
+    vocabulary = tuple(sorted(str(v) for v, n in counts.items() if n >= cfg.rare_min_count))
+    if cfg.categorical_impute == "most_frequent" and not counts.empty:
+        top = str(counts.sort_index().idxmax())  # sort first: ties resolve the same way every run
+        missing_index = vocabulary.index(top) + 1 if top in vocabulary else RARE_INDEX
+    else:
+        missing_index = len(vocabulary) + 1
+    return CategoricalColumn(values.name, vocabulary, missing_index)
+
+
+def fit_preprocessor(train: pd.DataFrame, schema: Schema, cfg: FeatureParams) -> Preprocessor:
+    """Learn every encoding statistic from the training rows only."""
+    if not schema.classes:
+        raise DataError("schema has no classes; run the clean stage first")
+    return Preprocessor(
+        numeric=tuple(fit_numeric(train[name], cfg) for name in schema.numeric),
+        categorical=tuple(fit_categorical(train[name], cfg) for name in schema.categorical),
+        classes=schema.classes,
+        target=schema.target,
+    )
+
+
+def load_preprocessor(path: str | Path) -> Preprocessor:
+    return Preprocessor.from_dict(read_json(path))

@@ -1,0 +1,206 @@
+"""Stage export: one self-contained ONNX model from raw columns to class probabilities, verified.
+
+The graph has one input per raw feature column, named after it and shaped [N, 1]: float32 for
+numeric columns (NaN = missing) and string for categorical ones ("" = missing). Inside it, the
+fitted encoder's arithmetic (imputation, missing indicators, scaling, category lookup) is written
+out with ONNX operators, followed by the exported network and a softmax; outputs are
+``probabilities`` [N, K] float32 and ``label`` [N] string. Serving needs nothing but onnxruntime.
+
+The stage checks the graph with ``onnx.checker``, scores the raw test rows with onnxruntime and
+fails unless every probability is within ``export.tolerance`` of the PyTorch path and every
+predicted label is identical. A model card (input schema, classes, metrics, hashes) is written
+beside the model. Other data kinds build their own graph and reuse the rest (``torch_graph``,
+``postprocessing_graph``, ``finish_graph``, ``verify_feed``, ``save_models``, ``card_fields``,
+``publish``; see pipeline/images.py).
+
+Inputs:  ``paths.split`` (test, schema), ``paths.preprocessor``, ``paths.model``, ``paths.eval_metrics``
+Outputs: ``paths.onnx``, ``paths.onnx_int8`` (the int8 model when ``export.int8``),
+         ``paths.model_card``, ``paths.export_report``
+Params:  ``export``
+Command: ``python -m pipeline.stages.export``
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from pipeline.core.errors import ExportError
+from pipeline.core.io import SPLITS, file_sha256, read_json, read_table, split_file
+from pipeline.kinds.tabular.encoder import MISSING_TEXT, Preprocessor, load_preprocessor
+from pipeline.kinds.tabular.evaluate import predict_proba
+from pipeline.kinds.tabular.runtime import onnx_feed
+from pipeline.kinds.tabular.schema import read_schema
+from pipeline.models import load_model
+from pipeline.onnxio.build import (
+    LABEL,
+    ML_DOMAIN,
+    ML_OPSET,
+    NET_PREFIX,
+    PROBABILITIES,
+    Probabilities,
+    const,
+    empty_batch,
+    finish_graph,
+    postprocessing_graph,
+    torch_graph,
+)
+from pipeline.onnxio.card import card_fields
+from pipeline.onnxio.verify import publish, save_models, verify_feed
+from pipeline.params import ExportParams, Paths
+
+log = logging.getLogger(__name__)
+
+
+def network_graph(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
+    """The trained network followed by softmax as ONNX: encoded tensors in, probabilities out."""
+    x_num = torch.zeros(2, preprocessor.n_numeric_inputs, dtype=torch.float32)
+    x_cat = torch.zeros(2, len(preprocessor.categorical), dtype=torch.int64)
+    return torch_graph(Probabilities(model.eval()), (x_num, x_cat), ["x_num", "x_cat"], [PROBABILITIES], opset)
+
+
+def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int) -> onnx.ModelProto:
+    """Raw [N, 1] columns -> x_num float32 [N, F] and x_cat int64 [N, C], as ``Preprocessor.transform``."""
+    inputs, nodes, outputs = [], [], []
+    numeric = preprocessor.numeric
+    if numeric:
+        for col in numeric:
+            inputs.append(helper.make_tensor_value_info(col.name, TensorProto.FLOAT, ["N", 1]))
+        fills = np.array([c.fill for c in numeric], dtype=np.float32)
+        means = np.array([c.mean for c in numeric], dtype=np.float32)
+        stds = np.array([c.std for c in numeric], dtype=np.float32)
+        nodes += [
+            helper.make_node("Concat", [c.name for c in numeric], ["prep/raw"], axis=1),
+            helper.make_node("IsNaN", ["prep/raw"], ["prep/isnan"]),
+            const("prep/fill", fills),
+            const("prep/mean", means),
+            const("prep/std", stds),
+            helper.make_node("Where", ["prep/isnan", "prep/fill", "prep/raw"], ["prep/filled"]),
+            helper.make_node("Sub", ["prep/filled", "prep/mean"], ["prep/centred"]),
+            helper.make_node("Div", ["prep/centred", "prep/std"], ["prep/scaled"]),
+        ]
+        indicator_columns = np.array([i for i, c in enumerate(numeric) if c.indicator], dtype=np.int64)
+        parts = ["prep/scaled"]
+        if len(indicator_columns):
+            nodes += [
+                const("prep/indicator_columns", indicator_columns),
+                helper.make_node("Gather", ["prep/isnan", "prep/indicator_columns"], ["prep/isnan_kept"], axis=1),
+                helper.make_node("Cast", ["prep/isnan_kept"], ["prep/indicators"], to=TensorProto.FLOAT),
+            ]
+            parts.append("prep/indicators")
+        nodes.append(helper.make_node("Concat", parts, ["x_num"], axis=1))
+        outputs.append(helper.make_tensor_value_info("x_num", TensorProto.FLOAT, ["N", preprocessor.n_numeric_inputs]))
+    codes = []
+    for j, col in enumerate(preprocessor.categorical):
+        inputs.append(helper.make_tensor_value_info(col.name, TensorProto.STRING, ["N", 1]))
+        keys = list(col.vocabulary) + [MISSING_TEXT]
+        values = list(range(1, len(col.vocabulary) + 1)) + [col.missing_index]
+        nodes.append(
+            helper.make_node(
+                "LabelEncoder", [col.name], [f"prep/code_{j}"], domain=ML_DOMAIN,
+                keys_strings=keys, values_int64s=values, default_int64=0,
+            )
+        )
+        codes.append(f"prep/code_{j}")
+    if codes:
+        nodes.append(helper.make_node("Concat", codes, ["x_cat"], axis=1))
+        outputs.append(helper.make_tensor_value_info("x_cat", TensorProto.INT64, ["N", len(codes)]))
+    # A model without numeric (or categorical) columns still takes an [N, 0] tensor for them.
+    if not numeric:
+        nodes += empty_batch(inputs[0].name, "x_num", np.float32)
+        outputs.append(helper.make_tensor_value_info("x_num", TensorProto.FLOAT, ["N", 0]))
+    if not codes:
+        nodes += empty_batch(inputs[0].name, "x_cat", np.int64)
+        outputs.append(helper.make_tensor_value_info("x_cat", TensorProto.INT64, ["N", 0]))
+    graph = helper.make_graph(nodes, "preprocess", inputs, outputs)
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
+        ir_version=ir_version,
+    )
+
+
+def build_onnx(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
+    """Preprocessing, network and label lookup joined into one graph with raw-column inputs."""
+    reserved = {PROBABILITIES, LABEL, "x_num", "x_cat"}
+    clash = sorted(c for c in preprocessor.input_columns if c in reserved or c.startswith(("prep/", "post/", NET_PREFIX)))
+    if clash:
+        raise ExportError(f"feature column(s) {clash} clash with names inside the ONNX graph; rename them")
+    net = network_graph(model, preprocessor, opset)
+    prep = preprocessing_graph(preprocessor, opset, net.ir_version)
+    post = postprocessing_graph(preprocessor.classes, opset, net.ir_version)
+    net_inputs = {i.name for i in net.graph.input}
+    io_map = [(name, name) for name in ("x_num", "x_cat") if name in net_inputs]
+    merged = onnx.compose.merge_models(prep, net, io_map=io_map, prefix2=NET_PREFIX)
+    merged = onnx.compose.merge_models(merged, post, io_map=[(f"{NET_PREFIX}{PROBABILITIES}",) * 2])
+    # Network inputs that the preprocessing does not feed (none today) must not leak out as raw inputs.
+    leaked = [i.name for i in merged.graph.input if i.name.startswith(NET_PREFIX)]
+    if leaked:
+        raise ExportError(f"network inputs {leaked} are not fed by the preprocessing graph")
+    return finish_graph(merged, "Raw feature columns -> class probabilities and label (Evergreen)")
+
+
+def raw_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np.ndarray]:
+    """Feed for the ONNX model: float32 [N, 1] per numeric column, string [N, 1] per categorical one."""
+    specs = [{"name": c.name, "kind": "numeric"} for c in preprocessor.numeric]
+    specs += [{"name": c.name, "kind": "categorical"} for c in preprocessor.categorical]
+    return onnx_feed(frame, specs)
+
+
+def verify(model_bytes: bytes, expected: np.ndarray, frame: pd.DataFrame, preprocessor: Preprocessor, tolerance: float) -> dict[str, Any]:
+    """Check the graph, run it on raw rows, compare with the PyTorch path; raise if they disagree."""
+    return verify_feed(model_bytes, expected, raw_inputs(frame, preprocessor), preprocessor.classes, tolerance)
+
+
+
+
+def model_card(
+    preprocessor: Preprocessor,
+    checkpoint: dict[str, Any],
+    metrics: dict[str, Any],
+    hashes: dict[str, str],
+    parity: dict[str, Any],
+    int8: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What a consumer of ``model.onnx`` needs to call it and to trust it."""
+    card = card_fields(preprocessor.classes, checkpoint, metrics, hashes, parity, int8)
+    inputs = [
+        {"name": c.name, "kind": "numeric", "onnx_type": "float32", "shape": ["N", 1], "missing": "NaN"}
+        for c in preprocessor.numeric
+    ] + [
+        {
+            "name": c.name, "kind": "categorical", "onnx_type": "string", "shape": ["N", 1],
+            "missing": "empty string", "known_values": list(c.vocabulary),
+        }
+        for c in preprocessor.categorical
+    ]
+    return {**card, "target": preprocessor.target, "inputs": inputs}
+
+
+def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
+    """Export, verify against PyTorch on the raw test rows, and write the model and its card."""
+    schema = read_schema(paths.split)
+    test = read_table(split_file(paths.split, "test"))
+    preprocessor = load_preprocessor(paths.preprocessor)
+    model = load_model(paths.model)
+    checkpoint = torch.load(paths.model, map_location="cpu", weights_only=True)
+
+    graph = build_onnx(model, preprocessor, cfg.opset)
+    model_bytes = graph.SerializeToString()
+    expected = predict_proba(model, preprocessor, test[schema.feature_names])
+    feed = raw_inputs(test, preprocessor)
+    parity = verify_feed(model_bytes, expected, feed, preprocessor.classes, cfg.tolerance)
+    int8, hashes = save_models(model_bytes, cfg, paths, feed, test[preprocessor.target].astype(str).to_numpy())
+    hashes |= {
+        **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
+        "preprocessor_sha256": file_sha256(paths.preprocessor),
+    }
+    card = model_card(preprocessor, checkpoint, read_json(paths.eval_metrics), hashes, parity, int8)
+    return publish(card, parity, len(model_bytes), cfg, paths)

