@@ -1,4 +1,4 @@
-"""pipeline.onnxio.build"""
+"""Building ONNX graphs: the network via the torch exporter, the shared post-processing (softmax -> probabilities, label), merging."""
 
 from __future__ import annotations
 

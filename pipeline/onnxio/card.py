@@ -1,4 +1,4 @@
-"""pipeline.onnxio.card"""
+"""The model card: what every exported model carries beside it (inputs, classes, metrics, hashes, versions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""pipeline.onnxio.session"""
+"""onnxruntime sessions, configured once (threads, graph optimisation); torch-free, so the lifecycle and serving can use it."""
 
 from __future__ import annotations
 

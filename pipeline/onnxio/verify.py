@@ -1,4 +1,4 @@
-"""pipeline.onnxio.verify"""
+"""Verify and publish an exported model: run it in onnxruntime against the PyTorch outputs, quantise to int8, write the files."""
 
 from __future__ import annotations
 

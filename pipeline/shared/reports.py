@@ -1,4 +1,4 @@
-"""pipeline.shared.reports"""
+"""Classification reports every kind writes alike: metrics beside baselines, per-class scores, plot files for ``dvc plots``."""
 
 from __future__ import annotations
 

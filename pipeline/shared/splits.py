@@ -1,4 +1,4 @@
-"""pipeline.shared.splits"""
+"""Split assignment shared by the kinds: stratified by label, by time period, by group; every row in exactly one split."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""pipeline.shared.tables"""
+"""Reading tables and the row-level helpers every kind that reads tables shares (time filters, numeric coercion).
+
+No torch and no kind-specific knowledge: the tabular and sequence kinds both read CSV/Parquet sources and batches."""
 
 from __future__ import annotations
 

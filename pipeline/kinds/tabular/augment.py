@@ -1,4 +1,4 @@
-"""Stage augment: add synthetic rows to the training split only; validation and test are never touched.
+"""Tabular augment: add synthetic rows to the training split only; validation and test are never touched.
 
 Techniques, each switched on in ``augment``:
 - ``gaussian_noise``: copies of random training rows with N(0, (std x column std)^2) noise on numeric
@@ -14,7 +14,6 @@ All off: the training table is written out unchanged.
 Inputs:  ``paths.split``/train.parquet and schema.json
 Outputs: ``paths.augmented``/train.parquet, ``paths.augment_report``
 Params:  ``augment``, ``seed``
-Command: ``python -m pipeline.stages.augment``
 """
 
 from __future__ import annotations

