@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ class CNNConfig:
     # NHWC memory order for weights and activations (faster convolutions on GPUs); the maths is unchanged.
     channels_last: bool = False
 
-    family = "cnn"
+    family: ClassVar[str] = "cnn"
 
     def to_dict(self) -> dict:
         return {"family": self.family, **asdict(self)}
@@ -72,7 +73,8 @@ class ImageCNN(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(c_in, config.n_classes)
         if config.channels_last:
-            self.to(memory_format=torch.channels_last)
+            # Module.to accepts memory_format; torch's type stubs do not list it.
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image: float [N, C, H, W], normalised -> logits [N, n_classes]."""

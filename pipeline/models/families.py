@@ -21,9 +21,12 @@ class NetworkConfig(Protocol):
 
     def to_dict(self) -> dict[str, Any]: ...
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkConfig: ...
+
 
 # family name -> (config class, network class); checkpoints store the family with the config.
-FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
+FAMILIES: dict[str, tuple[type[NetworkConfig], type[nn.Module]]] = {
     ModelConfig.family: (ModelConfig, TabularMLP),
     FTTransformerConfig.family: (FTTransformerConfig, FTTransformer),
     CNNConfig.family: (CNNConfig, ImageCNN),

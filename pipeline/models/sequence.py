@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ class RNNConfig:
     dropout: float = 0.0
     bidirectional: bool = False
 
-    family = "rnn"
+    family: ClassVar[str] = "rnn"
 
     @property
     def n_classes(self) -> int:  # the training loop's name for the output width of a classifier
@@ -52,7 +53,7 @@ class SeqTransformerConfig:
     positional: str = "sinusoidal"  # sinusoidal | learned
     pooling: str = "last"  # last | mean
 
-    family = "seq_transformer"
+    family: ClassVar[str] = "seq_transformer"
 
     @property
     def n_classes(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ class ModelConfig:
     categorical_encoding: str = "embedding"  # embedding | onehot
     embedding_dim: int | None = None
 
-    family = "mlp"
+    family: ClassVar[str] = "mlp"
 
     def to_dict(self) -> dict:
         return {"family": self.family, **asdict(self)}
@@ -49,7 +50,7 @@ class FTTransformerConfig:
     ffn_dropout: float = 0.1
     residual_dropout: float = 0.0
 
-    family = "ft_transformer"
+    family: ClassVar[str] = "ft_transformer"
 
     def to_dict(self) -> dict:
         return {"family": self.family, **asdict(self)}
@@ -73,7 +74,7 @@ class TabularMLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.embeddings = nn.ModuleList()
+        embeddings: list[nn.Embedding] = []
         for cardinality in config.cardinalities:
             if config.categorical_encoding == "onehot":
                 # One-hot as a frozen identity embedding: the same Gather in ONNX, no sparse ops.
@@ -82,8 +83,9 @@ class TabularMLP(nn.Module):
                 embedding.weight.requires_grad_(False)
             else:
                 embedding = nn.Embedding(cardinality, embedding_size(cardinality, config.embedding_dim))
-            self.embeddings.append(embedding)
-        width = config.n_numeric + sum(e.embedding_dim for e in self.embeddings)
+            embeddings.append(embedding)
+        self.embeddings = nn.ModuleList(embeddings)
+        width = config.n_numeric + sum(e.embedding_dim for e in embeddings)
         layers: list[nn.Module] = []
         for hidden in config.hidden:
             layers.append(nn.Linear(width, hidden, bias=not config.batch_norm))
@@ -104,6 +106,9 @@ class TabularMLP(nn.Module):
 
 class FeatureTokenizer(nn.Module):
     """Numeric feature j -> x_j * W_j + b_j; categorical feature c -> E_c[x_c] + b_c: tokens [N, F + C, d]."""
+
+    categorical_bias: nn.Parameter
+    category_offsets: torch.Tensor  # a buffer: where each column's rows start in the shared table
 
     def __init__(self, n_numeric: int, cardinalities: tuple[int, ...], d_token: int):
         super().__init__()
