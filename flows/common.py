@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.core.errors import EvergreenError
+from pipeline.core.errors import EvergreenError, LockTimeout
+from pipeline.core.io import atomic_write, file_lock
 
 RETRAIN_LOCK = Path(".dvc/tmp/evergreen-retrain.lock")
 TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ORT_DISABLE_TELEMETRY": "1"}
@@ -38,21 +36,12 @@ def workspace_root() -> Path:
 def retrain_lock(root: Path, wait_seconds: float = 0.0) -> Iterator[None]:
     """Exclusive lock on the DVC workspace for a whole retrain; two retrains never overlap."""
     path = root / RETRAIN_LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise WorkspaceBusy(f"{path}: another retrain is running in this workspace") from None
-                time.sleep(1.0)
+    with ExitStack() as stack:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            stack.enter_context(file_lock(path, wait_seconds, poll_interval=1.0))
+        except LockTimeout:
+            raise WorkspaceBusy(f"{path}: another retrain is running in this workspace") from None
+        yield
 
 
 def retrain_in_progress(root: Path) -> bool:
@@ -92,28 +81,17 @@ class MonitorState:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(asdict(self), handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        atomic_write(path, json.dumps(asdict(self), indent=2, sort_keys=True))
 
 
 @contextmanager
 def locked_state(path: Path) -> Iterator[MonitorState]:
     """Read-modify-write of the monitor state under a lock: the monitor and a finishing retrain
     both write it, and neither may lose the other's change."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            state = MonitorState.load(path)
-            yield state
-            state.save(path)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        state = MonitorState.load(path)
+        yield state
+        state.save(path)
 
 
 def update_state(path: Path, **changes) -> MonitorState:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
 from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_root
+from pipeline.core.gitinfo import git_revision
 from pipeline.core.io import file_sha256, read_json
 from pipeline.engine.loop import INIT_ENCODER_FILE, INIT_FILE
 from pipeline.kinds import TABULAR, score_test, training_split_file
@@ -157,11 +157,6 @@ def gate(root: str) -> dict[str, Any]:
     }
 
 
-def _git_revision(root: Path) -> str | None:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
-    return (result.stdout.strip() or None) if result.returncode == 0 else None
-
-
 @task
 def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -> dict[str, Any]:
     """Register the challenger as a new version and switch production if the gate says so."""
@@ -196,7 +191,7 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
         onnx_int8=(root_path / paths.onnx_int8 / INT8_FILE) if int8 else None,
         torch_model=root_path / paths.model,
         encoder=root_path / paths.preprocessor,
-        git_revision=_git_revision(root_path),
+        git_revision=git_revision(root_path),
         extra={
             "rows": read_json(root_path / paths.ingest_report)["rows"], "trigger": reason, "test_scores": verdict["challenger"],
             # int8 only when it loses at most gate.int8_max_accuracy_loss of test accuracy (measured by export).

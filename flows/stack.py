@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.common import TELEMETRY_OFF
+from pipeline.core.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Stack:
         if self.healthy():
             raise RuntimeError(f"something already answers on {self.api_url}; run `python -m flows.stack down` first")
         pids = {"server": self._spawn("server", "server", "start", "--host", "127.0.0.1", "--port", str(self.port))}
-        self.pid_file.write_text(json.dumps(pids))
+        atomic_write(self.pid_file, json.dumps(pids))
         deadline = time.monotonic() + timeout
         while not self.healthy():
             if time.monotonic() > deadline:
@@ -112,7 +113,7 @@ class Stack:
             self._prefect("work-pool", "create", POOL, "--type", "process")
         self._prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(self.root / "prefect.yaml"))
         pids["worker"] = self._spawn("worker", "worker", "start", "--pool", POOL, "--limit", "2")
-        self.pid_file.write_text(json.dumps(pids))
+        atomic_write(self.pid_file, json.dumps(pids))
         log.info("Prefect UI: %s (deployments: retrain, drift-monitor; work pool: %s)", self.ui_url, POOL)
 
     def down(self) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -47,6 +46,7 @@ except ModuleNotFoundError:  # the optional "tune" extra; main() says how to ins
 
 from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError, ParamsError
+from pipeline.core.io import atomic_write
 from pipeline.engine.loop import MAXIMISED, Prepared, configure_torch, fit
 from pipeline.params import (
     DEFAULT_PARAMS_FILE,
@@ -301,22 +301,14 @@ def best_params_document(study, metric: str, epochs: int) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write then rename: a worker finishing at the same moment never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
 def write_results(folder: Path, summary: dict[str, Any], best: dict[str, Any] | None) -> None:
-    _write_atomic(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write(folder / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if best is not None:
         header = (
             f"# Best trial of Optuna study {best['study']!r} (python -m pipeline.tune search).\n"
             "# Write its train values into params.yaml with: python -m pipeline.tune apply\n"
         )
-        _write_atomic(folder / BEST_PARAMS_FILE, header + yaml.safe_dump(best, sort_keys=False, default_flow_style=None))
+        atomic_write(folder / BEST_PARAMS_FILE, header + yaml.safe_dump(best, sort_keys=False, default_flow_style=None))
 
 
 def search(
@@ -479,7 +471,7 @@ def apply(params_file: Path, best_file: Path) -> dict[str, tuple[Any, Any]]:
     new = parse_params(yaml.safe_load(rewritten), str(params_file))  # the result must still be valid params
     old = parse_params(yaml.safe_load(text), str(params_file))
     changes = {key: (_plain(getattr(old.train, key)), _plain(getattr(new.train, key))) for key in best["train"]}
-    _write_atomic(params_file, rewritten)
+    atomic_write(params_file, rewritten)
     log.info(
         "%s: train values of trial %s (%s %s) written: %s", params_file, best.get("trial"), best.get("metric"),
         best.get("value"), ", ".join(f"{key} {a} -> {b}" for key, (a, b) in changes.items()),

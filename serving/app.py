@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
+from pipeline.core.canon import category_value
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
 from pipeline.lifecycle.registry import Registry
 from pipeline.onnxio.session import ort_session
@@ -76,15 +77,6 @@ class LoadedModel:
 # ---------------------------------------------------------------- validation and feeds
 
 
-def _text(value: Any) -> str:
-    """Canonical category text, as the clean stage writes it: integral numbers without '.0'."""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def build_feed(records: list[Any], inputs: tuple[dict[str, Any], ...]) -> dict[str, np.ndarray]:
     """Validate raw records against the model's input schema and build the [N, 1] ONNX feeds.
 
@@ -115,7 +107,8 @@ def build_feed(records: list[Any], inputs: tuple[dict[str, Any], ...]) -> dict[s
             elif value is None:
                 columns[name].append(MISSING_TEXT)
             elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                columns[name].append(_text(value))
+                text = category_value(value)  # the training rule: 441.0 and 441 are "441"
+                columns[name].append(MISSING_TEXT if text is None else text)
             else:
                 raise RequestError(422, f"record {i}: field {name!r} must be a string or null, got {value!r}")
     return {

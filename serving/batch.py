@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError
-from pipeline.core.io import file_sha256, read_json
+from pipeline.core.io import atomic_path, file_sha256, read_json
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
 from pipeline.kinds.tabular.runtime import OnnxModel, onnx_feed
 
@@ -340,12 +340,13 @@ def score_file(
     keep_fields, chunks = open_input(input_path, model.card["inputs"], keep, chunk_rows)
     schema = output_schema(keep_fields, model.classes)
 
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output_path.with_name(f".{output_path.name}.{os.getpid()}.tmp")
     start = last_report = time.perf_counter()
     rows = count = 0
     try:
-        with pq.ParquetWriter(temporary, schema, use_dictionary=dictionary_columns(schema)) as writer:
+        with (
+            atomic_path(output_path) as temporary,
+            pq.ParquetWriter(temporary, schema, use_dictionary=dictionary_columns(schema)) as writer,
+        ):
             for chunk in read_ahead(chunks):
                 writer.write_table(score_chunk(model, chunk, schema, version))
                 rows += chunk.rows
@@ -353,11 +354,8 @@ def score_file(
                 if time.perf_counter() - last_report >= PROGRESS_EVERY_S:
                     last_report = time.perf_counter()
                     log.info("%s: %d rows scored so far (%.0f rows/s)", input_path, rows, rows / (last_report - start))
-        os.replace(temporary, output_path)
     except OSError as exc:
         raise DataError(f"{output_path}: cannot write the output ({exc.strerror or first_line(exc)})") from None
-    finally:
-        temporary.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     return {"rows": rows, "chunks": count, "seconds": seconds, "rows_per_s": rows / seconds if seconds > 0 else 0.0}
 

@@ -1,4 +1,4 @@
-"""pipeline.core.cli"""
+"""Command-line plumbing: logging set-up and turning a user error into one logged line and exit code 1."""
 
 from __future__ import annotations
 

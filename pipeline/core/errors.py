@@ -19,3 +19,7 @@ class ExportError(EvergreenError):
 
 class TrainError(EvergreenError):
     """Training could not run to the end (e.g. a distributed rank failed)."""
+
+
+class LockTimeout(EvergreenError):
+    """Another process held a file lock for longer than the caller would wait."""

@@ -28,7 +28,7 @@ import pandas as pd
 
 from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError
-from pipeline.core.io import file_sha256
+from pipeline.core.io import atomic_path, atomic_write, file_sha256
 from pipeline.kinds.tabular.ingest import check_batch_columns, read_source
 from pipeline.params import IngestParams, Params, load_params
 from pipeline.shared.tables import (
@@ -83,7 +83,7 @@ def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
     while target.exists():
         target = quarantine_dir / f"{path.stem}.{counter}{path.suffix}"
         counter += 1
-    (quarantine_dir / f"{target.name}{REASON_SUFFIX}").write_text(reason.rstrip() + "\n")
+    atomic_write(quarantine_dir / f"{target.name}{REASON_SUFFIX}", reason.rstrip() + "\n")
     shutil.move(str(path), target)
     log.warning("quarantined %s: %s", path.name, reason)
     return target
@@ -112,19 +112,18 @@ def expected_source_columns(cfg: IngestParams) -> tuple[list[str], list[str]]:
 
 
 def land_frame(frame: pd.DataFrame, landing: Path, name: str) -> Path:
-    """Write a batch atomically: a hidden temporary name first, renamed when complete."""
+    """Write a batch atomically and durably: a hidden temporary name first, renamed when complete."""
     if Path(name).suffix.lower() not in TABLE_SUFFIXES:
         name = f"{name}.parquet"
     landing.mkdir(parents=True, exist_ok=True)
     target = landing / name
     if target.exists():
         raise DataError(f"{target}: a batch with this name has already landed")
-    temporary = landing / f".{name}.partial"
-    if target.suffix.lower() == ".csv":
-        frame.to_csv(temporary, index=False)
-    else:
-        frame.to_parquet(temporary, index=False)
-    temporary.replace(target)
+    with atomic_path(target) as temporary:
+        if target.suffix.lower() == ".csv":
+            frame.to_csv(temporary, index=False)
+        else:
+            frame.to_parquet(temporary, index=False)
     log.info("landed %s (%d rows)", target, len(frame))
     return target
 

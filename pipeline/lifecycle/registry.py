@@ -8,7 +8,7 @@ Layout under the registry root (``paths.registry``)::
     production.json        the pointer: which version serves, why, and the earlier production versions
     history.jsonl          append-only log of every decision (register, promote, reject, rollback)
     .last_version          the highest version number ever handed out (numbers are never reused)
-    .lock                  fcntl lock held around every write
+    .lock                  file lock (pipeline.core.io.file_lock) held around every write
 
 Crash safety: a crash at any instant leaves either the old or the new state, never a mix.
 
@@ -16,13 +16,14 @@ Crash safety: a crash at any instant leaves either the old or the new state, nev
   fsynced and made read-only, and only then is the folder renamed into place; a reader never sees a
   half-written version. A folder left by a crash is removed on the next write, after its number has
   been recorded in ``.last_version`` so the number is never handed out again.
-* ``production.json`` is written to a temporary file in the same folder, fsynced, and swapped in with
-  ``os.replace``; the folder is fsynced so the swap itself is durable. Readers see the old or the new
-  pointer. The pointer also carries the stack of earlier production versions, so rollback depends on
-  the pointer alone, not on the log.
-* ``history.jsonl`` is appended with flush + fsync *after* the pointer switch. A crash in between
-  leaves the pointer ahead of the log; the next write notices (each switch carries an id) and appends
-  the missing event marked ``"recovered": true``. A torn last line is skipped with a warning.
+* ``production.json`` is written with ``pipeline.core.io.write_json`` (``atomic_write``): a temporary
+  file in the same folder, fsynced, swapped in with ``os.replace``; the folder is fsynced so the swap
+  itself is durable. Readers see the old or the new pointer. The pointer also carries the stack of
+  earlier production versions, so rollback depends on the pointer alone, not on the log.
+* ``history.jsonl`` is appended with ``append_line`` (flush + fsync) *after* the pointer switch. A
+  crash in between leaves the pointer ahead of the log; the next write notices (each switch carries
+  an id) and appends the missing event marked ``"recovered": true``. A torn last line is skipped
+  with a warning.
 
 Reads take no lock (they only ever see complete files); writes serialise on ``<root>/.lock``.
 
@@ -33,27 +34,34 @@ rollback [--to VERSION] [--reason TEXT]`` (root defaults to ``paths.registry``).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.cli import run_or_exit, setup_logging
-from pipeline.core.errors import EvergreenError
-from pipeline.core.io import _json_default, file_sha256, read_json, write_json
+from pipeline.core.errors import EvergreenError, LockTimeout
+from pipeline.core.gitinfo import git_revision as head_revision
+from pipeline.core.io import (
+    _json_default,
+    append_line,
+    atomic_leftovers,
+    file_lock,
+    file_sha256,
+    fsync_dir,
+    fsync_file,
+    read_json,
+    write_json,
+)
 from pipeline.params import load_params
 
 log = logging.getLogger(__name__)
@@ -87,6 +95,7 @@ _SPEC = re.compile(r"^[vV]?(\d+)$")
 _TEMP_VERSION = re.compile(r"^\.tmp-v(\d+)-")
 _READ_ONLY_FILE = 0o444
 _READ_ONLY_DIR = 0o555
+_POINTER_MODE = 0o644  # the pointer and counter: servers running as another user must read them
 
 
 class RegistryError(EvergreenError):
@@ -129,53 +138,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def current_git_revision() -> str | None:
-    """HEAD of the repository in the working directory, or None outside git."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (result.stdout.strip() or None) if result.returncode == 0 else None
-
-
-# ---------------------------------------------------------------- durable file primitives
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable (the data fsync alone does not cover the name)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temp_files(directory: Path, name: str) -> list[Path]:
-    """Leftover temporaries of ``_atomic_write_json(directory / name)`` (only ours: others share the root)."""
-    return sorted(directory.glob(f".{name}.*.tmp"))
-
-
-def _atomic_write_json(path: Path, payload: Any) -> None:
-    """Replace ``path`` so that a reader or a crash sees the old content or the new, never a part."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    temp = Path(name)
-    try:
-        write_json(temp, payload)
-        _fsync_file(temp)
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; servers running as another user must read the pointer
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _read_history(path: Path, max_unreadable: int | None) -> list[dict[str, Any]]:
     """Every complete event in order; torn lines (a crash mid-append) are skipped with a warning."""
     try:
@@ -202,22 +164,6 @@ def _read_history(path: Path, max_unreadable: int | None) -> list[dict[str, Any]
             f"the log was damaged, inspect it before trusting the history"
         )
     return events
-
-
-def _append_line(path: Path, line: str) -> None:
-    """Append one JSON line durably; first terminate a torn last line so this event stays readable."""
-    is_new = not path.exists()
-    with open(path, "a+b") as handle:
-        end = handle.seek(0, os.SEEK_END)
-        if end > 0:
-            handle.seek(end - 1)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
-        handle.write(line.encode() + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    if is_new:
-        _fsync_dir(path.parent)
 
 
 # ---------------------------------------------------------------- versions
@@ -427,25 +373,16 @@ class Registry:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Exclusive access for one write; on entry, clean up whatever a crashed writer left behind."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+") as handle:
-            deadline = time.monotonic() + self.lock_timeout
-            while True:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise RegistryError(
-                            f"{self.root / LOCK_FILE}: another process has held the registry lock for "
-                            f"{self.lock_timeout:g}s; check for a stuck register/promote"
-                        ) from None
-                    time.sleep(0.02)
+        with ExitStack() as stack:
             try:
-                self._recover()
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                stack.enter_context(file_lock(self.root / LOCK_FILE, self.lock_timeout, poll_interval=0.02))
+            except LockTimeout:
+                raise RegistryError(
+                    f"{self.root / LOCK_FILE}: another process has held the registry lock for "
+                    f"{self.lock_timeout:g}s; check for a stuck register/promote"
+                ) from None
+            self._recover()
+            yield
 
     def _recover(self) -> None:
         """Undo the traces of a crashed writer. Safe because we hold the lock: whoever made them is gone."""
@@ -455,7 +392,7 @@ class Registry:
                 # Record the numbers first, so deleting the folders can never free a number for reuse.
                 highest = max(int(_TEMP_VERSION.match(p.name).group(1)) for p in stale)
                 if highest > self._last_number():
-                    _atomic_write_json(self.root / COUNTER_FILE, {"last_version": highest})
+                    write_json(self.root / COUNTER_FILE, {"last_version": highest}, mode=_POINTER_MODE)
             for path in stale:
                 log.warning("removing %s: a version half-written by a crashed process (its number stays retired)", path)
                 try:
@@ -463,7 +400,7 @@ class Registry:
                     shutil.rmtree(path)
                 except OSError as exc:  # harmless to leave: readers ignore it and its number is retired
                     log.warning("could not remove %s (%s); it is ignored", path, exc)
-        for temp in _temp_files(self.root, POINTER_FILE) + _temp_files(self.root, COUNTER_FILE):
+        for temp in atomic_leftovers(self.pointer_file) + atomic_leftovers(self.root / COUNTER_FILE):
             log.warning("removing %s: a pointer update interrupted by a crash (the switch never happened)", temp)
             temp.unlink(missing_ok=True)
         self._reconcile_history()
@@ -504,7 +441,7 @@ class Registry:
             line = json.dumps(event, sort_keys=True, default=_json_default)
         except (TypeError, ValueError) as exc:
             raise RegistryError(f"history event {event.get('event')!r} is not JSON serialisable: {exc}") from None
-        _append_line(self.history_file, line)
+        append_line(self.history_file, line)
 
     def register(
         self,
@@ -554,13 +491,13 @@ class Registry:
             json.dumps(extra, default=_json_default)
         except (TypeError, ValueError) as exc:
             raise RegistryError(f"register: extra is not JSON serialisable: {exc}") from None
-        revision = git_revision if git_revision is not None else current_git_revision()
+        revision = git_revision if git_revision is not None else head_revision()
 
         with self._locked():
             self.versions_dir.mkdir(exist_ok=True)
             number = max([self._last_number(), *self._numbers()], default=0) + 1
             # Retire the number before writing anything: a crash from here on can never lead to its reuse.
-            _atomic_write_json(self.root / COUNTER_FILE, {"last_version": number})
+            write_json(self.root / COUNTER_FILE, {"last_version": number}, mode=_POINTER_MODE)
             name = version_name(number)
             temp = self.versions_dir / f".tmp-{name}-{os.getpid()}"
             try:
@@ -569,7 +506,7 @@ class Registry:
                 for file_name, source in sources.items():
                     target = temp / file_name
                     shutil.copyfile(source, target)
-                    _fsync_file(target)
+                    fsync_file(target)
                     os.chmod(target, _READ_ONLY_FILE)
                     hashes[file_name] = file_sha256(target)  # hash what is stored, which is what verify() reads
                 meta = {
@@ -582,16 +519,14 @@ class Registry:
                     "sources": {file_name: str(source) for file_name, source in sources.items()},
                     "extra": extra,
                 }
-                write_json(temp / META_FILE, meta)
-                _fsync_file(temp / META_FILE)
-                os.chmod(temp / META_FILE, _READ_ONLY_FILE)
-                _fsync_dir(temp)
+                # Durable and read-only; write_json also fsyncs ``temp``, which makes every entry above durable.
+                write_json(temp / META_FILE, meta, mode=_READ_ONLY_FILE)
                 final = self.versions_dir / name
                 os.rename(temp, final)  # the instant the version appears, complete
             except BaseException:
                 shutil.rmtree(temp, ignore_errors=True)
                 raise
-            _fsync_dir(self.versions_dir)
+            fsync_dir(self.versions_dir)
             os.chmod(final, _READ_ONLY_DIR)
             self._append_history(
                 {
@@ -632,9 +567,10 @@ class Registry:
             json.dumps(event, default=_json_default)
         except (TypeError, ValueError) as exc:
             raise RegistryError(f"{kind}: decision is not JSON serialisable: {exc}") from None
-        _atomic_write_json(
+        write_json(
             self.pointer_file,
             {"version": target.name, "promoted_at": now, "reason": reason, "earlier": earlier, "event": event},
+            mode=_POINTER_MODE,
         )
         self._append_history(event)
 

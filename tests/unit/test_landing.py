@@ -49,6 +49,13 @@ def test_landing_is_atomic_and_never_overwrites(tmp_path):
         land_frame(make_table(10), tmp_path, "b1.parquet")
 
 
+def test_a_batch_that_fails_to_write_leaves_nothing_behind(tmp_path):
+    unwritable = pd.DataFrame({"mixed": [1, "a"]})  # Parquet cannot store a column of ints and text
+    with pytest.raises(ValueError, match="mixed"):  # pyarrow's ArrowInvalid names the column
+        land_frame(unwritable, tmp_path, "b2")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cutoff_holds_back_later_periods_and_landed_batches_join(tmp_path):
     table = make_table(600)
     base, _ = ingest(table, CFG, seed=0)

@@ -55,7 +55,7 @@ def test_same_data_never_triggers_twice():
 def test_landing_source_returns_only_unseen_batches(tmp_path):
     pd.DataFrame({"a": [1, 2]}).to_csv(tmp_path / "b1.csv", index=False)
     pd.DataFrame({"a": [3]}).to_parquet(tmp_path / "b2.parquet")
-    (tmp_path / ".b3.parquet.partial").write_bytes(b"half-written")
+    (tmp_path / ".b3.parquet.4242-0a1b2c3d.tmp").write_bytes(b"half-written")  # atomic_path's temporary
     source = LandingSource(tmp_path)
     first = source.pending(set())
     assert first.sources == ("b1.csv", "b2.parquet") and len(first.frame) == 3

@@ -430,6 +430,27 @@ def test_two_processes_registering_at_once_get_distinct_complete_versions(regist
     assert sorted(e["version"] for e in registry.history()) == [v.name for v in versions]
 
 
+def test_a_writer_stuck_holding_the_lock_makes_others_fail_with_one_line_naming_it(registry, tmp_path):
+    version = register(registry, tmp_path, "a")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pipeline.core.io import file_lock\n"
+         "with file_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)", str(registry.root / ".lock")],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RegistryError) as caught:
+            Registry(registry.root, lock_timeout=0.2).promote(version.number, reason="blocked")
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+    assert str(caught.value) == (
+        f"{registry.root / '.lock'}: another process has held the registry lock for 0.2s; check for a stuck register/promote"
+    )
+    assert registry.production() is None
+    assert registry.promote(version.number, reason="holder gone") == version
+
+
 # ---------------------------------------------------------------- command line
 
 

@@ -1,15 +1,14 @@
-"""Stage clean: row-level cleaning that learns nothing from the data.
+"""Tabular clean: row-level cleaning that learns nothing from the data.
 
 Drops rows with a missing or invalid label and exact duplicates, coerces every feature to its
 schema type (numbers to float, categories to text), and turns impossible values (outside
 ``clean.valid_ranges``, infinities, missing-value tokens) into missing. The learned half of
 clean/impute - imputation values, rare-category grouping, scaling - is fitted on the training
-split only (``pipeline.features``, inside train), so no statistic comes from validation or test rows.
+split only (``pipeline.kinds.tabular.encoder``, inside train), so no statistic comes from validation or test rows.
 
 Inputs:  ``paths.ingested``
 Outputs: ``paths.clean`` (data.parquet, schema.json with the classes), ``paths.clean_report``
 Params:  ``clean``
-Command: ``python -m pipeline.stages.clean``
 """
 
 from __future__ import annotations

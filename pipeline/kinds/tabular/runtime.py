@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.core.canon import category_array, category_text
 from pipeline.core.errors import DataError
 from pipeline.core.io import read_json, read_table, split_file
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
@@ -17,36 +17,25 @@ from pipeline.onnxio.session import ort_session
 from pipeline.shared.metrics import label_scores
 
 
-def _raw_text(value: Any) -> str:
-    """One raw category from a text/object column as the model's text (category_text's rule)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return MISSING_TEXT
-    return str(value).strip()
-
-
 def onnx_feed(frame: pd.DataFrame, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """One [N, 1] array per model input, typed as the model card says (float32 / string).
 
     Per-column pandas machinery costs ~130 us even for one row, so it is used only where the
-    dtype needs it: numbers go straight to float32, text categories are converted element-wise,
-    and number-typed categories keep ``category_text`` for its whole-number rule (441.0 -> "441").
+    dtype needs it: numbers go straight to float32 and categories take ``category_array`` (the
+    training rule; text columns value by value, number columns vectorised for 441.0 -> "441").
     """
-    from pipeline.core.canon import category_text
-
     missing = [spec["name"] for spec in inputs if spec["name"] not in frame.columns]
     if missing:
         raise DataError(f"data lacks the model's input column(s) {missing}")
     feed = {}
     for spec in inputs:
         column = frame[spec["name"]]
-        numeric_dtype = column.dtype.kind in "iuf"  # numpy or nullable numbers; not bool, not text
         if spec["kind"] == "numeric":
-            source = column if numeric_dtype else pd.to_numeric(column, errors="coerce")
+            # numpy or nullable numbers go straight through; bools and text are parsed
+            source = column if column.dtype.kind in "iuf" else pd.to_numeric(column, errors="coerce")
             values = source.to_numpy(dtype=np.float32, na_value=np.nan)
-        elif numeric_dtype:
-            values = category_text(column).fillna(MISSING_TEXT).to_numpy(dtype=object)
         else:
-            values = np.array([_raw_text(v) for v in column.tolist()], dtype=object)
+            values = category_array(column, MISSING_TEXT)
         feed[spec["name"]] = values.reshape(-1, 1)
     return feed
 
@@ -80,8 +69,6 @@ def labelled_rows(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     """Rows that carry a usable label (as canonical text)."""
     if target not in frame.columns:
         return frame.iloc[:0]
-    from pipeline.core.canon import category_text
-
     labels = category_text(frame[target])
     return frame.loc[labels.notna()].assign(**{target: labels[labels.notna()]})
 
