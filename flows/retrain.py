@@ -27,13 +27,11 @@ from prefect.states import Completed, State
 
 from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_root
 from pipeline.core.gitinfo import git_revision
-from pipeline.core.io import file_sha256, read_json
-from pipeline.engine.loop import INIT_ENCODER_FILE, INIT_FILE
+from pipeline.core.io import INIT_ENCODER_FILE, INIT_FILE, INT8_FILE, file_sha256, read_json
 from pipeline.kinds import TABULAR, score_test, training_split_file
 from pipeline.lifecycle.gate import Decision, baseline_key, decide, parity_passed
 from pipeline.lifecycle.landing import expected_source_columns, screen
 from pipeline.lifecycle.registry import Registry
-from pipeline.onnxio.verify import INT8_FILE
 from pipeline.params import Params, load_params
 
 Reason = Literal["schedule", "drift", "manual"]

@@ -23,13 +23,15 @@ import pandas as pd
 
 from pipeline.core.errors import DataError, LockTimeout
 
+# The files of a stage's data folder.
 DATA_FILE = "data.parquet"
-
-
 SCHEMA_FILE = "schema.json"
-
-
 SPLITS = ("train", "val", "test")
+# Files inside folders that params.yaml names (paths.init_model, paths.onnx_int8): defined once here,
+# torch-free, because the retrain flow places and reads them without loading the engine.
+INIT_FILE = "model.pt"  # in paths.init_model: the checkpoint a warm start fine-tunes ...
+INIT_ENCODER_FILE = "preprocessor.json"  # ... and the encoder it was trained with (optional)
+INT8_FILE = "model.onnx"  # in paths.onnx_int8: the dynamically quantised model
 
 
 TEMP_SUFFIX = ".tmp"

@@ -12,14 +12,13 @@ import numpy as np
 import onnx
 
 from pipeline.core.errors import ExportError
-from pipeline.core.io import file_sha256, write_json
+from pipeline.core.io import INT8_FILE, file_sha256, write_json
 from pipeline.onnxio.build import LABEL, PROBABILITIES
 from pipeline.onnxio.session import ort_session
 from pipeline.params import ExportParams, Paths
 
 log = logging.getLogger(__name__)
 
-INT8_FILE = "model.onnx"  # in paths.onnx_int8
 
 
 def verify_feed(model_bytes: bytes, expected: np.ndarray, feed: dict[str, np.ndarray], classes, tolerance: float) -> dict[str, Any]:
