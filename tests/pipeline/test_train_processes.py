@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from pipeline.core.io import SCHEMA_FILE, split_file, write_json, write_table
-from pipeline.engine.loop import Tensors, evaluate, make_loss
+from pipeline.engine import Tensors, make_loss, validate
 from pipeline.kinds.tabular.encoder import load_preprocessor
 from pipeline.models import load_model
 from pipeline.params import load_params
@@ -92,7 +92,7 @@ def test_two_ddp_ranks_train_one_model_with_metrics_reduced_over_the_whole_valid
     # The recorded best-epoch validation metrics are those of the saved model on the whole split.
     model, pre = load_model(root / paths.model), load_preprocessor(root / paths.preprocessor)
     val = Tensors.encode(pd.read_parquet(root / split_file(paths.split, "val")), pre)
-    scores = evaluate(model, val, make_loss("classification", load_params(root / "params.yaml").train), 4096)
+    scores = validate(model, val, "classification", make_loss("classification", load_params(root / "params.yaml").train), 4096)
     best = json.loads((root / paths.train_live / "metrics.json").read_text())["best"]
     assert scores["loss"] == pytest.approx(best["val_loss"], abs=1e-5)
     assert scores["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-9)

@@ -1,13 +1,15 @@
-"""pipeline.kinds.tabular.train"""
+"""Tabular prepare: fit the encoder on the training split, encode every split, describe the network to build."""
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import ParamsError
 from pipeline.core.io import read_table, split_file
-from pipeline.engine.loop import Prepared, Tensors, reusable_encoder
+from pipeline.engine import Prepared, Tensors, reusable_encoder
+from pipeline.kinds.tabular import encoder as tabular_encoder
 from pipeline.kinds.tabular.encoder import Preprocessor, fit_preprocessor
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.models import FTTransformerConfig, ModelConfig
@@ -16,7 +18,7 @@ from pipeline.params import FeatureParams, Paths, TrainParams
 
 def tabular_config(preprocessor: Preprocessor, cfg: TrainParams) -> ModelConfig | FTTransformerConfig:
     """The network ``train.architecture`` names, sized for the fitted encoder's inputs and classes."""
-    shape = dict(n_numeric=preprocessor.n_numeric_inputs, cardinalities=tuple(preprocessor.cardinalities), n_classes=len(preprocessor.classes))
+    shape: dict[str, Any] = dict(n_numeric=preprocessor.n_numeric_inputs, cardinalities=tuple(preprocessor.cardinalities), n_classes=len(preprocessor.classes))
     if cfg.architecture == "mlp":
         return ModelConfig(
             **shape, hidden=cfg.hidden, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
@@ -37,8 +39,13 @@ def prepare_tabular(features: FeatureParams, cfg: TrainParams, paths: Paths, enc
     return Prepared(
         train=Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor),
         val=Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor),
+        task="classification",  # the target column's classes
         config=tabular_config(preprocessor, cfg),
         encoder=preprocessor.to_dict(),
-        data_files=[split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train")],
+        # The encoding code too, so a change to it must not resume an earlier run's checkpoint.
+        data_files=[
+            split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train"),
+            Path(tabular_encoder.__file__), Path(__file__),
+        ],
         config_for=functools.partial(tabular_config, preprocessor),
     )

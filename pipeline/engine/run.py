@@ -1,0 +1,96 @@
+"""A whole training run for the train stage: prepare -> train -> save, alone or as DDP ranks.
+
+Every DDP rank prepares the same data and trains its share; only rank 0 writes (the encoder, the
+checkpoints, the curves and the best model).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.core.errors import TrainError
+from pipeline.core.io import write_json
+from pipeline.engine.callbacks import CurveLogger
+from pipeline.engine.distributed import Distributed, distributed_from_env, process_group
+from pipeline.engine.prepared import Prepared
+from pipeline.engine.state import resumable, run_fingerprint
+from pipeline.engine.training import fit
+from pipeline.engine.warm_start import InitialModel, warm_start_state
+from pipeline.params import DDPParams, Paths, TrainParams
+
+log = logging.getLogger(__name__)
+
+
+def configure_torch(cfg: TrainParams) -> None:
+    """Threads (``train.num_threads``) and deterministic kernels, once per process before training."""
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def train_and_save(
+    prepare: Callable[[dict[str, Any] | None], Prepared], cfg: TrainParams, paths: Paths, seed: int, dist: Distributed = Distributed()
+) -> dict[str, Any]:
+    """Prepare the data (``prepare(warm start's encoder or None)``), train, and write the encoder,
+    checkpoints, curves and the best model; returns the best epoch's validation values."""
+    configure_torch(cfg)
+    initial = InitialModel.at(paths.init_model)
+    prepared = prepare(initial.encoder())
+    init_state = warm_start_state(initial.checkpoint, prepared.config)
+    fingerprint = run_fingerprint(cfg, seed, prepared.config, [*prepared.data_files, *initial.files()])
+    checkpoint_dir = Path(paths.checkpoints)
+    curves = None
+    if dist.main:
+        write_json(paths.preprocessor, prepared.encoder)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        curves = CurveLogger(paths.train_live, paths.tensorboard)
+    started = time.perf_counter()
+    model, best, history = fit(
+        prepared.train, prepared.val, prepared.config, cfg, seed, task=prepared.task, logger=curves, checkpoint_dir=checkpoint_dir,
+        resume=resumable(checkpoint_dir, fingerprint), fingerprint=fingerprint, dist=dist, init_state=init_state,
+    )
+    seconds = time.perf_counter() - started
+    best_values = history.epochs[history.best_epoch]
+    summary = {"epoch": history.best_epoch, **{k: v for k, v in best_values.items() if k.startswith("val_")}}
+    if curves is None:  # not rank 0: nothing to write
+        return summary
+    curves.close(summary)
+    Path(paths.model).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(best, paths.model)
+    trained = len(history.epochs) - history.resumed_at
+    log.info(
+        "trained %d epochs (%d here, %d resumed; best %d, %s=%.4f) in %.1fs, %.0f samples/s; %d parameters",
+        len(history.epochs), trained, history.resumed_at, history.best_epoch, cfg.early_stopping.metric,
+        history.best_value, seconds, trained * len(prepared.train) / seconds, sum(p.numel() for p in model.parameters()),
+    )
+    return {**summary, "epochs_run": len(history.epochs), "stopped_early": history.stopped_early}
+
+
+def launch_torchrun(ddp: DDPParams, module: str) -> dict[str, Any]:
+    """Re-run ``python -m module`` as ``nproc_per_node`` processes under torchrun on this machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ddp.nproc_per_node}", "-m", module]
+    log.info("train.ddp.nproc_per_node = %d: %s", ddp.nproc_per_node, " ".join(command[1:]))
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise TrainError(f"torchrun with {ddp.nproc_per_node} training processes failed (exit code {result.returncode}; the ranks' errors are above)")
+    return {"processes": ddp.nproc_per_node}
+
+
+def train_command(run: Callable[[Distributed], dict[str, Any]], cfg: TrainParams, module: str) -> dict[str, Any]:
+    """A training command (``run``, the command-line module ``module``): alone, as a DDP rank (under
+    torchrun), or launching torchrun itself when ``train.ddp.nproc_per_node`` > 1."""
+    dist = distributed_from_env()
+    if dist.enabled:
+        with process_group(cfg.ddp.backend, cfg.device):
+            return run(dist)
+    if cfg.ddp.nproc_per_node > 1:
+        return launch_torchrun(cfg.ddp, module)
+    return run(dist)

@@ -1,0 +1,142 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.core.errors import ParamsError
+from pipeline.engine import Tensors, fit, validate
+from pipeline.kinds.tabular.encoder import fit_preprocessor
+from pipeline.kinds.tabular.evaluate import predict_proba
+from pipeline.models import ModelConfig, load_model
+from pipeline.params import FeatureParams, TrainParams
+from tests.conftest import make_table
+from tests.unit.engine.conftest import config_for, quick
+
+
+def test_loss_falls_and_the_model_learns(data):
+    pre, train, val = data
+    model, best, history = fit(train, val, config_for(pre, quick()), quick(), seed=0, task="classification")
+    losses = [e["train_loss"] for e in history.epochs]
+    assert losses[-1] < 0.7 * losses[0]
+    assert history.epochs[history.best_epoch]["val_accuracy"] > 0.75  # majority share is ~0.4
+    assert best["best_epoch"] == history.best_epoch
+
+
+def test_ft_transformer_learns_and_reloads_from_its_checkpoint(data, tmp_path):
+    pre, train, val = data
+    cfg = quick(architecture="ft_transformer", transformer={"d_token": 16, "heads": 2, "layers": 2}, lr=0.003, epochs=6)
+    model, best, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+    losses = [e["train_loss"] for e in history.epochs]
+    assert losses[-1] < 0.8 * losses[0]
+    assert history.epochs[history.best_epoch]["val_accuracy"] > 0.7
+    assert best["model_config"]["family"] == "ft_transformer"
+    torch.save(best, tmp_path / "model.pt")
+    reloaded = load_model(tmp_path / "model.pt")
+    np.testing.assert_allclose(predict_proba(reloaded, pre, make_table(50, seed=3)), predict_proba(model, pre, make_table(50, seed=3)), atol=1e-6)
+
+
+def test_architecture_and_metric_are_checked_against_the_data():
+    with pytest.raises(ValueError, match="d_token"):
+        TrainParams.model_validate({"transformer": {"d_token": 30, "heads": 8}})
+    x = torch.randn(64, 3)
+    regression = Tensors((x, torch.zeros(64, 0, dtype=torch.int64)), x.sum(1, keepdim=True))
+    with pytest.raises(ParamsError, match="train.early_stopping.metric = 'val_accuracy' does not apply to regression"):
+        fit(regression, regression, None, quick(early_stopping={"metric": "val_accuracy"}), seed=0, task="regression")
+
+
+def test_the_task_is_said_not_guessed_from_the_targets():
+    """An MLP with one output learns a value: the loss, metrics and early-stopping metric are the regression's."""
+    x = torch.randn(512, 3, generator=torch.Generator().manual_seed(0))
+    data = Tensors((x, torch.zeros(512, 0, dtype=torch.int64)), x @ torch.tensor([[1.0], [-2.0], [0.5]]))
+    cfg = quick(epochs=10, batch_norm=False, dropout=0.0, regression_loss="mse", early_stopping={"metric": "val_mae", "patience": 10})
+    config = ModelConfig(n_numeric=3, cardinalities=(), n_classes=1, hidden=(16,), dropout=0.0, batch_norm=False)
+    model, _, history = fit(data, data, config, cfg, seed=0, task="regression")
+    assert {"train_mae", "val_mae", "val_rmse"} <= set(history.epochs[0]) and "val_accuracy" not in history.epochs[0]
+    assert history.epochs[history.best_epoch]["val_mae"] < 0.5 * history.epochs[0]["val_mae"]
+    scores = validate(model, data, "regression", torch.nn.MSELoss(), 4096)
+    assert scores["mae"] == pytest.approx(history.best_value, rel=1e-6)
+
+
+def test_training_is_deterministic_for_a_seed(data):
+    pre, train, val = data
+    runs = [fit(train, val, config_for(pre, quick()), quick(), seed=7, task="classification")[0].state_dict() for _ in range(2)]
+    other = fit(train, val, config_for(pre, quick()), quick(), seed=8, task="classification")[0].state_dict()
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+    assert any(not torch.equal(runs[0][k], other[k]) for k in runs[0] if other[k].is_floating_point())
+
+
+def test_early_stopping_stops_and_keeps_the_best_weights(data):
+    pre, train, val = data
+    cfg = quick(epochs=60, lr=0.05, early_stopping={"metric": "val_loss", "patience": 2})
+    model, best, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+    assert history.stopped_early and len(history.epochs) < 60
+    assert len(history.epochs) - 1 - history.best_epoch == 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best["model_state"][key])
+    assert "optimizer_state" not in best  # the best checkpoint is weights only
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+@pytest.mark.parametrize("scheduler", ["none", "step", "cosine", "onecycle", "plateau"])
+def test_every_optimizer_and_schedule_trains(data, optimizer, scheduler):
+    pre, train, val = data
+    cfg = quick(epochs=3, optimizer=optimizer, scheduler=scheduler, lr=0.005, warmup_epochs=1)
+    _, _, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+    assert all(math.isfinite(e["train_loss"]) for e in history.epochs)
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"] * 1.05
+
+
+def test_l1_penalty_shrinks_weights(data):
+    pre, train, val = data
+
+    def weight_l1(l1: float) -> float:
+        cfg = quick(l1=l1, epochs=5)
+        model, _, _ = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+        return sum(float(p.detach().abs().sum()) for n, p in model.named_parameters() if p.ndim >= 2)
+
+    assert weight_l1(0.01) < 0.8 * weight_l1(0.0)
+
+
+def test_onehot_encoding_and_no_batch_norm(data):
+    pre, train, val = data
+    cfg = quick(categorical_encoding="onehot", batch_norm=False, dropout=0.0)
+    model, _, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    assert model.embeddings[0].weight.requires_grad is False
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+
+
+# ---------------------------------------------------------------- efficient-training options
+
+
+def test_bf16_autocast_trains_and_keeps_fp32_weights(data):
+    pre, train, val = data
+    cfg = quick(precision="bf16")
+    model, _, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+    assert history.epochs[-1]["train_loss"] < 0.8 * history.epochs[0]["train_loss"]
+    assert history.epochs[history.best_epoch]["val_accuracy"] > 0.7
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_gradient_accumulation_matches_the_larger_batch(table, schema):
+    """Two accumulated batches of 64 take the same steps as one batch of 128 (no batch norm, no dropout)."""
+    pre = fit_preprocessor(table.iloc[:384], schema, FeatureParams())
+    train, val = Tensors.encode(table.iloc[:384], pre), Tensors.encode(table.iloc[480:], pre)
+    common = dict(batch_norm=False, dropout=0.0, epochs=3, optimizer="sgd", lr=0.05, scheduler="none")
+    small = quick(batch_size=64, grad_accum_steps=2, **common)
+    large = quick(batch_size=128, **common)
+    accumulated, _, _ = fit(train, val, config_for(pre, small), small, seed=0, task="classification")
+    plain, _, _ = fit(train, val, config_for(pre, large), large, seed=0, task="classification")
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(accumulated.state_dict()[key], value, atol=1e-5, rtol=1e-4)
+
+
+def test_compiled_training_learns_and_saves_the_plain_model(data):
+    pre, train, val = data
+    cfg = quick(compile=True, epochs=3)
+    model, best, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+    assert not any(key.startswith(("_orig_mod.", "module.")) for key in best["model_state"])
+    assert type(model).__name__ == "TabularMLP"
