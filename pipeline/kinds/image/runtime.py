@@ -1,4 +1,4 @@
-"""pipeline.kinds.image.runtime"""
+"""The image kind's torch-free runtime: gate scores of an exported model."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import DataError
-from pipeline.kinds.image.stages import IMAGE_INPUT, SCORING_BATCH, read_images, split_path
+from pipeline.kinds.image.data import IMAGE_INPUT, SCORING_BATCH, read_images, split_path
+from pipeline.onnxio.session import ort_session
+from pipeline.shared.metrics import label_scores
 
 
 def score_split(onnx_path: str | Path, card: dict[str, Any], split_dir: str | Path) -> dict[str, float]:
     """Accuracy, balanced accuracy, macro F1 and rows of an exported image model on ``split_dir``'s test images."""
-    from pipeline.onnxio.session import ort_session
-    from pipeline.shared.metrics import label_scores
-
     x, y = read_images(split_path(split_dir, "test"))
     expected = list(card["inputs"][0]["shape"][1:])
     if list(x.shape[1:]) != expected:

@@ -1,0 +1,62 @@
+"""Image prepare: fit the normaliser on the real training images, encode the splits as tensors, size the CNN."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.core.errors import ParamsError
+from pipeline.engine import Prepared, Tensors, reusable_encoder
+from pipeline.kinds.image import encoder as image_encoder
+from pipeline.kinds.image.data import ImageSchema, read_image_schema, read_images, split_path
+from pipeline.kinds.image.encoder import fit_normaliser, label_codes, normalise
+from pipeline.models import CNNConfig
+from pipeline.params import FeatureParams, Paths, TrainParams
+
+# The code that turns images into tensors: a change to it must not resume an earlier run's checkpoint.
+ENCODING_CODE = [Path(__file__), Path(image_encoder.__file__)]
+
+
+def encode(x: np.ndarray, y: np.ndarray, encoder: dict[str, Any], channels_last: bool = False) -> Tensors:
+    """Tensors for the training loop: inputs (normalised images float32 [N, C, H, W],), labels int64 [N]."""
+    images = torch.from_numpy(normalise(x, encoder))
+    if channels_last:  # once here; index slices of it keep the NHWC order
+        images = images.contiguous(memory_format=torch.channels_last)
+    return Tensors((images,), torch.from_numpy(label_codes(y, encoder["classes"])))
+
+
+def cnn_config(schema: ImageSchema, cfg: TrainParams) -> CNNConfig:
+    """The CNN sized for the images and classes; other architectures are not image models."""
+    if cfg.architecture != "cnn":
+        raise ParamsError(f"train.architecture = {cfg.architecture!r} is not an image model; use cnn for ingest.kind 'image'")
+    return CNNConfig(
+        in_channels=schema.channels, height=schema.height, width=schema.width, n_classes=len(schema.classes),
+        **cfg.cnn.model_dump(), channels_last=cfg.channels_last,
+    )
+
+
+def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
+    """Fit the normaliser on the real training images (or keep a warm start's ``encoder``), encode
+    the augmented training and the validation images."""
+    schema = read_image_schema(paths.split)
+    config = cnn_config(schema, cfg)
+    encoder = reusable_encoder(encoder, schema.classes)
+    if encoder is None:
+        real_x, _ = read_images(split_path(paths.split, "train"))
+        encoder = fit_normaliser(real_x, schema)
+    train_x, train_y = read_images(split_path(paths.augmented, "train"))
+    val_x, val_y = read_images(split_path(paths.split, "val"))
+    files = [split_path(paths.split, "train"), split_path(paths.split, "val"), split_path(paths.augmented, "train")]
+    return Prepared(
+        train=encode(train_x, train_y, encoder, cfg.channels_last),
+        val=encode(val_x, val_y, encoder, cfg.channels_last),
+        config=config,
+        encoder=encoder,
+        config_for=functools.partial(cnn_config, schema),
+        data_files=[*files, *ENCODING_CODE],
+        task="classification",
+    )
