@@ -79,6 +79,19 @@ def concat_batches(batches: list[tuple[Path, pd.DataFrame]]) -> pd.DataFrame:
     return pd.concat([frame[columns] for _, frame in batches], ignore_index=True)
 
 
+def read_table_source(source: str) -> pd.DataFrame:
+    """A table from one CSV/Parquet file, or from a folder of them stacked in name order (``ingest.source``)."""
+    path = Path(source)
+    if path.is_dir():
+        files = batch_files(path)
+        if not files:
+            raise DataError(f"{path}: folder has no .csv or .parquet files")
+        return concat_batches([(f, read_table_file(f)) for f in files])
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder (ingest.source)")
+    return read_table_file(path)
+
+
 def looks_numeric(column: pd.Series) -> bool:
     """True for numeric dtypes, and for text columns whose values are almost all numbers."""
     if pd.api.types.is_bool_dtype(column):

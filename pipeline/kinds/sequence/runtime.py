@@ -1,4 +1,4 @@
-"""pipeline.kinds.sequence.runtime"""
+"""The sequence kind's torch-free runtime: gate scores of an exported model."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import DataError
-from pipeline.kinds.sequence.stages import FORECAST, WINDOW_INPUT, card_schema, forecast_errors, read_split_windows
+from pipeline.kinds.sequence.data import FORECAST, WINDOW_INPUT, SequenceSchema
+from pipeline.kinds.sequence.metrics import forecast_errors
+from pipeline.kinds.sequence.windows import read_split_windows
+from pipeline.onnxio.session import ort_session
+from pipeline.shared.metrics import classification_scores
+
+
+def card_schema(card: dict[str, Any]) -> SequenceSchema:
+    """The windowing a model was trained with, from its card (every window: stride 1)."""
+    return SequenceSchema(
+        series_column=card["series_column"], time_column=card["time_column"], target=card["target"],
+        features=tuple(card["features"]), task=card["sequence_task"], lookback=card["lookback"], horizon=card["horizon"],
+        stride=1, season_length=card["season_length"], frequency=card["frequency"], classes=tuple(card["classes"]),
+    )
 
 
 def score_split(onnx_path: str | Path, card: dict[str, Any], split_dir: str | Path) -> dict[str, float]:
     """A model's scores on every test window of ``split_dir``, built with the model's own windowing:
     MAE, RMSE (target units) and the number of windows; or accuracy, balanced accuracy, macro F1."""
-    from pipeline.onnxio.session import ort_session
-    from pipeline.shared.metrics import classification_scores
-
     path = Path(onnx_path)
     if not path.exists():
         raise DataError(f"{path}: model not found")

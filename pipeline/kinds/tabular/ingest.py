@@ -22,9 +22,9 @@ from pipeline.kinds.tabular.schema import Feature, FeatureKind, Schema, write_da
 from pipeline.params import DEFAULT_SOURCE, IngestParams, Paths
 from pipeline.shared.tables import (
     batch_files,
-    concat_batches,
     looks_numeric,
     read_table_file,
+    read_table_source,
     require_columns,
     slice_indices,
     time_filter,
@@ -45,15 +45,7 @@ def read_source(source: str) -> pd.DataFrame:
     """Read ``ingest.source``: the built-in default, one file, or a folder of batch files."""
     if source == DEFAULT_SOURCE:
         return load_default()
-    path = Path(source)
-    if path.is_dir():
-        files = batch_files(path)
-        if not files:
-            raise DataError(f"{path}: folder has no .csv or .parquet files")
-        return concat_batches([(f, read_table_file(f)) for f in files])
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder (ingest.source)")
-    return read_table_file(path)
+    return read_table_source(source)
 
 
 def infer_schema(frame: pd.DataFrame, cfg: IngestParams) -> Schema:

