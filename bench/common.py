@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.core.io import read_table, split_file
-from pipeline.engine.loop import Tensors
+from pipeline.engine import Tensors
 from pipeline.kinds.tabular.encoder import load_preprocessor
 from pipeline.models import ModelConfig
 from pipeline.params import Params, TrainParams, load_params

@@ -39,7 +39,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import OtherLoad, Setup, input_width, load_setup  # noqa: E402
-from pipeline.engine.loop import fit
+from pipeline.engine import fit
 from pipeline.models import build_model
 
 VAL_BATCH = 4096  # what Evergreen's evaluate uses for a split this size
@@ -116,7 +116,7 @@ def evergreen_fit(s: Setup, epochs: int, precision: str) -> float:
         "early_stopping": s.cfg.early_stopping.model_copy(update={"patience": epochs + 1}),
     })
     started = time.perf_counter()
-    fit(s.train, s.val, s.config, settings, s.params.seed)
+    fit(s.train, s.val, s.config, settings, s.params.seed, task="classification")
     return time.perf_counter() - started
 
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.core.io import read_table, split_file
-from pipeline.engine.loop import History, Tensors, fit
+from pipeline.engine import History, Tensors, fit
 from pipeline.kinds.tabular.encoder import fit_preprocessor
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.kinds.tabular.train import tabular_config
@@ -61,7 +61,7 @@ def main() -> None:
 
     old_pre = fit_preprocessor(old_rows, schema, params.features)
     production, production_best, _ = fit(
-        Tensors.encode(old_rows, old_pre), Tensors.encode(val_rows, old_pre), tabular_config(old_pre, cfg), cfg, seed
+        Tensors.encode(old_rows, old_pre), Tensors.encode(val_rows, old_pre), tabular_config(old_pre, cfg), cfg, seed, task="classification"
     )
     new_pre = fit_preprocessor(train_rows, schema, params.features)
     train, val, config = Tensors.encode(train_rows, new_pre), Tensors.encode(val_rows, new_pre), tabular_config(new_pre, cfg)
@@ -72,9 +72,9 @@ def main() -> None:
     for round_ in range(args.rounds):
         for name in ("cold", "warm"):
             if name == "warm":
-                _, best, history = fit(warm_train, warm_val, warm_config, cfg, seed + round_, init_state=production_best["model_state"])
+                _, best, history = fit(warm_train, warm_val, warm_config, cfg, seed + round_, task="classification", init_state=production_best["model_state"])
             else:
-                _, best, history = fit(train, val, config, cfg, seed + round_)
+                _, best, history = fit(train, val, config, cfg, seed + round_, task="classification")
             results[name].append({"history": history, "best": history.epochs[history.best_epoch]})
 
     print(f"{len(old_rows):,} older rows -> production model; fine-tune / train on {len(train_rows):,} rows; "

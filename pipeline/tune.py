@@ -47,7 +47,7 @@ except ModuleNotFoundError:  # the optional "tune" extra; main() says how to ins
 from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import atomic_write
-from pipeline.engine.loop import MAXIMISED, Prepared, configure_torch, fit
+from pipeline.engine import MAXIMISED, Prepared, configure_torch, fit
 from pipeline.params import (
     DEFAULT_PARAMS_FILE,
     Params,
@@ -184,7 +184,7 @@ def objective(trial, data: Prepared, base: TrainParams, tune: TuneParams, seed: 
     cfg = trial_params(base, update, trial_epochs(base, tune))
     trial.set_user_attr("train", {key: _plain(value) for key, value in update.items()})
     metric = cfg.early_stopping.metric
-    _, _, history = fit(data.train, data.val, data.config_for(cfg), cfg, seed, logger=PruningReporter(trial, metric))
+    _, _, history = fit(data.train, data.val, data.config_for(cfg), cfg, seed, task=data.task, logger=PruningReporter(trial, metric))
     best = history.epochs[history.best_epoch]
     trial.set_user_attr("best_epoch", history.best_epoch)
     trial.set_user_attr("epochs_run", len(history.epochs))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the engine imports torch; the contract itself must not
-    from pipeline.engine.loop import Prepared
+    from pipeline.engine import Prepared
     from pipeline.params import (
         AugmentParams,
         CleanParams,

@@ -2,7 +2,7 @@ import onnx
 import pytest
 
 from pipeline.core.errors import ExportError
-from pipeline.engine.loop import Tensors, fit
+from pipeline.engine import Tensors, fit
 from pipeline.kinds.tabular.encoder import fit_preprocessor
 from pipeline.kinds.tabular.evaluate import predict_proba
 from pipeline.kinds.tabular.export import build_onnx, raw_inputs, verify
@@ -15,7 +15,7 @@ from pipeline.params import FeatureParams, TrainParams
 def _trained(table, schema, **train):
     pre = fit_preprocessor(table.iloc[:400], schema, FeatureParams())
     cfg = TrainParams.model_validate({"hidden": (16,), "epochs": 2, "batch_size": 64, "warmup_epochs": 0, **train})
-    model, _, _ = fit(Tensors.encode(table.iloc[:400], pre), Tensors.encode(table.iloc[400:], pre), tabular_config(pre, cfg), cfg, seed=0)
+    model, _, _ = fit(Tensors.encode(table.iloc[:400], pre), Tensors.encode(table.iloc[400:], pre), tabular_config(pre, cfg), cfg, seed=0, task="classification")
     return model.eval(), pre
 
 

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from pipeline import tune
 from pipeline.core.errors import ParamsError
 from pipeline.core.io import SCHEMA_FILE, split_file, write_json, write_table
-from pipeline.engine.loop import fit
+from pipeline.engine import fit
 from pipeline.params import TUNE_STORAGE_ENV, Params, parse_params, tune_storage_url
 from pipeline.stages.train import prepare
 from tests.conftest import REPO, make_params, make_table, tool_env
@@ -98,7 +98,7 @@ def test_search_stores_every_trial_in_sqlite_and_writes_the_best(params, tmp_pat
     # values (same data, seed and loop) gives the same number.
     cfg = tune.trial_params(params.train, best["train"], 3)
     data = prepare(params.features, cfg, params.paths)
-    _, _, history = fit(data.train, data.val, data.config_for(cfg), cfg, params.seed)
+    _, _, history = fit(data.train, data.val, data.config_for(cfg), cfg, params.seed, task=data.task)
     assert history.best_value == pytest.approx(best["value"], rel=1e-6)
     assert history.epochs[history.best_epoch]["val_loss"] == history.best_value
 
