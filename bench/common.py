@@ -18,7 +18,7 @@ from pipeline.core.io import read_table, split_file
 from pipeline.engine import Tensors
 from pipeline.kinds.tabular.encoder import load_preprocessor
 from pipeline.models import ModelConfig
-from pipeline.params import Params, TrainParams, load_params
+from pipeline.params import MLPParams, TabularParams, TrainParams, load_params
 
 BUSY = 0.25  # other processes' share of the CPUs above which the figures are flagged
 
@@ -27,7 +27,7 @@ BUSY = 0.25  # other processes' share of the CPUs above which the figures are fl
 class Setup:
     """The params, the encoded training and validation splits, and the MLP's config."""
 
-    params: Params
+    params: TabularParams
     train: Tensors
     val: Tensors
     config: ModelConfig
@@ -40,14 +40,17 @@ class Setup:
 def load_setup(hidden: tuple[int, ...] | None = None) -> Setup:
     """The pipeline's training data and model, after `dvc repro` (``hidden`` overrides the params' sizes)."""
     params = load_params(REPO / "params.yaml")
-    paths, cfg = params.paths, params.train
+    network = params.train.model
+    if not (isinstance(params, TabularParams) and isinstance(network, MLPParams)):
+        raise SystemExit("these benchmarks time the tabular MLP: params.yaml needs ingest.kind tabular and train.model.architecture mlp")
+    paths = params.paths
     pre = load_preprocessor(REPO / paths.preprocessor)
     train = Tensors.encode(read_table(REPO / split_file(paths.augmented, "train")), pre)
     val = Tensors.encode(read_table(REPO / split_file(paths.split, "val")), pre)
     config = ModelConfig(
         n_numeric=pre.n_numeric_inputs, cardinalities=tuple(pre.cardinalities), n_classes=len(pre.classes),
-        hidden=tuple(hidden or cfg.hidden), dropout=cfg.dropout, batch_norm=cfg.batch_norm,
-        categorical_encoding=cfg.categorical_encoding, embedding_dim=cfg.embedding_dim,
+        hidden=tuple(hidden or network.hidden), dropout=network.dropout, batch_norm=network.batch_norm,
+        categorical_encoding=network.categorical_encoding, embedding_dim=network.embedding_dim,
     )
     return Setup(params, train, val, config)
 

@@ -11,8 +11,8 @@
 4. Training steps timed as Evergreen's loop does them (random batch slice of in-memory tensors,
    forward under autocast when bf16, fp32 loss, backward, grad-norm clip, AdamW step), fp32 and
    bf16 autocast, in interleaved rounds (medians). Models: the params' MLP on the training split,
-   and the project's CNN (``train.cnn`` defaults: conv 32-64-128, as the digits example trains it)
-   on 8x8x1 digit images (sklearn's bundled digits).
+   and the project's CNN (the defaults of ``train.model`` with ``architecture: cnn``: conv 32-64-128,
+   as the digits example trains it) on 8x8x1 digit images (sklearn's bundled digits).
 
 Prints GFLOP/s and the fraction of the measured fp32 and bf16 matmul peaks.
 
@@ -140,8 +140,9 @@ def cnn_workload(batch_size: int, seed: int) -> Workload:
         idx = torch.randint(len(y), (batch_size,), generator=generator)
         return (x[idx],), y[idx]
 
-    # The project's CNN as examples/digits/params.yaml trains it (train.cnn defaults).
-    config = CNNConfig(in_channels=1, height=8, width=8, n_classes=10, **CNNParams().model_dump())
+    # The project's CNN as examples/digits/params.yaml trains it (train.model's defaults for a cnn).
+    network = CNNParams(architecture="cnn").model_dump(exclude={"architecture"})
+    config = CNNConfig(in_channels=1, height=8, width=8, n_classes=10, **network)
     return Workload(f"CNN 8x8x1 conv{'-conv'.join(map(str, config.channels))}", build_model(config), batch)
 
 

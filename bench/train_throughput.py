@@ -209,7 +209,7 @@ def main() -> None:
     width = input_width(build_model(config))
     samples = args.epochs * len(s.train)
     print(f"{len(s.train)} training rows, {len(s.val)} validation rows; MLP {width} -> {list(config.hidden)} -> "
-          f"{config.n_classes} (batch norm, dropout {cfg.dropout}), AdamW, batch {cfg.batch_size}, grad clip {cfg.grad_clip}; "
+          f"{config.n_classes} (batch norm, dropout {config.dropout}), AdamW, batch {cfg.batch_size}, grad clip {cfg.grad_clip}; "
           f"{torch.get_num_threads()} threads (Lightning saw {sorted(set(lightning_threads))}); "
           f"{args.epochs} epochs x {args.rounds} rounds")
     bare = statistics.median(timings["bare loop"])
@@ -233,7 +233,7 @@ def main() -> None:
     print("\nto early stopping with the params' settings (validation split):")
     for precision in ("fp32", "bf16"):
         started = time.perf_counter()
-        _, _, history = fit(s.train, s.val, config, cfg.model_copy(update={"precision": precision}), s.params.seed)
+        _, _, history = fit(s.train, s.val, config, cfg.model_copy(update={"precision": precision}), s.params.seed, task="classification")
         best = history.epochs[history.best_epoch]
         print(f"  {precision}: {time.perf_counter() - started:5.1f} s, {len(history.epochs)} epochs, "
               f"best val accuracy {best['val_accuracy']:.4f}, val loss {best['val_loss']:.4f}")

@@ -26,7 +26,7 @@ from flows.common import MonitorState, locked_state, retrain_in_progress, update
 from pipeline.core.io import read_table, write_json
 from pipeline.kinds.tabular.runtime import OnnxModel, labelled_rows, score
 from pipeline.lifecycle.drift import detect_drift
-from pipeline.lifecycle.landing import expected_source_columns, screen
+from pipeline.lifecycle.landing import expected_source_columns, screen, tabular_params
 from pipeline.lifecycle.monitoring import (
     CurrentSource,
     LandingSource,
@@ -47,7 +47,7 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     """Drift of the new batches against the production model's training data; None when nothing is new."""
     logger = get_run_logger()
     root_path = Path(root)
-    params = load_params(root_path / "params.yaml")
+    params = tabular_params(load_params(root_path / "params.yaml"))  # drift is checked on tables only
     paths, cfg = params.paths, params.monitor
     columns, numeric = expected_source_columns(params.ingest)
     screen(root_path / paths.landing, root_path / paths.quarantine, columns, numeric, params.ingest)

@@ -28,11 +28,11 @@ from prefect.states import Completed, State
 from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_root
 from pipeline.core.gitinfo import git_revision
 from pipeline.core.io import INIT_ENCODER_FILE, INIT_FILE, INT8_FILE, file_sha256, read_json
-from pipeline.kinds import TABULAR, score_test, training_split_file
+from pipeline.kinds import score_test, training_split_file
 from pipeline.lifecycle.gate import Decision, baseline_key, decide, parity_passed
 from pipeline.lifecycle.landing import expected_source_columns, screen
 from pipeline.lifecycle.registry import Registry
-from pipeline.params import Params, load_params
+from pipeline.params import Params, TabularParams, load_params
 
 Reason = Literal["schedule", "drift", "manual"]
 Start = Literal["cold", "warm"]
@@ -113,7 +113,7 @@ def screen_landing(root: str) -> dict[str, Any]:
     """Quarantine landed batches that cannot be ingested, so one bad file never stops the retrain."""
     params = load_params(Path(root) / "params.yaml")
     paths = params.paths
-    if params.ingest.kind != TABULAR:
+    if not isinstance(params, TabularParams):
         # Landed batches are tables screened against the source's columns; other kinds do not land yet.
         get_run_logger().info("ingest.kind %s: landed data is not screened (landing takes tables only)", params.ingest.kind)
         return {"batches": [], "quarantined": []}

@@ -84,5 +84,5 @@ def warm_start_state(path: Path, config) -> dict[str, torch.Tensor] | None:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     family = config_from_dict(saved["model_config"]).family
     if family != config.family:
-        raise ParamsError(f"{path} holds a {family} model but train.architecture builds a {config.family}: warm starts need the same architecture")
+        raise ParamsError(f"{path} holds a {family} model but train.model builds a {config.family}: warm starts need the same architecture")
     return saved["model_state"]

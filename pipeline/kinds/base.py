@@ -18,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from pipeline.core.errors import ParamsError
 
 if TYPE_CHECKING:  # the engine imports torch; the contract itself must not
     from pipeline.engine import Prepared
@@ -35,6 +37,18 @@ if TYPE_CHECKING:  # the engine imports torch; the contract itself must not
     )
 
 Report = dict[str, Any]
+T = TypeVar("T")
+
+
+def narrow(section: object, expected: type[T]) -> T:
+    """A params section as the variant the kind needs. The stage reads the kind from its input folder
+    and the section from params.yaml; they disagree only when data of another kind is left over."""
+    if not isinstance(section, expected):
+        raise ParamsError(
+            f"params.yaml holds {type(section).__name__} but the data in this stage's input is for {expected.__name__}: "
+            "ingest.kind changed since the data was made; run the pipeline from ingest (dvc repro)"
+        )
+    return section
 
 
 class KindStages(Protocol):

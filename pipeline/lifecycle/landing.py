@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.cli import run_or_exit, setup_logging
-from pipeline.core.errors import DataError
+from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import atomic_path, atomic_write, file_sha256
 from pipeline.kinds.tabular.ingest import check_batch_columns, read_source
-from pipeline.params import IngestParams, Params, load_params
+from pipeline.params import Params, TabularIngest, TabularParams, load_params
 from pipeline.shared.tables import (
     TABLE_SUFFIXES,
     as_time,
@@ -53,7 +53,7 @@ class Batch:
     sha256: str
 
 
-def batch_problems(path: Path, expected_columns: list[str], numeric: list[str], cfg: IngestParams) -> list[str]:
+def batch_problems(path: Path, expected_columns: list[str], numeric: list[str], cfg: TabularIngest) -> list[str]:
     """Why a landed file cannot be used (empty list: it can)."""
     try:
         frame = read_table_file(path)
@@ -69,7 +69,7 @@ def batch_problems(path: Path, expected_columns: list[str], numeric: list[str], 
         problems.append(f"column(s) {empty} have no values at all")
     if cfg.time_column is not None and cfg.time_column in frame.columns:
         try:
-            time_filter(frame[[cfg.time_column]], cfg.model_copy(update={"time_cutoff": None, "window_periods": None}), cutoff=False, window=False)
+            time_filter(frame[[cfg.time_column]], cfg.time_column)
         except DataError as exc:
             problems.append(str(exc))
     return problems
@@ -89,7 +89,7 @@ def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
     return target
 
 
-def screen(landing: Path, quarantine_dir: Path, expected_columns: list[str], numeric: list[str], cfg: IngestParams) -> tuple[list[Batch], list[Path]]:
+def screen(landing: Path, quarantine_dir: Path, expected_columns: list[str], numeric: list[str], cfg: TabularIngest) -> tuple[list[Batch], list[Path]]:
     """Quarantine every landed batch that cannot be used; return the good ones and the quarantined paths."""
     good, moved = [], []
     for path in batch_files(landing):
@@ -101,7 +101,7 @@ def screen(landing: Path, quarantine_dir: Path, expected_columns: list[str], num
     return good, moved
 
 
-def expected_source_columns(cfg: IngestParams) -> tuple[list[str], list[str]]:
+def expected_source_columns(cfg: TabularIngest) -> tuple[list[str], list[str]]:
     """Columns a batch must have (those of ingest.source) and those that must be numeric."""
     source = read_source(cfg.source)
     numeric = [
@@ -128,7 +128,14 @@ def land_frame(frame: pd.DataFrame, landing: Path, name: str) -> Path:
     return target
 
 
-def latest_time(params: Params, source_times: pd.Series | None = None):
+def tabular_params(params: Params) -> TabularParams:
+    """Landed batches are tables: the params of a tabular pipeline, or a one-line error."""
+    if not isinstance(params, TabularParams):
+        raise ParamsError(f"ingest.kind = {params.ingest.kind!r}: landing takes tables only (ingest.kind 'tabular')")
+    return params
+
+
+def latest_time(params: TabularParams, source_times: pd.Series | None = None):
     """The most recent period already available: the cutoff, or the newest landed row if later."""
     cfg = params.ingest
     if source_times is None:
@@ -141,7 +148,7 @@ def latest_time(params: Params, source_times: pd.Series | None = None):
     return max(times) if times else None
 
 
-def next_periods(params: Params, waves: int) -> list[tuple[object, pd.DataFrame]]:
+def next_periods(params: TabularParams, waves: int) -> list[tuple[object, pd.DataFrame]]:
     """The next ``waves`` periods of ``ingest.source`` after what is already there, one frame each."""
     cfg = params.ingest
     if cfg.time_column is None or cfg.time_cutoff is None:
@@ -156,7 +163,7 @@ def next_periods(params: Params, waves: int) -> list[tuple[object, pd.DataFrame]
     return [(period, source[times == period]) for period in periods]
 
 
-def reference_sample(params: Params, rows: int, seed: int, shift: dict[str, float]) -> pd.DataFrame:
+def reference_sample(params: TabularParams, rows: int, seed: int, shift: dict[str, float]) -> pd.DataFrame:
     """Rows from before the cutoff (the training era), optionally shifted: a batch with known drift."""
     cfg = params.ingest
     source = read_source(cfg.source)
@@ -203,11 +210,12 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params()
         landing = Path(params.paths.landing)
         if args.command == "next":
-            for period, frame in next_periods(params, args.waves):
-                land_frame(frame, landing, f"{params.ingest.time_column}_{period}.parquet")
+            tabular = tabular_params(params)
+            for period, frame in next_periods(tabular, args.waves):
+                land_frame(frame, landing, f"{tabular.ingest.time_column}_{period}.parquet")
         elif args.command == "sample":
             name = args.name or f"sample_seed{args.seed}" + ("_shifted" if args.shift else "")
-            land_frame(reference_sample(params, args.rows, args.seed, _parse_shift(args.shift)), landing, name)
+            land_frame(reference_sample(tabular_params(params), args.rows, args.seed, _parse_shift(args.shift)), landing, name)
         elif args.command == "file":
             land_frame(read_table_file(args.path), landing, args.path.name)
         else:

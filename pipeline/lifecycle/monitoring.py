@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.core.canon import category_text
 from pipeline.core.io import file_sha256
-from pipeline.params import CleanParams, MonitorParams
+from pipeline.params import MonitorParams, TabularClean
 from pipeline.shared.tables import batch_files, read_table_file
 
 
@@ -106,10 +106,10 @@ def idempotency_key(keys: tuple[str, ...] | list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
 
 
-def as_model_inputs(frame: pd.DataFrame, inputs: list[dict[str, Any]], clean: CleanParams | None = None) -> pd.DataFrame:
+def as_model_inputs(frame: pd.DataFrame, inputs: list[dict[str, Any]], clean: TabularClean | None = None) -> pd.DataFrame:
     """The model's input columns cleaned as the training rows were: floats (impossible values and
     infinities missing), categories as canonical text (missing-value tokens missing)."""
-    clean = clean or CleanParams()
+    clean = clean or TabularClean()
     columns = {}
     for spec in inputs:
         name = spec["name"]

@@ -112,7 +112,7 @@ class SequenceTransformer(nn.Module):
     def __init__(self, config: SeqTransformerConfig):
         super().__init__()
         if config.d_model % config.heads:
-            raise ValueError(f"train.seq_transformer.d_model ({config.d_model}) must be a multiple of heads ({config.heads})")
+            raise ValueError(f"train.model.d_model ({config.d_model}) must be a multiple of heads ({config.heads})")
         if config.positional not in ("sinusoidal", "learned") or config.pooling not in ("last", "mean"):
             raise ValueError(f"unknown positional {config.positional!r} or pooling {config.pooling!r}")
         self.config = config

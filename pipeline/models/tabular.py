@@ -137,7 +137,7 @@ class FTTransformer(nn.Module):
     def __init__(self, config: FTTransformerConfig):
         super().__init__()
         if config.d_token % config.heads:
-            raise ValueError(f"train.transformer.d_token ({config.d_token}) must be a multiple of heads ({config.heads})")
+            raise ValueError(f"train.model.d_token ({config.d_token}) must be a multiple of heads ({config.heads})")
         self.config = config
         self.tokenizer = FeatureTokenizer(config.n_numeric, config.cardinalities, config.d_token)
         self.cls = nn.Parameter(torch.empty(1, 1, config.d_token))

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DataError
-from pipeline.params import DEFAULT_SOURCE, IngestParams, Paths
+from pipeline.params import DEFAULT_SOURCE, Paths
 
 log = logging.getLogger(__name__)
 
@@ -119,20 +120,21 @@ def slice_indices(n: int, max_rows: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_rows, replace=False))
 
 
-def time_filter(frame: pd.DataFrame, cfg: IngestParams, *, cutoff: bool, window: bool) -> pd.DataFrame:
-    """Apply ``ingest.time_cutoff`` (source rows only) and/or ``ingest.window_periods`` to sortable times."""
-    if cfg.time_column is None:
-        if cfg.time_cutoff is not None or cfg.window_periods is not None:
-            raise DataError("ingest.time_cutoff and ingest.window_periods need ingest.time_column")
+def time_filter(
+    frame: pd.DataFrame, time_column: str | None, *, cutoff: Any = None, window_periods: int | None = None
+) -> pd.DataFrame:
+    """The time column parsed to sortable times, rows after ``cutoff`` dropped and, with ``window_periods``,
+    only the most recent periods kept (``ingest.time_cutoff``, ``ingest.window_periods``)."""
+    if time_column is None:
         return frame
-    time = sortable_time(frame[cfg.time_column], cfg.time_column)
+    time = sortable_time(frame[time_column], time_column)
     keep = pd.Series(True, index=frame.index)
-    if cutoff and cfg.time_cutoff is not None:
-        keep &= time <= as_time(cfg.time_cutoff, time)
-    if window and cfg.window_periods is not None:
-        recent = np.sort(time.unique())[-cfg.window_periods :]
+    if cutoff is not None:
+        keep &= time <= as_time(cutoff, time)
+    if window_periods is not None:
+        recent = np.sort(time.unique())[-window_periods:]
         keep &= time.isin(recent)
-    return frame.assign(**{cfg.time_column: time}).loc[keep].reset_index(drop=True)
+    return frame.assign(**{time_column: time}).loc[keep].reset_index(drop=True)
 
 
 def as_time(value, times: pd.Series):

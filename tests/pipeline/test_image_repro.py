@@ -1,17 +1,17 @@
-"""The image kind through the real ``dvc repro``: examples/digits/params.yaml applied to a temporary copy
-of the repo (params alone switch the kind), on a 600-image slice of the digits, two epochs."""
+"""The image kind through the real ``dvc repro``: examples/digits/params.yaml copied over params.yaml in a
+temporary copy of the repo (params alone switch the kind), on a 600-image slice of the digits, two epochs."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import onnx
 import pytest
-import yaml
 
 from pipeline.kinds import score_test
-from tests.conftest import REPO, copy_repo
+from tests.conftest import copy_repo, edit_params
 from tests.pipeline.test_dvc_repro import STAGES, ran_stages, run
 
 SLICE = {"ingest": {"max_rows": 600, "min_rows": 100}, "train": {"epochs": 2}}
@@ -21,9 +21,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    example = yaml.safe_load((REPO / "examples/digits/params.yaml").read_text())
-    sections = {name: {**values, **SLICE.get(name, {})} for name, values in example.items()}
-    return copy_repo(tmp_path_factory.mktemp("digits"), **sections)
+    root = copy_repo(tmp_path_factory.mktemp("digits"))
+    shutil.copy(root / "examples/digits/params.yaml", root / "params.yaml")
+    edit_params(root, **SLICE)
+    return root
 
 
 def test_image_repro_runs_every_stage_and_exports_a_verified_model(workspace):

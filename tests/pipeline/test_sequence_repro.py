@@ -27,7 +27,7 @@ def workspace(tmp_path_factory) -> Path:
     edit_params(
         root,
         ingest={"max_rows": 1200, "min_rows": 100},
-        train={"epochs": 2, "rnn": {"hidden": 16, "layers": 1, "dropout": 0.0, "bidirectional": False}},
+        train={"epochs": 2, "model": {"architecture": "lstm", "hidden": 16, "layers": 1, "dropout": 0.0, "bidirectional": False}},
     )
     return root
 

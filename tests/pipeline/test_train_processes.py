@@ -19,14 +19,15 @@ from pipeline.engine import Tensors, make_loss, validate
 from pipeline.kinds.tabular.encoder import load_preprocessor
 from pipeline.models import load_model
 from pipeline.params import load_params
-from tests.conftest import REPO, make_table, tool_env
+from tests.conftest import REPO, make_table, merge_section, tool_env
 
 
 def workspace(root: Path, schema, rows: int, **train) -> Path:
     """A directory with params.yaml (relative paths) and written splits, ready for ``python -m pipeline.stages.train``."""
     root.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"] = {**raw["train"], "hidden": [64], "batch_size": 64, "warmup_epochs": 0, "num_threads": 1, **train}
+    quick = {"model": {"hidden": [64]}, "batch_size": 64, "warmup_epochs": 0, "num_threads": 1}
+    raw["train"] = merge_section(raw["train"], {**quick, **train})
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     paths = load_params(root / "params.yaml").paths
     table = make_table(rows, seed=1)

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.kinds.tabular.augment import augment
 from pipeline.kinds.tabular.schema import Feature, Schema
-from pipeline.params import AugmentParams, MixupParams, NoiseParams, OversampleParams
+from pipeline.params import MixupParams, NoiseParams, OversampleParams, TabularAugment
 
 SCHEMA = Schema(
     target="label",
@@ -35,8 +35,8 @@ def train_table(n_a: int = 20, n_b: int = 5, n_c: int = 3) -> pd.DataFrame:
     return frame
 
 
-def params(noise: bool = False, over: bool = False, mix: bool = False, **sections) -> AugmentParams:
-    return AugmentParams(
+def params(noise: bool = False, over: bool = False, mix: bool = False, **sections) -> TabularAugment:
+    return TabularAugment(
         gaussian_noise=sections.get("gaussian_noise", NoiseParams(enabled=noise)),
         oversample=sections.get("oversample", OversampleParams(enabled=over)),
         mixup=sections.get("mixup", MixupParams(enabled=mix)),
@@ -50,7 +50,7 @@ def added_rows(out: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
 def test_all_techniques_off_returns_the_training_rows_unchanged():
     train = train_table()
 
-    out, added = augment(train, SCHEMA, AugmentParams(), seed=0)
+    out, added = augment(train, SCHEMA, TabularAugment(), seed=0)
 
     pd.testing.assert_frame_equal(out, train)
     assert added == {}

@@ -9,19 +9,25 @@ from pipeline.kinds.tabular.export import build_onnx, raw_inputs, verify
 from pipeline.kinds.tabular.train import tabular_config
 from pipeline.onnxio.build import LABEL, PROBABILITIES
 from pipeline.onnxio.session import ort_session
-from pipeline.params import FeatureParams, TrainParams
+from pipeline.params import TabularFeatures, TrainParams
+
+NETWORKS = {
+    "mlp": {"architecture": "mlp", "hidden": (16,)},
+    "ft_transformer": {"architecture": "ft_transformer", "d_token": 16, "heads": 2, "layers": 2},
+}
 
 
-def _trained(table, schema, **train):
-    pre = fit_preprocessor(table.iloc[:400], schema, FeatureParams())
-    cfg = TrainParams.model_validate({"hidden": (16,), "epochs": 2, "batch_size": 64, "warmup_epochs": 0, **train})
+def _trained(table, schema, network=None, **train):
+    """A quick model; ``network``: the ``train.model`` section (default: an MLP with one layer of 16)."""
+    pre = fit_preprocessor(table.iloc[:400], schema, TabularFeatures())
+    cfg = TrainParams.model_validate({"model": network or NETWORKS["mlp"], "epochs": 2, "batch_size": 64, "warmup_epochs": 0, **train})
     model, _, _ = fit(Tensors.encode(table.iloc[:400], pre), Tensors.encode(table.iloc[400:], pre), tabular_config(pre, cfg), cfg, seed=0, task="classification")
     return model.eval(), pre
 
 
-@pytest.mark.parametrize("architecture", ["mlp", "ft_transformer"])
-def test_raw_input_graph_matches_pytorch(table, schema, architecture):
-    model, pre = _trained(table, schema, architecture=architecture, transformer={"d_token": 16, "heads": 2, "layers": 2})
+@pytest.mark.parametrize("network", list(NETWORKS.values()), ids=list(NETWORKS))
+def test_raw_input_graph_matches_pytorch(table, schema, network):
+    model, pre = _trained(table, schema, network)
     graph = build_onnx(model, pre, opset=17)
     onnx.checker.check_model(graph, full_check=True)
 
@@ -60,7 +66,7 @@ def test_numeric_only_and_categorical_only_models_export(table, schema):
     for kept in (("x", "noise"), ("colour",)):
         features = tuple(f for f in schema.features if f.name in kept)
         sub = type(schema)(schema.target, features, schema.time_column, schema.classes)
-        model, pre = _trained(table, sub, categorical_encoding="onehot")
+        model, pre = _trained(table, sub, {**NETWORKS["mlp"], "categorical_encoding": "onehot"})
         rows = table.iloc[400:]
         report = verify(build_onnx(model, pre, 17).SerializeToString(), predict_proba(model, pre, rows), rows, pre, 1e-5)
         assert report["label_mismatches"] == 0

@@ -9,7 +9,7 @@ import pytest
 from pipeline.core.errors import DataError
 from pipeline.kinds.tabular.ingest import infer_schema, ingest, load_default, profile, read_source
 from pipeline.kinds.tabular.schema import Feature, Schema
-from pipeline.params import IngestParams
+from pipeline.params import TabularIngest
 from pipeline.shared.tables import read_table_file
 
 
@@ -183,7 +183,7 @@ def test_numeric_and_categorical_are_inferred():
         }
     )
 
-    schema = infer_schema(frame, IngestParams(target="label"))
+    schema = infer_schema(frame, TabularIngest(target="label"))
 
     assert schema.target == "label"
     assert kinds(schema) == {"age": "numeric", "count": "numeric", "city": "categorical", "flag": "categorical"}
@@ -193,28 +193,28 @@ def test_text_of_numbers_with_a_little_junk_is_numeric():
     values = [str(v) for v in range(19)] + ["n/a?"]  # 95% parse as numbers
     frame = pd.DataFrame({"income": values, "label": ["x", "y"] * 10})
 
-    assert kinds(infer_schema(frame, IngestParams(target="label"))) == {"income": "numeric"}
+    assert kinds(infer_schema(frame, TabularIngest(target="label"))) == {"income": "numeric"}
 
 
 def test_text_with_more_junk_is_categorical():
     values = [str(v) for v in range(18)] + ["junk", "more junk"]  # 90% parse as numbers
     frame = pd.DataFrame({"income": values, "label": ["x", "y"] * 10})
 
-    assert kinds(infer_schema(frame, IngestParams(target="label"))) == {"income": "categorical"}
+    assert kinds(infer_schema(frame, TabularIngest(target="label"))) == {"income": "categorical"}
 
 
 def test_params_override_inferred_kinds():
     frame = pd.DataFrame(
         {"occ10": [441.0, 5620.0, 441.0], "score": ["1", "2", "three"], "label": ["x", "y", "x"]}
     )
-    cfg = IngestParams(target="label", categorical=("occ10",), numeric=("score",))
+    cfg = TabularIngest(target="label", categorical=("occ10",), numeric=("score",))
 
     assert kinds(infer_schema(frame, cfg)) == {"occ10": "categorical", "score": "numeric"}
 
 
 def test_drop_columns_are_not_features():
     frame = small_frame()
-    cfg = IngestParams(target="label", drop_columns=("rid",))
+    cfg = TabularIngest(target="label", drop_columns=("rid",))
 
     schema = infer_schema(frame, cfg)
 
@@ -223,7 +223,7 @@ def test_drop_columns_are_not_features():
 
 
 def test_time_column_is_not_a_feature_by_default():
-    cfg = IngestParams(target="label", time_column="year", drop_columns=("rid",))
+    cfg = TabularIngest(target="label", time_column="year", drop_columns=("rid",))
 
     schema = infer_schema(small_frame(), cfg)
 
@@ -233,7 +233,7 @@ def test_time_column_is_not_a_feature_by_default():
 
 
 def test_time_column_is_a_feature_when_asked():
-    cfg = IngestParams(target="label", time_column="year", time_as_feature=True, drop_columns=("rid",))
+    cfg = TabularIngest(target="label", time_column="year", time_as_feature=True, drop_columns=("rid",))
 
     schema = infer_schema(small_frame(), cfg)
 
@@ -243,7 +243,7 @@ def test_time_column_is_a_feature_when_asked():
 
 
 def test_missing_target_names_the_key_and_column():
-    message = one_line_error(infer_schema, small_frame(), IngestParams(target="wrkstat"))
+    message = one_line_error(infer_schema, small_frame(), TabularIngest(target="wrkstat"))
 
     assert "ingest.target" in message
     assert "'wrkstat'" in message
@@ -254,7 +254,7 @@ def test_missing_target_names_the_key_and_column():
     [("drop_columns", "ingest.drop_columns"), ("categorical", "ingest.categorical"), ("numeric", "ingest.numeric")],
 )
 def test_missing_override_columns_name_the_key(field, key):
-    cfg = IngestParams(target="label", **{field: ("ghost",)})
+    cfg = TabularIngest(target="label", **{field: ("ghost",)})
 
     message = one_line_error(infer_schema, small_frame(), cfg)
 
@@ -263,7 +263,7 @@ def test_missing_override_columns_name_the_key(field, key):
 
 
 def test_missing_time_column_names_the_key():
-    message = one_line_error(infer_schema, small_frame(), IngestParams(target="label", time_column="when"))
+    message = one_line_error(infer_schema, small_frame(), TabularIngest(target="label", time_column="when"))
 
     assert "ingest.time_column" in message
     assert "'when'" in message
@@ -274,7 +274,7 @@ def test_missing_time_column_names_the_key():
 
 def test_ingest_keeps_rows_and_drops_columns():
     frame = small_frame()
-    cfg = IngestParams(target="label", time_column="year", drop_columns=("rid",), min_rows=1)
+    cfg = TabularIngest(target="label", time_column="year", drop_columns=("rid",), min_rows=1)
 
     out, schema = ingest(frame, cfg, seed=0)
 
@@ -286,14 +286,14 @@ def test_ingest_keeps_rows_and_drops_columns():
 def test_min_rows_is_enforced():
     frame = small_frame(40)
 
-    message = one_line_error(ingest, frame, IngestParams(target="label", min_rows=41), 0)
+    message = one_line_error(ingest, frame, TabularIngest(target="label", min_rows=41), 0)
 
     assert "ingest.min_rows" in message
     assert "40 rows" in message and "41" in message
 
 
 def test_min_rows_is_checked_on_the_ingested_rows():
-    message = one_line_error(ingest, small_frame(16), IngestParams(target="label", min_rows=20), 0)
+    message = one_line_error(ingest, small_frame(16), TabularIngest(target="label", min_rows=20), 0)
 
     assert "only 16 rows" in message
     assert "ingest.min_rows" in message
@@ -301,12 +301,12 @@ def test_min_rows_is_checked_on_the_ingested_rows():
 
 def test_max_rows_below_min_rows_is_refused_when_params_load():
     with pytest.raises(ValueError, match=r"ingest\.max_rows \(10\) is below ingest\.min_rows \(20\)"):
-        IngestParams(target="label", min_rows=20, max_rows=10)
+        TabularIngest(target="label", min_rows=20, max_rows=10)
 
 
 def test_max_rows_gives_a_seeded_slice_in_original_order():
     frame = small_frame(400)
-    cfg = IngestParams(target="label", max_rows=50, min_rows=1)
+    cfg = TabularIngest(target="label", max_rows=50, min_rows=1)
 
     first, _ = ingest(frame, cfg, seed=1)
     again, _ = ingest(frame, cfg, seed=1)
@@ -324,7 +324,7 @@ def test_max_rows_gives_a_seeded_slice_in_original_order():
 def test_ingest_does_not_mutate_its_input():
     frame = small_frame().assign(year=lambda f: f["year"].astype(str) + "-06-01")
     before = frame.copy(deep=True)
-    cfg = IngestParams(target="label", time_column="year", drop_columns=("rid",), min_rows=1, max_rows=10)
+    cfg = TabularIngest(target="label", time_column="year", drop_columns=("rid",), min_rows=1, max_rows=10)
 
     out, _ = ingest(frame, cfg, seed=0)
 
@@ -335,7 +335,7 @@ def test_ingest_does_not_mutate_its_input():
 def test_unusable_time_values_are_counted():
     frame = small_frame().assign(year=["2001-01-01"] * 39 + ["someday"])
 
-    message = one_line_error(ingest, frame, IngestParams(target="label", time_column="year", min_rows=1), 0)
+    message = one_line_error(ingest, frame, TabularIngest(target="label", time_column="year", min_rows=1), 0)
 
     assert "ingest.time_column 'year'" in message
     assert "1 rows" in message
@@ -344,7 +344,7 @@ def test_unusable_time_values_are_counted():
 def test_target_without_values_is_refused():
     frame = small_frame().assign(label=None)
 
-    message = one_line_error(ingest, frame, IngestParams(target="label", min_rows=1), 0)
+    message = one_line_error(ingest, frame, TabularIngest(target="label", min_rows=1), 0)
 
     assert "'label'" in message
     assert "no values" in message

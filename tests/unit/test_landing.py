@@ -3,13 +3,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.core.errors import DataError
+from pipeline.core.errors import DataError, ParamsError
 from pipeline.kinds.tabular.ingest import ingest
-from pipeline.lifecycle.landing import REASON_SUFFIX, land_frame, latest_time, next_periods, reference_sample, screen
-from pipeline.params import IngestParams
-from tests.conftest import make_params, make_table
+from pipeline.lifecycle.landing import (
+    REASON_SUFFIX,
+    land_frame,
+    latest_time,
+    next_periods,
+    reference_sample,
+    screen,
+    tabular_params,
+)
+from pipeline.params import TabularIngest, load_params
+from tests.conftest import REPO, make_params, make_table
 
-CFG = IngestParams(target="label", time_column="period", time_cutoff=5, min_rows=10)
+CFG = TabularIngest(target="label", time_column="period", time_cutoff=5, min_rows=10)
 COLUMNS = ["x", "noise", "colour", "period", "label"]
 
 
@@ -94,6 +102,13 @@ def test_reference_sample_comes_from_before_the_cutoff_and_can_shift(params):
     assert (shifted["noise"] - sample["noise"]).round(6).eq(50.0).all()
     with pytest.raises(DataError, match="--shift colour"):
         reference_sample(params, 10, seed=0, shift={"colour": 1.0})
+
+
+def test_landing_takes_tables_only(params):
+    assert tabular_params(params) is params
+    images = load_params(REPO / "examples/digits/params.yaml")
+    with pytest.raises(ParamsError, match=r"^ingest.kind = 'image': landing takes tables only \(ingest.kind 'tabular'\)$"):
+        tabular_params(images)
 
 
 def test_date_time_column_with_a_date_cutoff_and_window():

@@ -272,7 +272,7 @@ def test_summary_counts_rows_shares_and_classes():
 
 def test_group_column_kept_as_id_is_not_a_feature_and_still_splits():
     from pipeline.kinds.tabular.ingest import ingest
-    from pipeline.params import IngestParams
+    from pipeline.params import TabularIngest
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({
@@ -280,7 +280,7 @@ def test_group_column_kept_as_id_is_not_a_feature_and_still_splits():
         "x": rng.normal(size=200),
         "label": rng.choice(["a", "b"], size=200),
     })
-    out, schema = ingest(frame, IngestParams(target="label", id_columns=("patient",), min_rows=10), seed=0)
+    out, schema = ingest(frame, TabularIngest(target="label", id_columns=("patient",), min_rows=10), seed=0)
     assert "patient" not in schema.feature_names and "patient" in schema.extra_columns
     parts = split(out, schema.with_classes(("a", "b")), SplitParams(method="group", train=0.6, val=0.2, test=0.2, group_column="patient"), seed=0)
     groups = [set(part["patient"]) for part in parts.values()]

@@ -2,7 +2,7 @@
 
 Inputs:  ``paths.split``/train.npz and schema.json (the pixel ``value_range``).
 Outputs: ``paths.augmented``/train.npz (the originals first, then the copies), ``paths.augment_report``.
-Params:  ``augment.image`` (the tabular ``augment`` keys must be off), ``seed``.
+Params:  ``augment`` (the image variant: rotation, shift, flip, noise, copies), ``seed``.
 Validation and test images are never touched.
 """
 
@@ -15,14 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.core.errors import ParamsError
 from pipeline.core.io import write_json
 from pipeline.kinds.image.data import class_balance, read_image_schema, read_images, split_path, write_images
-from pipeline.params import AugmentParams, ImageAugmentParams, Paths
+from pipeline.params import ImageAugment, Paths
 
 log = logging.getLogger(__name__)
-
-TABULAR_AUGMENTS = ("gaussian_noise", "oversample", "mixup")
 
 
 def flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -55,7 +52,7 @@ def affine(x: np.ndarray, degrees: np.ndarray, shifts: np.ndarray, fill: float) 
 
 
 def augment_images(
-    x: np.ndarray, y: np.ndarray, cfg: ImageAugmentParams, value_range: tuple[float, float], seed: int
+    x: np.ndarray, y: np.ndarray, cfg: ImageAugment, value_range: tuple[float, float], seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The training images first and unchanged, then ``copies`` transformed copies of every one: flip,
     rotation and shift (one resampling), Gaussian noise, each only where enabled. Each transform draws
@@ -82,16 +79,13 @@ def augment_images(
     return np.concatenate([x, *copies]), np.concatenate([y] * (cfg.copies + 1))
 
 
-def run(cfg: AugmentParams, paths: Paths, seed: int) -> dict[str, Any]:
-    """Augment the training images (``augment.image``); validation and test are never touched."""
-    tabular = [f"augment.{name}" for name in TABULAR_AUGMENTS if getattr(cfg, name).enabled]
-    if tabular:
-        raise ParamsError(f"{', '.join(tabular)} augment table rows, not images; switch them off and use augment.image")
+def run(cfg: ImageAugment, paths: Paths, seed: int) -> dict[str, Any]:
+    """Augment the training images (``augment``); validation and test are never touched."""
     schema = read_image_schema(paths.split)
     x, y = read_images(split_path(paths.split, "train"))
-    out_x, out_y = augment_images(x, y, cfg.image, schema.value_range, seed)
+    out_x, out_y = augment_images(x, y, cfg, schema.value_range, seed)
     write_images(split_path(paths.augmented, "train"), out_x, out_y)
-    transforms = {name: getattr(cfg.image, name).model_dump() for name in ("rotation", "shift", "flip", "noise")}
+    transforms = {name: getattr(cfg, name).model_dump() for name in ("rotation", "shift", "flip", "noise")}
     report = {
         "rows_in": len(x), "rows_out": len(out_x), "copies": (len(out_x) - len(x)) // max(len(x), 1),
         "transforms": transforms, "class_balance_after": class_balance(out_y),

@@ -2,7 +2,7 @@
 
 Inputs:  ``paths.ingested``/images.npz and schema.json.
 Outputs: ``paths.clean``/images.npz and schema.json (now with the classes), ``paths.clean_report``.
-Params:  ``clean`` (``labels``, ``missing_tokens``, ``drop_duplicates``; ``valid_ranges`` must be empty).
+Params:  ``clean`` (``labels``, ``missing_tokens``, ``drop_duplicates``).
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.errors import DataError, ParamsError
+from pipeline.core.errors import DataError
 from pipeline.core.io import write_json
 from pipeline.kinds.image.data import IMAGES_FILE, read_image_schema, read_images, write_dataset
-from pipeline.params import CleanParams, Paths
+from pipeline.params import ImageClean, Paths
 
 log = logging.getLogger(__name__)
 
 
-def clean_images(x: np.ndarray, y: np.ndarray, cfg: CleanParams) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+def clean_images(x: np.ndarray, y: np.ndarray, cfg: ImageClean) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Drop images with a missing or disallowed label, with NaN/inf pixels, and exact duplicates
     (same pixels, same label; the first is kept). Learns nothing."""
-    if cfg.valid_ranges:
-        raise ParamsError(f"clean.valid_ranges names columns {sorted(cfg.valid_ranges)}; image data has none: set it to {{}}")
     labels = np.char.strip(y.astype(str))
     missing = np.isin(labels, cfg.missing_tokens)
     not_allowed = ~missing & (~np.isin(labels, cfg.labels) if cfg.labels is not None else False)
@@ -48,7 +46,7 @@ def clean_images(x: np.ndarray, y: np.ndarray, cfg: CleanParams) -> tuple[np.nda
     return x[keep], labels[keep], dropped
 
 
-def run(cfg: CleanParams, paths: Paths) -> dict[str, Any]:
+def run(cfg: ImageClean, paths: Paths) -> dict[str, Any]:
     """Clean the ingested images and write them with the classes in their schema."""
     schema = read_image_schema(paths.ingested)
     x, y = read_images(Path(paths.ingested) / IMAGES_FILE)

@@ -2,8 +2,8 @@
 
 Inputs:  ``ingest.source`` - ``default``, scikit-learn's bundled handwritten digits (1,797 real 8x8
          scans, pixel values 0..16, classes "0".."9"); a folder with one sub-folder of image files
-         per class (the ImageFolder layout, decoded with Pillow, ``ingest.image.mode`` grayscale or
-         RGB, resized to ``ingest.image.size`` when set); or a ``.npz`` file with arrays ``x``
+         per class (the ImageFolder layout, decoded with Pillow, ``ingest.mode`` grayscale or
+         RGB, resized to ``ingest.size`` when set); or a ``.npz`` file with arrays ``x``
          (images [N, H, W], [N, H, W, C] or [N, C, H, W], C = 1 or 3) and ``y`` (labels [N]).
 Outputs: ``paths.ingested``/images.npz and schema.json, ``paths.ingest_report`` (profile).
 Params:  ``ingest``, ``seed``.
@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pipeline.core.errors import DataError, ParamsError
+from pipeline.core.errors import DataError
 from pipeline.core.io import write_json
 from pipeline.kinds.image.data import KIND, ImageSchema, class_balance, images_sha256, write_dataset
-from pipeline.params import DEFAULT_SOURCE, ImageIngestParams, IngestParams, Paths
+from pipeline.params import DEFAULT_SOURCE, ImageIngest, Paths
 from pipeline.shared.tables import batch_files, first_line, slice_indices, warn_if_untracked
 
 log = logging.getLogger(__name__)
@@ -33,17 +33,6 @@ DIGITS_SOURCE = "sklearn:load_digits"
 DIGITS_RANGE = (0.0, 16.0)  # load_digits counts ink in 4x4 blocks of a 32x32 bitmap: 0..16
 BYTE_RANGE = (0.0, 255.0)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's convert("L")
-TABULAR_KEYS = ("time_column", "time_cutoff", "window_periods", "drop_columns", "id_columns", "categorical", "numeric", "time_as_feature")
-
-
-def reject_tabular_params(cfg: IngestParams) -> None:
-    """Column-based ingest keys mean nothing for images: refuse them rather than ignore them."""
-    used = [f"ingest.{key}" for key in TABULAR_KEYS if getattr(cfg, key) not in (None, (), False)]
-    if used:
-        raise ParamsError(
-            f"{', '.join(used)} apply to tabular columns, not to ingest.kind 'image'; set them to null, [] or false "
-            "(see examples/digits/params.yaml)"
-        )
 
 
 def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +95,7 @@ def image_files(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
     return files, others
 
 
-def decode_image(path: Path, cfg: ImageIngestParams) -> np.ndarray:
+def decode_image(path: Path, cfg: ImageIngest) -> np.ndarray:
     """One image file as float32 [C, H, W] in 0..255: converted to the mode, resized to the size if set."""
     with Image.open(path) as opened:
         image = opened.convert("L" if cfg.mode == "grayscale" else "RGB")
@@ -116,10 +105,10 @@ def decode_image(path: Path, cfg: ImageIngestParams) -> np.ndarray:
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def read_image_folder(folder: Path, cfg: ImageIngestParams) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]], list[str]]:
+def read_image_folder(folder: Path, cfg: ImageIngest) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]], list[str]]:
     """Decode an ImageFolder tree: images [N, C, H, W], labels (the class folder names), the unreadable
     files with their reasons, and the non-image files seen. Too many unreadable files, or sizes that
-    differ without ``ingest.image.size``, stop the stage naming the file."""
+    differ without ``ingest.size``, stop the stage naming the file."""
     files, others = image_files(folder)
     images: list[np.ndarray] = []
     labels: list[str] = []
@@ -134,7 +123,7 @@ def read_image_folder(folder: Path, cfg: ImageIngestParams) -> tuple[np.ndarray,
         if images and pixels.shape != images[0].shape:
             raise DataError(
                 f"{path}: image is {pixels.shape[1]}x{pixels.shape[2]} but {files[0][0]} is "
-                f"{images[0].shape[1]}x{images[0].shape[2]}; set ingest.image.size: [height, width] to resize every image"
+                f"{images[0].shape[1]}x{images[0].shape[2]}; set ingest.size: [height, width] to resize every image"
             )
         images.append(pixels)
         labels.append(label)
@@ -142,13 +131,13 @@ def read_image_folder(folder: Path, cfg: ImageIngestParams) -> tuple[np.ndarray,
         first = unreadable[0]
         raise DataError(
             f"{first['file']}: unreadable image ({first['reason']}); {len(unreadable)} of {len(files)} files unreadable, "
-            f"more than ingest.image.max_unreadable_share = {cfg.max_unreadable_share}"
+            f"more than ingest.max_unreadable_share = {cfg.max_unreadable_share}"
         )
     return np.stack(images), np.array(labels), unreadable, others
 
 
 def to_mode(x: np.ndarray, mode: str) -> np.ndarray:
-    """Arrays to ``ingest.image.mode``: RGB -> grayscale by luma, grayscale -> RGB by repetition."""
+    """Arrays to ``ingest.mode``: RGB -> grayscale by luma, grayscale -> RGB by repetition."""
     if mode == "grayscale" and x.shape[1] == 3:
         return np.einsum("nchw,c->nhw", x, LUMA)[:, None].astype(np.float32)
     if mode == "rgb" and x.shape[1] == 1:
@@ -167,14 +156,14 @@ def resize(x: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return out
 
 
-def read_source(cfg: IngestParams) -> tuple[np.ndarray, np.ndarray, tuple[float, float], dict[str, Any]]:
+def read_source(cfg: ImageIngest) -> tuple[np.ndarray, np.ndarray, tuple[float, float], dict[str, Any]]:
     """Images [N, C, H, W], labels, the raw pixel scale and what the report should say about the source."""
     if cfg.source == DEFAULT_SOURCE:
         x, y = load_digits_images()
-        return resize(to_mode(x, cfg.image.mode), cfg.image.size), y, DIGITS_RANGE, {"source": DIGITS_SOURCE}
+        return resize(to_mode(x, cfg.mode), cfg.size), y, DIGITS_RANGE, {"source": DIGITS_SOURCE}
     path = Path(cfg.source)
     if path.is_dir():
-        x, y, unreadable, others = read_image_folder(path, cfg.image)
+        x, y, unreadable, others = read_image_folder(path, cfg)
         if others:
             log.warning("%s: %d file(s) that are not images were not read, e.g. %s", path, len(others), others[0])
         return x, y, BYTE_RANGE, {"source": str(path), "unreadable": unreadable, "not_images": others}
@@ -183,12 +172,11 @@ def read_source(cfg: IngestParams) -> tuple[np.ndarray, np.ndarray, tuple[float,
     if path.suffix.lower() != ".npz":
         raise DataError(f"{path}: image data comes from a .npz file or a folder of class folders, not {path.suffix!r} (ingest.source)")
     x, y, value_range = read_npz_source(path)
-    return resize(to_mode(x, cfg.image.mode), cfg.image.size), y, value_range, {"source": str(path)}
+    return resize(to_mode(x, cfg.mode), cfg.size), y, value_range, {"source": str(path)}
 
 
-def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
+def run(cfg: ImageIngest, paths: Paths, seed: int) -> dict[str, Any]:
     """Read the images, take the ``max_rows`` slice, check ``min_rows``, write them with their schema and a profile."""
-    reject_tabular_params(cfg)
     x, y, value_range, about = read_source(cfg)
     warn_if_untracked(cfg.source, paths)
     landed = batch_files(Path(paths.landing))
@@ -206,7 +194,7 @@ def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
         "kind": KIND,
         "rows": len(x),
         "shape": list(schema.shape),
-        "mode": cfg.image.mode,
+        "mode": cfg.mode,
         "value_range": list(value_range),
         "pixel_mean": float(x[finite].mean()) if finite.any() else None,
         "non_finite_pixels": int((~finite).sum()),

@@ -21,12 +21,57 @@ The storage format is in ``data.py``, the sources in ``ingest.py``.
 
 from __future__ import annotations
 
-from pipeline.kinds.image.augment import run as augment
-from pipeline.kinds.image.clean import run as clean
-from pipeline.kinds.image.evaluate import run as evaluate
-from pipeline.kinds.image.export import run as export
-from pipeline.kinds.image.ingest import run as ingest
-from pipeline.kinds.image.split import run as split
-from pipeline.kinds.image.train import prepare
+from typing import Any
 
-__all__ = ["augment", "clean", "evaluate", "export", "ingest", "prepare", "split"]
+from pipeline.engine import Prepared
+from pipeline.kinds.base import Report, narrow
+from pipeline.kinds.image import augment as _augment
+from pipeline.kinds.image import clean as _clean
+from pipeline.kinds.image import evaluate as _evaluate
+from pipeline.kinds.image import export as _export
+from pipeline.kinds.image import ingest as _ingest
+from pipeline.kinds.image import split as _split
+from pipeline.kinds.image import train as _train
+from pipeline.params import (
+    AugmentParams,
+    CleanParams,
+    EvaluateParams,
+    ExportParams,
+    FeatureParams,
+    ImageAugment,
+    ImageClean,
+    ImageFeatures,
+    ImageIngest,
+    IngestParams,
+    Paths,
+    SplitParams,
+    TrainParams,
+)
+
+
+def ingest(cfg: IngestParams, paths: Paths, seed: int) -> Report:
+    return _ingest.run(narrow(cfg, ImageIngest), paths, seed)
+
+
+def clean(cfg: CleanParams, paths: Paths) -> Report:
+    return _clean.run(narrow(cfg, ImageClean), paths)
+
+
+def split(cfg: SplitParams, paths: Paths, seed: int) -> Report:
+    return _split.run(cfg, paths, seed)
+
+
+def augment(cfg: AugmentParams, paths: Paths, seed: int) -> Report:
+    return _augment.run(narrow(cfg, ImageAugment), paths, seed)
+
+
+def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
+    return _train.prepare(narrow(features, ImageFeatures), cfg, paths, encoder)
+
+
+def evaluate(cfg: EvaluateParams, paths: Paths, seed: int) -> Report:
+    return _evaluate.run(cfg, paths, seed)
+
+
+def export(cfg: ExportParams, paths: Paths) -> Report:
+    return _export.run(cfg, paths)

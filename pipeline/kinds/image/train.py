@@ -15,7 +15,7 @@ from pipeline.kinds.image import encoder as image_encoder
 from pipeline.kinds.image.data import ImageSchema, read_image_schema, read_images, split_path
 from pipeline.kinds.image.encoder import fit_normaliser, label_codes, normalise
 from pipeline.models import CNNConfig
-from pipeline.params import FeatureParams, Paths, TrainParams
+from pipeline.params import CNNParams, ImageFeatures, Paths, TrainParams
 
 # The code that turns images into tensors: a change to it must not resume an earlier run's checkpoint.
 ENCODING_CODE = [Path(__file__), Path(image_encoder.__file__)]
@@ -31,15 +31,16 @@ def encode(x: np.ndarray, y: np.ndarray, encoder: dict[str, Any], channels_last:
 
 def cnn_config(schema: ImageSchema, cfg: TrainParams) -> CNNConfig:
     """The CNN sized for the images and classes; other architectures are not image models."""
-    if cfg.architecture != "cnn":
-        raise ParamsError(f"train.architecture = {cfg.architecture!r} is not an image model; use cnn for ingest.kind 'image'")
+    model = cfg.model
+    if not isinstance(model, CNNParams):
+        raise ParamsError(f"train.model.architecture = {model.architecture!r} is not an image model; use cnn for ingest.kind 'image'")
     return CNNConfig(
         in_channels=schema.channels, height=schema.height, width=schema.width, n_classes=len(schema.classes),
-        **cfg.cnn.model_dump(), channels_last=cfg.channels_last,
+        **model.model_dump(exclude={"architecture"}),
     )
 
 
-def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
+def prepare(features: ImageFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
     """Fit the normaliser on the real training images (or keep a warm start's ``encoder``), encode
     the augmented training and the validation images."""
     schema = read_image_schema(paths.split)
@@ -52,8 +53,8 @@ def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: di
     val_x, val_y = read_images(split_path(paths.split, "val"))
     files = [split_path(paths.split, "train"), split_path(paths.split, "val"), split_path(paths.augmented, "train")]
     return Prepared(
-        train=encode(train_x, train_y, encoder, cfg.channels_last),
-        val=encode(val_x, val_y, encoder, cfg.channels_last),
+        train=encode(train_x, train_y, encoder, config.channels_last),
+        val=encode(val_x, val_y, encoder, config.channels_last),
         config=config,
         encoder=encoder,
         config_for=functools.partial(cnn_config, schema),

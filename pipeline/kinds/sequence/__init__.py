@@ -3,7 +3,7 @@
 Data: a long table, one row per series and time step, with numeric value columns; the default is real
 half-hourly electricity demand with temperature (``fpp2::elecdemand``, Victoria, 2014). Each stage's
 output folder holds the long table as Parquet plus ``schema.json`` (``"kind": "sequence"``, the column
-roles and the windowing from ``ingest.sequence``), so later stages read the windowing from their input
+roles and the windowing from ``ingest``), so later stages read the windowing from their input
 folder, as they read the kind, and never re-declare those params.
 
 Windows: ``lookback`` consecutive steps of every input feature, x float32 [L, F]. For ``task: forecast``

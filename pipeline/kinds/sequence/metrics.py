@@ -29,7 +29,7 @@ def forecast_report(
     persistence = np.repeat(windows.x[:, -1, target_index][:, None], windows.y.shape[1], axis=1)
     forecasts = {"model": predicted, "seasonal_naive": seasonal, "persistence": persistence}
     if np.isnan(seasonal).any():
-        raise DataError("some test windows have no value one season earlier; use a longer series or a shorter ingest.sequence.season_length")
+        raise DataError("some test windows have no value one season earlier; use a longer series or a shorter ingest.season_length")
     overall = {name: forecast_errors(f, windows.y) for name, f in forecasts.items()}
     metrics = {
         "task": "forecast",

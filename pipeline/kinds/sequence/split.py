@@ -61,7 +61,7 @@ def _check_lengths(name: str, sizes: dict[str, int], schema: SequenceSchema) -> 
         detail = ", ".join(f"{split} has {have} steps, needs {want}" for split, (have, want) in short.items())
         raise DataError(
             f"series {name!r} is too short to split into windows ({detail}); "
-            "use more data, a shorter ingest.sequence.lookback or horizon, or other split shares"
+            "use more data, a shorter ingest.lookback or horizon, or other split shares"
         )
 
 
@@ -79,7 +79,7 @@ def _split_series(frame: pd.DataFrame, schema: SequenceSchema, cfg: SplitParams,
     lengths = frame.groupby(schema.series_column).size()
     short = sorted(str(k) for k, v in lengths.items() if v < schema.lookback)
     if short:
-        raise DataError(f"series {short[:5]} have fewer steps than ingest.sequence.lookback = {schema.lookback}")
+        raise DataError(f"series {short[:5]} have fewer steps than ingest.lookback = {schema.lookback}")
     return {split: frame[frame[schema.series_column].isin(chosen[split])].reset_index(drop=True) for split in SPLITS}
 
 

@@ -1,5 +1,5 @@
 """Sequence training inputs (``prepare``): the encoder fitted on the training split's rows only, the
-windows normalised, and the LSTM, GRU or Transformer encoder that ``train.architecture`` names.
+windows normalised, and the LSTM, GRU or Transformer encoder that ``train.model.architecture`` names.
 
 Inputs:  ``paths.split`` (train, val, schema), ``paths.augmented``/train_windows.npz
 Outputs: the encoder (saved by the train stage at ``paths.preprocessor``)
@@ -23,21 +23,26 @@ from pipeline.kinds.sequence.data import WINDOWS_FILE, SequenceSchema, read_sequ
 from pipeline.kinds.sequence.encoder import SequenceEncoder
 from pipeline.kinds.sequence.windows import read_split_windows
 from pipeline.models import RNNConfig, SeqTransformerConfig
-from pipeline.params import FeatureParams, Paths, TrainParams
+from pipeline.params import Paths, RNNParams, SeqTransformerParams, SequenceFeatures, TrainParams
 
 SEQUENCE_ARCHITECTURES = ("lstm", "gru", "seq_transformer")
 
 
 def sequence_config(cfg: TrainParams, schema: SequenceSchema) -> RNNConfig | SeqTransformerConfig:
-    """The network ``train.architecture`` names, sized for the windows and the outputs."""
+    """The network ``train.model`` describes, sized for the windows and the outputs."""
     n_outputs = schema.horizon if schema.forecast else len(schema.classes)
-    if cfg.architecture in ("lstm", "gru"):
-        return RNNConfig(input_size=len(schema.features), n_outputs=n_outputs, cell=cfg.architecture, **cfg.rnn.model_dump())
-    if cfg.architecture == "seq_transformer":
-        return SeqTransformerConfig(
-            input_size=len(schema.features), n_outputs=n_outputs, lookback=schema.lookback, **cfg.seq_transformer.model_dump()
+    model = cfg.model
+    if isinstance(model, RNNParams):
+        return RNNConfig(
+            input_size=len(schema.features), n_outputs=n_outputs, cell=model.architecture, **model.model_dump(exclude={"architecture"})
         )
-    raise ParamsError(f"train.architecture = {cfg.architecture!r} is not a sequence model; choose one of {list(SEQUENCE_ARCHITECTURES)}")
+    if isinstance(model, SeqTransformerParams):
+        return SeqTransformerConfig(
+            input_size=len(schema.features), n_outputs=n_outputs, lookback=schema.lookback, **model.model_dump(exclude={"architecture"})
+        )
+    raise ParamsError(
+        f"train.model.architecture = {model.architecture!r} is not a sequence model; choose one of {list(SEQUENCE_ARCHITECTURES)}"
+    )
 
 
 def encode_windows(windows_x: np.ndarray, windows_y: np.ndarray, encoder: SequenceEncoder) -> Tensors:
@@ -46,7 +51,7 @@ def encode_windows(windows_x: np.ndarray, windows_y: np.ndarray, encoder: Sequen
     return Tensors((torch.from_numpy(encoder.transform(windows_x)),), torch.from_numpy(y))
 
 
-def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
+def prepare(features: SequenceFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
     """Fit the encoder on the training split's rows (not the augmented windows), or keep a warm
     start's ``encoder``; encode the augmented training windows and the validation windows."""
     schema = read_sequence_schema(paths.split)

@@ -102,7 +102,7 @@ def split_windows(parts: dict[str, pd.DataFrame], name: str, schema: SequenceSch
         names.append(np.full(len(origins), key, dtype=object))
     if not xs:
         raise DataError(
-            f"the {name} split has no complete window (ingest.sequence.lookback = {schema.lookback}, horizon = {schema.horizon})"
+            f"the {name} split has no complete window (ingest.lookback = {schema.lookback}, horizon = {schema.horizon})"
         )
     return Windows(
         x=np.concatenate(xs),

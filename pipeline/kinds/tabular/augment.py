@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipeline.core.io import read_table, split_file, write_json, write_table
 from pipeline.kinds.tabular.schema import Schema, read_schema
-from pipeline.params import AugmentParams, MixupParams, NoiseParams, OversampleParams, Paths
+from pipeline.params import MixupParams, NoiseParams, OversampleParams, Paths, TabularAugment
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def mixup(train: pd.DataFrame, schema: Schema, cfg: MixupParams, rng: np.random.
     return a_rows.assign(**columns)
 
 
-def augment(train: pd.DataFrame, schema: Schema, cfg: AugmentParams, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
+def augment(train: pd.DataFrame, schema: Schema, cfg: TabularAugment, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
     """The training rows first and unchanged, then the rows each enabled technique adds."""
     added: dict[str, pd.DataFrame] = {}
     # Each technique has its own stream derived from (seed, technique) and draws from the original
@@ -100,7 +100,7 @@ def augment(train: pd.DataFrame, schema: Schema, cfg: AugmentParams, seed: int) 
     return out, {name: len(rows) for name, rows in added.items()}
 
 
-def run(cfg: AugmentParams, paths: Paths, seed: int) -> dict[str, Any]:
+def run(cfg: TabularAugment, paths: Paths, seed: int) -> dict[str, Any]:
     """Augment the training split and report what was added."""
     schema = read_schema(paths.split)
     train = read_table(split_file(paths.split, "train"))

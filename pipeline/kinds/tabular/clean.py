@@ -22,13 +22,13 @@ from pipeline.core.canon import category_text
 from pipeline.core.errors import DataError
 from pipeline.core.io import write_json
 from pipeline.kinds.tabular.schema import Schema, read_dataset, write_dataset
-from pipeline.params import CleanParams, Paths
+from pipeline.params import Paths, TabularClean
 from pipeline.shared.tables import outside_range, to_numbers
 
 log = logging.getLogger(__name__)
 
 
-def clean_labels(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, dict[str, int]]:
+def clean_labels(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, dict[str, int]]:
     """Drop rows whose label is missing, a missing-value token, or outside ``clean.labels``."""
     labels = category_text(frame[schema.target], cfg.missing_tokens)
     missing = labels.isna()
@@ -38,7 +38,7 @@ def clean_labels(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple
     return out, {"missing_label": int(missing.sum()), "invalid_label": int(invalid.sum())}
 
 
-def coerce_types(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, dict[str, int]]:
+def coerce_types(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, dict[str, int]]:
     """Numbers to float64 (unparseable text and infinities become missing), categories to text."""
     changed: dict[str, int] = {}
     columns = {}
@@ -52,7 +52,7 @@ def coerce_types(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple
     return frame.assign(**columns), {k: v for k, v in changed.items() if v}
 
 
-def apply_ranges(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, dict[str, int]]:
+def apply_ranges(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, dict[str, int]]:
     """Values outside ``clean.valid_ranges`` are impossible: make them missing, count them."""
     numeric = set(schema.numeric)
     for name in cfg.valid_ranges:
@@ -66,7 +66,7 @@ def apply_ranges(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple
     return frame.assign(**columns), counts
 
 
-def clean(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.DataFrame, Schema, dict[str, Any]]:
+def clean(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, Schema, dict[str, Any]]:
     """All row-level cleaning; returns the clean table, its schema with the classes, and the counts."""
     rows_in = len(frame)
     out, dropped = clean_labels(frame, schema, cfg)
@@ -92,7 +92,7 @@ def clean(frame: pd.DataFrame, schema: Schema, cfg: CleanParams) -> tuple[pd.Dat
     return out, schema.with_classes(classes), report
 
 
-def run(cfg: CleanParams, paths: Paths) -> dict[str, Any]:
+def run(cfg: TabularClean, paths: Paths) -> dict[str, Any]:
     """Clean the ingested table and write it with its schema and a report of every change."""
     frame, schema = read_dataset(paths.ingested)
     out, schema, report = clean(frame, schema, cfg)

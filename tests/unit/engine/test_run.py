@@ -24,7 +24,7 @@ def _write_splits(paths, frames, schema):
 
 
 def test_stage_writes_self_describing_checkpoints_that_reload(tmp_path, raw_params, table, schema):
-    params = make_params(raw_params, tmp_path, train={"epochs": 3, "hidden": [16], "warmup_epochs": 0})
+    params = make_params(raw_params, tmp_path, train={"epochs": 3, "model": {"hidden": [16]}, "warmup_epochs": 0})
     frames = {"train": table.iloc[:400], "val": table.iloc[400:500], "test": table.iloc[500:]}
     _write_splits(params.paths, frames, schema)
     summary = train_stage.run(params.features, params.train, params.paths, params.seed)
@@ -49,7 +49,7 @@ def test_leakage_held_out_rows_never_move_the_fitted_encoder(tmp_path, raw_param
     """Changing validation and test feature values leaves the saved imputation/scaling statistics unchanged."""
     table = make_table(600)
     frames = {"train": table.iloc[:400], "val": table.iloc[400:500], "test": table.iloc[500:]}
-    params = make_params(raw_params, tmp_path, train={"epochs": 1, "hidden": [8], "warmup_epochs": 0})
+    params = make_params(raw_params, tmp_path, train={"epochs": 1, "model": {"hidden": [8]}, "warmup_epochs": 0})
     _write_splits(params.paths, frames, schema)
     train_stage.run(params.features, params.train, params.paths, params.seed)
     before = (tmp_path / params.paths.preprocessor).read_text()
@@ -70,13 +70,13 @@ def test_leakage_held_out_rows_never_move_the_fitted_encoder(tmp_path, raw_param
 
 
 def test_the_stage_fine_tunes_the_model_in_init_model_keeping_its_encoder(tmp_path, raw_params, table, schema, caplog):
-    first = make_params(raw_params, tmp_path / "first", train={"epochs": 2, "hidden": [16], "warmup_epochs": 0})
+    first = make_params(raw_params, tmp_path / "first", train={"epochs": 2, "model": {"hidden": [16]}, "warmup_epochs": 0})
     frames = {"train": table.iloc[:400], "val": table.iloc[400:500], "test": table.iloc[500:]}
     _write_splits(first.paths, frames, schema)
     train_stage.run(first.features, first.train, first.paths, first.seed)
 
     # New training rows (a different encoder would be fitted), and the first model placed in init_model.
-    second = make_params(raw_params, tmp_path / "second", train={"epochs": 2, "hidden": [16], "warmup_epochs": 0})
+    second = make_params(raw_params, tmp_path / "second", train={"epochs": 2, "model": {"hidden": [16]}, "warmup_epochs": 0})
     _write_splits(second.paths, {**frames, "train": table.iloc[100:450]}, schema)
     init = Path(second.paths.init_model)
     init.mkdir(parents=True)

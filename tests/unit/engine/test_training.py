@@ -9,7 +9,7 @@ from pipeline.engine import Tensors, fit, validate
 from pipeline.kinds.tabular.encoder import fit_preprocessor
 from pipeline.kinds.tabular.evaluate import predict_proba
 from pipeline.models import ModelConfig, load_model
-from pipeline.params import FeatureParams, TrainParams
+from pipeline.params import TabularFeatures, TrainParams
 from tests.conftest import make_table
 from tests.unit.engine.conftest import config_for, quick
 
@@ -25,7 +25,7 @@ def test_loss_falls_and_the_model_learns(data):
 
 def test_ft_transformer_learns_and_reloads_from_its_checkpoint(data, tmp_path):
     pre, train, val = data
-    cfg = quick(architecture="ft_transformer", transformer={"d_token": 16, "heads": 2, "layers": 2}, lr=0.003, epochs=6)
+    cfg = quick(model={"architecture": "ft_transformer", "d_token": 16, "heads": 2, "layers": 2}, lr=0.003, epochs=6)
     model, best, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
     losses = [e["train_loss"] for e in history.epochs]
     assert losses[-1] < 0.8 * losses[0]
@@ -38,7 +38,7 @@ def test_ft_transformer_learns_and_reloads_from_its_checkpoint(data, tmp_path):
 
 def test_architecture_and_metric_are_checked_against_the_data():
     with pytest.raises(ValueError, match="d_token"):
-        TrainParams.model_validate({"transformer": {"d_token": 30, "heads": 8}})
+        TrainParams.model_validate({"model": {"architecture": "ft_transformer", "d_token": 30, "heads": 8}})
     x = torch.randn(64, 3)
     regression = Tensors((x, torch.zeros(64, 0, dtype=torch.int64)), x.sum(1, keepdim=True))
     with pytest.raises(ParamsError, match="train.early_stopping.metric = 'val_accuracy' does not apply to regression"):
@@ -49,7 +49,7 @@ def test_the_task_is_said_not_guessed_from_the_targets():
     """An MLP with one output learns a value: the loss, metrics and early-stopping metric are the regression's."""
     x = torch.randn(512, 3, generator=torch.Generator().manual_seed(0))
     data = Tensors((x, torch.zeros(512, 0, dtype=torch.int64)), x @ torch.tensor([[1.0], [-2.0], [0.5]]))
-    cfg = quick(epochs=10, batch_norm=False, dropout=0.0, regression_loss="mse", early_stopping={"metric": "val_mae", "patience": 10})
+    cfg = quick(model={"batch_norm": False, "dropout": 0.0}, epochs=10, regression_loss="mse", early_stopping={"metric": "val_mae", "patience": 10})
     config = ModelConfig(n_numeric=3, cardinalities=(), n_classes=1, hidden=(16,), dropout=0.0, batch_norm=False)
     model, _, history = fit(data, data, config, cfg, seed=0, task="regression")
     assert {"train_mae", "val_mae", "val_rmse"} <= set(history.epochs[0]) and "val_accuracy" not in history.epochs[0]
@@ -101,7 +101,7 @@ def test_l1_penalty_shrinks_weights(data):
 
 def test_onehot_encoding_and_no_batch_norm(data):
     pre, train, val = data
-    cfg = quick(categorical_encoding="onehot", batch_norm=False, dropout=0.0)
+    cfg = quick(model={"categorical_encoding": "onehot", "batch_norm": False, "dropout": 0.0})
     model, _, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
     assert model.embeddings[0].weight.requires_grad is False
@@ -122,9 +122,9 @@ def test_bf16_autocast_trains_and_keeps_fp32_weights(data):
 
 def test_gradient_accumulation_matches_the_larger_batch(table, schema):
     """Two accumulated batches of 64 take the same steps as one batch of 128 (no batch norm, no dropout)."""
-    pre = fit_preprocessor(table.iloc[:384], schema, FeatureParams())
+    pre = fit_preprocessor(table.iloc[:384], schema, TabularFeatures())
     train, val = Tensors.encode(table.iloc[:384], pre), Tensors.encode(table.iloc[480:], pre)
-    common = dict(batch_norm=False, dropout=0.0, epochs=3, optimizer="sgd", lr=0.05, scheduler="none")
+    common = dict(model={"batch_norm": False, "dropout": 0.0}, epochs=3, optimizer="sgd", lr=0.05, scheduler="none")
     small = quick(batch_size=64, grad_accum_steps=2, **common)
     large = quick(batch_size=128, **common)
     accumulated, _, _ = fit(train, val, config_for(pre, small), small, seed=0, task="classification")

@@ -44,7 +44,7 @@ def test_warm_start_errors_name_the_key(data, tmp_path):
     with pytest.raises(ParamsError, match=r"train.warm_start.freeze: 'encoder' names no parameter"):
         fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification", init_state=state["model_state"])
     torch.save(state, tmp_path / "model.pt")
-    transformer = quick(architecture="ft_transformer", transformer={"d_token": 16, "heads": 2})
-    with pytest.raises(ParamsError, match="holds a mlp model but train.architecture builds a ft_transformer"):
+    transformer = quick(model={"architecture": "ft_transformer", "d_token": 16, "heads": 2})
+    with pytest.raises(ParamsError, match="holds a mlp model but train.model builds a ft_transformer"):
         warm_start_state(tmp_path / "model.pt", config_for(pre, transformer))
     assert warm_start_state(tmp_path / "absent.pt", config_for(pre, transformer)) is None

@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from pipeline.engine import fit
 from pipeline.kinds.image import stages
 from pipeline.kinds.image.ingest import load_digits_images
-from pipeline.params import Params
-from tests.conftest import make_params
+from pipeline.params import ImageParams
+from tests.conftest import REPO, make_params
 
-IMAGE_INGEST = {
-    "kind": "image", "source": "default", "target": "digit", "time_column": None, "time_cutoff": None,
-    "drop_columns": [], "categorical": [], "min_rows": 100, "max_rows": 600,
-}
+QUICK_INGEST = {"min_rows": 100, "max_rows": 600}
 QUICK = {
-    "architecture": "cnn", "cnn": {"channels": (8, 16)}, "epochs": 3, "batch_size": 64, "lr": 0.01, "warmup_epochs": 0,
+    "model": {"architecture": "cnn", "channels": (8, 16)}, "epochs": 3, "batch_size": 64, "lr": 0.01, "warmup_epochs": 0,
     "early_stopping": {"metric": "val_loss", "patience": 5, "min_delta": 0.0},
 }
 
 
-def image_params(raw: dict, tmp_path: Path, ingest: dict | None = None, **sections) -> Params:
-    defaults = {"clean": {"valid_ranges": {}}, "split": {"method": "stratified"}}
-    return make_params(raw, tmp_path, ingest={**IMAGE_INGEST, **(ingest or {})}, **{**defaults, **sections})
+@functools.cache
+def digits_raw() -> dict:
+    """examples/digits/params.yaml, the complete params of an image run (make_params copies it before changing it)."""
+    return yaml.safe_load((REPO / "examples/digits/params.yaml").read_text())
 
 
-def data_stages(params: Params) -> None:
+def image_params(tmp_path: Path, ingest: dict | None = None, **sections) -> ImageParams:
+    """The digits example with its paths under ``tmp_path``, a 600-image slice and some sections overridden."""
+    params = make_params(digits_raw(), tmp_path, ingest={**QUICK_INGEST, **(ingest or {})}, **sections)
+    assert isinstance(params, ImageParams)
+    return params
+
+
+def data_stages(params: ImageParams) -> None:
     stages.ingest(params.ingest, params.paths, params.seed)
     stages.clean(params.clean, params.paths)
     stages.split(params.split, params.paths, params.seed)
@@ -38,11 +45,11 @@ def data_stages(params: Params) -> None:
 
 
 @pytest.fixture(scope="package")
-def trained(raw_params, tmp_path_factory):
+def trained(tmp_path_factory):
     """600 digits through the data stages, a small CNN trained 3 epochs and saved as the train stage does."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    params = image_params(raw_params, tmp_path_factory.mktemp("digits"), train=QUICK)
+    params = image_params(tmp_path_factory.mktemp("digits"), train=QUICK)
     data_stages(params)
     prepared = stages.prepare(params.features, params.train, params.paths)
     model, best, history = fit(prepared.train, prepared.val, prepared.config, params.train, params.seed, task=prepared.task)

@@ -6,26 +6,25 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import ParamsError
-from pipeline.kinds.image import augment
 from pipeline.kinds.image.augment import affine, augment_images
 from pipeline.kinds.image.ingest import DIGITS_RANGE
-from pipeline.params import ImageAugmentParams
+from pipeline.params import ImageAugment
 from tests.unit.kinds.image.conftest import image_params
 
 # The affine transforms run in torch: one thread, so a busy machine's other processes cannot slow them.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def only(**enabled) -> ImageAugmentParams:
+def only(**enabled) -> ImageAugment:
     values = {name: {"enabled": False} for name in ("rotation", "shift", "flip", "noise")}
     for name, settings in enabled.items():
         values[name] = {"enabled": True, **settings}
-    return ImageAugmentParams.model_validate({**values, "copies": 1})
+    return ImageAugment.model_validate({**values, "copies": 1})
 
 
 def test_augment_keeps_the_originals_first_and_is_deterministic(digits):
     x, y = digits
-    cfg = ImageAugmentParams.model_validate({"rotation": {"enabled": True}, "shift": {"enabled": True}, "noise": {"enabled": True}, "copies": 2})
+    cfg = ImageAugment.model_validate({"rotation": {"enabled": True}, "shift": {"enabled": True}, "noise": {"enabled": True}, "copies": 2})
     out, out_y = augment_images(x, y, cfg, DIGITS_RANGE, seed=3)
     assert out.shape == (150, 1, 8, 8) and list(out_y) == list(y) * 3
     np.testing.assert_array_equal(out[:50], x)
@@ -63,7 +62,6 @@ def test_noise_has_the_configured_scale(digits):
     assert np.std((out[50:] - x)[inside]) == pytest.approx(0.01 * 16, rel=0.1)
 
 
-def test_tabular_augmentations_are_refused_for_images(raw_params, tmp_path):
-    params = image_params(raw_params, tmp_path, augment={"mixup": {"enabled": True, "fraction": 0.3, "alpha": 0.4}})
-    with pytest.raises(ParamsError, match=r"^augment\.mixup augment table rows"):
-        augment.run(params.augment, params.paths, params.seed)
+def test_tabular_augmentations_are_unknown_keys_for_images(tmp_path):
+    with pytest.raises(ParamsError, match=r"augment\.mixup: unknown key; allowed: copies, flip, noise, rotation, shift"):
+        image_params(tmp_path, augment={"mixup": {"enabled": True, "fraction": 0.3, "alpha": 0.4}})

@@ -1,4 +1,4 @@
-"""Image clean (pipeline/kinds/image/clean.py): what it drops, and the tabular keys it refuses."""
+"""Image clean (pipeline/kinds/image/clean.py): what it drops; tabular clean keys are unknown keys for images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.core.errors import ParamsError
 from pipeline.kinds.image.clean import clean_images
-from pipeline.params import CleanParams
+from pipeline.params import ImageClean
+from tests.unit.kinds.image.conftest import image_params
 
 
 def test_clean_drops_duplicates_nan_and_labels_outside_the_allow_list():
@@ -16,7 +17,10 @@ def test_clean_drops_duplicates_nan_and_labels_outside_the_allow_list():
     x[2] = x[0]  # same pixels, another label: kept (a conflict, not a copy)
     x[3, 0, 0, 0] = np.nan
     y = np.array(["a", "a", "b", "a", "c", "NA"])
-    out_x, out_y, dropped = clean_images(x, y, CleanParams(labels=("a", "b")))
+    out_x, out_y, dropped = clean_images(x, y, ImageClean(labels=("a", "b")))
     assert list(out_y) == ["a", "b"] and dropped == {"missing_label": 1, "label_not_allowed": 1, "non_finite_pixels": 1, "duplicate": 1}
-    with pytest.raises(ParamsError, match=r"clean\.valid_ranges names columns \['age'\]"):
-        clean_images(x, y, CleanParams(valid_ranges={"age": (0, 1)}))
+
+
+def test_valid_ranges_is_an_unknown_key_for_images(tmp_path):
+    with pytest.raises(ParamsError, match=r"clean\.valid_ranges: unknown key; allowed: drop_duplicates, labels, missing_tokens"):
+        image_params(tmp_path, clean={"valid_ranges": {"age": [0, 1]}})

@@ -9,8 +9,8 @@ from pipeline.core.errors import ParamsError
 from pipeline.engine import fit, use_pinned_memory
 from pipeline.kinds.image.data import read_images, split_path, write_images
 from pipeline.kinds.image.train import prepare
-from pipeline.params import LoaderParams, TrainParams, parse_params
-from tests.unit.kinds.image.conftest import QUICK
+from pipeline.params import CNNParams, LoaderParams, MLPParams, TrainParams
+from tests.unit.kinds.image.conftest import QUICK, image_params
 
 # Small models train fastest on one thread, and a busy machine's other processes cannot slow them.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -44,7 +44,7 @@ def test_cnn_learns_digits_in_a_few_epochs(trained):
 
 def test_channels_last_trains_the_same_network(trained):
     params, prepared, model, _ = trained
-    cfg = TrainParams.model_validate({**QUICK, "epochs": 1, "channels_last": True})
+    cfg = TrainParams.model_validate({**QUICK, "epochs": 1, "model": {**QUICK["model"], "channels_last": True}})
     channels_last = prepare(params.features, cfg, params.paths)
     assert channels_last.train.inputs[0].is_contiguous(memory_format=torch.channels_last)
     plain = TrainParams.model_validate({**QUICK, "epochs": 1})
@@ -74,20 +74,22 @@ def test_pinned_memory_only_where_it_helps():
         use_pinned_memory(LoaderParams(pin_memory=True), torch.device("cpu"))
 
 
-def test_architecture_must_fit_the_data_kind(trained):
+def test_architecture_must_fit_the_data_kind(trained, tmp_path):
     params, _, _, _ = trained
-    with pytest.raises(ParamsError, match=r"^train\.architecture = 'mlp' is not an image model"):
-        prepare(params.features, TrainParams(architecture="mlp"), params.paths)
+    with pytest.raises(ParamsError, match=r"^train\.model\.architecture = 'mlp' is not an image model"):
+        prepare(params.features, TrainParams(model=MLPParams(architecture="mlp")), params.paths)
+    with pytest.raises(ParamsError, match=r"train\.model\.architecture = 'mlp' does not fit ingest\.kind 'image'; choose cnn"):
+        image_params(tmp_path, train={"model": {"architecture": "mlp"}})
 
 
-def test_image_params_are_typed_and_strict(raw_params, table, schema):
+def test_image_params_are_typed_and_strict(tmp_path, table, schema):
     from pipeline.kinds.tabular.encoder import fit_preprocessor
     from pipeline.kinds.tabular.train import tabular_config
-    from pipeline.params import FeatureParams
+    from pipeline.params import TabularFeatures
 
-    with pytest.raises(ParamsError, match=r"augment\.image\.rotation\.max_degree: unknown key; allowed: enabled, max_degrees"):
-        parse_params({**raw_params, "augment": {"image": {"rotation": {"max_degree": 5}}}})
-    with pytest.raises(ParamsError, match=r"train\.cnn\.channels = \(\): needs at least one stage"):
-        parse_params({**raw_params, "train": {**raw_params["train"], "cnn": {"channels": []}}})
-    with pytest.raises(ParamsError, match=r"train\.architecture = 'cnn' is not a tabular model"):
-        tabular_config(fit_preprocessor(table, schema, FeatureParams()), TrainParams(architecture="cnn"))
+    with pytest.raises(ParamsError, match=r"augment\.rotation\.max_degree: unknown key; allowed: enabled, max_degrees"):
+        image_params(tmp_path, augment={"rotation": {"max_degree": 5}})
+    with pytest.raises(ParamsError, match=r"train\.model\.channels = \(\): needs at least one stage"):
+        image_params(tmp_path, train={"model": {"channels": []}})
+    with pytest.raises(ParamsError, match=r"train\.model\.architecture = 'cnn' is not a tabular model"):
+        tabular_config(fit_preprocessor(table, schema, TabularFeatures()), TrainParams(model=CNNParams(architecture="cnn")))

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from pipeline.kinds.sequence import stages
 from pipeline.kinds.sequence.data import SequenceSchema
-from pipeline.params import Params
-from tests.conftest import make_params
+from pipeline.params import SequenceParams
+from tests.conftest import REPO, make_params
 
-SEQUENCE_INGEST = {
-    "kind": "sequence", "source": "default", "target": "Demand", "time_column": "time", "time_cutoff": None,
-    "drop_columns": [], "categorical": [], "min_rows": 10, "max_rows": None,
-}
+QUICK_INGEST = {"min_rows": 10}
 QUICK = {"epochs": 2, "batch_size": 32, "lr": 0.01, "warmup_epochs": 0, "num_threads": 1, "early_stopping": {"metric": "val_mae"}}
 
 
-def sequence_params(raw_params: dict, tmp_path: Path, ingest: dict | None = None, **sections) -> Params:
+@functools.cache
+def elecdemand_raw() -> dict:
+    """examples/elecdemand/params.yaml, the complete params of a sequence run (make_params copies it before changing it)."""
+    return yaml.safe_load((REPO / "examples/elecdemand/params.yaml").read_text())
+
+
+def sequence_params(tmp_path: Path, ingest: dict | None = None, **sections) -> SequenceParams:
+    """The elecdemand example with its paths under ``tmp_path`` and some sections overridden; no
+    ``clean.valid_ranges`` unless given (the example's name elecdemand's columns)."""
     clean = {"valid_ranges": {}, **sections.pop("clean", {})}
-    return make_params(raw_params, tmp_path, ingest={**SEQUENCE_INGEST, **(ingest or {})}, clean=clean, **sections)
+    params = make_params(elecdemand_raw(), tmp_path, ingest={**QUICK_INGEST, **(ingest or {})}, clean=clean, **sections)
+    assert isinstance(params, SequenceParams)
+    return params
 
 
 def schema_for(**overrides) -> SequenceSchema:
@@ -41,10 +50,10 @@ def long_table(n: int = 120, series=("a", "b"), seed: int = 0) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def stage_data(raw_params: dict, tmp_path: Path, rows: int = 700, **sections) -> Params:
+def stage_data(tmp_path: Path, rows: int = 700, **sections) -> SequenceParams:
     """elecdemand's first ``rows`` steps through ingest, clean, split and augment."""
     params = sequence_params(
-        raw_params, tmp_path, ingest={"max_rows": rows, "sequence": {"lookback": 24, "horizon": 2, "stride": 2}},
+        tmp_path, ingest={"max_rows": rows, "lookback": 24, "horizon": 2, "stride": 2},
         split={"method": "time", "train": 0.6, "val": 0.2, "test": 0.2}, **sections,
     )
     p = params.paths

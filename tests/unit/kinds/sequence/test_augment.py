@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.kinds.sequence.augment import augment_windows
-from pipeline.params import SequenceAugmentParams
+from pipeline.params import SequenceAugment
 
 
 def test_augment_is_deterministic_and_each_technique_changes_windows_as_intended():
@@ -15,7 +15,7 @@ def test_augment_is_deterministic_and_each_technique_changes_windows_as_intended
     std = np.array([1.0, 1.0])
 
     def run(seed=0, copies=1, **enabled):
-        cfg = SequenceAugmentParams.model_validate({**{k: {"enabled": True, **v} for k, v in enabled.items()}, "copies": copies})
+        cfg = SequenceAugment.model_validate({**{k: {"enabled": True, **v} for k, v in enabled.items()}, "copies": copies})
         return augment_windows(x, y, cfg, std, target_index=0, seed=seed)
 
     same_x, same_y, added = run()

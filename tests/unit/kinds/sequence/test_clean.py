@@ -8,13 +8,13 @@ import pytest
 
 from pipeline.core.errors import DataError
 from pipeline.kinds.sequence.clean import clean_frame, series_labels
-from pipeline.params import CleanParams
+from pipeline.params import SequenceClean
 from tests.unit.kinds.sequence.conftest import long_table, schema_for
 
 
-def _clean(frame, **sequence):
+def _clean(frame, **clean):
     schema = schema_for(frequency=1)
-    return clean_frame(frame, schema, CleanParams.model_validate({"sequence": sequence}))
+    return clean_frame(frame, schema, SequenceClean.model_validate(clean))
 
 
 def test_clean_imputes_within_each_series_and_reports():
@@ -43,7 +43,7 @@ def test_a_series_with_too_many_missing_values_is_named_or_dropped():
         _clean(frame, max_missing_share=0.2)
     out, _, report = _clean(frame, max_missing_share=0.2, bad_series="drop")
     assert set(out["id"]) == {"a"} and "b" in report["dropped_series"]
-    with pytest.raises(DataError, match=r"series 'b': a gap of 3 steps is longer than clean.sequence.limit = 2"):
+    with pytest.raises(DataError, match=r"series 'b': a gap of 3 steps is longer than clean.limit = 2"):
         gappy = long_table(20)
         gappy.loc[(gappy["id"] == "b") & gappy["t"].between(5, 7), "y"] = np.nan
         _clean(gappy, limit=2)
@@ -52,4 +52,4 @@ def test_a_series_with_too_many_missing_values_is_named_or_dropped():
 def test_a_class_label_must_be_constant_per_series():
     with pytest.raises(DataError, match=r"series 'b' has 2 labels \['p', 'q'\] in 'y'"):
         frame = long_table(10).assign(y=lambda f: np.where((f["id"] == "b") & (f["t"] > 4), "q", "p"))
-        series_labels(frame, schema_for(task="classify", features=("x",), horizon=0), CleanParams())
+        series_labels(frame, schema_for(task="classify", features=("x",), horizon=0), SequenceClean())

@@ -20,13 +20,17 @@ from tests.unit.kinds.sequence.conftest import QUICK, stage_data
 # Small models train fastest on one thread, and a busy machine's other processes cannot slow them.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+NETWORKS = {
+    "lstm": {"architecture": "lstm", "hidden": 16},
+    "gru": {"architecture": "gru", "hidden": 16},
+    "seq_transformer": {"architecture": "seq_transformer", "d_model": 16, "heads": 2, "layers": 1},
+}
+
 
 @pytest.mark.parametrize("architecture", ["lstm", "gru", "seq_transformer"])
-def test_each_architecture_trains_and_exports_with_parity_in_raw_units(raw_params, tmp_path, architecture):
-    params = stage_data(raw_params, tmp_path, rows=700)
-    cfg = TrainParams.model_validate(
-        {**QUICK, "architecture": architecture, "rnn": {"hidden": 16}, "seq_transformer": {"d_model": 16, "heads": 2, "layers": 1}}
-    )
+def test_each_architecture_trains_and_exports_with_parity_in_raw_units(tmp_path, architecture):
+    params = stage_data(tmp_path, rows=700)
+    cfg = TrainParams.model_validate({**QUICK, "model": NETWORKS[architecture]})
     prepared = prepare(params.features, cfg, params.paths)
     model, _, history = fit(prepared.train, prepared.val, prepared.config, cfg, seed=0, task=prepared.task)
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]

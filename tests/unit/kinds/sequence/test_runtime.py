@@ -31,9 +31,9 @@ def test_the_runtime_imports_no_torch_and_no_stages():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-def test_forecast_stages_end_to_end_score_like_the_gate(raw_params, tmp_path):
+def test_forecast_stages_end_to_end_score_like_the_gate(tmp_path):
     """evaluate and export on a quick LSTM, then the gate's own scoring (onnxruntime only) agrees with evaluate."""
-    params = stage_data(raw_params, tmp_path, rows=500, train={**QUICK, "architecture": "lstm", "rnn": {"hidden": 8}})
+    params = stage_data(tmp_path, rows=500, train={**QUICK, "model": {"architecture": "lstm", "hidden": 8}})
     p = params.paths
     train.run(params.features, params.train, p, params.seed)
     metrics = stages.evaluate(params.evaluate, p, params.seed)
@@ -48,7 +48,7 @@ def test_forecast_stages_end_to_end_score_like_the_gate(raw_params, tmp_path):
     assert (tmp_path / "reports/evaluate/plots/forecast.csv").exists() and (tmp_path / "reports/evaluate/plots/horizon_errors.csv").exists()
 
 
-def test_sequence_classification_on_a_synthetic_long_table(raw_params, tmp_path):
+def test_sequence_classification_on_a_synthetic_long_table(tmp_path):
     """Nine series, a wave or noise about another level, whole series per split (group): classified from their windows."""
     rng = np.random.default_rng(0)
     frames = []
@@ -61,11 +61,11 @@ def test_sequence_classification_on_a_synthetic_long_table(raw_params, tmp_path)
     source.parent.mkdir(parents=True)
     pd.concat(frames).to_parquet(source)
     params = sequence_params(
-        raw_params, tmp_path,
+        tmp_path,
         ingest={"source": str(source), "target": "kind", "time_column": "step",
-                "sequence": {"series_column": "sensor", "task": "classify", "lookback": 12, "stride": 2}},
+                "series_column": "sensor", "task": "classify", "lookback": 12, "stride": 2},
         split={"method": "group", "group_column": "sensor", "train": 0.6, "val": 0.2, "test": 0.2},
-        train={**QUICK, "epochs": 6, "batch_size": 16, "architecture": "gru", "rnn": {"hidden": 16},
+        train={**QUICK, "epochs": 6, "batch_size": 16, "model": {"architecture": "gru", "hidden": 16},
                "early_stopping": {"metric": "val_accuracy"}},
     )
     p = params.paths

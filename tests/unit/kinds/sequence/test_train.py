@@ -17,10 +17,10 @@ from tests.unit.kinds.sequence.conftest import schema_for, stage_data
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_encoder_is_fitted_on_the_training_rows_only(raw_params, tmp_path):
-    params = stage_data(raw_params, tmp_path, rows=400)
+def test_encoder_is_fitted_on_the_training_rows_only(tmp_path):
+    params = stage_data(tmp_path, rows=400)
     p = params.paths
-    prepared = prepare(params.features, params.train.model_copy(update={"architecture": "lstm"}), p)
+    prepared = prepare(params.features, params.train, p)
     before = prepared.encoder
     assert prepared.task == "regression"  # a forecast trains on the engine's regression loss and metrics
     for name in ("val", "test"):
@@ -28,14 +28,14 @@ def test_encoder_is_fitted_on_the_training_rows_only(raw_params, tmp_path):
         part = pd.read_parquet(path)
         part[["Demand", "Temperature"]] *= 100  # every held-out value changes
         part.to_parquet(path)
-    after = prepare(params.features, params.train.model_copy(update={"architecture": "lstm"}), p).encoder
+    after = prepare(params.features, params.train, p).encoder
     assert after == before
     train = pd.read_parquet(tmp_path / "data/split/train.parquet")
     assert before["means"][0] == pytest.approx(train["Demand"].mean()) and before["target_std"] == pytest.approx(train["Demand"].std(ddof=0))
 
 
 def test_a_tabular_architecture_is_refused_naming_the_key():
-    with pytest.raises(ParamsError, match=r"train.architecture = 'mlp' is not a sequence model; choose one of \['lstm', 'gru', 'seq_trans"):
+    with pytest.raises(ParamsError, match=r"train\.model\.architecture = 'mlp' is not a sequence model; choose one of \['lstm', 'gru', 'seq_trans"):
         sequence_config(TrainParams(), schema_for())
 
 

@@ -1,0 +1,38 @@
+"""Every file and folder the pipeline reads or writes, defined once (dvc.yaml templates them from params.yaml)."""
+
+from __future__ import annotations
+
+from pipeline.params.base import Section
+
+
+class Paths(Section):
+    """Every file and folder the pipeline reads or writes, defined once (dvc.yaml templates them)."""
+
+    ingested: str
+    clean: str
+    split: str
+    augmented: str
+    preprocessor: str
+    model: str
+    checkpoints: str
+    onnx: str
+    onnx_int8: str
+    model_card: str
+    ingest_report: str
+    clean_report: str
+    split_report: str
+    augment_report: str
+    train_live: str
+    tensorboard: str
+    eval_metrics: str
+    eval_per_class: str
+    eval_plots: str
+    export_report: str
+    raw: str
+    landing: str
+    quarantine: str
+    registry: str
+    drift_reports: str
+    monitor_state: str
+    init_model: str  # folder: a model.pt here warm-starts training (the retrain flow's start=warm puts production's there)
+    tune: str  # folder: optuna.db (the default study storage), best_params.yaml, summary.json
