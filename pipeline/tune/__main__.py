@@ -1,0 +1,6 @@
+"""``python -m pipeline.tune``: see ``pipeline.tune``."""
+
+from pipeline.tune.cli import main
+
+if __name__ == "__main__":
+    main()
