@@ -1,6 +1,7 @@
 # Two entry points, each self-contained on a fresh clone:
 #   make repro   set up .venv and run the whole DVC pipeline on the default data
 #   make test    set up .venv and run the test suite (includes a real `dvc repro` on a slice)
+#   make lint    ruff (lint), import-linter (the layer contracts in .importlinter), mypy
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export ORT_DISABLE_TELEMETRY := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test prefect-up prefect-down clean-venv
+.PHONY: setup repro test lint test-fast prefect-up prefect-down clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,15 @@ repro: setup
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# The inner loop: everything but the real pipeline runs, servers and process tests (under 2 minutes).
+test-fast: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # The lifecycle loop: Prefect server + process work pool + deployments (prefect.yaml) + worker.
 prefect-up: setup

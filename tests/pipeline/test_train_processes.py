@@ -21,6 +21,9 @@ from pipeline.models import load_model
 from pipeline.params import load_params
 from tests.conftest import REPO, make_table, merge_section, tool_env
 
+# Real training processes: one killed mid-run, two DDP ranks under torchrun.
+pytestmark = pytest.mark.slow
+
 
 def workspace(root: Path, schema, rows: int, **train) -> Path:
     """A directory with params.yaml (relative paths) and written splits, ready for ``python -m pipeline.stages.train``."""

@@ -117,6 +117,7 @@ def test_a_study_made_elsewhere_for_the_other_direction_is_refused():
     assert "study 's' was started to maximize, but train.early_stopping.metric 'val_loss' is to minimize" in str(info.value)
 
 
+@pytest.mark.slow  # two worker processes
 def test_two_workers_share_one_study(params, tmp_path):
     """Two command-line searches started together on one SQLite study: four trials in one study."""
     params_file = tmp_path / "params.yaml"
@@ -137,6 +138,7 @@ def test_two_workers_share_one_study(params, tmp_path):
     assert (tmp_path / "reports/tune/best_params.yaml").exists()
 
 
+@pytest.mark.slow  # the command in a subprocess
 def test_command_line_missing_split_is_one_error_line(raw_params, tmp_path):
     params = make_params(raw_params, tmp_path, train=TRAIN, tune=TUNE)  # no data written
     params_file = tmp_path / "params.yaml"
