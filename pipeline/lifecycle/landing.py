@@ -138,6 +138,8 @@ def tabular_params(params: Params) -> TabularParams:
 def latest_time(params: TabularParams, source_times: pd.Series | None = None):
     """The most recent period already available: the cutoff, or the newest landed row if later."""
     cfg = params.ingest
+    if cfg.time_column is None:
+        raise DataError("the latest landed period needs ingest.time_column")
     if source_times is None:
         source_times = sortable_time(read_source(cfg.source)[cfg.time_column], cfg.time_column)
     times = [as_time(cfg.time_cutoff, source_times)] if cfg.time_cutoff is not None else []

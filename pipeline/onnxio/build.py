@@ -51,7 +51,8 @@ def torch_graph(module: nn.Module, example: tuple[torch.Tensor, ...], input_name
         torch.onnx.export(
             module.eval(),
             example,
-            buffer,
+            # torch annotates f as a path, but the legacy exporter writes to a file-like object too (its _export says so).
+            buffer,  # type: ignore[arg-type]
             dynamo=False,
             opset_version=opset,
             input_names=input_names,

@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from sqlalchemy.engine import make_url
@@ -18,7 +18,9 @@ try:
     import optuna
     from optuna.trial import TrialState
 except ModuleNotFoundError:  # the optional "tune" extra; main() says how to install it
-    optuna = TrialState = None
+    # mypy's documented idiom for an optional import: None means "not installed", which main() checks before any use.
+    optuna = None  # type: ignore[assignment]
+    TrialState = None  # type: ignore[assignment,misc]
 
 from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import atomic_write
@@ -36,7 +38,7 @@ STORAGE_ATTEMPTS = 5
 IDENTITY = {"metric": "train.early_stopping.metric", "task": "the task of the data in paths.split", "architecture": "train.model.architecture"}
 
 
-def direction(metric: str) -> str:
+def direction(metric: str) -> Literal["maximize", "minimize"]:
     """Optuna's direction for an early-stopping metric."""
     return "maximize" if metric in MAXIMISED else "minimize"
 

@@ -11,6 +11,7 @@ Params:  ``ingest``, ``seed``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,7 @@ def add_batches(base: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], cf
 
 
 def ingest(
-    frame: pd.DataFrame, cfg: TabularIngest, seed: int, batches: list[tuple[Path, pd.DataFrame]] = ()
+    frame: pd.DataFrame, cfg: TabularIngest, seed: int, batches: Sequence[tuple[Path, pd.DataFrame]] = ()
 ) -> tuple[pd.DataFrame, Schema]:
     """Source rows (up to the cutoff) plus landed batches, windowed, validated, with their schema."""
     combined = add_batches(time_filter(frame, cfg.time_column, cutoff=cfg.time_cutoff), list(batches), cfg)

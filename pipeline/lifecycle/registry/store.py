@@ -1,0 +1,425 @@
+"""The Registry: reads that take no lock, and crash-safe writes under ``<root>/.lock``.
+
+The guarantees (a crash at any instant leaves the old or the new state) are described in the
+package docstring, ``pipeline.lifecycle.registry``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import LockTimeout
+from pipeline.core.gitinfo import git_revision as head_revision
+from pipeline.core.io import (
+    _json_default,
+    atomic_leftovers,
+    file_lock,
+    file_sha256,
+    fsync_dir,
+    fsync_file,
+    write_json,
+)
+from pipeline.lifecycle.registry.history import MAX_UNREADABLE_HISTORY_LINES, SWITCH_EVENTS, append_event, read_history
+from pipeline.lifecycle.registry.layout import (
+    CARD_FILE,
+    COUNTER_FILE,
+    DVC_LOCK_FILE,
+    ENCODER_FILE,
+    HISTORY_FILE,
+    INT8_FILE,
+    LOCK_FILE,
+    META_FILE,
+    METRICS_FILE,
+    ONNX_FILE,
+    PARAMS_FILE,
+    POINTER_FILE,
+    POINTER_MODE,
+    READ_ONLY_DIR,
+    READ_ONLY_FILE,
+    REFERENCE_FILE,
+    TORCH_FILE,
+    VERSION_FILES,
+    VERSIONS_DIR,
+    RegistryError,
+    number_of,
+    parse_version,
+    temp_name,
+    temp_number,
+    utc_now,
+    version_name,
+)
+from pipeline.lifecycle.registry.versions import ModelVersion, load_version
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    """Numbered model versions under ``root`` with a production pointer, a history and rollback.
+
+    Construction touches nothing on disk; reads of an empty or absent root see no versions, and the
+    first write creates the folders.
+    """
+
+    def __init__(self, root: str | Path, *, lock_timeout: float = 600.0) -> None:
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.root)!r})"
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / VERSIONS_DIR
+
+    @property
+    def pointer_file(self) -> Path:
+        return self.root / POINTER_FILE
+
+    @property
+    def history_file(self) -> Path:
+        return self.root / HISTORY_FILE
+
+    # ------------------------------------------------------------ reading (no lock)
+
+    def _numbers(self) -> list[int]:
+        if not self.versions_dir.is_dir():
+            return []
+        numbers = (number_of(entry.name) for entry in os.scandir(self.versions_dir) if entry.is_dir())
+        return sorted(number for number in numbers if number is not None)
+
+    def versions(self) -> list[ModelVersion]:
+        """Every published version, oldest first (half-written temp folders are invisible)."""
+        return [load_version(self.versions_dir / version_name(n), n) for n in self._numbers()]
+
+    def get(self, version: int | str) -> ModelVersion:
+        """A version by 7, "7", "v7" or "v0007"."""
+        number = parse_version(version)
+        path = self.versions_dir / version_name(number)
+        if not path.is_dir():
+            numbers = self._numbers()
+            known = f"it holds {version_name(numbers[0])} to {version_name(numbers[-1])}" if numbers else "it is empty"
+            raise RegistryError(f"model version {version_name(number)} is not in the registry at {self.root} ({known})")
+        return load_version(path, number)
+
+    def _read_pointer(self) -> dict[str, Any] | None:
+        try:
+            pointer = json.loads(self.pointer_file.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise RegistryError(
+                f"{self.pointer_file}: not valid JSON ({exc}); fix it with: python -m pipeline.lifecycle.registry rollback --to VERSION"
+            ) from None
+        if not isinstance(pointer, dict) or "version" not in pointer:
+            raise RegistryError(
+                f"{self.pointer_file}: has no 'version'; fix it with: python -m pipeline.lifecycle.registry rollback --to VERSION"
+            )
+        return pointer
+
+    def production(self) -> ModelVersion | None:
+        """The serving version, or None before the first promotion."""
+        pointer = self._read_pointer()
+        if pointer is None:
+            return None
+        try:
+            return self.get(pointer["version"])
+        except RegistryError as exc:
+            raise RegistryError(f"{self.pointer_file} points at a version that cannot be read: {exc}") from None
+
+    def find_by_onnx_sha256(self, sha256: str) -> ModelVersion | None:
+        """The newest version whose ONNX file has this hash (so an unchanged model is not registered twice)."""
+        for version in reversed(self.versions()):
+            if version.meta.get("sha256", {}).get(ONNX_FILE) == sha256:
+                return version
+        return None
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every recorded event, oldest first."""
+        return read_history(self.history_file, MAX_UNREADABLE_HISTORY_LINES)
+
+    # ------------------------------------------------------------ writing (under the lock)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive access for one write; on entry, clean up whatever a crashed writer left behind."""
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(file_lock(self.root / LOCK_FILE, self.lock_timeout, poll_interval=0.02))
+            except LockTimeout:
+                raise RegistryError(
+                    f"{self.root / LOCK_FILE}: another process has held the registry lock for "
+                    f"{self.lock_timeout:g}s; check for a stuck register/promote"
+                ) from None
+            self._recover()
+            yield
+
+    def _recover(self) -> None:
+        """Undo the traces of a crashed writer. Safe because we hold the lock: whoever made them is gone."""
+        if self.versions_dir.is_dir():
+            stale = sorted((p, n) for p in self.versions_dir.iterdir() if (n := temp_number(p.name)) is not None)
+            if stale:
+                # Record the numbers first, so deleting the folders can never free a number for reuse.
+                highest = max(number for _, number in stale)
+                if highest > self._last_number():
+                    write_json(self.root / COUNTER_FILE, {"last_version": highest}, mode=POINTER_MODE)
+            for path, _ in stale:
+                log.warning("removing %s: a version half-written by a crashed process (its number stays retired)", path)
+                try:
+                    os.chmod(path, 0o755)
+                    shutil.rmtree(path)
+                except OSError as exc:  # harmless to leave: readers ignore it and its number is retired
+                    log.warning("could not remove %s (%s); it is ignored", path, exc)
+        for temp in atomic_leftovers(self.pointer_file) + atomic_leftovers(self.root / COUNTER_FILE):
+            log.warning("removing %s: a pointer update interrupted by a crash (the switch never happened)", temp)
+            temp.unlink(missing_ok=True)
+        self._reconcile_history()
+
+    def _reconcile_history(self) -> None:
+        """Append the last pointer switch if a crash struck between the switch and its log line."""
+        try:
+            pointer = self._read_pointer()
+        except RegistryError as exc:
+            log.warning("%s", exc)
+            return
+        if pointer is None or not isinstance(pointer.get("event"), dict):
+            return
+        switch = pointer["event"]
+        logged = [e for e in read_history(self.history_file, None) if e.get("event") in SWITCH_EVENTS]
+        if logged and logged[-1].get("id") == switch.get("id"):
+            return
+        log.warning(
+            "history.jsonl lacks the last %s to %s (crash before it was logged); appending it",
+            switch.get("event"),
+            switch.get("version"),
+        )
+        self._append_history({**switch, "recovered": True})
+
+    def _last_number(self) -> int:
+        path = self.root / COUNTER_FILE
+        try:
+            return int(json.loads(path.read_text())["last_version"])
+        except FileNotFoundError:
+            return 0
+        except (ValueError, KeyError, TypeError) as exc:
+            # Written atomically, so only a hand edit gets here; the folder scan still prevents reuse of published numbers.
+            log.warning("%s is unreadable (%s); using the highest published version instead", path, exc)
+            return 0
+
+    def _append_history(self, event: dict[str, Any]) -> None:
+        append_event(self.history_file, event)
+
+    def register(
+        self,
+        *,
+        onnx: Path,
+        model_card: Path,
+        metrics: Path,
+        params: Path,
+        dvc_lock: Path,
+        reference: Path,
+        onnx_int8: Path | None = None,
+        torch_model: Path | None = None,
+        encoder: Path | None = None,
+        git_revision: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Copy a model and everything that explains it into the next numbered, read-only version.
+
+        ``git_revision`` defaults to HEAD of the working directory's repository.
+        """
+        sources = {
+            ONNX_FILE: onnx,
+            CARD_FILE: model_card,
+            METRICS_FILE: metrics,
+            PARAMS_FILE: params,
+            DVC_LOCK_FILE: dvc_lock,
+        }
+        arguments = dict(zip(VERSION_FILES[:-1], ("onnx", "model_card", "metrics", "params", "dvc_lock"), strict=True))
+        reference_file = Path(REFERENCE_FILE).with_suffix(Path(reference).suffix or ".parquet").name
+        sources[reference_file], arguments[reference_file] = reference, "reference"
+        if onnx_int8 is not None:
+            sources[INT8_FILE], arguments[INT8_FILE] = onnx_int8, "onnx_int8"
+        if torch_model is not None:
+            sources[TORCH_FILE], arguments[TORCH_FILE] = torch_model, "torch_model"
+        if encoder is not None:
+            sources[ENCODER_FILE], arguments[ENCODER_FILE] = encoder, "encoder"
+        for name, source in sources.items():
+            if not Path(source).is_file():
+                raise RegistryError(f"register: {arguments[name]} file {source} not found (run the pipeline first: dvc repro)")
+        for name in (CARD_FILE, METRICS_FILE):
+            try:
+                json.loads(Path(sources[name]).read_text())
+            except ValueError as exc:
+                raise RegistryError(f"register: {arguments[name]} file {sources[name]} is not valid JSON ({exc})") from None
+        extra = dict(extra or {})
+        try:
+            json.dumps(extra, default=_json_default)
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"register: extra is not JSON serialisable: {exc}") from None
+        revision = git_revision if git_revision is not None else head_revision()
+
+        with self._locked():
+            self.versions_dir.mkdir(exist_ok=True)
+            number = max([self._last_number(), *self._numbers()], default=0) + 1
+            # Retire the number before writing anything: a crash from here on can never lead to its reuse.
+            write_json(self.root / COUNTER_FILE, {"last_version": number}, mode=POINTER_MODE)
+            name = version_name(number)
+            temp = self.versions_dir / temp_name(number, os.getpid())
+            try:
+                temp.mkdir()
+                hashes = {}
+                for file_name, source in sources.items():
+                    target = temp / file_name
+                    shutil.copyfile(source, target)
+                    fsync_file(target)
+                    os.chmod(target, READ_ONLY_FILE)
+                    hashes[file_name] = file_sha256(target)  # hash what is stored, which is what verify() reads
+                meta = {
+                    "version": name,
+                    "number": number,
+                    "created": utc_now(),
+                    "git_revision": revision,
+                    "sha256": hashes,
+                    "data_sha256": hashes[reference_file],
+                    "sources": {file_name: str(source) for file_name, source in sources.items()},
+                    "extra": extra,
+                }
+                # Durable and read-only; write_json also fsyncs ``temp``, which makes every entry above durable.
+                write_json(temp / META_FILE, meta, mode=READ_ONLY_FILE)
+                final = self.versions_dir / name
+                os.rename(temp, final)  # the instant the version appears, complete
+            except BaseException:
+                shutil.rmtree(temp, ignore_errors=True)
+                raise
+            fsync_dir(self.versions_dir)
+            os.chmod(final, READ_ONLY_DIR)
+            self._append_history(
+                {
+                    "event": "register",
+                    "version": name,
+                    "time": meta["created"],
+                    "onnx_sha256": hashes[ONNX_FILE],
+                    "git_revision": revision,
+                }
+            )
+        log.info("registered %s (onnx sha256 %s...) at %s", name, hashes[ONNX_FILE][:12], final)
+        return ModelVersion(number=number, path=final, meta=meta)
+
+    def _switch(
+        self,
+        target: ModelVersion,
+        *,
+        kind: str,
+        previous: str | None,
+        earlier: list[str],
+        reason: str,
+        decision: dict[str, Any] | None,
+    ) -> None:
+        """Point production at ``target`` atomically, then log the switch."""
+        now = utc_now()
+        # The id lets the next writer tell whether this switch reached history.jsonl (see _reconcile_history).
+        event: dict[str, Any] = {
+            "event": kind,
+            "id": uuid.uuid4().hex,
+            "version": target.name,
+            "previous": previous,
+            "reason": reason,
+            "time": now,
+        }
+        if decision is not None:
+            event["decision"] = decision
+        try:
+            json.dumps(event, default=_json_default)
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"{kind}: decision is not JSON serialisable: {exc}") from None
+        write_json(
+            self.pointer_file,
+            {"version": target.name, "promoted_at": now, "reason": reason, "earlier": earlier, "event": event},
+            mode=POINTER_MODE,
+        )
+        self._append_history(event)
+
+    def _pointer_state(self) -> tuple[str | None, list[str]]:
+        pointer = self._read_pointer()
+        if pointer is None:
+            return None, []
+        earlier = [version_name(parse_version(v)) for v in pointer.get("earlier", [])]
+        return version_name(parse_version(pointer["version"])), earlier
+
+    def promote(self, version: int | str, *, reason: str, decision: dict[str, Any] | None = None) -> ModelVersion:
+        """Make ``version`` production (after re-verifying its files); promoting the current one is a no-op."""
+        with self._locked():
+            target = self.get(version)
+            target.verify()
+            current, earlier = self._pointer_state()
+            if current == target.name:
+                log.info("%s is already production; nothing to switch", target.name)
+                return target
+            self._switch(
+                target,
+                kind="promote",
+                previous=current,
+                earlier=earlier + ([current] if current else []),
+                reason=reason,
+                decision=decision,
+            )
+        log.info("production is now %s (was %s): %s", target.name, current or "none", reason)
+        return target
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Log a decision that does not move production (e.g. a rejected challenger), stamped with UTC time."""
+        if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+            raise RegistryError(f"record: an event must be a dict with a string 'event' key, got {event!r:.80}")
+        if event["event"] in SWITCH_EVENTS:
+            raise RegistryError(f"record: {event['event']!r} events move production; call Registry.{event['event']}() instead")
+        with self._locked():
+            self._append_history({**event, "time": event.get("time", utc_now())})
+
+    def rollback(self, to: int | str | None = None, *, reason: str = "manual rollback") -> ModelVersion:
+        """Switch production back: to the version before the current one, or to a named version.
+
+        Production history is a stack kept in the pointer. Promotion pushes the outgoing version;
+        ``rollback()`` pops it, so v1 -> v2 -> v3 then rollback gives v2, and again v1, and again an
+        error. ``rollback(to=X)`` with X on the stack pops down to X (the versions above it are
+        abandoned); with X not on the stack (never production, or already rolled back past), the
+        current version is pushed as by a promotion, so a later ``rollback()`` returns to it.
+        """
+        with self._locked():
+            try:
+                current, earlier = self._pointer_state()
+            except RegistryError as exc:
+                if to is None:
+                    raise
+                # A damaged pointer is exactly when an operator needs `rollback --to` to work.
+                log.warning("%s; replacing it with a pointer to %s", exc, to)
+                current, earlier = None, []
+            else:
+                if current is None:
+                    raise RegistryError("rollback: nothing is in production yet; promote a version first")
+            if to is None:
+                if not earlier:
+                    raise RegistryError(
+                        f"rollback: {current} is the first production version; there is no earlier one to roll back to"
+                    )
+                target = self.get(earlier[-1])
+                remaining = earlier[:-1]
+            else:
+                target = self.get(to)
+                if target.name == current:
+                    raise RegistryError(f"rollback: {target.name} is already production")
+                if target.name in earlier:
+                    remaining = earlier[: len(earlier) - 1 - earlier[::-1].index(target.name)]
+                else:
+                    remaining = earlier + ([current] if current else [])
+            target.verify()
+            self._switch(target, kind="rollback", previous=current, earlier=remaining, reason=reason, decision=None)
+        log.warning("rolled back production to %s (was %s): %s", target.name, current or "unreadable", reason)
+        return target
