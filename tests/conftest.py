@@ -31,8 +31,20 @@ def make_params(raw: dict, tmp_path: Path, **sections) -> Params:
     data = copy.deepcopy(raw)
     data["paths"] = {key: str(tmp_path / value) for key, value in data["paths"].items()}
     for name, override in sections.items():
-        data[name] = {**data.get(name, {}), **override} if isinstance(override, dict) else override
+        data[name] = merge_section(data.get(name), override)
     return parse_params(data)
+
+
+def merge_section(base, override):
+    """A params section with some keys overridden. ``train.model`` merges key by key for the same
+    architecture and is replaced by another architecture's (its keys differ)."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return override
+    merged = {**base, **override}
+    model, new_model = base.get("model"), override.get("model")
+    if isinstance(model, dict) and isinstance(new_model, dict) and new_model.get("architecture", model.get("architecture")) == model.get("architecture"):
+        merged["model"] = {**model, **new_model}
+    return merged
 
 
 def make_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -82,6 +94,13 @@ def copy_repo(destination: Path, **param_sections) -> Path:
     return destination
 
 
+def clone_workspace(source: Path, destination: Path) -> Path:
+    """A private copy of a prepared workspace (git, DVC cache and outputs included) for one test to change,
+    so a fixture can prepare an expensive state once and every test still starts from it."""
+    shutil.copytree(source, destination, symlinks=True)
+    return destination
+
+
 def edit_params(root: Path, **sections) -> None:
     """Override keys of params.yaml sections in a copied workspace."""
     if not sections:
@@ -89,7 +108,7 @@ def edit_params(root: Path, **sections) -> None:
     path = root / "params.yaml"
     data = yaml.safe_load(path.read_text())
     for name, values in sections.items():
-        data[name] = {**data[name], **values}
+        data[name] = merge_section(data.get(name), values)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
