@@ -37,6 +37,7 @@ from pipeline.lifecycle.monitoring import (
     idempotency_key,
 )
 from pipeline.lifecycle.registry import Registry
+from pipeline.onnxio.card import TabularCard
 from pipeline.params import load_params, prediction_log_url
 
 RETRAIN_DEPLOYMENT = "retrain/retrain"
@@ -57,19 +58,17 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         logger.warning("no production model yet: run the retrain flow first")
         return None
     production.verify()  # the reference must be the exact training data the registry pinned
-    card = production.card_data()
+    card = TabularCard.load(production.card)
 
     state = MonitorState.load(root_path / paths.monitor_state)
-    current = combine([source.pending(set(state.checked_batches)) for source in current_sources(params, root_path, card["target"])])
+    current = combine([source.pending(set(state.checked_batches)) for source in current_sources(params, root_path, card.target)])
     if current.empty:
         logger.info("no new data since the last check (%s)", cfg.source)
         return None
 
-    inputs = card["inputs"]
-    reference = as_model_inputs(read_table(production.reference), inputs, params.clean)
-    current_inputs = as_model_inputs(current.frame, inputs, params.clean)
-    numeric_cols = [i["name"] for i in inputs if i["kind"] == "numeric"]
-    categorical_cols = [i["name"] for i in inputs if i["kind"] == "categorical"]
+    reference = as_model_inputs(read_table(production.reference), card.inputs, params.clean)
+    current_inputs = as_model_inputs(current.frame, card.inputs, params.clean)
+    numeric_cols, categorical_cols = list(card.numeric_names), list(card.categorical_names)
     html = Path(report_dir) / "report.html"
     drift = detect_drift(
         reference, current_inputs, numeric_cols, categorical_cols,
@@ -77,7 +76,7 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         drift_share=cfg.drift_share,
         reference_sample=cfg.reference_sample, current_sample=cfg.current_sample, seed=params.seed, html_path=html,
     )
-    labelled = labelled_rows(current.frame, card["target"])
+    labelled = labelled_rows(current.frame, card.target)
     accuracy = None
     if len(labelled) >= cfg.min_rows:
         accuracy = score(OnnxModel.load(production.onnx, production.card), labelled)["accuracy"]
@@ -89,7 +88,7 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         "rows": len(current.frame),
         "labelled_rows": len(labelled),
         "accuracy": accuracy,
-        "reference_accuracy": card["metrics"]["test"]["accuracy"],
+        "reference_accuracy": card.test_metrics["accuracy"],
         "production_version": production.name,
         "report": str(html),
     }
@@ -111,11 +110,15 @@ def current_sources(params, root: Path, target: str) -> list[CurrentSource]:
 @task
 def trigger_retrain(deployment: str, note: str, key: str, start: str = "cold") -> str:
     """Start the retrain deployment (returns at once; the worker runs it)."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     run = run_deployment(
         deployment, parameters={"reason": "drift", "note": note, "start": start}, timeout=0, idempotency_key=key, as_subflow=False
     )
+    # run_deployment returns a coroutine only when called from async code; this task is synchronous.
+    if not isinstance(run, FlowRun):
+        raise TypeError(f"run_deployment({deployment!r}) returned {type(run).__name__}, not a FlowRun")
     return str(run.id)
 
 

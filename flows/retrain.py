@@ -32,6 +32,7 @@ from pipeline.kinds import score_test, training_split_file
 from pipeline.lifecycle.gate import Decision, baseline_key, decide, parity_passed
 from pipeline.lifecycle.landing import expected_source_columns, screen
 from pipeline.lifecycle.registry import Registry
+from pipeline.onnxio.card import ModelCard
 from pipeline.params import Params, TabularParams, load_params
 
 Reason = Literal["schedule", "drift", "manual"]
@@ -169,9 +170,8 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
     if production is not None and production.onnx_sha256 == onnx_sha:
         registry.record({"event": "unchanged", "version": production.name, "decision": event})
         return {"action": "unchanged", "version": production.name}
-    card = read_json(root_path / paths.model_card)
-    int8 = card.get("int8")
-    serve_int8 = bool(int8) and int8["fp32_accuracy"] - int8["accuracy"] <= params.gate.int8_max_accuracy_loss
+    int8 = ModelCard.load(root_path / paths.model_card).int8
+    serve_int8 = int8 is not None and int8.accuracy_loss <= params.gate.int8_max_accuracy_loss
     existing = registry.find_by_onnx_sha256(onnx_sha)
     rolled_back = {e.get("previous") for e in registry.history() if e.get("event") == "rollback"}
     if existing is not None and existing.name in rolled_back:
@@ -240,10 +240,14 @@ def retrain(reason: Reason = "manual", note: str | None = None, start: Start = "
     with retrain_lock(root, wait_seconds=600):
         landing = screen_landing(str(root))
         initialisation = place_init_model(str(root), start)
-        stages = []
+        stages: list[dict[str, Any]] = []
         for stage in stage_order(root):
             state = run_stage.with_options(name=f"dvc-{stage}")(stage, str(root), return_state=True)
-            stages.append(state.result())
+            # A skipped stage returns a Completed state carrying its summary: result() is the dict either way.
+            summary = state.result()
+            if not isinstance(summary, dict):
+                raise TypeError(f"stage {stage!r}: expected its summary dict, got {type(summary).__name__}")
+            stages.append(summary)
         verdict = gate(str(root))
         outcome = promote(str(root), verdict, reason, note)
         update_state(root / params.paths.monitor_state, last_retrain_at=utc_now().isoformat())

@@ -17,9 +17,10 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from pipeline.core.canon import category_value
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
 from pipeline.lifecycle.registry import Registry
+from pipeline.onnxio.card import TabularCard
 from pipeline.onnxio.session import ort_session
 from pipeline.params import ServeParams
 from serving.predlog import PredictionLog
@@ -51,13 +53,26 @@ class RequestError(Exception):
 
 
 @dataclass(frozen=True)
+class FeedSchema:
+    """The card's inputs as ``build_feed`` uses them on every request: computed once, when a model loads."""
+
+    names: tuple[str, ...]  # in the card's order
+    known: frozenset[str]
+    numeric: frozenset[str]
+
+    @classmethod
+    def of(cls, card: TabularCard) -> FeedSchema:
+        return cls(card.input_names, frozenset(card.input_names), frozenset(card.numeric_names))
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     """An immutable, ready-to-run production model; swapped as a whole on promotion or rollback."""
 
     version: str
-    card: dict[str, Any]
+    card: TabularCard
     session: Any
-    inputs: tuple[dict[str, Any], ...]
+    inputs: FeedSchema
     classes: tuple[str, ...]
     metrics: dict[str, Any]
     variant: str  # "fp32" or "int8"
@@ -69,30 +84,28 @@ class LoadedModel:
             return None
         version.verify()
         session = ort_session(version.serving_onnx, threads)  # int8 when the gate chose it
-        card = version.card_data()
+        card = TabularCard.load(version.card)
         variant = "int8" if version.serving_onnx == version.onnx_int8 else "fp32"
-        return cls(version.name, card, session, tuple(card["inputs"]), tuple(card["classes"]), version.metrics(), variant)
+        return cls(version.name, card, session, FeedSchema.of(card), card.classes, version.metrics(), variant)
 
 
 # ---------------------------------------------------------------- validation and feeds
 
 
-def build_feed(records: list[Any], inputs: tuple[dict[str, Any], ...]) -> dict[str, np.ndarray]:
+def build_feed(records: list[Any], inputs: FeedSchema) -> dict[str, np.ndarray]:
     """Validate raw records against the model's input schema and build the [N, 1] ONNX feeds.
 
     Every input field must be present (null is allowed: the model imputes it); unknown fields,
     wrong types and non-objects are refused with a message naming the record and the field.
     """
-    names = [spec["name"] for spec in inputs]
-    known = set(names)
-    numeric = {spec["name"] for spec in inputs if spec["kind"] == "numeric"}
+    names, known, numeric = inputs.names, inputs.known, inputs.numeric
     columns: dict[str, list] = {name: [] for name in names}
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise RequestError(422, f"record {i}: expected an object of fields, got {type(record).__name__}")
         unknown = [key for key in record if key not in known]
         if unknown:
-            raise RequestError(422, f"record {i}: unknown field {unknown[0]!r}; the model's fields are {names}")
+            raise RequestError(422, f"record {i}: unknown field {unknown[0]!r}; the model's fields are {list(names)}")
         for name in names:
             if name not in record:
                 raise RequestError(422, f"record {i}: missing field {name!r} (send null if it is unknown)")
@@ -117,7 +130,7 @@ def build_feed(records: list[Any], inputs: tuple[dict[str, Any], ...]) -> dict[s
     }
 
 
-def model_fields(record: dict[str, Any], names: list[str]) -> dict[str, Any]:
+def model_fields(record: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
     """Only the model's input fields go into the log (validation already refused anything else)."""
     return {name: record[name] for name in names}
 
@@ -158,6 +171,13 @@ class Service:
         self.log: PredictionLog | None = None
         self.metrics = ServiceMetrics()
         self._pointer_seen: str | None = None
+
+    @property
+    def prediction_log(self) -> PredictionLog:
+        """The open log: the app's lifespan opens it before the first request and closes it after the last."""
+        if self.log is None:
+            raise RuntimeError("the prediction log is not open; requests are served only inside the app's lifespan")
+        return self.log
 
     def _pointer(self) -> str | None:
         """The production pointer's bytes: cheap to read every few seconds, changes on every switch."""
@@ -257,8 +277,8 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
             else await run_in_threadpool(model.session.run, ["probabilities", "label"], feed)
         )
         request_id = uuid.uuid4().hex
-        now = datetime.now(timezone.utc).isoformat()
-        names = [spec["name"] for spec in model.inputs]
+        now = datetime.now(UTC).isoformat()
+        names = model.inputs.names
         rows = [
             {
                 "request_id": request_id, "record_index": i, "logged_at": now, "model_version": model.version,
@@ -267,7 +287,7 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
             }
             for i, record in enumerate(records)
         ]
-        await service.log.write(rows)  # answered only once committed
+        await service.prediction_log.write(rows)  # answered only once committed
         service.metrics.records.inc(len(records))
         service.metrics.requests.labels("/predict", "200").inc()
         service.metrics.latency.observe(time.perf_counter() - started)
@@ -298,7 +318,7 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
                 raise RequestError(422, f"item {i}: expected exactly the fields request_id, index, label")
             if not isinstance(item["index"], int) or not isinstance(item["label"], str) or not isinstance(item["request_id"], str):
                 raise RequestError(422, f"item {i}: request_id and label must be strings, index an integer")
-        count = await run_in_threadpool(service.log.add_labels, items, datetime.now(timezone.utc).isoformat())
+        count = await run_in_threadpool(service.prediction_log.add_labels, items, datetime.now(UTC).isoformat())
         service.metrics.requests.labels("/labels", "200").inc()
         return {"stored": count}
 
@@ -317,7 +337,7 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
         model = service.model
         if model is None:
             raise RequestError(503, "no production model loaded")
-        return {"version": model.version, "variant": model.variant, "card": model.card, "metrics": model.metrics}
+        return {"version": model.version, "variant": model.variant, "card": model.card.to_dict(), "metrics": model.metrics}
 
     @app.get("/metrics")
     async def metrics():

@@ -24,10 +24,11 @@ Command: ``python -m serving.batch INPUT OUTPUT [--model production|PATH.onnx] [
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +41,10 @@ import pyarrow.parquet as pq
 
 from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError
-from pipeline.core.io import atomic_path, file_sha256, read_json
+from pipeline.core.io import atomic_path, file_sha256
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
 from pipeline.kinds.tabular.runtime import OnnxModel, onnx_feed
+from pipeline.onnxio.card import TabularCard, TabularInput
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,12 @@ PROGRESS_EVERY_S = 10.0
 T = TypeVar("T")
 
 
+class _End(enum.Enum):
+    """The end of an iterator, as ``next(items, _End.END)`` returns it (a type of its own, so it narrows)."""
+
+    END = enum.auto()
+
+
 @dataclass(frozen=True)
 class Chunk:
     """Rows ready to score: the model's feeds ([N, 1] arrays) and the passthrough columns."""
@@ -79,29 +87,29 @@ class Chunk:
 # ---------------------------------------------------------------- feeds
 
 
-def chunk_feed(frame: pd.DataFrame, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+def chunk_feed(frame: pd.DataFrame, inputs: Sequence[TabularInput]) -> dict[str, np.ndarray]:
     """``onnx_feed(frame, inputs)``, with each categorical column canonicalised once per distinct value.
 
     Categorical columns hold few distinct values, so ``onnx_feed`` runs on those (a few hundred rows)
     and the result is spread back by integer codes: the same [N, 1] arrays, without per-row text work.
     """
-    missing = [spec["name"] for spec in inputs if spec["name"] not in frame.columns]
+    missing = [spec.name for spec in inputs if spec.name not in frame.columns]
     if missing:
         raise DataError(f"data lacks the model's input column(s) {missing}")
-    numeric = [spec for spec in inputs if spec["kind"] == "numeric"]
+    numeric: list[TabularInput] = [spec for spec in inputs if spec.kind == "numeric"]
     numbers = {}
     for spec in numeric:
-        column = frame[spec["name"]]
+        column = frame[spec.name]
         # A Categorical (Parquet strings read as dictionaries) is not accepted by pd.to_numeric.
-        numbers[spec["name"]] = column.astype(object) if isinstance(column.dtype, pd.CategoricalDtype) else column
+        numbers[spec.name] = column.astype(object) if isinstance(column.dtype, pd.CategoricalDtype) else column
     feed = onnx_feed(pd.DataFrame(numbers, index=frame.index), numeric)
     for spec in inputs:
-        if spec["kind"] == "numeric":
+        if spec.kind == "numeric":
             continue
-        codes, distinct = pd.factorize(frame[spec["name"]])  # missing values get code -1
-        text = onnx_feed(pd.DataFrame({spec["name"]: pd.Series(distinct)}), [spec])[spec["name"]][:, 0]
+        codes, distinct = pd.factorize(frame[spec.name])  # missing values get code -1
+        text = onnx_feed(pd.DataFrame({spec.name: pd.Series(distinct)}), [spec])[spec.name][:, 0]
         lookup = np.append(text, np.array([MISSING_TEXT], dtype=object))  # index -1 -> missing
-        feed[spec["name"]] = lookup[codes].reshape(-1, 1)
+        feed[spec.name] = lookup[codes].reshape(-1, 1)
     return feed
 
 
@@ -139,7 +147,7 @@ def _check_columns(path: Path, available: list[str], inputs: list[str], keep: li
 
 
 def open_parquet(
-    path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_rows: int
+    path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int
 ) -> tuple[list[pa.Field], Iterator[Chunk]]:
     """The passthrough fields and an iterator of chunks, reading only the needed columns."""
     try:
@@ -147,7 +155,7 @@ def open_parquet(
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
     schema = file.schema_arrow
-    names = [spec["name"] for spec in inputs]
+    names = [spec.name for spec in inputs]
     _check_columns(path, schema.names, names, keep)
     wanted = set(names) | set(keep)
     columns = [name for name in schema.names if name in wanted]  # file order, each once
@@ -162,7 +170,7 @@ def open_parquet(
     return [schema.field(name) for name in keep], _reading(path, "Parquet", chunks())
 
 
-def open_csv(path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_rows: int) -> tuple[list[pa.Field], Iterator[Chunk]]:
+def open_csv(path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int) -> tuple[list[pa.Field], Iterator[Chunk]]:
     """The passthrough fields (text) and an iterator of chunks.
 
     Passthrough columns and categorical inputs are read as text (so a column's type cannot change
@@ -174,9 +182,9 @@ def open_csv(path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_ro
         raise DataError(f"{path}: file is empty (no header line)") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({first_line(exc)})") from None
-    names = [spec["name"] for spec in inputs]
+    names = [spec.name for spec in inputs]
     _check_columns(path, header, names, keep)
-    categorical = [spec["name"] for spec in inputs if spec["kind"] == "categorical"]
+    categorical = [spec.name for spec in inputs if spec.kind == "categorical"]
 
     as_text = {name: str for name in [*keep, *categorical]}
 
@@ -199,7 +207,7 @@ def _reading(path: Path, kind: str, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         raise DataError(f"{path}: not a readable {kind} file ({first_line(exc)})") from None
 
 
-def open_input(path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_rows: int) -> tuple[list[pa.Field], Iterator[Chunk]]:
+def open_input(path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int) -> tuple[list[pa.Field], Iterator[Chunk]]:
     suffix = path.suffix.lower()
     if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
         raise DataError(f"{path}: unsupported input file type {path.suffix!r}; use one of {sorted(PARQUET_SUFFIXES + CSV_SUFFIXES)}")
@@ -211,11 +219,10 @@ def open_input(path: Path, inputs: list[dict[str, Any]], keep: list[str], chunk_
 
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
     """Yield ``items`` while the next one is being produced on a second thread (one item ahead)."""
-    end = object()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-read") as pool:
-        pending = pool.submit(next, items, end)
-        while (item := pending.result()) is not end:
-            pending = pool.submit(next, items, end)
+        pending = pool.submit(next, items, _End.END)
+        while not isinstance(item := pending.result(), _End):
+            pending = pool.submit(next, items, _End.END)
             yield item
 
 
@@ -231,12 +238,11 @@ def load_model(onnx_path: str | Path, card_path: str | Path, threads: int = DEFA
     onnx_path, card_path = Path(onnx_path), Path(card_path)
     if not onnx_path.is_file():
         raise DataError(f"{onnx_path}: model not found")
-    card = read_json(card_path)
-    for key in ("inputs", "classes"):
-        if not card.get(key):
+    card = TabularCard.load(card_path)
+    for key, values in (("inputs", card.inputs), ("classes", card.classes)):
+        if not values:
             raise DataError(f"{card_path}: model card has no {key!r}")
-    hashes = card.get("hashes", {})
-    recorded = {hashes.get("onnx_sha256"), hashes.get("onnx_int8_sha256")} - {None}
+    recorded = card.onnx_hashes
     if recorded and file_sha256(onnx_path) not in recorded:
         raise DataError(f"{card_path}: the card describes another model (its onnx_sha256 does not match {onnx_path})")
     options = ort.SessionOptions()
@@ -336,8 +342,8 @@ def score_file(
         raise DataError(f"{output_path}: the output is Parquet; name it with one of {list(PARQUET_SUFFIXES)}")
     if output_path.resolve() == input_path.resolve():
         raise DataError(f"{output_path}: the output would overwrite the input")
-    keep = list(dict.fromkeys(keep))
-    keep_fields, chunks = open_input(input_path, model.card["inputs"], keep, chunk_rows)
+    columns = list(dict.fromkeys(keep))
+    keep_fields, chunks = open_input(input_path, model.card.inputs, columns, chunk_rows)
     schema = output_schema(keep_fields, model.classes)
 
     start = last_report = time.perf_counter()

@@ -17,6 +17,7 @@ from pathlib import Path
 from pipeline.core.errors import DataError
 from pipeline.core.io import SCHEMA_FILE, read_json
 from pipeline.kinds.base import Kind
+from pipeline.onnxio.card import ModelCard
 
 TABULAR = "tabular"
 
@@ -66,5 +67,5 @@ def training_split_file(split_dir: str | Path) -> Path:
 
 def score_test(onnx_path: str | Path, card_path: str | Path, split_dir: str | Path) -> dict[str, float]:
     """A model's gate metrics on the test split in ``split_dir``, for the kind its card names (no torch)."""
-    card = read_json(card_path)
-    return get(card.get("kind", TABULAR)).runtime.score_split(onnx_path, card, split_dir)
+    card = ModelCard.load(card_path)
+    return get(card.KIND).runtime.score_split(onnx_path, card, split_dir)

@@ -8,6 +8,10 @@ A kind is a package under ``pipeline/kinds/`` with two halves:
   split for the champion/challenger gate. The registry, the gate, the monitor and the service import
   only this half.
 
+Each kind's encoder (the statistics fitted on the training split that turn raw data into the network's
+tensors) keeps one contract, ``Encoder``, whatever the data: ``fit`` learns, ``transform`` applies,
+``to_dict``/``from_dict`` save and restore it as JSON (``paths.preprocessor``; the registry keeps it).
+
 Both halves are plain modules whose functions match these protocols (checked by mypy). A kind never
 imports a stage module or another kind; what kinds share lives in the lower layers (``pipeline.shared``,
 ``pipeline.engine``, ``pipeline.models``, ``pipeline.onnxio``, ``pipeline.core``).
@@ -18,12 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from pipeline.core.errors import ParamsError
 
 if TYPE_CHECKING:  # the engine imports torch; the contract itself must not
     from pipeline.engine import Prepared
+    from pipeline.onnxio.card import ModelCard
     from pipeline.params import (
         AugmentParams,
         CleanParams,
@@ -51,6 +56,37 @@ def narrow(section: object, expected: type[T]) -> T:
     return section
 
 
+class Encoder(Protocol):
+    """A kind's fitted encoder (scikit-learn's contract): learned on the training split only, then applied
+    unchanged by training, evaluate, export (inside the ONNX graph) and a warm start.
+
+    Per kind, ``fit(train, schema, features)`` takes the kind's training data, schema and ``features``
+    params, and ``transform`` maps raw data to the network's inputs: tabular rows -> (x_num, x_cat),
+    images [N, C, H, W] -> normalised images, windows [N, L, F] -> normalised windows.
+    """
+
+    @classmethod
+    def fit(cls, train: Any, schema: Any, features: Any) -> Self:
+        """Learn every statistic from the training data (never from validation, test or serving data)."""
+        ...
+
+    def transform(self, data: Any) -> Any:
+        """Raw data -> the network's inputs; learns nothing."""
+        ...
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names in output order (empty for a forecaster); a warm start keeps an encoder only for the same."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (``paths.preprocessor``): byte-stable, read back by ``from_dict``."""
+        ...
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self: ...
+
+
 class KindStages(Protocol):
     """One function per DVC stage; each reads its input folder in ``paths`` and writes its outputs and report."""
 
@@ -76,8 +112,9 @@ class KindStages(Protocol):
 class KindRuntime(Protocol):
     """The torch-free half: what the lifecycle (gate, registry, monitor, serving) needs of a kind."""
 
-    def score_split(self, onnx_path: str | Path, card: dict[str, Any], split_dir: str | Path) -> dict[str, float]:
-        """The exported model's gate metrics on the test split in ``split_dir`` (onnxruntime only)."""
+    def score_split(self, onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -> dict[str, float]:
+        """The exported model's gate metrics on the test split in ``split_dir`` (onnxruntime only); a card
+        of another kind is a one-line error."""
         ...
 
 

@@ -50,23 +50,22 @@ def baseline_key(metric: str) -> str:
 
 def decide(challenger: float, champion: float | None, baseline: float, parity_ok: bool, cfg: GateParams) -> Decision:
     """The promotion rule; pure, so every branch is unit-tested. Errors (mae, rmse) are lower-better."""
-    common = dict(metric=cfg.metric, challenger=challenger, champion=champion, baseline=baseline, tolerance=cfg.tolerance)
+
+    def verdict(promote: bool, reason: str) -> Decision:
+        return Decision(promote, reason, cfg.metric, challenger, champion, baseline, cfg.tolerance)
+
     name = baseline_key(cfg.metric).removeprefix("baseline_").replace("_", "-")
     lower = cfg.metric in LOWER_IS_BETTER
     if not parity_ok:
-        return Decision(False, "ONNX parity check failed: the exported model does not match the trained one", **common)
+        return verdict(False, "ONNX parity check failed: the exported model does not match the trained one")
     if champion is None:
         if (challenger < baseline) if lower else (challenger > baseline):
-            return Decision(True, f"first model: {cfg.metric} {challenger:.4f} beats the {name} baseline {baseline:.4f}", **common)
-        return Decision(False, f"first model: {cfg.metric} {challenger:.4f} does not beat the {name} baseline {baseline:.4f}", **common)
+            return verdict(True, f"first model: {cfg.metric} {challenger:.4f} beats the {name} baseline {baseline:.4f}")
+        return verdict(False, f"first model: {cfg.metric} {challenger:.4f} does not beat the {name} baseline {baseline:.4f}")
     if lower:
         if challenger <= champion + cfg.tolerance:
-            return Decision(True, f"{cfg.metric} {challenger:.4f} <= champion {champion:.4f} + tolerance {cfg.tolerance}", **common)
-        return Decision(False, f"{cfg.metric} {challenger:.4f} > champion {champion:.4f} + tolerance {cfg.tolerance}", **common)
+            return verdict(True, f"{cfg.metric} {challenger:.4f} <= champion {champion:.4f} + tolerance {cfg.tolerance}")
+        return verdict(False, f"{cfg.metric} {challenger:.4f} > champion {champion:.4f} + tolerance {cfg.tolerance}")
     if challenger >= champion - cfg.tolerance:
-        return Decision(
-            True, f"{cfg.metric} {challenger:.4f} >= champion {champion:.4f} - tolerance {cfg.tolerance}", **common
-        )
-    return Decision(
-        False, f"{cfg.metric} {challenger:.4f} < champion {champion:.4f} - tolerance {cfg.tolerance}", **common
-    )
+        return verdict(True, f"{cfg.metric} {challenger:.4f} >= champion {champion:.4f} - tolerance {cfg.tolerance}")
+    return verdict(False, f"{cfg.metric} {challenger:.4f} < champion {champion:.4f} - tolerance {cfg.tolerance}")

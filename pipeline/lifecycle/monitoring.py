@@ -11,6 +11,7 @@ a hash of the batches' hashes).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 
 from pipeline.core.canon import category_text
 from pipeline.core.io import file_sha256
+from pipeline.onnxio.card import TabularInput
 from pipeline.params import MonitorParams, TabularClean
 from pipeline.shared.tables import batch_files, read_table_file
 
@@ -41,7 +43,8 @@ class CurrentData:
 class CurrentSource(Protocol):
     """Where the monitor's current data comes from (landed batches today; the prediction log next)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only, so frozen dataclasses implement it
 
     def pending(self, seen: set[str]) -> CurrentData: ...
 
@@ -106,15 +109,15 @@ def idempotency_key(keys: tuple[str, ...] | list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
 
 
-def as_model_inputs(frame: pd.DataFrame, inputs: list[dict[str, Any]], clean: TabularClean | None = None) -> pd.DataFrame:
+def as_model_inputs(frame: pd.DataFrame, inputs: Sequence[TabularInput], clean: TabularClean | None = None) -> pd.DataFrame:
     """The model's input columns cleaned as the training rows were: floats (impossible values and
     infinities missing), categories as canonical text (missing-value tokens missing)."""
     clean = clean or TabularClean()
     columns = {}
     for spec in inputs:
-        name = spec["name"]
+        name = spec.name
         column = frame[name] if name in frame.columns else pd.Series(pd.NA, index=frame.index)
-        if spec["kind"] == "numeric":
+        if spec.kind == "numeric":
             values = pd.to_numeric(column, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
             low, high = clean.valid_ranges.get(name, (None, None))
             if low is not None:

@@ -25,6 +25,9 @@ from pipeline.params import load_params
 from serving.batch import chunk_feed, load_model, score_file
 from tests.conftest import tool_env
 
+# The module's fixture builds a real model with the pipeline (about 30 s).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 2500
 
@@ -131,7 +134,7 @@ def test_csv_chunks_whose_types_differ_score_like_the_whole_file(workspace, mode
 
 def test_chunk_feed_equals_onnx_feed_for_any_column_types(model, rows):
     """The per-distinct-value shortcut builds exactly what onnx_feed builds, whatever the dtypes."""
-    inputs = model.card["inputs"]
+    inputs = model.card.inputs
     variants = {
         "as read": rows,
         "codes as floats with gaps": rows.assign(occ10=pd.to_numeric(rows["occ10"]).astype("float64")),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.kinds.tabular.encoder import fit_preprocessor
+from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.evaluate import baseline_matrix, gradient_boosting_proba
 from pipeline.params import EvaluateParams, TabularFeatures
 from pipeline.shared.reports import curves, evaluate, majority_proba
@@ -16,7 +16,7 @@ def test_majority_baseline_predicts_the_training_majority():
 
 def test_gradient_boosting_baseline_learns_and_uses_the_fitted_vocabulary(table, schema):
     train, test = table.iloc[:450], table.iloc[450:]
-    pre = fit_preprocessor(train, schema, TabularFeatures())
+    pre = Preprocessor.fit(train, schema, TabularFeatures())
     x, categorical = baseline_matrix(test, pre)
     assert categorical == [False, False, True]
     assert np.isnan(x[:, 0]).any()  # HGB gets raw numbers with their missing values
@@ -27,7 +27,7 @@ def test_gradient_boosting_baseline_learns_and_uses_the_fitted_vocabulary(table,
 
 
 def test_metrics_file_puts_model_and_baselines_side_by_side(table, schema):
-    pre = fit_preprocessor(table, schema, TabularFeatures())
+    pre = Preprocessor.fit(table, schema, TabularFeatures())
     y = pre.encode_labels(table["label"])
     perfect = np.eye(3)[y] * 0.98 + 0.01 / 1.5
     metrics = evaluate(perfect, y, y, perfect, pre.classes, EvaluateParams())

@@ -3,7 +3,7 @@ import pytest
 
 from pipeline.core.errors import ExportError
 from pipeline.engine import Tensors, fit
-from pipeline.kinds.tabular.encoder import fit_preprocessor
+from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.evaluate import predict_proba
 from pipeline.kinds.tabular.export import build_onnx, raw_inputs, verify
 from pipeline.kinds.tabular.train import tabular_config
@@ -19,7 +19,7 @@ NETWORKS = {
 
 def _trained(table, schema, network=None, **train):
     """A quick model; ``network``: the ``train.model`` section (default: an MLP with one layer of 16)."""
-    pre = fit_preprocessor(table.iloc[:400], schema, TabularFeatures())
+    pre = Preprocessor.fit(table.iloc[:400], schema, TabularFeatures())
     cfg = TrainParams.model_validate({"model": network or NETWORKS["mlp"], "epochs": 2, "batch_size": 64, "warmup_epochs": 0, **train})
     model, _, _ = fit(Tensors.encode(table.iloc[:400], pre), Tensors.encode(table.iloc[400:], pre), tabular_config(pre, cfg), cfg, seed=0, task="classification")
     return model.eval(), pre

@@ -3,12 +3,12 @@ import pandas as pd
 import pytest
 
 from pipeline.core.errors import DataError
-from pipeline.kinds.tabular.encoder import RARE_INDEX, Preprocessor, fit_preprocessor
+from pipeline.kinds.tabular.encoder import RARE_INDEX, Preprocessor
 from pipeline.params import TabularFeatures
 
 
 def test_numeric_imputation_indicator_and_scaling_come_from_training_rows(table, schema):
-    pre = fit_preprocessor(table, schema, TabularFeatures(numeric_impute="median"))
+    pre = Preprocessor.fit(table, schema, TabularFeatures(numeric_impute="median"))
     x = pre.numeric[0]
     assert x.name == "x"
     assert x.fill == pytest.approx(table["x"].median())
@@ -25,12 +25,12 @@ def test_numeric_imputation_indicator_and_scaling_come_from_training_rows(table,
 )
 def test_numeric_strategies(strategy, expected, schema):
     frame = pd.DataFrame({"x": [1.0, 2.0, 2.0, 9.0, np.nan], "noise": [0.0] * 5, "colour": ["a"] * 5, "label": ["high"] * 5})
-    pre = fit_preprocessor(frame, schema, TabularFeatures(numeric_impute=strategy, numeric_fill_value=-7.0))
+    pre = Preprocessor.fit(frame, schema, TabularFeatures(numeric_impute=strategy, numeric_fill_value=-7.0))
     assert pre.numeric[0].fill == pytest.approx(expected(frame["x"]))
 
 
 def test_transform_applies_the_fitted_statistics(table, schema):
-    pre = fit_preprocessor(table, schema, TabularFeatures())
+    pre = Preprocessor.fit(table, schema, TabularFeatures())
     x_num, x_cat = pre.transform(table)
     assert x_num.dtype == np.float32 and x_cat.dtype == np.int64
     assert x_num.shape == (len(table), pre.n_numeric_inputs) == (len(table), 3)
@@ -42,7 +42,7 @@ def test_transform_applies_the_fitted_statistics(table, schema):
 
 
 def test_rare_unseen_and_missing_categories(table, schema):
-    pre = fit_preprocessor(table, schema, TabularFeatures(rare_min_count=30, categorical_impute="constant"))
+    pre = Preprocessor.fit(table, schema, TabularFeatures(rare_min_count=30, categorical_impute="constant"))
     colour = pre.categorical[0]
     assert "violet" not in colour.vocabulary  # ~12 rows < 30: grouped as rare
     assert colour.vocabulary == ("blue", "green", "red")
@@ -53,7 +53,7 @@ def test_rare_unseen_and_missing_categories(table, schema):
 
 
 def test_most_frequent_category_imputation(table, schema):
-    pre = fit_preprocessor(table, schema, TabularFeatures(categorical_impute="most_frequent"))
+    pre = Preprocessor.fit(table, schema, TabularFeatures(categorical_impute="most_frequent"))
     colour = pre.categorical[0]
     top = table["colour"].value_counts().idxmax()
     assert colour.missing_index == colour.vocabulary.index(top) + 1
@@ -61,25 +61,25 @@ def test_most_frequent_category_imputation(table, schema):
 
 def test_fit_and_transform_do_not_mutate_input(table, schema):
     copy = table.copy(deep=True)
-    pre = fit_preprocessor(table, schema, TabularFeatures())
+    pre = Preprocessor.fit(table, schema, TabularFeatures())
     pre.transform(table)
     pd.testing.assert_frame_equal(table, copy)
 
 
 def test_round_trip_through_json(table, schema):
-    pre = fit_preprocessor(table, schema, TabularFeatures())
+    pre = Preprocessor.fit(table, schema, TabularFeatures())
     again = Preprocessor.from_dict(pre.to_dict())
     assert again == pre
     np.testing.assert_array_equal(again.transform(table)[0], pre.transform(table)[0])
 
 
 def test_labels_outside_the_classes_are_refused(table, schema):
-    pre = fit_preprocessor(table, schema, TabularFeatures())
+    pre = Preprocessor.fit(table, schema, TabularFeatures())
     with pytest.raises(DataError, match="'unknown'.*'label'"):
         pre.encode_labels(pd.Series(["high", "unknown"]))
 
 
 def test_missing_feature_column_is_named(table, schema):
-    pre = fit_preprocessor(table, schema, TabularFeatures())
+    pre = Preprocessor.fit(table, schema, TabularFeatures())
     with pytest.raises(DataError, match=r"\['colour'\]"):
         pre.transform(table.drop(columns="colour"))

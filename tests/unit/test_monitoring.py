@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from pipeline.lifecycle.monitoring import LandingSource, as_model_inputs, decide_retrain, idempotency_key
+from pipeline.onnxio.card import CategoricalInput, NumericInput
 from pipeline.params import MonitorParams
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -64,7 +65,7 @@ def test_landing_source_returns_only_unseen_batches(tmp_path):
 
 
 def test_model_inputs_are_typed_like_training():
-    inputs = [{"name": "n", "kind": "numeric"}, {"name": "c", "kind": "categorical"}]
+    inputs = [NumericInput.of("n"), CategoricalInput.of("c", ("441",))]
     frame = pd.DataFrame({"n": ["1.5", "x"], "c": [441.0, None], "other": [1, 2]})
     out = as_model_inputs(frame, inputs)
     assert list(out.columns) == ["n", "c"]

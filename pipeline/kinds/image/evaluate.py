@@ -17,9 +17,9 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from pipeline.core.io import read_json, write_json
+from pipeline.core.io import write_json
 from pipeline.kinds.image.data import SCORING_BATCH, read_images, split_path
-from pipeline.kinds.image.encoder import label_codes, normalise
+from pipeline.kinds.image.encoder import ImageNormaliser, label_codes, load_normaliser
 from pipeline.models import load_model
 from pipeline.params import EvaluateParams, Paths
 from pipeline.shared.reports import evaluate as metrics_of
@@ -28,12 +28,13 @@ from pipeline.shared.reports import write_classification_reports
 log = logging.getLogger(__name__)
 
 
-def predict_images(model: torch.nn.Module, encoder: dict[str, Any], x: np.ndarray, batch_size: int = SCORING_BATCH) -> np.ndarray:
+def predict_images(model: torch.nn.Module, encoder: ImageNormaliser, x: np.ndarray, batch_size: int = SCORING_BATCH) -> np.ndarray:
     """Class probabilities [N, K] for raw images: normalised with the saved encoder, then the network, then softmax."""
     model.eval()
     with torch.no_grad():
-        out = [torch.softmax(model(torch.from_numpy(normalise(x[i : i + batch_size], encoder))), dim=1) for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, len(encoder["classes"])), np.float32)
+        batches = (torch.from_numpy(encoder.transform(x[i : i + batch_size])) for i in range(0, len(x), batch_size))
+        out = [torch.softmax(model(images), dim=1) for images in batches]
+    return torch.cat(out).numpy() if out else np.zeros((0, len(encoder.classes)), np.float32)
 
 
 def logistic_proba(
@@ -55,14 +56,14 @@ def logistic_proba(
 
 def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Score the test images with the CNN, the majority class and the pixel baseline; write metrics and plot data."""
-    encoder = read_json(paths.preprocessor)
-    classes = tuple(encoder["classes"])
+    encoder = load_normaliser(paths.preprocessor)
+    classes = encoder.classes
     model = load_model(paths.model)
     train_x, train_y = read_images(split_path(paths.split, "train"))  # real images: the baselines see no augmentation
     test_x, test_y = read_images(split_path(paths.split, "test"))
     train_codes, test_codes = label_codes(train_y, classes), label_codes(test_y, classes)
     proba = predict_images(model, encoder, test_x)
-    baseline = logistic_proba(train_x, train_codes, test_x, len(classes), tuple(encoder["value_range"]), cfg, seed)
+    baseline = logistic_proba(train_x, train_codes, test_x, len(classes), encoder.value_range, cfg, seed)
     metrics = metrics_of(proba, test_codes, train_codes, baseline, classes, cfg, baseline="logreg")
     write_json(paths.eval_metrics, metrics)
     write_classification_reports(test_codes, proba, classes, cfg, paths)

@@ -13,7 +13,7 @@ from pipeline.core.errors import ParamsError
 from pipeline.engine import Prepared, Tensors, reusable_encoder
 from pipeline.kinds.image import encoder as image_encoder
 from pipeline.kinds.image.data import ImageSchema, read_image_schema, read_images, split_path
-from pipeline.kinds.image.encoder import fit_normaliser, label_codes, normalise
+from pipeline.kinds.image.encoder import ImageNormaliser, label_codes
 from pipeline.models import CNNConfig
 from pipeline.params import CNNParams, ImageFeatures, Paths, TrainParams
 
@@ -21,12 +21,12 @@ from pipeline.params import CNNParams, ImageFeatures, Paths, TrainParams
 ENCODING_CODE = [Path(__file__), Path(image_encoder.__file__)]
 
 
-def encode(x: np.ndarray, y: np.ndarray, encoder: dict[str, Any], channels_last: bool = False) -> Tensors:
+def encode(x: np.ndarray, y: np.ndarray, encoder: ImageNormaliser, channels_last: bool = False) -> Tensors:
     """Tensors for the training loop: inputs (normalised images float32 [N, C, H, W],), labels int64 [N]."""
-    images = torch.from_numpy(normalise(x, encoder))
+    images = torch.from_numpy(encoder.transform(x))
     if channels_last:  # once here; index slices of it keep the NHWC order
         images = images.contiguous(memory_format=torch.channels_last)
-    return Tensors((images,), torch.from_numpy(label_codes(y, encoder["classes"])))
+    return Tensors((images,), torch.from_numpy(label_codes(y, encoder.classes)))
 
 
 def cnn_config(schema: ImageSchema, cfg: TrainParams) -> CNNConfig:
@@ -45,18 +45,20 @@ def prepare(features: ImageFeatures, cfg: TrainParams, paths: Paths, encoder: di
     the augmented training and the validation images."""
     schema = read_image_schema(paths.split)
     config = cnn_config(schema, cfg)
-    encoder = reusable_encoder(encoder, schema.classes)
-    if encoder is None:
+    kept = reusable_encoder(encoder, schema.classes)
+    if kept is not None:
+        normaliser = ImageNormaliser.from_dict(kept)
+    else:
         real_x, _ = read_images(split_path(paths.split, "train"))
-        encoder = fit_normaliser(real_x, schema)
+        normaliser = ImageNormaliser.fit(real_x, schema, features)
     train_x, train_y = read_images(split_path(paths.augmented, "train"))
     val_x, val_y = read_images(split_path(paths.split, "val"))
     files = [split_path(paths.split, "train"), split_path(paths.split, "val"), split_path(paths.augmented, "train")]
     return Prepared(
-        train=encode(train_x, train_y, encoder, config.channels_last),
-        val=encode(val_x, val_y, encoder, config.channels_last),
+        train=encode(train_x, train_y, normaliser, config.channels_last),
+        val=encode(val_x, val_y, normaliser, config.channels_last),
         config=config,
-        encoder=encoder,
+        encoder=normaliser.to_dict(),
         config_for=functools.partial(cnn_config, schema),
         data_files=[*files, *ENCODING_CODE],
         task="classification",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -26,7 +26,7 @@ class SequenceSchema:
     time_column: str
     target: str  # the forecast column, or the class label (classify)
     features: tuple[str, ...]  # the window's input columns, in order (forecast: the target first)
-    task: str  # forecast | classify
+    task: Literal["forecast", "classify"]
     lookback: int
     horizon: int
     stride: int

@@ -24,13 +24,14 @@ from torch import nn
 
 from pipeline.core.errors import ExportError
 from pipeline.core.io import SPLITS, file_sha256, read_json, split_file, write_json
-from pipeline.kinds.sequence.data import FORECAST, KIND, WINDOW_INPUT
+from pipeline.kinds.sequence.data import FORECAST, WINDOW_INPUT
 from pipeline.kinds.sequence.encoder import SequenceEncoder, load_encoder
 from pipeline.kinds.sequence.evaluate import predict
 from pipeline.kinds.sequence.windows import read_split_windows
 from pipeline.models import load_model
 from pipeline.onnxio.build import NET_PREFIX, PROBABILITIES, finish_graph, postprocessing_graph, torch_graph
-from pipeline.onnxio.card import card_fields
+from pipeline.onnxio.card import Output, SequenceCard, WindowInput
+from pipeline.onnxio.describe import card_fields
 from pipeline.onnxio.session import ort_session
 from pipeline.onnxio.verify import save_models, single_record_latency, verify_feed
 from pipeline.params import ExportParams, Paths
@@ -113,33 +114,33 @@ def verify_sequence(model_bytes: bytes, expected: np.ndarray, x: np.ndarray, enc
 
 def sequence_card(
     encoder: SequenceEncoder, checkpoint: dict[str, Any], metrics: dict[str, Any], hashes: dict[str, str], parity: dict[str, Any]
-) -> dict[str, Any]:
+) -> SequenceCard:
     """What a consumer of ``model.onnx`` needs to call it and to trust it: every kind's card fields,
     the windowing, and for a forecaster its one output in target units."""
     schema = encoder.schema
-    window = {
-        "name": WINDOW_INPUT, "onnx_type": "float32", "shape": ["N", schema.lookback, len(schema.features)],
-        "features": list(schema.features), "units": "raw (normalised inside the graph)", "missing": "not allowed: fill gaps first",
-    }
-    card = {
-        **card_fields(schema.classes, checkpoint, metrics, hashes, parity, None),
-        "kind": KIND,
-        "sequence_task": schema.task,
-        "target": schema.target,
-        "lookback": schema.lookback,
-        "horizon": schema.horizon,
-        "season_length": schema.season_length,
-        "frequency": schema.frequency,
-        "series_column": schema.series_column,
-        "time_column": schema.time_column,
-        "features": list(schema.features),
-        "inputs": [window],
-        "int8_note": INT8_NOTE,
-    }
+    window = WindowInput(
+        name=WINDOW_INPUT, onnx_type="float32", shape=("N", schema.lookback, len(schema.features)),
+        features=schema.features, units="raw (normalised inside the graph)", missing="not allowed: fill gaps first",
+    )
+    common = card_fields(schema.classes, checkpoint, metrics, hashes, parity, None)
     if schema.forecast:
-        card["task"] = "regression"
-        card["outputs"] = [{"name": FORECAST, "onnx_type": "float32", "shape": ["N", schema.horizon], "units": f"{schema.target}, raw"}]
-    return card
+        common["task"] = "regression"
+        common["outputs"] = (Output(name=FORECAST, onnx_type="float32", shape=("N", schema.horizon), units=f"{schema.target}, raw"),)
+    return SequenceCard(
+        **common,
+        kind="sequence",
+        sequence_task=schema.task,
+        target=schema.target,
+        lookback=schema.lookback,
+        horizon=schema.horizon,
+        season_length=schema.season_length,
+        frequency=schema.frequency,
+        series_column=schema.series_column,
+        time_column=schema.time_column,
+        features=schema.features,
+        inputs=(window,),
+        int8_note=INT8_NOTE,
+    )
 
 
 def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
@@ -157,7 +158,7 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
         **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
         "preprocessor_sha256": file_sha256(paths.preprocessor),
     }
-    write_json(paths.model_card, sequence_card(encoder, checkpoint, read_json(paths.eval_metrics), hashes, parity))
+    sequence_card(encoder, checkpoint, read_json(paths.eval_metrics), hashes, parity).write(paths.model_card)
     report = {**parity, "onnx_bytes": len(model_bytes), "opset": cfg.opset, "int8": None}
     write_json(paths.export_report, report)
     if encoder.schema.forecast:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -11,25 +10,28 @@ from pipeline.core.errors import DataError
 from pipeline.kinds.sequence.data import FORECAST, WINDOW_INPUT, SequenceSchema
 from pipeline.kinds.sequence.metrics import forecast_errors
 from pipeline.kinds.sequence.windows import read_split_windows
+from pipeline.onnxio.card import ModelCard, SequenceCard
 from pipeline.onnxio.session import ort_session
 from pipeline.shared.metrics import classification_scores
 
 
-def card_schema(card: dict[str, Any]) -> SequenceSchema:
+def card_schema(card: SequenceCard) -> SequenceSchema:
     """The windowing a model was trained with, from its card (every window: stride 1)."""
     return SequenceSchema(
-        series_column=card["series_column"], time_column=card["time_column"], target=card["target"],
-        features=tuple(card["features"]), task=card["sequence_task"], lookback=card["lookback"], horizon=card["horizon"],
-        stride=1, season_length=card["season_length"], frequency=card["frequency"], classes=tuple(card["classes"]),
+        series_column=card.series_column, time_column=card.time_column, target=card.target,
+        features=card.features, task=card.sequence_task, lookback=card.lookback, horizon=card.horizon,
+        stride=1, season_length=card.season_length, frequency=card.frequency, classes=card.classes,
     )
 
 
-def score_split(onnx_path: str | Path, card: dict[str, Any], split_dir: str | Path) -> dict[str, float]:
+def score_split(onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -> dict[str, float]:
     """A model's scores on every test window of ``split_dir``, built with the model's own windowing:
     MAE, RMSE (target units) and the number of windows; or accuracy, balanced accuracy, macro F1."""
     path = Path(onnx_path)
     if not path.exists():
         raise DataError(f"{path}: model not found")
+    if not isinstance(card, SequenceCard):
+        raise DataError(f"{path}: the card is of a {card.KIND} model, not a sequence one")
     schema = card_schema(card)
     windows = read_split_windows(split_dir, "test", schema)
     session = ort_session(path)

@@ -60,7 +60,7 @@ def prepare(features: SequenceFeatures, cfg: TrainParams, paths: Paths, encoder:
     if kept is not None:
         fitted = SequenceEncoder.from_dict(kept)
     else:
-        fitted = SequenceEncoder.fit(read_table(split_file(paths.split, "train")), schema, scale=features.scale)
+        fitted = SequenceEncoder.fit(read_table(split_file(paths.split, "train")), schema, features)
     windows_file = Path(paths.augmented) / WINDOWS_FILE
     if not windows_file.exists():
         raise DataError(f"{windows_file}: file not found (run the upstream stage first: dvc repro)")

@@ -1,9 +1,9 @@
 """The learned half of clean/impute: imputation, missing indicators, rare-category grouping, scaling.
 
-``fit_preprocessor`` learns every statistic from the training split only (scikit-learn's contract:
-fit learns, transform applies, nothing is re-fitted later). The fitted ``Preprocessor`` is plain
-data, saved as JSON (no pickle) and reused unchanged by evaluate, by export (which writes the same
-arithmetic into the ONNX graph) and by serving.
+``Preprocessor.fit`` learns every statistic from the training split only (the kind contract's
+``Encoder``, scikit-learn's: fit learns, transform applies, nothing is re-fitted later). The fitted
+``Preprocessor`` is plain data, saved as JSON (no pickle) and reused unchanged by evaluate, by export
+(which writes the same arithmetic into the ONNX graph) and by serving.
 
 Encoding, per column:
 - numeric: ``x -> (where(isnan(x), fill, x) - mean) / std`` in float32, plus a 0/1 missing
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,9 @@ from pipeline.core.errors import DataError
 from pipeline.core.io import read_json
 from pipeline.kinds.tabular.schema import Schema
 from pipeline.params import TabularFeatures
+
+if TYPE_CHECKING:
+    from pipeline.kinds.base import Encoder
 
 RARE_INDEX = 0
 # Missing categories travel as empty strings through ONNX (string tensors have no null).
@@ -74,6 +77,18 @@ class Preprocessor:
     def input_columns(self) -> list[str]:
         return [col.name for col in self.numeric] + [col.name for col in self.categorical]
 
+    @classmethod
+    def fit(cls, train: pd.DataFrame, schema: Schema, features: TabularFeatures) -> Preprocessor:
+        """Learn every encoding statistic from the training rows only."""
+        if not schema.classes:
+            raise DataError("schema has no classes; run the clean stage first")
+        return cls(
+            numeric=tuple(fit_numeric(train[name], features) for name in schema.numeric),
+            categorical=tuple(fit_categorical(train[name], features) for name in schema.categorical),
+            classes=schema.classes,
+            target=schema.target,
+        )
+
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Raw columns -> (x_num float32 [N, n_numeric_inputs], x_cat int64 [N, n_categorical])."""
         missing = [name for name in self.input_columns if name not in frame.columns]
@@ -91,11 +106,11 @@ class Preprocessor:
                 indicators.append(isnan.astype(np.float32))
         x_num = np.stack(blocks + indicators, axis=1).astype(np.float32) if blocks else np.zeros((n, 0), np.float32)
         x_cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
-        for j, col in enumerate(self.categorical):
-            values = frame[col.name].astype("string")
+        for j, category in enumerate(self.categorical):
+            values = frame[category.name].astype("string")
             is_missing = values.isna() | (values == MISSING_TEXT)
-            codes = pd.Categorical(values.fillna(MISSING_TEXT), categories=list(col.vocabulary)).codes + 1
-            x_cat[:, j] = np.where(is_missing.to_numpy(), col.missing_index, codes)
+            codes = pd.Categorical(values.fillna(MISSING_TEXT), categories=list(category.vocabulary)).codes + 1
+            x_cat[:, j] = np.where(is_missing.to_numpy(), category.missing_index, codes)
         return x_num, x_cat
 
     def encode_labels(self, labels: pd.Series) -> np.ndarray:
@@ -156,17 +171,9 @@ def fit_categorical(values: pd.Series, cfg: TabularFeatures) -> CategoricalColum
     return CategoricalColumn(values.name, vocabulary, missing_index)
 
 
-def fit_preprocessor(train: pd.DataFrame, schema: Schema, cfg: TabularFeatures) -> Preprocessor:
-    """Learn every encoding statistic from the training rows only."""
-    if not schema.classes:
-        raise DataError("schema has no classes; run the clean stage first")
-    return Preprocessor(
-        numeric=tuple(fit_numeric(train[name], cfg) for name in schema.numeric),
-        categorical=tuple(fit_categorical(train[name], cfg) for name in schema.categorical),
-        classes=schema.classes,
-        target=schema.target,
-    )
-
-
 def load_preprocessor(path: str | Path) -> Preprocessor:
     return Preprocessor.from_dict(read_json(path))
+
+
+if TYPE_CHECKING:
+    _contract: type[Encoder] = Preprocessor  # mypy: the kind contract's encoder

@@ -10,7 +10,7 @@ The stage checks the graph with ``onnx.checker``, scores the raw test rows with 
 fails unless every probability is within ``export.tolerance`` of the PyTorch path and every
 predicted label is identical. A model card (input schema, classes, metrics, hashes) is written
 beside the model. The shared pieces (``torch_graph``, ``postprocessing_graph``, ``finish_graph``,
-``verify_feed``, ``save_models``, ``card_fields``, ``publish``) live in ``pipeline.onnxio``.
+``verify_feed``, ``save_models``, ``card_fields``, ``publish``, the ``ModelCard``) live in ``pipeline.onnxio``.
 
 Inputs:  ``paths.split`` (test, schema), ``paths.preprocessor``, ``paths.model``, ``paths.eval_metrics``
 Outputs: ``paths.onnx``, ``paths.onnx_int8`` (the int8 model when ``export.int8``),
@@ -50,7 +50,8 @@ from pipeline.onnxio.build import (
     postprocessing_graph,
     torch_graph,
 )
-from pipeline.onnxio.card import card_fields
+from pipeline.onnxio.card import CategoricalInput, NumericInput, TabularCard, TabularInput
+from pipeline.onnxio.describe import card_fields
 from pipeline.onnxio.verify import publish, save_models, verify_feed
 from pipeline.params import ExportParams, Paths
 
@@ -96,13 +97,13 @@ def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int)
         nodes.append(helper.make_node("Concat", parts, ["x_num"], axis=1))
         outputs.append(helper.make_tensor_value_info("x_num", TensorProto.FLOAT, ["N", preprocessor.n_numeric_inputs]))
     codes = []
-    for j, col in enumerate(preprocessor.categorical):
-        inputs.append(helper.make_tensor_value_info(col.name, TensorProto.STRING, ["N", 1]))
-        keys = list(col.vocabulary) + [MISSING_TEXT]
-        values = list(range(1, len(col.vocabulary) + 1)) + [col.missing_index]
+    for j, category in enumerate(preprocessor.categorical):
+        inputs.append(helper.make_tensor_value_info(category.name, TensorProto.STRING, ["N", 1]))
+        keys = list(category.vocabulary) + [MISSING_TEXT]
+        values = list(range(1, len(category.vocabulary) + 1)) + [category.missing_index]
         nodes.append(
             helper.make_node(
-                "LabelEncoder", [col.name], [f"prep/code_{j}"], domain=ML_DOMAIN,
+                "LabelEncoder", [category.name], [f"prep/code_{j}"], domain=ML_DOMAIN,
                 keys_strings=keys, values_int64s=values, default_int64=0,
             )
         )
@@ -145,18 +146,20 @@ def build_onnx(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx
     return finish_graph(merged, "Raw feature columns -> class probabilities and label (Evergreen)")
 
 
+def card_inputs(preprocessor: Preprocessor) -> tuple[TabularInput, ...]:
+    """The graph's inputs as the model card lists them: the numeric columns, then the categorical ones."""
+    numeric = tuple(NumericInput.of(c.name) for c in preprocessor.numeric)
+    return numeric + tuple(CategoricalInput.of(c.name, c.vocabulary) for c in preprocessor.categorical)
+
+
 def raw_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np.ndarray]:
     """Feed for the ONNX model: float32 [N, 1] per numeric column, string [N, 1] per categorical one."""
-    specs = [{"name": c.name, "kind": "numeric"} for c in preprocessor.numeric]
-    specs += [{"name": c.name, "kind": "categorical"} for c in preprocessor.categorical]
-    return onnx_feed(frame, specs)
+    return onnx_feed(frame, card_inputs(preprocessor))
 
 
 def verify(model_bytes: bytes, expected: np.ndarray, frame: pd.DataFrame, preprocessor: Preprocessor, tolerance: float) -> dict[str, Any]:
     """Check the graph, run it on raw rows, compare with the PyTorch path; raise if they disagree."""
     return verify_feed(model_bytes, expected, raw_inputs(frame, preprocessor), preprocessor.classes, tolerance)
-
-
 
 
 def model_card(
@@ -166,20 +169,10 @@ def model_card(
     hashes: dict[str, str],
     parity: dict[str, Any],
     int8: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> TabularCard:
     """What a consumer of ``model.onnx`` needs to call it and to trust it."""
-    card = card_fields(preprocessor.classes, checkpoint, metrics, hashes, parity, int8)
-    inputs = [
-        {"name": c.name, "kind": "numeric", "onnx_type": "float32", "shape": ["N", 1], "missing": "NaN"}
-        for c in preprocessor.numeric
-    ] + [
-        {
-            "name": c.name, "kind": "categorical", "onnx_type": "string", "shape": ["N", 1],
-            "missing": "empty string", "known_values": list(c.vocabulary),
-        }
-        for c in preprocessor.categorical
-    ]
-    return {**card, "target": preprocessor.target, "inputs": inputs}
+    common = card_fields(preprocessor.classes, checkpoint, metrics, hashes, parity, int8)
+    return TabularCard(**common, target=preprocessor.target, inputs=card_inputs(preprocessor))
 
 
 def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
@@ -201,4 +194,4 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
         "preprocessor_sha256": file_sha256(paths.preprocessor),
     }
     card = model_card(preprocessor, checkpoint, read_json(paths.eval_metrics), hashes, parity, int8)
-    return publish(card, parity, len(model_bytes), cfg, paths)
+    return publish(card.to_dict(), parity, len(model_bytes), cfg, paths)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,32 +12,33 @@ import pandas as pd
 
 from pipeline.core.canon import category_array, category_text
 from pipeline.core.errors import DataError
-from pipeline.core.io import read_json, read_table, split_file
+from pipeline.core.io import read_table, split_file
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
+from pipeline.onnxio.card import ModelCard, TabularCard, TabularInput
 from pipeline.onnxio.session import ort_session
 from pipeline.shared.metrics import label_scores
 
 
-def onnx_feed(frame: pd.DataFrame, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+def onnx_feed(frame: pd.DataFrame, inputs: Sequence[TabularInput]) -> dict[str, np.ndarray]:
     """One [N, 1] array per model input, typed as the model card says (float32 / string).
 
     Per-column pandas machinery costs ~130 us even for one row, so it is used only where the
     dtype needs it: numbers go straight to float32 and categories take ``category_array`` (the
     training rule; text columns value by value, number columns vectorised for 441.0 -> "441").
     """
-    missing = [spec["name"] for spec in inputs if spec["name"] not in frame.columns]
+    missing = [spec.name for spec in inputs if spec.name not in frame.columns]
     if missing:
         raise DataError(f"data lacks the model's input column(s) {missing}")
     feed = {}
     for spec in inputs:
-        column = frame[spec["name"]]
-        if spec["kind"] == "numeric":
+        column = frame[spec.name]
+        if spec.kind == "numeric":
             # numpy or nullable numbers go straight through; bools and text are parsed
             source = column if column.dtype.kind in "iuf" else pd.to_numeric(column, errors="coerce")
             values = source.to_numpy(dtype=np.float32, na_value=np.nan)
         else:
             values = category_array(column, MISSING_TEXT)
-        feed[spec["name"]] = values.reshape(-1, 1)
+        feed[spec.name] = values.reshape(-1, 1)
     return feed
 
 
@@ -45,7 +47,7 @@ class OnnxModel:
     """A raw-input ONNX model and its card."""
 
     path: Path
-    card: dict[str, Any]
+    card: TabularCard
     session: Any
 
     @classmethod
@@ -53,15 +55,15 @@ class OnnxModel:
         path = Path(onnx_path)
         if not path.exists():
             raise DataError(f"{path}: model not found")
-        return cls(path, read_json(card_path), ort_session(path, threads))
+        return cls(path, TabularCard.load(card_path), ort_session(path, threads))
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card["classes"])
+        return list(self.card.classes)
 
     def predict_proba(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities [N, K], labels [N]) for raw rows."""
-        probabilities, labels = self.session.run(["probabilities", "label"], onnx_feed(frame, self.card["inputs"]))
+        probabilities, labels = self.session.run(["probabilities", "label"], onnx_feed(frame, self.card.inputs))
         return probabilities, labels
 
 
@@ -78,7 +80,7 @@ def score(model: OnnxModel, frame: pd.DataFrame) -> dict[str, float]:
 
     Labels the model does not know count as errors (it cannot predict them).
     """
-    target = model.card["target"]
+    target = model.card.target
     rows = labelled_rows(frame, target)
     if rows.empty:
         raise DataError(f"no labelled rows (column {target!r}) to score the model on")
@@ -86,10 +88,12 @@ def score(model: OnnxModel, frame: pd.DataFrame) -> dict[str, float]:
     return label_scores(rows[target].to_numpy(), predicted, model.classes)
 
 
-def score_split(onnx_path: str | Path, card: dict[str, Any], split_dir: str | Path) -> dict[str, float]:
+def score_split(onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -> dict[str, float]:
     """Accuracy, balanced accuracy and macro F1 of an exported tabular model on ``split_dir``'s test rows."""
     path = Path(onnx_path)
     if not path.exists():
         raise DataError(f"{path}: model not found")
+    if not isinstance(card, TabularCard):
+        raise DataError(f"{path}: the card is of a {card.KIND} model, not a tabular one")
     model = OnnxModel(path, card, ort_session(path))
     return score(model, read_table(split_file(split_dir, "test")))

@@ -10,7 +10,7 @@ from pipeline.core.errors import ParamsError
 from pipeline.core.io import read_table, split_file
 from pipeline.engine import Prepared, Tensors, reusable_encoder
 from pipeline.kinds.tabular import encoder as tabular_encoder
-from pipeline.kinds.tabular.encoder import Preprocessor, fit_preprocessor
+from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.models import FTTransformerConfig, ModelConfig
 from pipeline.params import FTTransformerParams, MLPParams, Paths, TabularFeatures, TrainParams
@@ -36,7 +36,7 @@ def prepare_tabular(features: TabularFeatures, cfg: TrainParams, paths: Paths, e
     ``encoder``: a warm start's encoder, reused when it still fits (``reusable_encoder``)."""
     schema = read_schema(paths.split)
     kept = reusable_encoder(encoder, schema.classes)
-    preprocessor = Preprocessor.from_dict(kept) if kept else fit_preprocessor(read_table(split_file(paths.split, "train")), schema, features)
+    preprocessor = Preprocessor.from_dict(kept) if kept else Preprocessor.fit(read_table(split_file(paths.split, "train")), schema, features)
     return Prepared(
         train=Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor),
         val=Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor),

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pipeline.engine import Tensors
-from pipeline.kinds.tabular.encoder import fit_preprocessor
+from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.train import tabular_config
 from pipeline.params import TabularFeatures, TrainParams
 
@@ -18,7 +18,7 @@ def config_for(pre, cfg: TrainParams):
 
 @pytest.fixture
 def data(table, schema):
-    pre = fit_preprocessor(table.iloc[:480], schema, TabularFeatures())
+    pre = Preprocessor.fit(table.iloc[:480], schema, TabularFeatures())
     return pre, Tensors.encode(table.iloc[:480], pre), Tensors.encode(table.iloc[480:], pre)
 
 

@@ -6,7 +6,7 @@ import torch
 
 from pipeline.core.errors import ParamsError
 from pipeline.engine import Tensors, fit, validate
-from pipeline.kinds.tabular.encoder import fit_preprocessor
+from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.evaluate import predict_proba
 from pipeline.models import ModelConfig, load_model
 from pipeline.params import TabularFeatures, TrainParams
@@ -122,7 +122,7 @@ def test_bf16_autocast_trains_and_keeps_fp32_weights(data):
 
 def test_gradient_accumulation_matches_the_larger_batch(table, schema):
     """Two accumulated batches of 64 take the same steps as one batch of 128 (no batch norm, no dropout)."""
-    pre = fit_preprocessor(table.iloc[:384], schema, TabularFeatures())
+    pre = Preprocessor.fit(table.iloc[:384], schema, TabularFeatures())
     train, val = Tensors.encode(table.iloc[:384], pre), Tensors.encode(table.iloc[480:], pre)
     common = dict(model={"batch_norm": False, "dropout": 0.0}, epochs=3, optimizer="sgd", lr=0.05, scheduler="none")
     small = quick(batch_size=64, grad_accum_steps=2, **common)

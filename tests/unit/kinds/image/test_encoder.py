@@ -7,16 +7,17 @@ import pytest
 
 from pipeline.core.errors import DataError
 from pipeline.kinds.image.data import ImageSchema
-from pipeline.kinds.image.encoder import fit_normaliser, label_codes, normalise
+from pipeline.kinds.image.encoder import ImageNormaliser, label_codes
+from pipeline.params import ImageFeatures
 
 
 def test_normaliser_standardises_each_channel_and_keeps_constant_channels_finite():
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (20, 3, 4, 5)).astype(np.float32)
     x[:, 2] = 7.0  # a constant channel: std 0 would divide by zero
-    encoder = fit_normaliser(x, ImageSchema("animal", 3, 4, 5, (0.0, 255.0), ("cat", "dog")))
-    assert encoder["shape"] == [3, 4, 5] and encoder["classes"] == ["cat", "dog"] and encoder["std"][2] == 1.0
-    z = normalise(x, encoder)
+    encoder = ImageNormaliser.fit(x, ImageSchema("animal", 3, 4, 5, (0.0, 255.0), ("cat", "dog")), ImageFeatures())
+    assert encoder.shape == (3, 4, 5) and encoder.classes == ("cat", "dog") and encoder.std[2] == 1.0
+    z = encoder.transform(x)
     assert z.dtype == np.float32
     np.testing.assert_allclose(z[:, :2].mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
     np.testing.assert_allclose(z[:, :2].std(axis=(0, 2, 3)), 1.0, rtol=1e-4)

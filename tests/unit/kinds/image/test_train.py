@@ -83,7 +83,7 @@ def test_architecture_must_fit_the_data_kind(trained, tmp_path):
 
 
 def test_image_params_are_typed_and_strict(tmp_path, table, schema):
-    from pipeline.kinds.tabular.encoder import fit_preprocessor
+    from pipeline.kinds.tabular.encoder import Preprocessor
     from pipeline.kinds.tabular.train import tabular_config
     from pipeline.params import TabularFeatures
 
@@ -92,4 +92,4 @@ def test_image_params_are_typed_and_strict(tmp_path, table, schema):
     with pytest.raises(ParamsError, match=r"train\.model\.channels = \(\): needs at least one stage"):
         image_params(tmp_path, train={"model": {"channels": []}})
     with pytest.raises(ParamsError, match=r"train\.model\.architecture = 'cnn' is not a tabular model"):
-        tabular_config(fit_preprocessor(table, schema, TabularFeatures()), TrainParams(model=CNNParams(architecture="cnn")))
+        tabular_config(Preprocessor.fit(table, schema, TabularFeatures()), TrainParams(model=CNNParams(architecture="cnn")))
