@@ -21,17 +21,9 @@ The storage format is in ``data.py``, the sources in ``ingest.py``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.engine import Prepared
 from pipeline.kinds.base import Report, narrow
-from pipeline.kinds.image import augment as _augment
-from pipeline.kinds.image import clean as _clean
-from pipeline.kinds.image import evaluate as _evaluate
-from pipeline.kinds.image import export as _export
-from pipeline.kinds.image import ingest as _ingest
-from pipeline.kinds.image import split as _split
-from pipeline.kinds.image import train as _train
 from pipeline.params import (
     AugmentParams,
     CleanParams,
@@ -48,30 +40,50 @@ from pipeline.params import (
     TrainParams,
 )
 
+if TYPE_CHECKING:
+    from pipeline.engine import Prepared
+
+# Each function imports its own stage's module: a stage loads only the code it runs (the data stages
+# never load the engine or the ONNX builder), which is what its DVC deps in dvc.yaml declare.
+
 
 def ingest(cfg: IngestParams, paths: Paths, seed: int) -> Report:
-    return _ingest.run(narrow(cfg, ImageIngest), paths, seed)
+    from pipeline.kinds.image.ingest import run
+
+    return run(narrow(cfg, ImageIngest), paths, seed)
 
 
 def clean(cfg: CleanParams, paths: Paths) -> Report:
-    return _clean.run(narrow(cfg, ImageClean), paths)
+    from pipeline.kinds.image.clean import run
+
+    return run(narrow(cfg, ImageClean), paths)
 
 
 def split(cfg: SplitParams, paths: Paths, seed: int) -> Report:
-    return _split.run(cfg, paths, seed)
+    from pipeline.kinds.image.split import run
+
+    return run(cfg, paths, seed)
 
 
 def augment(cfg: AugmentParams, paths: Paths, seed: int) -> Report:
-    return _augment.run(narrow(cfg, ImageAugment), paths, seed)
+    from pipeline.kinds.image.augment import run
+
+    return run(narrow(cfg, ImageAugment), paths, seed)
 
 
 def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
-    return _train.prepare(narrow(features, ImageFeatures), cfg, paths, encoder)
+    from pipeline.kinds.image.train import prepare
+
+    return prepare(narrow(features, ImageFeatures), cfg, paths, encoder)
 
 
 def evaluate(cfg: EvaluateParams, paths: Paths, seed: int) -> Report:
-    return _evaluate.run(cfg, paths, seed)
+    from pipeline.kinds.image.evaluate import run
+
+    return run(cfg, paths, seed)
 
 
 def export(cfg: ExportParams, paths: Paths) -> Report:
-    return _export.run(cfg, paths)
+    from pipeline.kinds.image.export import run
+
+    return run(cfg, paths)

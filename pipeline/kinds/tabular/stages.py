@@ -2,57 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.engine import Prepared
 from pipeline.kinds.base import Report, narrow
-from pipeline.kinds.tabular import augment as _augment
-from pipeline.kinds.tabular import clean as _clean
-from pipeline.kinds.tabular import evaluate as _evaluate
-from pipeline.kinds.tabular import export as _export
-from pipeline.kinds.tabular import ingest as _ingest
-from pipeline.kinds.tabular import split as _split
-from pipeline.kinds.tabular import train as _train
 from pipeline.params import (
     AugmentParams,
     CleanParams,
     EvaluateParams,
     ExportParams,
     FeatureParams,
-    IngestParams,
-    Paths,
-    SplitParams,
     TabularAugment,
     TabularClean,
     TabularFeatures,
     TabularIngest,
+    IngestParams,
+    Paths,
+    SplitParams,
     TrainParams,
 )
 
+if TYPE_CHECKING:
+    from pipeline.engine import Prepared
+
+# Each function imports its own stage's module: a stage loads only the code it runs (the data stages
+# never load the engine or the ONNX builder), which is what its DVC deps in dvc.yaml declare.
+
 
 def ingest(cfg: IngestParams, paths: Paths, seed: int) -> Report:
-    return _ingest.run(narrow(cfg, TabularIngest), paths, seed)
+    from pipeline.kinds.tabular.ingest import run
+
+    return run(narrow(cfg, TabularIngest), paths, seed)
 
 
 def clean(cfg: CleanParams, paths: Paths) -> Report:
-    return _clean.run(narrow(cfg, TabularClean), paths)
+    from pipeline.kinds.tabular.clean import run
+
+    return run(narrow(cfg, TabularClean), paths)
 
 
 def split(cfg: SplitParams, paths: Paths, seed: int) -> Report:
-    return _split.run(cfg, paths, seed)
+    from pipeline.kinds.tabular.split import run
+
+    return run(cfg, paths, seed)
 
 
 def augment(cfg: AugmentParams, paths: Paths, seed: int) -> Report:
-    return _augment.run(narrow(cfg, TabularAugment), paths, seed)
+    from pipeline.kinds.tabular.augment import run
+
+    return run(narrow(cfg, TabularAugment), paths, seed)
 
 
 def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
-    return _train.prepare_tabular(narrow(features, TabularFeatures), cfg, paths, encoder)
+    from pipeline.kinds.tabular.train import prepare_tabular
+
+    return prepare_tabular(narrow(features, TabularFeatures), cfg, paths, encoder)
 
 
 def evaluate(cfg: EvaluateParams, paths: Paths, seed: int) -> Report:
-    return _evaluate.run(cfg, paths, seed)
+    from pipeline.kinds.tabular.evaluate import run
+
+    return run(cfg, paths, seed)
 
 
 def export(cfg: ExportParams, paths: Paths) -> Report:
-    return _export.run(cfg, paths)
+    from pipeline.kinds.tabular.export import run
+
+    return run(cfg, paths)
