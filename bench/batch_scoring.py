@@ -115,7 +115,7 @@ def onnxruntime_alone(source: Path) -> str:
 
     model = load_model(MODEL, MODEL.with_name("model_card.json"))
     rows = pq.ParquetFile(source).read_row_group(0).to_pandas().head(100_000)
-    feed = chunk_feed(rows, model.card["inputs"])
+    feed = chunk_feed(rows, model.card.inputs)
     timings = {"one call": [], f"{RUN_ROWS}-row calls": []}
     for _ in range(3):
         start = time.perf_counter()

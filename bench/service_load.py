@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from flows.stack import free_port  # noqa: E402
 from pipeline.lifecycle.registry import Registry
+from pipeline.onnxio.card import TabularCard
 from pipeline.params import load_params
 from serving.predlog import make_engine, predictions  # noqa: E402
 
@@ -41,11 +42,11 @@ wrk.body = [==[{body}]==]
 
 
 def one_record(params) -> str:
-    card = json.loads((REPO / params.paths.model_card).read_text())
+    card = TabularCard.load(REPO / params.paths.model_card)
     row = pd.read_parquet(REPO / params.paths.split / "test.parquet").iloc[0]
     record = {
-        spec["name"]: (None if pd.isna(row[spec["name"]]) else (float(row[spec["name"]]) if spec["kind"] == "numeric" else str(row[spec["name"]])))
-        for spec in card["inputs"]
+        spec.name: (None if pd.isna(row[spec.name]) else (float(row[spec.name]) if spec.kind == "numeric" else str(row[spec.name])))
+        for spec in card.inputs
     }
     return json.dumps([record])
 

@@ -49,12 +49,13 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.core.io import read_json, read_table, split_file
+from pipeline.core.io import read_table, split_file
 from pipeline.kinds.tabular.encoder import load_preprocessor
 from pipeline.kinds.tabular.runtime import onnx_feed
 from pipeline.models import ModelConfig, build_model
+from pipeline.onnxio.card import TabularCard
 from pipeline.params import load_params
-from serving.app import build_feed  # noqa: E402
+from serving.app import FeedSchema, build_feed
 
 BATCH_SIZES = (1, 1024)
 THREADS = (1, 2)
@@ -136,11 +137,11 @@ def time_paths(paths: dict[str, Callable[[int], Any]], warmup: int, reps: int, r
 def main() -> None:
     params = load_params(REPO / "params.yaml")
     paths = params.paths
-    card = read_json(REPO / paths.model_card)
-    inputs = card["inputs"]
-    numeric = [spec["name"] for spec in inputs if spec["kind"] == "numeric"]
-    categorical = [spec["name"] for spec in inputs if spec["kind"] != "numeric"]
-    classes = np.array(card["classes"], dtype=object)
+    card = TabularCard.load(REPO / paths.model_card)
+    inputs = card.inputs
+    numeric = [spec.name for spec in inputs if spec.kind == "numeric"]
+    categorical = [spec.name for spec in inputs if spec.kind != "numeric"]
+    classes = np.array(card.classes, dtype=object)
 
     test_raw = read_table(split_file(REPO / paths.split, "test"))
     train = plain_frame(read_table(split_file(REPO / paths.split, "train")), categorical)
@@ -165,7 +166,7 @@ def main() -> None:
     frequent = [sum(c not in (infrequent if infrequent is not None else ()) and c != MISSING_FILL for c in cats)
                 for cats, infrequent in zip(encoder.categories_, encoder.infrequent_categories_)]
     vocabulary = [len(c.vocabulary) for c in preprocessor.categorical]
-    service_exact = feeds_equal(onnx_feed(test, inputs), build_feed(json_records(test, numeric + categorical), tuple(inputs)))
+    service_exact = feeds_equal(onnx_feed(test, inputs), build_feed(json_records(test, numeric + categorical), FeedSchema.of(card)))
 
     print(f"onnxruntime {ort.__version__}, torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
           f"pandas {pd.__version__}, {os.cpu_count()} CPU cores")
@@ -187,7 +188,7 @@ def main() -> None:
             frames = [test.iloc[i : i + batch].reset_index(drop=True) for i in range(0, len(test) - batch + 1, batch)][:256]
             feeds = [onnx_feed(f, inputs) for f in frames]
             records = [json_records(f, numeric + categorical) for f in frames]
-            card_inputs = tuple(inputs)
+            card_inputs = FeedSchema.of(card)
             tensors = [torch.from_numpy(transformer.transform(f).astype(np.float32)) for f in frames]
             k = len(frames)
 

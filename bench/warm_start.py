@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.core.io import read_table, split_file
 from pipeline.engine import History, Tensors, fit
-from pipeline.kinds.tabular.encoder import fit_preprocessor
+from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.kinds.tabular.train import tabular_config
 from pipeline.params import load_params
@@ -59,11 +59,11 @@ def main() -> None:
     ordered = train_rows.sort_values(schema.time_column, kind="stable") if schema.time_column else train_rows
     old_rows = ordered.iloc[: int(OLD_SHARE * len(ordered))]
 
-    old_pre = fit_preprocessor(old_rows, schema, params.features)
+    old_pre = Preprocessor.fit(old_rows, schema, params.features)
     production, production_best, _ = fit(
         Tensors.encode(old_rows, old_pre), Tensors.encode(val_rows, old_pre), tabular_config(old_pre, cfg), cfg, seed, task="classification"
     )
-    new_pre = fit_preprocessor(train_rows, schema, params.features)
+    new_pre = Preprocessor.fit(train_rows, schema, params.features)
     train, val, config = Tensors.encode(train_rows, new_pre), Tensors.encode(val_rows, new_pre), tabular_config(new_pre, cfg)
 
     # A warm start keeps the production model's encoder, so every input means what it meant in training.
