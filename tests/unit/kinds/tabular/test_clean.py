@@ -1,4 +1,4 @@
-"""pipeline.clean: row-level cleaning of labels, types, ranges and duplicates; every change counted."""
+"""pipeline.kinds.tabular.clean: row-level cleaning of labels, types, ranges and duplicates; every change counted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""pipeline.registry: immutable versions, atomic production switches, history, rollback, crash safety.
+"""pipeline.lifecycle.registry: immutable versions, atomic production switches, history, rollback, crash safety.
 
 Everything runs on real files under ``tmp_path``. Crashes are real too: a child process replaces one
 ``os`` call with ``os._exit`` so no ``finally`` or cleanup code runs, exactly like a power cut at
@@ -22,7 +22,7 @@ import pytest
 from pipeline.core.io import file_sha256
 from pipeline.lifecycle.registry import VERSION_FILES, ModelVersion, Registry, RegistryError, parse_version
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CRASH_CODE = 77
 SOURCE_NAMES = {
     "onnx": "model.onnx",

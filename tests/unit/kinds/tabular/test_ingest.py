@@ -1,4 +1,4 @@
-"""pipeline.ingest: reading files and batch folders, schema inference, row selection, profile."""
+"""pipeline.kinds.tabular.ingest: reading files and batch folders, schema inference, row selection, profile."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""pipeline.split: every row in exactly one split, by class, by time or by group; errors name the problem."""
+"""pipeline.kinds.tabular.split: every row in exactly one split, by class, by time or by group; errors name the problem."""
 
 from __future__ import annotations
 

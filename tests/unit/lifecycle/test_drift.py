@@ -1,4 +1,4 @@
-"""pipeline.drift against the real, installed Evidently (no mocks).
+"""pipeline.lifecycle.drift against the real, installed Evidently (no mocks).
 
 The CONTRACT tests pin what the wrapper relies on in Evidently 0.7.23: the default methods, where the
 per-column and dataset-level test statuses live, and that the status (not the score) gives the

@@ -1,4 +1,4 @@
-"""pipeline.augment: synthetic training rows; everything off changes nothing."""
+"""pipeline.kinds.tabular.augment: synthetic training rows; everything off changes nothing."""
 
 from __future__ import annotations
 
