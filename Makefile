@@ -1,7 +1,7 @@
 # Two entry points, each self-contained on a fresh clone:
 #   make repro   set up .venv and run the whole DVC pipeline on the default data
 #   make test    set up .venv and run the test suite (includes a real `dvc repro` on a slice)
-#   make lint    ruff (lint), import-linter (the layer contracts in .importlinter), mypy
+#   make lint    ruff (lint and format), import-linter (the layer contracts in .importlinter), mypy
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -34,6 +34,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

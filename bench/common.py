@@ -42,15 +42,22 @@ def load_setup(hidden: tuple[int, ...] | None = None) -> Setup:
     params = load_params(REPO / "params.yaml")
     network = params.train.model
     if not (isinstance(params, TabularParams) and isinstance(network, MLPParams)):
-        raise SystemExit("these benchmarks time the tabular MLP: params.yaml needs ingest.kind tabular and train.model.architecture mlp")
+        raise SystemExit(
+            "these benchmarks time the tabular MLP: params.yaml needs ingest.kind tabular and train.model.architecture mlp"
+        )
     paths = params.paths
     pre = load_preprocessor(REPO / paths.preprocessor)
     train = Tensors.encode(read_table(REPO / split_file(paths.augmented, "train")), pre)
     val = Tensors.encode(read_table(REPO / split_file(paths.split, "val")), pre)
     config = ModelConfig(
-        n_numeric=pre.n_numeric_inputs, cardinalities=tuple(pre.cardinalities), n_classes=len(pre.classes),
-        hidden=tuple(hidden or network.hidden), dropout=network.dropout, batch_norm=network.batch_norm,
-        categorical_encoding=network.categorical_encoding, embedding_dim=network.embedding_dim,
+        n_numeric=pre.n_numeric_inputs,
+        cardinalities=tuple(pre.cardinalities),
+        n_classes=len(pre.classes),
+        hidden=tuple(hidden or network.hidden),
+        dropout=network.dropout,
+        batch_norm=network.batch_norm,
+        categorical_encoding=network.categorical_encoding,
+        embedding_dim=network.embedding_dim,
     )
     return Setup(params, train, val, config)
 
@@ -79,8 +86,10 @@ class OtherLoad:
         others = math.nan if math.isnan(busy) else max(0.0, busy - own) / (wall * cpus)
         fmt = lambda loads: " ".join(f"{x:.2f}" for x in loads)  # noqa: E731
         warning = " (busy: treat these figures with caution)" if others > BUSY else ""
-        return (f"machine: {cpus} CPUs; other processes used {others:.0%} of them during the run{warning}; "
-                f"load average {fmt(self._load)} at start, {fmt(os.getloadavg())} at end")
+        return (
+            f"machine: {cpus} CPUs; other processes used {others:.0%} of them during the run{warning}; "
+            f"load average {fmt(self._load)} at start, {fmt(os.getloadavg())} at end"
+        )
 
     @staticmethod
     def _busy() -> float:

@@ -44,7 +44,9 @@ def train_once(epochs: int, processes: int, threads: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as scratch:
         root = workspace(Path(scratch), epochs, processes, threads)
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "DO_NOT_TRACK": "1"}
-        result = subprocess.run([sys.executable, "-m", "pipeline.stages.train"], cwd=root, env=env, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.stages.train"], cwd=root, env=env, capture_output=True, text=True
+        )
         if result.returncode != 0:
             raise SystemExit(result.stderr[-2000:])
         match = re.search(r"in ([\d.]+)s, (\d+) samples/s", result.stderr)
@@ -63,7 +65,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, (processes, threads) in VARIANTS.items():
             runs[name].append(train_once(args.epochs, processes, threads))
-    print(f"train stage, {args.epochs} epochs on the GSS training split, {args.rounds} interleaved rounds, {os.cpu_count()} cores")
+    print(
+        f"train stage, {args.epochs} epochs on the GSS training split, {args.rounds} interleaved rounds, {os.cpu_count()} cores"
+    )
     print(f"{'variant':<28} {'samples/s':>10} {'fit s':>7} {'vs 1 proc x 2 thr':>18} {'best val acc':>13}")
     base = statistics.median(r["samples_per_s"] for r in runs["1 process, 2 threads"])
     for name, results in runs.items():

@@ -53,9 +53,13 @@ def cpu_report() -> list[str]:
     """AMX flags, torch's CPU capability, oneDNN availability and its kernel for a bf16 matmul."""
     flags = set()
     if Path("/proc/cpuinfo").exists():
-        flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags") for f in line.split()}
+        flags = {
+            f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags") for f in line.split()
+        }
     probe = "import torch; a = torch.ones(256, 256, dtype=torch.bfloat16); a @ a"
-    verbose = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "ONEDNN_VERBOSE": "1"}, capture_output=True, text=True).stdout
+    verbose = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, "ONEDNN_VERBOSE": "1"}, capture_output=True, text=True
+    ).stdout
     kernels = sorted(set(re.findall(r",matmul,([^,]+),", verbose))) or ["none reported (not oneDNN)"]
     return [
         f"CPU flags: {' '.join(sorted(f for f in flags if f.startswith(('amx', 'avx512_bf16', 'avx512f')))) or 'no AMX/AVX-512 flags'}",
@@ -198,7 +202,10 @@ def main() -> None:
     top = {name: max(v for (d, _), v in peak.items() if d == name) for name in DTYPES}
     print(f"  peak: fp32 {top['fp32']:,.0f}, bf16 {top['bf16']:,.0f} GFLOP/s; bf16/fp32 {top['bf16'] / top['fp32']:.2f}x")
 
-    workloads = [mlp_workload(args.batch, args.seed, tuple(args.hidden) if args.hidden else None), cnn_workload(args.batch, args.seed)]
+    workloads = [
+        mlp_workload(args.batch, args.seed, tuple(args.hidden) if args.hidden else None),
+        cnn_workload(args.batch, args.seed),
+    ]
     print(f"\nFLOPs per training step (batch {args.batch}, forward + backward, FlopCounterMode):")
     for w in workloads:
         inputs, y = w.batch()
@@ -219,12 +226,16 @@ def main() -> None:
 
     flops = {w.name: w.flops for w in workloads}
     print(f"\ntraining steps, {args.steps} steps x {args.rounds} rounds, median; {torch.get_num_threads()} threads:")
-    print(f"  {'model':26s}{'precision':>10s}{'ms/step':>9s}{'samples/s':>11s}{'GFLOP/s':>9s}{'of fp32 peak':>14s}{'of bf16 peak':>14s}")
+    print(
+        f"  {'model':26s}{'precision':>10s}{'ms/step':>9s}{'samples/s':>11s}{'GFLOP/s':>9s}{'of fp32 peak':>14s}{'of bf16 peak':>14s}"
+    )
     for (name, precision), values in times.items():
         seconds = statistics.median(values)
         achieved = flops[name] / seconds / 1e9
-        print(f"  {name:26s}{precision:>10s}{seconds * 1e3:9.2f}{args.batch / seconds:11,.0f}{achieved:9.1f}"
-              f"{achieved / top['fp32']:13.1%}{achieved / top['bf16']:14.1%}")
+        print(
+            f"  {name:26s}{precision:>10s}{seconds * 1e3:9.2f}{args.batch / seconds:11,.0f}{achieved:9.1f}"
+            f"{achieved / top['fp32']:13.1%}{achieved / top['bf16']:14.1%}"
+        )
     print(load.report())
 
 

@@ -30,7 +30,11 @@ def fresh_copy(destination: Path) -> Path:
         if (REPO / name).is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, destination / name)
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "commit", "-qm", "bench"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "commit", "-qm", "bench"],
+    ):
         subprocess.run(["git", *args], cwd=destination, check=True)
     return destination
 
@@ -51,7 +55,9 @@ def main() -> None:
         identical = all((a / m).read_text() == (b / m).read_text() for m in METRICS)
         metrics = json.loads((a / METRICS[0]).read_text())
 
-    print(f"dvc repro from scratch (default data, {os.cpu_count()} cores): {full_a:.1f} s, again in a second copy: {full_b:.1f} s")
+    print(
+        f"dvc repro from scratch (default data, {os.cpu_count()} cores): {full_a:.1f} s, again in a second copy: {full_b:.1f} s"
+    )
     print(f"dvc repro with nothing changed: {noop:.2f} s")
     print(f"two from-scratch runs gave identical metrics: {identical}")
     print(f"test rows: {metrics['test_rows']}")

@@ -35,7 +35,7 @@ def main() -> None:
         second_seconds = time.perf_counter() - started
 
     print(f"first retrain (all stages run): {first_seconds:.1f} s -> {first['outcome']}")
-    statuses = sorted({s['status'] for s in second['stages']})
+    statuses = sorted({s["status"] for s in second["stages"]})
     print(f"retrain with nothing changed: {second_seconds:.1f} s (stages: {statuses}) -> {second['outcome']}")
 
 

@@ -45,7 +45,9 @@ def one_record(params) -> str:
     card = TabularCard.load(REPO / params.paths.model_card)
     row = pd.read_parquet(REPO / params.paths.split / "test.parquet").iloc[0]
     record = {
-        spec.name: (None if pd.isna(row[spec.name]) else (float(row[spec.name]) if spec.kind == "numeric" else str(row[spec.name])))
+        spec.name: (
+            None if pd.isna(row[spec.name]) else (float(row[spec.name]) if spec.kind == "numeric" else str(row[spec.name]))
+        )
         for spec in card.inputs
     }
     return json.dumps([record])
@@ -79,17 +81,34 @@ def main() -> None:
         folder = Path(folder)
         registry = Registry(folder / "registry")
         version = registry.register(
-            onnx=REPO / paths.onnx, model_card=REPO / paths.model_card, metrics=REPO / paths.eval_metrics,
-            params=REPO / "params.yaml", dvc_lock=REPO / "dvc.lock", reference=REPO / paths.split / "train.parquet",
+            onnx=REPO / paths.onnx,
+            model_card=REPO / paths.model_card,
+            metrics=REPO / paths.eval_metrics,
+            params=REPO / "params.yaml",
+            dvc_lock=REPO / "dvc.lock",
+            reference=REPO / paths.split / "train.parquet",
         )
         registry.promote(version.number, reason="benchmark")
         port, database = free_port(), folder / "log.sqlite"
         script = folder / "post.lua"
         script.write_text(LUA.format(body=one_record(params)))
         server = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--port", str(port), "--database-url", f"sqlite:///{database}",
-             "--registry", str(folder / "registry"), "--sqlite-synchronous", args.synchronous],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                "--port",
+                str(port),
+                "--database-url",
+                f"sqlite:///{database}",
+                "--registry",
+                str(folder / "registry"),
+                "--sqlite-synchronous",
+                args.synchronous,
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -106,8 +125,21 @@ def main() -> None:
             rows = []
             for clients in (16, 64):
                 out = subprocess.run(
-                    ["wrk", "-t2", f"-c{clients}", f"-d{args.seconds}s", "--latency", "--timeout", "5s", "-s", str(script), f"{url}/predict"],
-                    capture_output=True, text=True, check=True,
+                    [
+                        "wrk",
+                        "-t2",
+                        f"-c{clients}",
+                        f"-d{args.seconds}s",
+                        "--latency",
+                        "--timeout",
+                        "5s",
+                        "-s",
+                        str(script),
+                        f"{url}/predict",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 ).stdout
                 rows.append((clients, parse_wrk(out)))
         finally:
@@ -118,11 +150,15 @@ def main() -> None:
             logged = connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
         engine.dispose()
 
-    print(f"POST /predict, one record per request, {args.seconds} s per level, logging on (SQLite WAL, synchronous={args.synchronous}), wrk on loopback")
+    print(
+        f"POST /predict, one record per request, {args.seconds} s per level, logging on (SQLite WAL, synchronous={args.synchronous}), wrk on loopback"
+    )
     print(f"{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for clients, r in rows:
         print(f"{clients:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}")
-    print(f"records in the prediction log: {logged} (requests answered incl. warm-up: >= {sum(r['requests'] for _, r in rows)})")
+    print(
+        f"records in the prediction log: {logged} (requests answered incl. warm-up: >= {sum(r['requests'] for _, r in rows)})"
+    )
 
 
 if __name__ == "__main__":

@@ -92,10 +92,14 @@ def plain_frame(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
 
 def json_records(frame: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
     """The rows as a JSON request body would carry them: the model's fields only, None for missing."""
-    return [{name: (None if pd.isna(value) else value) for name, value in row.items()} for row in frame[names].to_dict("records")]
+    return [
+        {name: (None if pd.isna(value) else value) for name, value in row.items()} for row in frame[names].to_dict("records")
+    ]
 
 
-def fit_column_transformer(train: pd.DataFrame, numeric: list[str], categorical: list[str], min_frequency: int) -> ColumnTransformer:
+def fit_column_transformer(
+    train: pd.DataFrame, numeric: list[str], categorical: list[str], min_frequency: int
+) -> ColumnTransformer:
     numbers = make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler())
     categories = make_pipeline(
         SimpleImputer(strategy="constant", fill_value=MISSING_FILL),
@@ -153,8 +157,14 @@ def main() -> None:
     width = transformer.transform(test.iloc[:1]).shape[1]
     # Same body as the project's network (Linear/BatchNorm/ReLU/Dropout per hidden size), one-hot input.
     net = build_model(
-        ModelConfig(n_numeric=width, cardinalities=(), n_classes=len(classes), hidden=project.hidden,
-                    dropout=project.dropout, batch_norm=project.batch_norm)
+        ModelConfig(
+            n_numeric=width,
+            cardinalities=(),
+            n_classes=len(classes),
+            hidden=project.hidden,
+            dropout=project.dropout,
+            batch_norm=project.batch_norm,
+        )
     ).eval()
     no_cat = {n: torch.zeros((n, 0), dtype=torch.int64) for n in BATCH_SIZES}
 
@@ -163,19 +173,31 @@ def main() -> None:
     imputer = transformer.named_transformers_["num"][0]
     encoder = transformer.named_transformers_["cat"][-1]
     fills_match = np.allclose(imputer.statistics_, [c.fill for c in preprocessor.numeric])
-    frequent = [sum(c not in (infrequent if infrequent is not None else ()) and c != MISSING_FILL for c in cats)
-                for cats, infrequent in zip(encoder.categories_, encoder.infrequent_categories_)]
+    frequent = [
+        sum(c not in (infrequent if infrequent is not None else ()) and c != MISSING_FILL for c in cats)
+        for cats, infrequent in zip(encoder.categories_, encoder.infrequent_categories_)
+    ]
     vocabulary = [len(c.vocabulary) for c in preprocessor.categorical]
-    service_exact = feeds_equal(onnx_feed(test, inputs), build_feed(json_records(test, numeric + categorical), FeedSchema.of(card)))
+    service_exact = feeds_equal(
+        onnx_feed(test, inputs), build_feed(json_records(test, numeric + categorical), FeedSchema.of(card))
+    )
 
-    print(f"onnxruntime {ort.__version__}, torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
-          f"pandas {pd.__version__}, {os.cpu_count()} CPU cores")
-    print(f"test rows {len(test)}; inputs: {len(numeric)} numeric, {len(categorical)} categorical; "
-          f"project MLP hidden {list(project.hidden)} (batch_norm={project.batch_norm}, dropout={project.dropout})")
-    print(f"(b) ColumnTransformer output width {width} -> MLP {width}-{'-'.join(map(str, project.hidden))}-{len(classes)} "
-          "with random weights (latency only)")
-    print(f"    numeric medians equal the project's fill values: {fills_match}; "
-          f"frequent categories per column {frequent} vs the project's vocabularies {vocabulary}")
+    print(
+        f"onnxruntime {ort.__version__}, torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
+        f"pandas {pd.__version__}, {os.cpu_count()} CPU cores"
+    )
+    print(
+        f"test rows {len(test)}; inputs: {len(numeric)} numeric, {len(categorical)} categorical; "
+        f"project MLP hidden {list(project.hidden)} (batch_norm={project.batch_norm}, dropout={project.dropout})"
+    )
+    print(
+        f"(b) ColumnTransformer output width {width} -> MLP {width}-{'-'.join(map(str, project.hidden))}-{len(classes)} "
+        "with random weights (latency only)"
+    )
+    print(
+        f"    numeric medians equal the project's fill values: {fills_match}; "
+        f"frequent categories per column {frequent} vs the project's vocabularies {vocabulary}"
+    )
     print(f"serving.app.build_feed on the test rows as JSON records gives the same feed as onnx_feed: {service_exact}")
 
     load_before = os.getloadavg()
@@ -206,7 +228,9 @@ def main() -> None:
                 "(a) ONNX: onnx_feed + run": lambda i: session.run(None, onnx_feed(frames[i % k], inputs)),
                 "(a) ONNX: run alone (prebuilt feed)": lambda i: session.run(None, feeds[i % k]),
                 "(a) onnx_feed alone": lambda i: onnx_feed(frames[i % k], inputs),
-                "(ref) service: build_feed(records) + run": lambda i: session.run(None, build_feed(records[i % k], card_inputs)),
+                "(ref) service: build_feed(records) + run": lambda i: session.run(
+                    None, build_feed(records[i % k], card_inputs)
+                ),
                 "(b) ColumnTransformer + torch MLP": sklearn_torch,
                 "(c) ColumnTransformer alone": lambda i: transformer.transform(frames[i % k]),
                 "(c) torch MLP alone": network_only,
@@ -216,8 +240,10 @@ def main() -> None:
 
     print()
     calls = ", ".join(f"batch {b}: {ROUNDS} x {n}" for b, n in REPS.items())
-    print(f"median latency per call over interleaved rounds x calls per path ({calls}); "
-          "threads = ORT intra_op_num_threads = torch.set_num_threads")
+    print(
+        f"median latency per call over interleaved rounds x calls per path ({calls}); "
+        "threads = ORT intra_op_num_threads = torch.set_num_threads"
+    )
     header = f"{'path':42s}{'threads':>8s}{'batch':>7s}{'us/call':>12s}{'us/record':>11s}{'(b)/this':>10s}"
     for threads, batch, medians in rows:
         print()
@@ -229,25 +255,35 @@ def main() -> None:
 
     load_after = os.getloadavg()
     print()
-    print(f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, "
-          f"after {'/'.join(f'{x:.1f}' for x in load_after)} on {os.cpu_count()} cores (the machine is shared)")
+    print(
+        f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, "
+        f"after {'/'.join(f'{x:.1f}' for x in load_after)} on {os.cpu_count()} cores (the machine is shared)"
+    )
     print()
-    print(f"goal: raw-input ONNX answers one record >= {GOAL:.0f}x faster than (b); "
-          "'vs (c) sum' divides ColumnTransformer alone + torch MLP alone instead (a lower bound on (b))")
+    print(
+        f"goal: raw-input ONNX answers one record >= {GOAL:.0f}x faster than (b); "
+        "'vs (c) sum' divides ColumnTransformer alone + torch MLP alone instead (a lower bound on (b))"
+    )
     for threads, batch, medians in rows:
         if batch != 1:
             continue
         baseline = medians["(b) ColumnTransformer + torch MLP"]
         parts = medians["(c) ColumnTransformer alone"] + medians["(c) torch MLP alone"]
-        for name in ("(a) ONNX: onnx_feed + run", "(ref) service: build_feed(records) + run", "(a) ONNX: run alone (prebuilt feed)"):
+        for name in (
+            "(a) ONNX: onnx_feed + run",
+            "(ref) service: build_feed(records) + run",
+            "(a) ONNX: run alone (prebuilt feed)",
+        ):
             speedup, conservative = baseline / medians[name], parts / medians[name]
             verdict = "MET" if min(speedup, conservative) >= GOAL else "NOT MET"
             print(f"  threads={threads} {name:42s}{speedup:7.1f}x  (vs (c) sum {conservative:6.1f}x)  {verdict}")
         share = medians["(a) onnx_feed alone"] / medians["(a) ONNX: onnx_feed + run"]
         print(f"  threads={threads} onnx_feed is {share:.0%} of the ONNX call at batch 1")
         if baseline > 1.5 * parts:
-            print(f"  threads={threads} note: (b) takes {baseline / parts:.1f}x its parts: torch's {threads} OpenMP "
-                  "threads, idle during the ColumnTransformer, wake late on this loaded machine; trust threads=1 here")
+            print(
+                f"  threads={threads} note: (b) takes {baseline / parts:.1f}x its parts: torch's {threads} OpenMP "
+                "threads, idle during the ColumnTransformer, wake late on this loaded machine; trust threads=1 here"
+            )
 
 
 if __name__ == "__main__":

@@ -98,23 +98,32 @@ def loaders(s: Setup, batched: bool) -> tuple[DataLoader, DataLoader]:
         shuffled = BatchSampler(RandomSampler(train, generator=generator), s.cfg.batch_size, drop_last=False)
         in_order = BatchSampler(SequentialSampler(val), VAL_BATCH, drop_last=False)
         return DataLoader(train, sampler=shuffled, batch_size=None), DataLoader(val, sampler=in_order, batch_size=None)
-    return DataLoader(train, batch_size=s.cfg.batch_size, shuffle=True, generator=generator), DataLoader(val, batch_size=VAL_BATCH)
+    return DataLoader(train, batch_size=s.cfg.batch_size, shuffle=True, generator=generator), DataLoader(
+        val, batch_size=VAL_BATCH
+    )
 
 
 def dataloader_loop(s: Setup, epochs: int) -> float:
     """The hand-written loop over ``DataLoader(TensorDataset)``: what most tutorials write."""
     train_loader, val_loader = loaders(s, batched=False)
     return hand_loop(
-        s, epochs, lambda: (((x_num, x_cat), y) for x_num, x_cat, y in train_loader), lambda: (((x_num, x_cat), y) for x_num, x_cat, y in val_loader)
+        s,
+        epochs,
+        lambda: (((x_num, x_cat), y) for x_num, x_cat, y in train_loader),
+        lambda: (((x_num, x_cat), y) for x_num, x_cat, y in val_loader),
     )
 
 
 def evergreen_fit(s: Setup, epochs: int, precision: str) -> float:
     """Evergreen's ``fit`` for exactly ``epochs`` epochs (no warm-up, early stopping cannot fire)."""
-    settings = s.cfg.model_copy(update={
-        "epochs": epochs, "warmup_epochs": 0, "precision": precision,
-        "early_stopping": s.cfg.early_stopping.model_copy(update={"patience": epochs + 1}),
-    })
+    settings = s.cfg.model_copy(
+        update={
+            "epochs": epochs,
+            "warmup_epochs": 0,
+            "precision": precision,
+            "early_stopping": s.cfg.early_stopping.model_copy(update={"patience": epochs + 1}),
+        }
+    )
     started = time.perf_counter()
     fit(s.train, s.val, s.config, settings, s.params.seed, task="classification")
     return time.perf_counter() - started
@@ -151,8 +160,14 @@ def lightning_fit(s: Setup, epochs: int, batched: bool, threads_seen: list[int])
     started = time.perf_counter()
     train_loader, val_loader = loaders(s, batched)
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, gradient_clip_val=cfg.grad_clip,
-        enable_checkpointing=False, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        gradient_clip_val=cfg.grad_clip,
+        enable_checkpointing=False,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         num_sanity_val_steps=0,  # the others validate once per epoch only
     )
     trainer.fit(module, train_loader, val_loader)
@@ -208,10 +223,12 @@ def main() -> None:
     cfg, config = s.cfg, s.config
     width = input_width(build_model(config))
     samples = args.epochs * len(s.train)
-    print(f"{len(s.train)} training rows, {len(s.val)} validation rows; MLP {width} -> {list(config.hidden)} -> "
-          f"{config.n_classes} (batch norm, dropout {config.dropout}), AdamW, batch {cfg.batch_size}, grad clip {cfg.grad_clip}; "
-          f"{torch.get_num_threads()} threads (Lightning saw {sorted(set(lightning_threads))}); "
-          f"{args.epochs} epochs x {args.rounds} rounds")
+    print(
+        f"{len(s.train)} training rows, {len(s.val)} validation rows; MLP {width} -> {list(config.hidden)} -> "
+        f"{config.n_classes} (batch norm, dropout {config.dropout}), AdamW, batch {cfg.batch_size}, grad clip {cfg.grad_clip}; "
+        f"{torch.get_num_threads()} threads (Lightning saw {sorted(set(lightning_threads))}); "
+        f"{args.epochs} epochs x {args.rounds} rounds"
+    )
     bare = statistics.median(timings["bare loop"])
     print(f"  {'samples/s:':26s}{'median':>10s}{'best round':>12s}{'median time / bare loop':>26s}")
     for name, values in timings.items():
@@ -223,8 +240,10 @@ def main() -> None:
         return f"{statistics.median(per_round):.2f}x (rounds: {min(per_round):.2f}-{max(per_round):.2f})"
 
     overhead = [a / b - 1 for a, b in zip(timings["Evergreen fit"], timings["bare loop"])]
-    print(f"Evergreen fit's time over the bare loop's: {statistics.median(overhead):+.1%} "
-          f"(rounds: {min(overhead):+.1%} to {max(overhead):+.1%})")
+    print(
+        f"Evergreen fit's time over the bare loop's: {statistics.median(overhead):+.1%} "
+        f"(rounds: {min(overhead):+.1%} to {max(overhead):+.1%})"
+    )
     print("speed ratios (median of the per-round ratios of times):")
     print(f"  Evergreen fit / Lightning Trainer:         {ratio('Lightning Trainer', 'Evergreen fit')}")
     print(f"  Evergreen fit / Lightning, batch-indexed:  {ratio('Lightning, batch-indexed', 'Evergreen fit')}")
@@ -233,10 +252,14 @@ def main() -> None:
     print("\nto early stopping with the params' settings (validation split):")
     for precision in ("fp32", "bf16"):
         started = time.perf_counter()
-        _, _, history = fit(s.train, s.val, config, cfg.model_copy(update={"precision": precision}), s.params.seed, task="classification")
+        _, _, history = fit(
+            s.train, s.val, config, cfg.model_copy(update={"precision": precision}), s.params.seed, task="classification"
+        )
         best = history.epochs[history.best_epoch]
-        print(f"  {precision}: {time.perf_counter() - started:5.1f} s, {len(history.epochs)} epochs, "
-              f"best val accuracy {best['val_accuracy']:.4f}, val loss {best['val_loss']:.4f}")
+        print(
+            f"  {precision}: {time.perf_counter() - started:5.1f} s, {len(history.epochs)} epochs, "
+            f"best val accuracy {best['val_accuracy']:.4f}, val loss {best['val_loss']:.4f}"
+        )
     print(load.report())
 
 

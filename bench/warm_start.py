@@ -61,26 +61,47 @@ def main() -> None:
 
     old_pre = Preprocessor.fit(old_rows, schema, params.features)
     production, production_best, _ = fit(
-        Tensors.encode(old_rows, old_pre), Tensors.encode(val_rows, old_pre), tabular_config(old_pre, cfg), cfg, seed, task="classification"
+        Tensors.encode(old_rows, old_pre),
+        Tensors.encode(val_rows, old_pre),
+        tabular_config(old_pre, cfg),
+        cfg,
+        seed,
+        task="classification",
     )
     new_pre = Preprocessor.fit(train_rows, schema, params.features)
     train, val, config = Tensors.encode(train_rows, new_pre), Tensors.encode(val_rows, new_pre), tabular_config(new_pre, cfg)
 
     # A warm start keeps the production model's encoder, so every input means what it meant in training.
-    warm_train, warm_val, warm_config = Tensors.encode(train_rows, old_pre), Tensors.encode(val_rows, old_pre), tabular_config(old_pre, cfg)
+    warm_train, warm_val, warm_config = (
+        Tensors.encode(train_rows, old_pre),
+        Tensors.encode(val_rows, old_pre),
+        tabular_config(old_pre, cfg),
+    )
     results: dict[str, list[dict]] = {"cold": [], "warm": []}
     for round_ in range(args.rounds):
         for name in ("cold", "warm"):
             if name == "warm":
-                _, best, history = fit(warm_train, warm_val, warm_config, cfg, seed + round_, task="classification", init_state=production_best["model_state"])
+                _, best, history = fit(
+                    warm_train,
+                    warm_val,
+                    warm_config,
+                    cfg,
+                    seed + round_,
+                    task="classification",
+                    init_state=production_best["model_state"],
+                )
             else:
                 _, best, history = fit(train, val, config, cfg, seed + round_, task="classification")
             results[name].append({"history": history, "best": history.epochs[history.best_epoch]})
 
-    print(f"{len(old_rows):,} older rows -> production model; fine-tune / train on {len(train_rows):,} rows; "
-          f"validation {len(val_rows):,} rows; {args.rounds} rounds (medians); lr {cfg.lr}, pretrained_lr_scale {cfg.warm_start.pretrained_lr_scale}")
-    print(f"{'start':<6} {'epochs run':>10} {'val loss ep 1':>14} {'best val loss':>14} {'best val acc':>13} "
-          f"{'epochs/s to cold best':>22} {'epochs/s to cold best+1%':>25}")
+    print(
+        f"{len(old_rows):,} older rows -> production model; fine-tune / train on {len(train_rows):,} rows; "
+        f"validation {len(val_rows):,} rows; {args.rounds} rounds (medians); lr {cfg.lr}, pretrained_lr_scale {cfg.warm_start.pretrained_lr_scale}"
+    )
+    print(
+        f"{'start':<6} {'epochs run':>10} {'val loss ep 1':>14} {'best val loss':>14} {'best val acc':>13} "
+        f"{'epochs/s to cold best':>22} {'epochs/s to cold best+1%':>25}"
+    )
     reach: dict[str, list[float]] = {"cold": [], "warm": []}
     for index in range(args.rounds):
         target = results["cold"][index]["best"]["val_loss"]
@@ -88,7 +109,9 @@ def main() -> None:
             history = results[name][index]["history"]
             epochs, seconds = time_to_reach(history, target)
             near_epochs, near_seconds = time_to_reach(history, target * NEAR)
-            results[name][index].update(epochs_to=epochs, seconds_to=seconds, near_epochs=near_epochs, near_seconds=near_seconds)
+            results[name][index].update(
+                epochs_to=epochs, seconds_to=seconds, near_epochs=near_epochs, near_seconds=near_seconds
+            )
             if seconds is not None:
                 reach[name].append(seconds)
 
@@ -107,8 +130,10 @@ def main() -> None:
         )
     reached = sum(r["epochs_to"] is not None for r in results["warm"])
     if reach["warm"] and reach["cold"]:
-        print(f"warm reaches the cold model's best validation loss in {reached}/{args.rounds} rounds, "
-              f"{statistics.median(reach['cold']) / statistics.median(reach['warm']):.1f}x sooner (median seconds)")
+        print(
+            f"warm reaches the cold model's best validation loss in {reached}/{args.rounds} rounds, "
+            f"{statistics.median(reach['cold']) / statistics.median(reach['warm']):.1f}x sooner (median seconds)"
+        )
     else:
         print(f"warm reached the cold model's best validation loss in {reached}/{args.rounds} rounds")
 

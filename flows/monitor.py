@@ -61,7 +61,9 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     card = TabularCard.load(production.card)
 
     state = MonitorState.load(root_path / paths.monitor_state)
-    current = combine([source.pending(set(state.checked_batches)) for source in current_sources(params, root_path, card.target)])
+    current = combine(
+        [source.pending(set(state.checked_batches)) for source in current_sources(params, root_path, card.target)]
+    )
     if current.empty:
         logger.info("no new data since the last check (%s)", cfg.source)
         return None
@@ -71,10 +73,19 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     numeric_cols, categorical_cols = list(card.numeric_names), list(card.categorical_names)
     html = Path(report_dir) / "report.html"
     drift = detect_drift(
-        reference, current_inputs, numeric_cols, categorical_cols,
-        method=cfg.method, num_method=cfg.num_method, cat_method=cfg.cat_method, threshold=cfg.threshold,
+        reference,
+        current_inputs,
+        numeric_cols,
+        categorical_cols,
+        method=cfg.method,
+        num_method=cfg.num_method,
+        cat_method=cfg.cat_method,
+        threshold=cfg.threshold,
         drift_share=cfg.drift_share,
-        reference_sample=cfg.reference_sample, current_sample=cfg.current_sample, seed=params.seed, html_path=html,
+        reference_sample=cfg.reference_sample,
+        current_sample=cfg.current_sample,
+        seed=params.seed,
+        html_path=html,
     )
     labelled = labelled_rows(current.frame, card.target)
     accuracy = None
@@ -114,7 +125,11 @@ def trigger_retrain(deployment: str, note: str, key: str, start: str = "cold") -
     from prefect.deployments import run_deployment
 
     run = run_deployment(
-        deployment, parameters={"reason": "drift", "note": note, "start": start}, timeout=0, idempotency_key=key, as_subflow=False
+        deployment,
+        parameters={"reason": "drift", "note": note, "start": start},
+        timeout=0,
+        idempotency_key=key,
+        as_subflow=False,
     )
     # run_deployment returns a coroutine only when called from async code; this task is synchronous.
     if not isinstance(run, FlowRun):
@@ -124,7 +139,9 @@ def trigger_retrain(deployment: str, note: str, key: str, start: str = "cold") -
 
 @flow(name="drift-monitor")
 def drift_monitor(
-    retrain_deployment: str | None = RETRAIN_DEPLOYMENT, cooldown_hours: float | None = None, retrain_start: Literal["cold", "warm"] = "cold"
+    retrain_deployment: str | None = RETRAIN_DEPLOYMENT,
+    cooldown_hours: float | None = None,
+    retrain_start: Literal["cold", "warm"] = "cold",
 ) -> dict[str, Any]:
     """Check new data for drift and trigger a retrain when the policy says so.
 
@@ -134,7 +151,9 @@ def drift_monitor(
     logger = get_run_logger()
     root = workspace_root()
     params = load_params(root / "params.yaml")
-    monitor_cfg = params.monitor if cooldown_hours is None else params.monitor.model_copy(update={"cooldown_hours": cooldown_hours})
+    monitor_cfg = (
+        params.monitor if cooldown_hours is None else params.monitor.model_copy(update={"cooldown_hours": cooldown_hours})
+    )
     now = utc_now()
     report_dir = root / params.paths.drift_reports / now.strftime("%Y%m%dT%H%M%S%fZ")
     result = check_drift(str(root), str(report_dir))
@@ -167,7 +186,12 @@ def drift_monitor(
             state.checked_batches.extend(result["keys"])
         state.last_check_at = now.isoformat()
 
-    summary = {**{k: v for k, v in result.items() if k != "table"}, "decision": decision.to_dict(), "key": key, "retrain_flow_run": flow_run_id}
+    summary = {
+        **{k: v for k, v in result.items() if k != "table"},
+        "decision": decision.to_dict(),
+        "key": key,
+        "retrain_flow_run": flow_run_id,
+    }
     write_json(report_dir / "summary.json", summary)
     if flow_run_id:
         verdict = "retrain triggered"
@@ -180,20 +204,22 @@ def drift_monitor(
     create_markdown_artifact(
         key="drift-report",
         description="Evergreen drift check",
-        markdown="\n".join([
-            f"# Drift check: {verdict}",
-            "",
-            f"{result['rows']} new rows in {', '.join(result['batches'])} vs the training data of {result['production_version']}.",
-            f"Drifted columns: {result['drift']['drifted_share']:.0%}; dataset drift: {result['drift']['dataset_drift']}; "
-            f"accuracy on labelled new rows: {result['accuracy'] if result['accuracy'] is not None else 'n/a'} "
-            f"(test accuracy {result['reference_accuracy']:.4f}).",
-            "",
-            "Reasons: " + "; ".join(decision.reasons),
-            "",
-            f"Report: `{result['report']}`",
-            "",
-            result["table"],
-        ]),
+        markdown="\n".join(
+            [
+                f"# Drift check: {verdict}",
+                "",
+                f"{result['rows']} new rows in {', '.join(result['batches'])} vs the training data of {result['production_version']}.",
+                f"Drifted columns: {result['drift']['drifted_share']:.0%}; dataset drift: {result['drift']['dataset_drift']}; "
+                f"accuracy on labelled new rows: {result['accuracy'] if result['accuracy'] is not None else 'n/a'} "
+                f"(test accuracy {result['reference_accuracy']:.4f}).",
+                "",
+                "Reasons: " + "; ".join(decision.reasons),
+                "",
+                f"Report: `{result['report']}`",
+                "",
+                result["table"],
+            ]
+        ),
     )
     logger.info("drift check: %s (%s)", verdict, "; ".join(decision.reasons))
     return summary

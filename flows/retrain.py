@@ -81,7 +81,11 @@ def run_stage(stage: str, root: str) -> dict[str, Any] | State:
         return {"stage": stage, "status": "ran", "seconds": seconds}
     status = "restored from run-cache" if "is cached" in output else "up to date"
     logger.info("stage %s skipped: %s", stage, status)
-    return Completed(name="Skipped", message=f"{stage}: {status}", data={"stage": stage, "status": "skipped", "detail": status, "seconds": seconds})
+    return Completed(
+        name="Skipped",
+        message=f"{stage}: {status}",
+        data={"stage": stage, "status": "skipped", "detail": status, "seconds": seconds},
+    )
 
 
 @task
@@ -176,8 +180,14 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
     rolled_back = {e.get("previous") for e in registry.history() if e.get("event") == "rollback"}
     if existing is not None and existing.name in rolled_back:
         # An operator rolled this exact model back: a retrain that reproduces it must not undo that.
-        registry.record({"event": "rejected", "version": existing.name, "decision": event,
-                         "reason": "this model was rolled back; promote it by hand if wanted"})
+        registry.record(
+            {
+                "event": "rejected",
+                "version": existing.name,
+                "decision": event,
+                "reason": "this model was rolled back; promote it by hand if wanted",
+            }
+        )
         return {"action": "rejected", "version": existing.name}
     version = existing or registry.register(
         onnx=root_path / paths.onnx,
@@ -191,7 +201,9 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
         encoder=root_path / paths.preprocessor,
         git_revision=git_revision(root_path),
         extra={
-            "rows": read_json(root_path / paths.ingest_report)["rows"], "trigger": reason, "test_scores": verdict["challenger"],
+            "rows": read_json(root_path / paths.ingest_report)["rows"],
+            "trigger": reason,
+            "test_scores": verdict["challenger"],
             # int8 only when it loses at most gate.int8_max_accuracy_loss of test accuracy (measured by export).
             "serve": "int8" if serve_int8 else "fp32",
         },
@@ -203,7 +215,9 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
     return {"action": "rejected", "version": version.name}
 
 
-def summary_markdown(reason: str, note: str | None, stages: list[dict], landing: dict, verdict: dict, outcome: dict, rows: dict) -> str:
+def summary_markdown(
+    reason: str, note: str | None, stages: list[dict], landing: dict, verdict: dict, outcome: dict, rows: dict
+) -> str:
     """The run's story for the Prefect UI."""
     decision = verdict["decision"]
     columns = [name for name in verdict["challenger"] if name != "rows"]
@@ -219,10 +233,19 @@ def summary_markdown(reason: str, note: str | None, stages: list[dict], landing:
         f"| model | {' | '.join(columns)} |",
         "|---" * (len(columns) + 1) + "|",
     ]
-    for name, scores in (("challenger", verdict["challenger"]), (f"champion {verdict['champion_version'] or '-'}", verdict["champion"])):
+    for name, scores in (
+        ("challenger", verdict["challenger"]),
+        (f"champion {verdict['champion_version'] or '-'}", verdict["champion"]),
+    ):
         if scores:
             lines.append(f"| {name} | {' | '.join(f'{scores[c]:.4f}' for c in columns)} |")
-    lines += ["", f"Gate metric `{decision['metric']}`, tolerance {decision['tolerance']}, test rows {verdict['test_rows']}.", "", "| stage | status | seconds |", "|---|---|---|"]
+    lines += [
+        "",
+        f"Gate metric `{decision['metric']}`, tolerance {decision['tolerance']}, test rows {verdict['test_rows']}.",
+        "",
+        "| stage | status | seconds |",
+        "|---|---|---|",
+    ]
     lines += [f"| {s['stage']} | {s.get('detail', s['status'])} | {s['seconds']} |" for s in stages]
     return "\n".join(line for line in lines if line is not None)
 
@@ -255,7 +278,9 @@ def retrain(reason: Reason = "manual", note: str | None = None, start: Start = "
     rows_now = read_json(root / params.paths.ingest_report)["rows"]
     champion = verdict["champion_version"]
     rows_before = Registry(root / params.paths.registry).get(champion).meta["extra"].get("rows", 0) if champion else 0
-    markdown = summary_markdown(reason, note, stages, landing, verdict, outcome, {"now": rows_now, "added": rows_now - rows_before})
+    markdown = summary_markdown(
+        reason, note, stages, landing, verdict, outcome, {"now": rows_now, "added": rows_now - rows_before}
+    )
     create_markdown_artifact(markdown=markdown, key="retrain-summary", description="Evergreen retrain summary")
     logger.info("retrain (%s): %s %s - %s", reason, outcome["action"], outcome.get("version"), verdict["decision"]["reason"])
     return {"stages": stages, "landing": landing, "start": initialisation, **verdict, "outcome": outcome}

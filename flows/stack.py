@@ -73,7 +73,12 @@ class Stack:
 
     def _prefect(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [sys.executable, "-m", "prefect", *args], cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "prefect", *args],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if check and result.returncode != 0:
             raise RuntimeError(f"prefect {' '.join(args)} failed: {(result.stdout + result.stderr).strip()[-2000:]}")
@@ -84,8 +89,12 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{name}.log", "ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "prefect", *args], cwd=self.root, env=self.env(),
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", "prefect", *args],
+                cwd=self.root,
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return process.pid
 
@@ -168,7 +177,9 @@ def main() -> None:
     stack = Stack(root=root, home=root / ".prefect", port=args.port)
     if args.command == "up":
         stack.up()
-        sys.stdout.write(f"Prefect UI: {stack.ui_url}  (Deployments: retrain, drift-monitor; export PREFECT_API_URL={stack.api_url})\n")
+        sys.stdout.write(
+            f"Prefect UI: {stack.ui_url}  (Deployments: retrain, drift-monitor; export PREFECT_API_URL={stack.api_url})\n"
+        )
     elif args.command == "down":
         stack.down()
     else:

@@ -43,7 +43,6 @@ from serving.predlog import PredictionLog
 log = logging.getLogger(__name__)
 
 
-
 class RequestError(Exception):
     """A bad request: carries the HTTP status and a message naming the field."""
 
@@ -142,13 +141,19 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("evergreen_requests_total", "HTTP requests", ["endpoint", "status"], registry=self.registry)
-        self.errors = Counter("evergreen_errors_total", "Requests answered with an error", ["endpoint", "reason"], registry=self.registry)
+        self.errors = Counter(
+            "evergreen_errors_total", "Requests answered with an error", ["endpoint", "reason"], registry=self.registry
+        )
         self.latency = Histogram(
-            "evergreen_request_latency_seconds", "Time to answer /predict, logging included", registry=self.registry,
+            "evergreen_request_latency_seconds",
+            "Time to answer /predict, logging included",
+            registry=self.registry,
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self.records = Counter("evergreen_records_scored_total", "Records scored and logged", registry=self.registry)
-        self.model = Gauge("evergreen_model_info", "The model version being served (value 1)", ["version"], registry=self.registry)
+        self.model = Gauge(
+            "evergreen_model_info", "The model version being served (value 1)", ["version"], registry=self.registry
+        )
         self.reloads = Counter("evergreen_model_reloads_total", "Production model swaps", registry=self.registry)
 
     def serving(self, version: str | None, previous: str | None) -> None:
@@ -281,8 +286,12 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
         names = model.inputs.names
         rows = [
             {
-                "request_id": request_id, "record_index": i, "logged_at": now, "model_version": model.version,
-                "inputs": orjson.dumps(model_fields(record, names)).decode(), "label": str(labels[i]),
+                "request_id": request_id,
+                "record_index": i,
+                "logged_at": now,
+                "model_version": model.version,
+                "inputs": orjson.dumps(model_fields(record, names)).decode(),
+                "label": str(labels[i]),
                 "probabilities": orjson.dumps(probabilities[i].tolist()).decode(),
             }
             for i, record in enumerate(records)
@@ -293,14 +302,16 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
         service.metrics.latency.observe(time.perf_counter() - started)
         classes = model.classes
         return Response(
-            orjson.dumps({
-                "request_id": request_id,
-                "model_version": model.version,
-                "predictions": [
-                    {"index": i, "label": str(labels[i]), "probabilities": dict(zip(classes, probabilities[i].tolist()))}
-                    for i in range(len(records))
-                ],
-            }),
+            orjson.dumps(
+                {
+                    "request_id": request_id,
+                    "model_version": model.version,
+                    "predictions": [
+                        {"index": i, "label": str(labels[i]), "probabilities": dict(zip(classes, probabilities[i].tolist()))}
+                        for i in range(len(records))
+                    ],
+                }
+            ),
             media_type="application/json",
         )
 
@@ -316,7 +327,11 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
         for i, item in enumerate(items):
             if not isinstance(item, dict) or set(item) != {"request_id", "index", "label"}:
                 raise RequestError(422, f"item {i}: expected exactly the fields request_id, index, label")
-            if not isinstance(item["index"], int) or not isinstance(item["label"], str) or not isinstance(item["request_id"], str):
+            if (
+                not isinstance(item["index"], int)
+                or not isinstance(item["label"], str)
+                or not isinstance(item["request_id"], str)
+            ):
                 raise RequestError(422, f"item {i}: request_id and label must be strings, index an integer")
         count = await run_in_threadpool(service.prediction_log.add_labels, items, datetime.now(UTC).isoformat())
         service.metrics.requests.labels("/labels", "200").inc()

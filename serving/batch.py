@@ -170,7 +170,9 @@ def open_parquet(
     return [schema.field(name) for name in keep], _reading(path, "Parquet", chunks())
 
 
-def open_csv(path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int) -> tuple[list[pa.Field], Iterator[Chunk]]:
+def open_csv(
+    path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int
+) -> tuple[list[pa.Field], Iterator[Chunk]]:
     """The passthrough fields (text) and an iterator of chunks.
 
     Passthrough columns and categorical inputs are read as text (so a column's type cannot change
@@ -207,10 +209,14 @@ def _reading(path: Path, kind: str, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         raise DataError(f"{path}: not a readable {kind} file ({first_line(exc)})") from None
 
 
-def open_input(path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int) -> tuple[list[pa.Field], Iterator[Chunk]]:
+def open_input(
+    path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int
+) -> tuple[list[pa.Field], Iterator[Chunk]]:
     suffix = path.suffix.lower()
     if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
-        raise DataError(f"{path}: unsupported input file type {path.suffix!r}; use one of {sorted(PARQUET_SUFFIXES + CSV_SUFFIXES)}")
+        raise DataError(
+            f"{path}: unsupported input file type {path.suffix!r}; use one of {sorted(PARQUET_SUFFIXES + CSV_SUFFIXES)}"
+        )
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     opener = open_parquet if suffix in PARQUET_SUFFIXES else open_csv
@@ -306,7 +312,9 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 def predict(model: OnnxModel, feed: dict[str, np.ndarray], rows: int) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities [N, K] float32, labels [N]) in slices of RUN_ROWS rows, whose activations stay in cache."""
     parts = [
-        model.session.run(["probabilities", "label"], {name: values[start : start + RUN_ROWS] for name, values in feed.items()})
+        model.session.run(
+            ["probabilities", "label"], {name: values[start : start + RUN_ROWS] for name, values in feed.items()}
+        )
         for start in range(0, rows, RUN_ROWS)
     ]
     if len(parts) == 1:
@@ -375,12 +383,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", help="rows to score (.csv, .parquet or .pq)")
     parser.add_argument("output", help="predictions to write (.parquet or .pq)")
-    parser.add_argument("--model", default=PRODUCTION, help="'production' (the registry's production version, default) or an .onnx file")
+    parser.add_argument(
+        "--model", default=PRODUCTION, help="'production' (the registry's production version, default) or an .onnx file"
+    )
     parser.add_argument("--card", help="model card of --model PATH.onnx (default: model_card.json beside it)")
-    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help=f"rows per chunk (default {DEFAULT_CHUNK_ROWS})")
-    parser.add_argument("--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)")
+    parser.add_argument(
+        "--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help=f"rows per chunk (default {DEFAULT_CHUNK_ROWS})"
+    )
+    parser.add_argument(
+        "--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)"
+    )
     parser.add_argument("--registry", help="registry folder (default: paths.registry in params.yaml)")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS})")
+    parser.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS, help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS})"
+    )
     return parser
 
 
@@ -401,7 +417,13 @@ def main(argv: list[str] | None = None) -> None:
     summary = run_or_exit(lambda: run(args))
     log.info(
         "%s -> %s: %d rows in %d chunks, %.2f s (%.0f rows/s), model %s",
-        args.input, args.output, summary["rows"], summary["chunks"], summary["seconds"], summary["rows_per_s"], summary["model_version"],
+        args.input,
+        args.output,
+        summary["rows"],
+        summary["chunks"],
+        summary["seconds"],
+        summary["rows_per_s"],
+        summary["model_version"],
     )
 
 

@@ -117,7 +117,9 @@ class PredictionLog:
                 with self.engine.begin() as connection:
                     # Driver-level executemany: the Core insert's per-row overhead holds the GIL the
                     # request handlers need (it showed as a p99 tail under load).
-                    connection.exec_driver_sql(self._insert_sql, [tuple(row[c] for c in INSERT_COLUMNS) for item in batch for row in item.rows])
+                    connection.exec_driver_sql(
+                        self._insert_sql, [tuple(row[c] for c in INSERT_COLUMNS) for item in batch for row in item.rows]
+                    )
                 self.commits += 1
                 outcome: BaseException | None = None
             except Exception as exc:  # every waiter must learn the commit failed, whatever the cause
@@ -141,7 +143,15 @@ class PredictionLog:
                 connection.execute(labels.delete().where(key))
             connection.execute(
                 labels.insert(),
-                [{"request_id": i["request_id"], "record_index": i["index"], "label": i["label"], "received_at": received_at} for i in items],
+                [
+                    {
+                        "request_id": i["request_id"],
+                        "record_index": i["index"],
+                        "label": i["label"],
+                        "received_at": received_at,
+                    }
+                    for i in items
+                ],
             )
         return len(items)
 
@@ -159,9 +169,12 @@ def read_log(engine: sa.Engine, after_id: int = 0, target: str | None = None) ->
     """Logged inputs with id > ``after_id`` as a frame (labels joined into ``target`` when given), and the last id."""
     query = (
         sa.select(predictions.c.id, predictions.c.inputs, labels.c.label.label("true_label"))
-        .select_from(predictions.outerjoin(
-            labels, (labels.c.request_id == predictions.c.request_id) & (labels.c.record_index == predictions.c.record_index)
-        ))
+        .select_from(
+            predictions.outerjoin(
+                labels,
+                (labels.c.request_id == predictions.c.request_id) & (labels.c.record_index == predictions.c.record_index),
+            )
+        )
         .where(predictions.c.id > after_id)
         .order_by(predictions.c.id)
     )

@@ -42,7 +42,11 @@ def merge_section(base, override):
         return override
     merged = {**base, **override}
     model, new_model = base.get("model"), override.get("model")
-    if isinstance(model, dict) and isinstance(new_model, dict) and new_model.get("architecture", model.get("architecture")) == model.get("architecture"):
+    if (
+        isinstance(model, dict)
+        and isinstance(new_model, dict)
+        and new_model.get("architecture", model.get("architecture")) == model.get("architecture")
+    ):
         merged["model"] = {**model, **new_model}
     return merged
 
@@ -55,7 +59,9 @@ def make_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
     score = x + np.where(colour == "red", 1.5, 0.0) - np.where(colour == "blue", 1.5, 0.0)
     label = np.where(score > 0.7, "high", np.where(score < -0.7, "low", "mid"))
     noise = rng.uniform(0, 100, size=n)
-    frame = pd.DataFrame({"x": x, "noise": noise, "colour": colour, "period": np.repeat(np.arange(10), n // 10 + 1)[:n], "label": label})
+    frame = pd.DataFrame(
+        {"x": x, "noise": noise, "colour": colour, "period": np.repeat(np.arange(10), n // 10 + 1)[:n], "label": label}
+    )
     frame.loc[rng.choice(n, n // 10, replace=False), "x"] = np.nan
     frame.loc[rng.choice(n, n // 20, replace=False), "colour"] = None
     frame["colour"] = frame["colour"].astype("string")
@@ -89,7 +95,11 @@ def copy_repo(destination: Path, **param_sections) -> Path:
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
     edit_params(destination, **param_sections)
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-qm", "copy"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-qm", "copy"],
+    ):
         subprocess.run(["git", *args], cwd=destination, check=True, capture_output=True)
     return destination
 

@@ -118,7 +118,9 @@ class Plateau(Callback):
 class SaveLast(Callback):
     """The last checkpoint in ``folder`` after every epoch (see ``pipeline.engine.state``)."""
 
-    def __init__(self, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainParams, seed: int, fingerprint: str):
+    def __init__(
+        self, folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainParams, seed: int, fingerprint: str
+    ):
         self.path = folder / LAST_CHECKPOINT
         self.model, self.optimizer, self.cfg, self.seed, self.fingerprint = model, optimizer, cfg, seed, fingerprint
 

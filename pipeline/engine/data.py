@@ -45,7 +45,9 @@ class Tensors:
         return len(self.y)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Tensors:
-        return Tensors(tuple(x.to(device, non_blocking=non_blocking) for x in self.inputs), self.y.to(device, non_blocking=non_blocking))
+        return Tensors(
+            tuple(x.to(device, non_blocking=non_blocking) for x in self.inputs), self.y.to(device, non_blocking=non_blocking)
+        )
 
     def pin_memory(self) -> Tensors:
         """A copy in page-locked host memory, so copies to a GPU can be asynchronous (needs CUDA)."""
@@ -120,15 +122,27 @@ def batch_loader(data: Tensors, cfg: TrainParams, count: int, pin: bool, dist: D
     """``train.loader.workers`` processes gathering the batches of a split kept in host memory; pinned
     batches when ``pin``. The batches, and so the results, are those of the in-memory path."""
     return torch.utils.data.DataLoader(
-        _SplitRows(data), batch_sampler=_EpochBatches(cfg.batch_size, count, dist), collate_fn=_whole_batch,
-        num_workers=cfg.loader.workers, pin_memory=pin, persistent_workers=True,
+        _SplitRows(data),
+        batch_sampler=_EpochBatches(cfg.batch_size, count, dist),
+        collate_fn=_whole_batch,
+        num_workers=cfg.loader.workers,
+        pin_memory=pin,
+        persistent_workers=True,
         # The workers' seeds come from their own generator: drawing them from the global one would
         # shift the dropout masks and make the results differ from the in-memory path's.
         generator=torch.Generator().manual_seed(0),
     )
 
 
-def epoch_batches(data: Tensors, order: torch.Tensor, count: int, batch_size: int, loader=None, device=None, dist: Distributed = Distributed()):
+def epoch_batches(
+    data: Tensors,
+    order: torch.Tensor,
+    count: int,
+    batch_size: int,
+    loader=None,
+    device=None,
+    dist: Distributed = Distributed(),
+):
     """The epoch's ``count`` batches ``(inputs, target)`` in ``order``: index slices of the split where it
     lies, or, with a ``batch_loader``, its workers' batches copied to ``device`` (asynchronously if pinned).
 
@@ -141,4 +155,3 @@ def epoch_batches(data: Tensors, order: torch.Tensor, count: int, batch_size: in
     loader.batch_sampler.order = order.cpu()
     for inputs, target in loader:
         yield tuple(x.to(device, non_blocking=True) for x in inputs), target.to(device, non_blocking=True)
-

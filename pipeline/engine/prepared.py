@@ -44,7 +44,9 @@ def reusable_encoder(encoder: dict[str, Any] | None, classes: tuple[str, ...] | 
     if encoder is None:
         return None
     if list(encoder.get("classes", [])) != list(classes):
-        log.warning("warm start: the classes changed (%s -> %s); the encoder is fitted afresh", encoder.get("classes"), list(classes))
+        log.warning(
+            "warm start: the classes changed (%s -> %s); the encoder is fitted afresh", encoder.get("classes"), list(classes)
+        )
         return None
     log.info("warm start: keeping the initial model's encoder")
     return encoder

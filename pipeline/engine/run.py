@@ -37,7 +37,11 @@ def configure_torch(cfg: TrainParams) -> None:
 
 
 def train_and_save(
-    prepare: Callable[[dict[str, Any] | None], Prepared], cfg: TrainParams, paths: Paths, seed: int, dist: Distributed = Distributed()
+    prepare: Callable[[dict[str, Any] | None], Prepared],
+    cfg: TrainParams,
+    paths: Paths,
+    seed: int,
+    dist: Distributed = Distributed(),
 ) -> dict[str, Any]:
     """Prepare the data (``prepare(warm start's encoder or None)``), train, and write the encoder,
     checkpoints, curves and the best model; returns the best epoch's validation values."""
@@ -54,8 +58,18 @@ def train_and_save(
         curves = CurveLogger(paths.train_live, paths.tensorboard)
     started = time.perf_counter()
     model, best, history = fit(
-        prepared.train, prepared.val, prepared.config, cfg, seed, task=prepared.task, logger=curves, checkpoint_dir=checkpoint_dir,
-        resume=resumable(checkpoint_dir, fingerprint), fingerprint=fingerprint, dist=dist, init_state=init_state,
+        prepared.train,
+        prepared.val,
+        prepared.config,
+        cfg,
+        seed,
+        task=prepared.task,
+        logger=curves,
+        checkpoint_dir=checkpoint_dir,
+        resume=resumable(checkpoint_dir, fingerprint),
+        fingerprint=fingerprint,
+        dist=dist,
+        init_state=init_state,
     )
     seconds = time.perf_counter() - started
     best_values = history.epochs[history.best_epoch]
@@ -68,19 +82,36 @@ def train_and_save(
     trained = len(history.epochs) - history.resumed_at
     log.info(
         "trained %d epochs (%d here, %d resumed; best %d, %s=%.4f) in %.1fs, %.0f samples/s; %d parameters",
-        len(history.epochs), trained, history.resumed_at, history.best_epoch, cfg.early_stopping.metric,
-        history.best_value, seconds, trained * len(prepared.train) / seconds, sum(p.numel() for p in model.parameters()),
+        len(history.epochs),
+        trained,
+        history.resumed_at,
+        history.best_epoch,
+        cfg.early_stopping.metric,
+        history.best_value,
+        seconds,
+        trained * len(prepared.train) / seconds,
+        sum(p.numel() for p in model.parameters()),
     )
     return {**summary, "epochs_run": len(history.epochs), "stopped_early": history.stopped_early}
 
 
 def launch_torchrun(ddp: DDPParams, module: str) -> dict[str, Any]:
     """Re-run ``python -m module`` as ``nproc_per_node`` processes under torchrun on this machine."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ddp.nproc_per_node}", "-m", module]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={ddp.nproc_per_node}",
+        "-m",
+        module,
+    ]
     log.info("train.ddp.nproc_per_node = %d: %s", ddp.nproc_per_node, " ".join(command[1:]))
     result = subprocess.run(command)
     if result.returncode != 0:
-        raise TrainError(f"torchrun with {ddp.nproc_per_node} training processes failed (exit code {result.returncode}; the ranks' errors are above)")
+        raise TrainError(
+            f"torchrun with {ddp.nproc_per_node} training processes failed (exit code {result.returncode}; the ranks' errors are above)"
+        )
     return {"processes": ddp.nproc_per_node}
 
 

@@ -68,15 +68,22 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "history": self.history.epochs, "best_epoch": self.history.best_epoch, "best_value": self.history.best_value,
-            "stopped_early": self.history.stopped_early, "step": self.step, "best": self.best,
-            "plateau": [self.plateau_scale, self.plateau_wait], "rng": rng_states(self.shuffle),
+            "history": self.history.epochs,
+            "best_epoch": self.history.best_epoch,
+            "best_value": self.history.best_value,
+            "stopped_early": self.history.stopped_early,
+            "step": self.step,
+            "best": self.best,
+            "plateau": [self.plateau_scale, self.plateau_wait],
+            "rng": rng_states(self.shuffle),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue where ``state`` ended, random-number generators included."""
         epochs = list(state["history"])
-        self.history = History(epochs, state["best_epoch"], state["best_value"], state["stopped_early"], resumed_at=len(epochs))
+        self.history = History(
+            epochs, state["best_epoch"], state["best_value"], state["stopped_early"], resumed_at=len(epochs)
+        )
         self.step, self.best = state["step"], state["best"]
         self.plateau_scale, self.plateau_wait = state["plateau"]
         set_rng_states(state["rng"], self.shuffle)
@@ -104,7 +111,9 @@ def weights(model: nn.Module, history: History, cfg: TrainParams, seed: int) -> 
     return {
         "model_config": config.to_dict(),
         # A copy (training goes on changing the model), contiguous whatever the training memory format (channels_last).
-        "model_state": {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()},
+        "model_state": {
+            k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()
+        },
         "epoch": len(history.epochs) - 1,
         "best_epoch": history.best_epoch,
         "best_metric": {"name": cfg.early_stopping.metric, "value": history.best_value},
@@ -113,7 +122,9 @@ def weights(model: nn.Module, history: History, cfg: TrainParams, seed: int) -> 
     }
 
 
-def last_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, cfg: TrainParams, seed: int, fingerprint: str) -> dict[str, Any]:
+def last_checkpoint(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, cfg: TrainParams, seed: int, fingerprint: str
+) -> dict[str, Any]:
     """The checkpoint to resume from: the weights, the optimizer and the ``TrainState``."""
     return {
         **weights(model, state.history, cfg, seed),
@@ -135,7 +146,11 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
 def run_fingerprint(cfg: TrainParams, seed: int, config, data_files: list[Path]) -> str:
     """What a last checkpoint must match to be resumed: the same params, model, data and training code."""
     digest = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), seed, config.to_dict()], sort_keys=True).encode())
-    code = [*sorted(Path(__file__).parent.glob("*.py")), *sorted(Path(models.__file__).parent.glob("*.py")), Path(metrics.__file__)]
+    code = [
+        *sorted(Path(__file__).parent.glob("*.py")),
+        *sorted(Path(models.__file__).parent.glob("*.py")),
+        Path(metrics.__file__),
+    ]
     for path in [*data_files, *code]:
         digest.update(file_sha256(path).encode())
     return digest.hexdigest()

@@ -94,8 +94,18 @@ def setup(train: Tensors, val: Tensors, config, cfg: TrainParams, task: Task, di
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     batches = batch_count(len(train), cfg.batch_size, has_batch_norm, dist)
     return Setup(
-        cfg, task, dist, device, train, val, model, net, ddp, optimizer,
-        loss_fn=make_loss(task, cfg, weight), val_loss_fn=make_loss(task, cfg),
+        cfg,
+        task,
+        dist,
+        device,
+        train,
+        val,
+        model,
+        net,
+        ddp,
+        optimizer,
+        loss_fn=make_loss(task, cfg, weight),
+        val_loss_fn=make_loss(task, cfg),
         l1_params=penalised_parameters(model) if cfg.l1 > 0 else [],
         batches_per_epoch=batches,
         # Gradient accumulation: one optimizer step every grad_accum_steps batches (and at the epoch's end).
@@ -164,7 +174,9 @@ def fit(
     return run.model, state.best, state.history
 
 
-def callbacks_for(run: Setup, seed: int, logger: EpochLogger | None, checkpoint_dir: Path | None, fingerprint: str) -> list[Callback]:
+def callbacks_for(
+    run: Setup, seed: int, logger: EpochLogger | None, checkpoint_dir: Path | None, fingerprint: str
+) -> list[Callback]:
     """The epoch hooks, in order: curves first (a logger may stop the run before anything is saved),
     then early stopping, which the best weights and the plateau read, then the last checkpoint."""
     cfg = run.cfg
@@ -204,7 +216,11 @@ def train_epoch(run: Setup, state: TrainState) -> tuple[dict[str, float], float]
             state.step += 1
         with torch.no_grad():
             loss_sum += loss.detach() * len(target)
-            hits_sum += (outputs.argmax(1) == target).sum() if run.task == "classification" else (outputs - target).abs().mean() * len(target)
+            hits_sum += (
+                (outputs.argmax(1) == target).sum()
+                if run.task == "classification"
+                else (outputs - target).abs().mean() * len(target)
+            )
         seen += len(target)
     sums = distributed.sum_over_ranks(torch.stack([loss_sum, hits_sum, torch.tensor(float(seen), device=device)]), run.dist)
     loss_sum, hits_sum, seen = sums.tolist()
@@ -238,7 +254,9 @@ def predict(model: nn.Module, data: Tensors, batch_size: int, dist: Distributed 
     model.eval()
     size, start, stop = distributed.shard(len(data), dist)
     # One row tells the output width even for an empty shard; its result is discarded.
-    chunks = [model(*data.rows(slice(i, min(i + batch_size, stop)))) for i in range(start, stop, batch_size)] or [model(*data.rows(slice(0, 1)))[:0]]
+    chunks = [model(*data.rows(slice(i, min(i + batch_size, stop)))) for i in range(start, stop, batch_size)] or [
+        model(*data.rows(slice(0, 1)))[:0]
+    ]
     out = torch.cat(chunks).float()
     model.train(was_training)
     return distributed.gather_shards(out, size, len(data), dist)
@@ -253,7 +271,9 @@ def scores_of(outputs: torch.Tensor, y: torch.Tensor, task: Task) -> dict[str, f
     return {"mae": float(error.abs().mean()), "rmse": float(error.pow(2).mean().sqrt())}
 
 
-def validate(model: nn.Module, data: Tensors, task: Task, loss_fn: nn.Module, batch_size: int, dist: Distributed = Distributed()) -> dict[str, float]:
+def validate(
+    model: nn.Module, data: Tensors, task: Task, loss_fn: nn.Module, batch_size: int, dist: Distributed = Distributed()
+) -> dict[str, float]:
     """Loss and the task's metrics over a whole split (gathered across DDP ranks)."""
     outputs = predict(model, data, batch_size, dist)
     target = data.y if task == "classification" else data.y.reshape(outputs.shape)

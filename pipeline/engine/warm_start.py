@@ -73,7 +73,9 @@ def warm_start(model: nn.Module, state: dict[str, torch.Tensor] | None, prefixes
         return frozenset()
     loaded, skipped = load_matching(model, state)
     frozen = freeze(model, prefixes)
-    log.info("warm start: %d tensors loaded, %d fresh %s, %d parameters frozen", len(loaded), len(skipped), skipped, len(frozen))
+    log.info(
+        "warm start: %d tensors loaded, %d fresh %s, %d parameters frozen", len(loaded), len(skipped), skipped, len(frozen)
+    )
     return frozenset(loaded)
 
 
@@ -84,5 +86,7 @@ def warm_start_state(path: Path, config) -> dict[str, torch.Tensor] | None:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     family = config_from_dict(saved["model_config"]).family
     if family != config.family:
-        raise ParamsError(f"{path} holds a {family} model but train.model builds a {config.family}: warm starts need the same architecture")
+        raise ParamsError(
+            f"{path} holds a {family} model but train.model builds a {config.family}: warm starts need the same architecture"
+        )
     return saved["model_state"]

@@ -105,9 +105,7 @@ class DriftResult:
             "reference_rows": self.reference_rows,
             "current_rows": self.current_rows,
             "evidently_version": self.evidently_version,
-            "columns": [
-                {**asdict(item), "score": item.score if math.isfinite(item.score) else None} for item in self.columns
-            ],
+            "columns": [{**asdict(item), "score": item.score if math.isfinite(item.score) else None} for item in self.columns],
         }
 
     def markdown_table(self) -> str:

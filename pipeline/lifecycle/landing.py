@@ -89,7 +89,9 @@ def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
     return target
 
 
-def screen(landing: Path, quarantine_dir: Path, expected_columns: list[str], numeric: list[str], cfg: TabularIngest) -> tuple[list[Batch], list[Path]]:
+def screen(
+    landing: Path, quarantine_dir: Path, expected_columns: list[str], numeric: list[str], cfg: TabularIngest
+) -> tuple[list[Batch], list[Path]]:
     """Quarantine every landed batch that cannot be used; return the good ones and the quarantined paths."""
     good, moved = [], []
     for path in batch_files(landing):
@@ -105,7 +107,8 @@ def expected_source_columns(cfg: TabularIngest) -> tuple[list[str], list[str]]:
     """Columns a batch must have (those of ingest.source) and those that must be numeric."""
     source = read_source(cfg.source)
     numeric = [
-        c for c in source.columns
+        c
+        for c in source.columns
         if c not in cfg.categorical and (c in cfg.numeric or looks_numeric(source[c])) and c != cfg.target
     ]
     return list(map(str, source.columns)), numeric

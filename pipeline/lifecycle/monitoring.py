@@ -174,7 +174,9 @@ def decide_retrain(
             f"accuracy on new labelled data {accuracy:.4f} < test accuracy {reference_accuracy:.4f} - {cfg.accuracy_tolerance}"
         )
     if not reasons:
-        return RetrainDecision(False, (f"no drift: {drifted_share:.0%} of columns drifted (threshold {cfg.drift_share:.0%})",), None, signals)
+        return RetrainDecision(
+            False, (f"no drift: {drifted_share:.0%} of columns drifted (threshold {cfg.drift_share:.0%})",), None, signals
+        )
     if key in triggered_keys:
         return RetrainDecision(False, tuple(reasons), "this data already triggered a retrain", signals)
     if retrain_running:

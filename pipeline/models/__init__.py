@@ -16,7 +16,20 @@ from pipeline.models.sequence import RNNConfig, SeqTransformerConfig, SequenceRN
 from pipeline.models.tabular import FTTransformer, FTTransformerConfig, ModelConfig, TabularMLP
 
 __all__ = [
-    "FAMILIES", "CNNConfig", "FTTransformer", "FTTransformerConfig", "ImageCNN", "ModelConfig", "NetworkConfig",
-    "RNNConfig", "SeqTransformerConfig", "SequenceRNN", "SequenceTransformer", "TabularMLP",
-    "build_model", "config_from_dict", "load_model", "penalised_parameters",
+    "FAMILIES",
+    "CNNConfig",
+    "FTTransformer",
+    "FTTransformerConfig",
+    "ImageCNN",
+    "ModelConfig",
+    "NetworkConfig",
+    "RNNConfig",
+    "SeqTransformerConfig",
+    "SequenceRNN",
+    "SequenceTransformer",
+    "TabularMLP",
+    "build_model",
+    "config_from_dict",
+    "load_model",
+    "penalised_parameters",
 ]

@@ -9,7 +9,9 @@ from torch import nn
 class TransformerBlock(nn.Module):
     """Pre-norm block: x + Attention(LN(x)), then x + FFN(LN(x)) with a ReGLU feed-forward."""
 
-    def __init__(self, d: int, heads: int, ffn_factor: float, attention_dropout: float, ffn_dropout: float, residual_dropout: float):
+    def __init__(
+        self, d: int, heads: int, ffn_factor: float, attention_dropout: float, ffn_dropout: float, residual_dropout: float
+    ):
         super().__init__()
         hidden = max(1, int(d * ffn_factor))
         self.attention_norm = nn.LayerNorm(d)

@@ -46,7 +46,9 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int, batch_norm: bool):
         super().__init__()
-        self.body = nn.Sequential(*conv_bn(channels, channels, batch_norm), nn.ReLU(), *conv_bn(channels, channels, batch_norm))
+        self.body = nn.Sequential(
+            *conv_bn(channels, channels, batch_norm), nn.ReLU(), *conv_bn(channels, channels, batch_norm)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.body(x))

@@ -77,8 +77,12 @@ class SequenceRNN(nn.Module):
         self.config = config
         rnn = nn.LSTM if config.cell == "lstm" else nn.GRU
         self.rnn = rnn(
-            config.input_size, config.hidden, config.layers, batch_first=True,
-            dropout=config.dropout if config.layers > 1 else 0.0, bidirectional=config.bidirectional,
+            config.input_size,
+            config.hidden,
+            config.layers,
+            batch_first=True,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            bidirectional=config.bidirectional,
         )
         directions = 2 if config.bidirectional else 1
         self.head = nn.Linear(directions * config.hidden, config.n_outputs)

@@ -115,7 +115,11 @@ class FeatureTokenizer(nn.Module):
         self.numeric_weight = nn.Parameter(torch.empty(n_numeric, d_token))
         self.numeric_bias = nn.Parameter(torch.empty(n_numeric, d_token))
         # One table for all categorical columns, each column offset into its own range of rows.
-        offsets = torch.tensor([0, *cardinalities[:-1]], dtype=torch.int64).cumsum(0) if cardinalities else torch.zeros(0, dtype=torch.int64)
+        offsets = (
+            torch.tensor([0, *cardinalities[:-1]], dtype=torch.int64).cumsum(0)
+            if cardinalities
+            else torch.zeros(0, dtype=torch.int64)
+        )
         self.register_buffer("category_offsets", offsets, persistent=False)
         self.categories = nn.Embedding(max(1, sum(cardinalities)), d_token)
         self.categorical_bias = nn.Parameter(torch.empty(len(cardinalities), d_token))
@@ -143,7 +147,14 @@ class FTTransformer(nn.Module):
         self.cls = nn.Parameter(torch.empty(1, 1, config.d_token))
         nn.init.uniform_(self.cls, -(config.d_token**-0.5), config.d_token**-0.5)
         self.blocks = nn.ModuleList(
-            TransformerBlock(config.d_token, config.heads, config.ffn_factor, config.attention_dropout, config.ffn_dropout, config.residual_dropout)
+            TransformerBlock(
+                config.d_token,
+                config.heads,
+                config.ffn_factor,
+                config.attention_dropout,
+                config.ffn_dropout,
+                config.residual_dropout,
+            )
             for _ in range(config.layers)
         )
         self.head = nn.Sequential(nn.LayerNorm(config.d_token), nn.ReLU(), nn.Linear(config.d_token, config.n_classes))

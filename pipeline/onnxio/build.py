@@ -37,7 +37,9 @@ class Probabilities(torch.nn.Module):
         return torch.softmax(self.model(x_num, x_cat), dim=1)
 
 
-def torch_graph(module: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str], opset: int) -> onnx.ModelProto:
+def torch_graph(
+    module: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str], opset: int
+) -> onnx.ModelProto:
     """A module as ONNX with the legacy TorchScript exporter (no onnxscript needed, no side files),
     every input and output with a dynamic batch axis 0."""
     buffer = io.BytesIO()

@@ -71,7 +71,14 @@ class CategoricalInput(_Frozen):
 
     @classmethod
     def of(cls, name: str, known_values: tuple[str, ...]) -> CategoricalInput:
-        return cls(name=name, kind="categorical", onnx_type="string", shape=("N", 1), missing="empty string", known_values=known_values)
+        return cls(
+            name=name,
+            kind="categorical",
+            onnx_type="string",
+            shape=("N", 1),
+            missing="empty string",
+            known_values=known_values,
+        )
 
 
 TabularInput = Annotated[NumericInput | CategoricalInput, Field(discriminator="kind")]
@@ -288,7 +295,9 @@ def _first_error(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
     # loc[0] is the card's kind tag; a tabular input's own tag (numeric | categorical) follows its index.
-    parts = [part for i, part in enumerate(first["loc"][1:]) if not (i and isinstance(first["loc"][i], int) and part in INPUT_KINDS)]
+    parts = [
+        part for i, part in enumerate(first["loc"][1:]) if not (i and isinstance(first["loc"][i], int) and part in INPUT_KINDS)
+    ]
     location = ".".join(str(part) for part in parts)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if first["type"] == "missing":

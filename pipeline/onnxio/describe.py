@@ -51,7 +51,9 @@ def card_fields(
             Output(name=LABEL, onnx_type="string", shape=("N",)),
         ),
         model=TrainedModel(
-            config=checkpoint["model_config"], best_epoch=checkpoint["best_epoch"], best_metric=BestMetric(**checkpoint["best_metric"])
+            config=checkpoint["model_config"],
+            best_epoch=checkpoint["best_epoch"],
+            best_metric=BestMetric(**checkpoint["best_metric"]),
         ),
         # The model's test metrics and every baseline evaluate reported beside it.
         metrics={"test": metrics["model"], **{k: v for k, v in metrics.items() if k.startswith("baseline_")}},

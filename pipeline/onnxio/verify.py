@@ -20,8 +20,9 @@ from pipeline.params import ExportParams, Paths
 log = logging.getLogger(__name__)
 
 
-
-def verify_feed(model_bytes: bytes, expected: np.ndarray, feed: dict[str, np.ndarray], classes, tolerance: float) -> dict[str, Any]:
+def verify_feed(
+    model_bytes: bytes, expected: np.ndarray, feed: dict[str, np.ndarray], classes, tolerance: float
+) -> dict[str, Any]:
     """Check the graph, run it on ``feed`` (raw inputs, any data kind), compare with the PyTorch
     probabilities ``expected`` [N, K]; raise if they disagree."""
     onnx.checker.check_model(onnx.load_model_from_string(model_bytes), full_check=True)
@@ -98,7 +99,11 @@ def save_models(model_bytes: bytes, cfg: ExportParams, paths: Paths, feed: dict[
         int8 = compare_int8(onnx_path, quantize_int8(onnx_path, int8_dir), feed, truth)
         log.info(
             "int8: %d -> %d bytes, test accuracy %.4f (fp32 %.4f), labels agree on %.2f%%",
-            int8["fp32_bytes"], int8["bytes"], int8["accuracy"], int8["fp32_accuracy"], 100 * int8["label_agreement"],
+            int8["fp32_bytes"],
+            int8["bytes"],
+            int8["accuracy"],
+            int8["fp32_accuracy"],
+            100 * int8["label_agreement"],
         )
     hashes = {"onnx_sha256": file_sha256(onnx_path)}
     if int8 is not None:
@@ -113,6 +118,10 @@ def publish(card: dict[str, Any], parity: dict[str, Any], onnx_bytes: int, cfg: 
     write_json(paths.export_report, report)
     log.info(
         "exported %s (%d bytes): max |dp| %.1e on %d test rows, labels identical, %.0f us per record",
-        paths.onnx, onnx_bytes, parity["max_abs_probability_diff"], parity["rows"], parity["single_record_latency_us"],
+        paths.onnx,
+        onnx_bytes,
+        parity["max_abs_probability_diff"],
+        parity["rows"],
+        parity["single_record_latency_us"],
     )
     return report

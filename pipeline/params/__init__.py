@@ -160,7 +160,9 @@ def _kind_of(data: Any) -> str:
 
 _ADAPTER: TypeAdapter[Params] = TypeAdapter(
     Annotated[
-        Annotated[TabularParams, Tag("tabular")] | Annotated[ImageParams, Tag("image")] | Annotated[SequenceParams, Tag("sequence")],
+        Annotated[TabularParams, Tag("tabular")]
+        | Annotated[ImageParams, Tag("image")]
+        | Annotated[SequenceParams, Tag("sequence")],
         Discriminator(_kind_of),
     ]
 )
@@ -180,7 +182,9 @@ def check_search_key(key: str, dimension: SearchDimension, train: TrainParams) -
     if head == "model" and name:
         fields = type(train.model).model_fields
         if name not in fields or name == "architecture":
-            raise ValueError(f"tune.space: {key!r} is not a key of train.model ({train.model.architecture}); searchable: {', '.join(searchable)}")
+            raise ValueError(
+                f"tune.space: {key!r} is not a key of train.model ({train.model.architecture}); searchable: {', '.join(searchable)}"
+            )
         annotation = fields[name].annotation
     elif key in train_keys:
         annotation = TrainParams.model_fields[key].annotation
@@ -242,7 +246,9 @@ def _check_architecture(raw: dict[str, Any], kind: str, source: str) -> None:
     if architecture is None:
         raise ParamsError(f"{source}: train.model.architecture: required key is missing; choose {allowed}")
     if architecture not in ARCHITECTURES[kind]:
-        raise ParamsError(f"{source}: train.model.architecture = {architecture!r} does not fit ingest.kind {kind!r}; choose {allowed}")
+        raise ParamsError(
+            f"{source}: train.model.architecture = {architecture!r} does not fit ingest.kind {kind!r}; choose {allowed}"
+        )
 
 
 def _describe(error: Any) -> str:
@@ -333,15 +339,72 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
 
 
 __all__ = [
-    "ARCHITECTURES", "DATABASE_URL_ENV", "DEFAULT_PARAMS_FILE", "DEFAULT_SOURCE", "DEFAULT_SPACES", "KINDS", "SPLIT_METHODS",
-    "TUNE_DATABASE_FILE", "TUNE_STORAGE_ENV", "UNSEARCHABLE_TRAIN_KEYS",
-    "AugmentParams", "CNNParams", "CleanParams", "DDPParams", "EarlyStoppingParams", "EvaluateParams", "ExportParams",
-    "FTTransformerParams", "FeatureParams", "FlipParams", "GateParams", "ImageAugment", "ImageClean", "ImageFeatures",
-    "ImageIngest", "ImageParams", "IngestParams", "JitterParams", "LoaderParams", "MLPParams", "MixupParams", "ModelParams",
-    "MonitorParams", "NoiseParams", "OversampleParams", "Params", "Paths", "PixelNoiseParams", "PrunerParams", "RNNParams",
-    "RotationParams", "ScalingParams", "SearchDimension", "Section", "SeqTransformerParams", "SequenceAugment", "SequenceClean",
-    "SequenceFeatures", "SequenceIngest", "SequenceParams", "ServeParams", "ShiftParams", "SplitParams", "TabularAugment",
-    "TabularClean", "TabularFeatures", "TabularIngest", "TabularParams", "TrainParams", "TuneParams", "WarmStartParams",
-    "WindowSlicingParams", "check_search_key", "load_params", "numeric_kind", "parse_params", "prediction_log_url",
+    "ARCHITECTURES",
+    "DATABASE_URL_ENV",
+    "DEFAULT_PARAMS_FILE",
+    "DEFAULT_SOURCE",
+    "DEFAULT_SPACES",
+    "KINDS",
+    "SPLIT_METHODS",
+    "TUNE_DATABASE_FILE",
+    "TUNE_STORAGE_ENV",
+    "UNSEARCHABLE_TRAIN_KEYS",
+    "AugmentParams",
+    "CNNParams",
+    "CleanParams",
+    "DDPParams",
+    "EarlyStoppingParams",
+    "EvaluateParams",
+    "ExportParams",
+    "FTTransformerParams",
+    "FeatureParams",
+    "FlipParams",
+    "GateParams",
+    "ImageAugment",
+    "ImageClean",
+    "ImageFeatures",
+    "ImageIngest",
+    "ImageParams",
+    "IngestParams",
+    "JitterParams",
+    "LoaderParams",
+    "MLPParams",
+    "MixupParams",
+    "ModelParams",
+    "MonitorParams",
+    "NoiseParams",
+    "OversampleParams",
+    "Params",
+    "Paths",
+    "PixelNoiseParams",
+    "PrunerParams",
+    "RNNParams",
+    "RotationParams",
+    "ScalingParams",
+    "SearchDimension",
+    "Section",
+    "SeqTransformerParams",
+    "SequenceAugment",
+    "SequenceClean",
+    "SequenceFeatures",
+    "SequenceIngest",
+    "SequenceParams",
+    "ServeParams",
+    "ShiftParams",
+    "SplitParams",
+    "TabularAugment",
+    "TabularClean",
+    "TabularFeatures",
+    "TabularIngest",
+    "TabularParams",
+    "TrainParams",
+    "TuneParams",
+    "WarmStartParams",
+    "WindowSlicingParams",
+    "check_search_key",
+    "load_params",
+    "numeric_kind",
+    "parse_params",
+    "prediction_log_url",
     "tune_storage_url",
 ]

@@ -121,22 +121,34 @@ _DECAY = {"low": 1e-6, "high": 1e-2, "log": True}
 # the network's own capacity and regularisation. Keys are train keys; ``model.<key>`` are the network's.
 DEFAULT_SPACES: dict[str, dict[str, SearchDimension]] = {
     "mlp": _dims(
-        lr=_LR, batch_size={"choices": (256, 512, 1024)}, weight_decay=_DECAY,
-        model__dropout={"low": 0.0, "high": 0.5}, model__hidden={"choices": ((128, 64), (256, 128), (512, 256))},
+        lr=_LR,
+        batch_size={"choices": (256, 512, 1024)},
+        weight_decay=_DECAY,
+        model__dropout={"low": 0.0, "high": 0.5},
+        model__hidden={"choices": ((128, 64), (256, 128), (512, 256))},
     ),
     "ft_transformer": _dims(
-        lr=_SLOW_LR, batch_size={"choices": (128, 256, 512)}, weight_decay=_DECAY,
-        model__attention_dropout={"low": 0.0, "high": 0.3}, model__ffn_dropout={"low": 0.0, "high": 0.3},
+        lr=_SLOW_LR,
+        batch_size={"choices": (128, 256, 512)},
+        weight_decay=_DECAY,
+        model__attention_dropout={"low": 0.0, "high": 0.3},
+        model__ffn_dropout={"low": 0.0, "high": 0.3},
         model__layers={"choices": (2, 3, 4)},
     ),
     "cnn": _dims(lr=_LR, batch_size={"choices": (32, 64, 128)}, weight_decay=_DECAY, model__dropout={"low": 0.0, "high": 0.5}),
     "lstm": _dims(
-        lr=_LR, batch_size={"choices": (64, 128, 256)}, weight_decay=_DECAY,
-        model__hidden={"choices": (32, 64, 128)}, model__layers={"choices": (1, 2)},
+        lr=_LR,
+        batch_size={"choices": (64, 128, 256)},
+        weight_decay=_DECAY,
+        model__hidden={"choices": (32, 64, 128)},
+        model__layers={"choices": (1, 2)},
     ),
     "seq_transformer": _dims(
-        lr=_SLOW_LR, batch_size={"choices": (64, 128, 256)}, weight_decay=_DECAY,
-        model__dropout={"low": 0.0, "high": 0.3}, model__layers={"choices": (1, 2, 3)},
+        lr=_SLOW_LR,
+        batch_size={"choices": (64, 128, 256)},
+        weight_decay=_DECAY,
+        model__dropout={"low": 0.0, "high": 0.3},
+        model__layers={"choices": (1, 2, 3)},
     ),
 }
 DEFAULT_SPACES["gru"] = DEFAULT_SPACES["lstm"]

@@ -54,18 +54,16 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int)
             continue
         gap = abs(correct[mask].mean() - confidence[mask].mean())
         ece += mask.mean() * gap
-        points.append({"confidence": float(confidence[mask].mean()), "accuracy": float(correct[mask].mean()), "count": int(mask.sum())})
+        points.append(
+            {"confidence": float(confidence[mask].mean()), "accuracy": float(correct[mask].mean()), "count": int(mask.sum())}
+        )
     return float(ece), points
 
 
 def probability_metrics(y_true: np.ndarray, proba: np.ndarray, bins: int) -> dict[str, float]:
     """Macro one-vs-rest ROC AUC over the classes present (with both outcomes), log loss, ECE."""
     n_classes = proba.shape[1]
-    aucs = [
-        roc_auc_score(y_true == k, proba[:, k])
-        for k in range(n_classes)
-        if 0 < (y_true == k).sum() < len(y_true)
-    ]
+    aucs = [roc_auc_score(y_true == k, proba[:, k]) for k in range(n_classes) if 0 < (y_true == k).sum() < len(y_true)]
     ece, _ = expected_calibration_error(y_true, proba, bins)
     clipped = np.clip(proba, 1e-15, 1.0)
     return {
@@ -96,4 +94,9 @@ def label_scores(truth, predicted, classes: list[str]) -> dict[str, float]:
     y_true = np.array([index[v] for v in truth], dtype=np.int64)
     y_pred = np.array([index[v] for v in predicted], dtype=np.int64)
     scores = classification_scores(y_true, y_pred, len(names))
-    return {"accuracy": scores["accuracy"], "balanced_accuracy": scores["balanced_accuracy"], "macro_f1": scores["macro_f1"], "rows": int(len(truth))}
+    return {
+        "accuracy": scores["accuracy"],
+        "balanced_accuracy": scores["balanced_accuracy"],
+        "macro_f1": scores["macro_f1"],
+        "rows": int(len(truth)),
+    }

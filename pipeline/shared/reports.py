@@ -61,7 +61,9 @@ def evaluate(
     }
 
 
-def write_classification_reports(test_y: np.ndarray, proba: np.ndarray, classes: tuple[str, ...], cfg: EvaluateParams, paths: Paths) -> None:
+def write_classification_reports(
+    test_y: np.ndarray, proba: np.ndarray, classes: tuple[str, ...], cfg: EvaluateParams, paths: Paths
+) -> None:
     """Per-class precision/recall/F1 (``paths.eval_per_class``) and the plot data in ``paths.eval_plots``:
     confusion pairs, ROC, precision-recall and the reliability diagram. Any classifier's, of any data kind."""
     scores = classification_scores(test_y, proba.argmax(1), len(classes))

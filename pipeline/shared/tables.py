@@ -74,9 +74,7 @@ def concat_batches(batches: list[tuple[Path, pd.DataFrame]]) -> pd.DataFrame:
         if set(frame.columns) != set(columns):
             missing = sorted(set(columns) - set(frame.columns))
             extra = sorted(set(frame.columns) - set(columns))
-            raise DataError(
-                f"{path}: columns differ from {first_path.name} (missing {missing}, unexpected {extra})"
-            )
+            raise DataError(f"{path}: columns differ from {first_path.name} (missing {missing}, unexpected {extra})")
     return pd.concat([frame[columns] for _, frame in batches], ignore_index=True)
 
 
@@ -162,7 +160,9 @@ def sortable_time(column: pd.Series, name: str) -> pd.Series:
 def warn_if_untracked(source: str, paths: Paths) -> None:
     """A source outside ``paths.raw`` (a dependency of the stage in dvc.yaml) is not tracked by DVC."""
     if source != DEFAULT_SOURCE and not Path(source).resolve().is_relative_to(Path(paths.raw).resolve()):
-        log.warning("ingest.source %s is outside %s: DVC does not track it, so changing it will not re-run ingest", source, paths.raw)
+        log.warning(
+            "ingest.source %s is outside %s: DVC does not track it, so changing it will not re-run ingest", source, paths.raw
+        )
 
 
 def to_numbers(column: pd.Series) -> tuple[pd.Series, int]:
@@ -170,7 +170,6 @@ def to_numbers(column: pd.Series) -> tuple[pd.Series, int]:
     text = column if pd.api.types.is_numeric_dtype(column) else column.astype("string").str.strip()
     numbers = pd.to_numeric(text, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
     return numbers, int((numbers.isna() & column.notna()).sum())
-
 
 
 def outside_range(values: pd.Series, low: float | None, high: float | None) -> pd.Series:

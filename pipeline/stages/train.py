@@ -32,7 +32,9 @@ def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: di
     return kinds.get(kinds.data_kind(paths.split)).stages().prepare(features, cfg, paths, encoder)
 
 
-def run(features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int, dist: Distributed = Distributed()) -> dict[str, Any]:
+def run(
+    features: FeatureParams, cfg: TrainParams, paths: Paths, seed: int, dist: Distributed = Distributed()
+) -> dict[str, Any]:
     return engine.train_and_save(functools.partial(prepare, features, cfg, paths), cfg, paths, seed, dist)
 
 

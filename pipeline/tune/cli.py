@@ -28,16 +28,24 @@ def _positive(kind: type) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.tune", description="Hyperparameter search over the train params with Optuna.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.tune", description="Hyperparameter search over the train params with Optuna."
+    )
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS_FILE, help="params file (default: params.yaml)")
     commands = parser.add_subparsers(dest="command", required=True)
     find = commands.add_parser("search", help="run trials in the (shared) study; write best_params.yaml and summary.json")
     find.add_argument("--trials", type=_positive(int), help="trials this command runs (default: tune.trials)")
-    find.add_argument("--timeout", type=_positive(float), metavar="SECONDS", help="start no trial after this (default: tune.timeout_seconds)")
-    find.add_argument("--worker", type=int, default=0, help="this worker's number when several share a study: sampler seed = seed + worker")
+    find.add_argument(
+        "--timeout", type=_positive(float), metavar="SECONDS", help="start no trial after this (default: tune.timeout_seconds)"
+    )
+    find.add_argument(
+        "--worker", type=int, default=0, help="this worker's number when several share a study: sampler seed = seed + worker"
+    )
     view = commands.add_parser("show", help="every trial of the study")
     for command in (find, view):
-        command.add_argument("--storage", help="SQLAlchemy URL (default: $EVERGREEN_TUNE_STORAGE, tune.storage, sqlite in paths.tune)")
+        command.add_argument(
+            "--storage", help="SQLAlchemy URL (default: $EVERGREEN_TUNE_STORAGE, tune.storage, sqlite in paths.tune)"
+        )
         command.add_argument("--study", help="study name (default: tune.study)")
     write = commands.add_parser("apply", help="write the best train values into the params file")
     write.add_argument("--best", type=Path, help="best params file (default: paths.tune/best_params.yaml)")

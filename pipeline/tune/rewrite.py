@@ -74,7 +74,9 @@ class _Edits:
             return
         content = _content(self.lines, header, end)
         if not content:
-            raise ParamsError(f"{source}: {where} holds no keys on lines of their own; set {where}.{next(iter(values))} by hand")
+            raise ParamsError(
+                f"{source}: {where} holds no keys on lines of their own; set {where}.{next(iter(values))} by hand"
+            )
         indent = _indent(self.lines[content[0]]) or 0
         key_line, continuation = _key_line(indent), _continuation(indent)
         found: set[str] = set()
@@ -136,10 +138,15 @@ def rewrite_train_values(text: str, values: dict[str, Any], source: str = "param
     if model_values:
         content = _content(lines, start, end)
         header = _key_line(_indent(lines[content[0]]) or 0) if content else None
-        opening = next((i for i in content if header and (m := header.match(lines[i])) and m["key"] == MODEL and not m["value"].strip()), None)
+        opening = next(
+            (i for i in content if header and (m := header.match(lines[i])) and m["key"] == MODEL and not m["value"].strip()),
+            None,
+        )
         if opening is None or not isinstance(original["train"].get(MODEL), dict):
             first = next(iter(model_values))
-            raise ParamsError(f"{source}: no 'model:' block in the train section; set train.model.{first}: {yaml_value(model_values[first])} by hand")
+            raise ParamsError(
+                f"{source}: no 'model:' block in the train section; set train.model.{first}: {yaml_value(model_values[first])} by hand"
+            )
         edits.block(opening, _block_end(lines, opening, end), model_values, "train.model", original["train"][MODEL], source)
     edits.block(start, end, train_values, "train", original["train"], source)
     rewritten = edits.text()
@@ -149,7 +156,9 @@ def rewrite_train_values(text: str, values: dict[str, Any], source: str = "param
     if model_values:
         expected["train"][MODEL].update({key: plain(value) for key, value in model_values.items()})
     if yaml.safe_load(rewritten) != expected:
-        raise ParamsError(f"{source}: rewriting the train values line by line did not give the intended YAML; set them by hand")
+        raise ParamsError(
+            f"{source}: rewriting the train values line by line did not give the intended YAML; set them by hand"
+        )
     return rewritten
 
 
@@ -182,7 +191,11 @@ def apply(params_file: Path, best_file: Path) -> dict[str, tuple[Any, Any]]:
     changes = {key: (plain(value_of(old.train, key)), plain(value_of(new.train, key))) for key in best["train"]}
     atomic_write(params_file, rewritten)
     log.info(
-        "%s: train values of trial %s (%s %s) written: %s", params_file, best.get("trial"), best.get("metric"),
-        best.get("value"), ", ".join(f"{key} {a} -> {b}" for key, (a, b) in changes.items()),
+        "%s: train values of trial %s (%s %s) written: %s",
+        params_file,
+        best.get("trial"),
+        best.get("metric"),
+        best.get("value"),
+        ", ".join(f"{key} {a} -> {b}" for key, (a, b) in changes.items()),
     )
     return changes

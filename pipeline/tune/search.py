@@ -52,9 +52,13 @@ def objective(trial, data: Prepared, base: TrainParams, space: dict[str, SearchD
         cfg = trial_params(base, update, epochs)
     except ParamsError as exc:  # a combination inside ranges that check_space could only check at their bounds
         drawn = ", ".join(f"{key} = {plain(value)!r}" for key, value in update.items())
-        raise ParamsError(f"trial {trial.number} drew {drawn}: {exc}; list values that fit together as choices in tune.space") from None
+        raise ParamsError(
+            f"trial {trial.number} drew {drawn}: {exc}; list values that fit together as choices in tune.space"
+        ) from None
     metric = cfg.early_stopping.metric
-    _, _, history = fit(data.train, data.val, data.config_for(cfg), cfg, seed, task=data.task, logger=PruningReporter(trial, metric))
+    _, _, history = fit(
+        data.train, data.val, data.config_for(cfg), cfg, seed, task=data.task, logger=PruningReporter(trial, metric)
+    )
     best = history.epochs[history.best_epoch]
     trial.set_user_attr("best_epoch", history.best_epoch)
     trial.set_user_attr("epochs_run", len(history.epochs))
@@ -77,15 +81,29 @@ def search(
     # the same random start-up trials.
     sampler = optuna.samplers.TPESampler(seed=params.seed + worker)
     study = open_study(
-        open_storage(storage), study_name, metric, task=data.task, architecture=architecture, sampler=sampler, pruner=make_pruner(tune.pruner)
+        open_storage(storage),
+        study_name,
+        metric,
+        task=data.task,
+        architecture=architecture,
+        sampler=sampler,
+        pruner=make_pruner(tune.pruner),
     )
     folder, epochs = Path(params.paths.tune), trial_epochs(base, tune)
     # Once per study and set of values: a later search with other train values adds them too.
     study.enqueue_trial(current_values(base, space), skip_if_exists=True)
     log.info(
         "study %r in %s: %d trials so far; %d more (%s, %s: %s %s over %s; %d epochs each at most)",
-        study_name, redact(storage), len(study.get_trials(deepcopy=False)), trials, architecture, data.task,
-        direction(metric), metric, ", ".join(space), epochs,
+        study_name,
+        redact(storage),
+        len(study.get_trials(deepcopy=False)),
+        trials,
+        architecture,
+        data.task,
+        direction(metric),
+        metric,
+        ", ".join(space),
+        epochs,
     )
 
     def record(study, _trial=None) -> dict[str, Any]:
@@ -96,7 +114,12 @@ def search(
         write_results(folder, summary, best)
         return summary
 
-    study.optimize(lambda trial: objective(trial, data, base, space, epochs, params.seed), n_trials=trials, timeout=timeout, callbacks=[record])
+    study.optimize(
+        lambda trial: objective(trial, data, base, space, epochs, params.seed),
+        n_trials=trials,
+        timeout=timeout,
+        callbacks=[record],
+    )
     summary = record(study)
     if summary["complete"] == 0:
         raise DataError(
@@ -104,8 +127,15 @@ def search(
         )
     log.info(
         "best %s %.4f (trial %d of %d: %d complete, %d pruned, %d failed): %s; %s",
-        metric, summary["best_value"], summary["best_trial"], summary["trials"], summary["complete"], summary["pruned"],
-        summary["failed"], summary["best_train"], summary["best_metrics"],
+        metric,
+        summary["best_value"],
+        summary["best_trial"],
+        summary["trials"],
+        summary["complete"],
+        summary["pruned"],
+        summary["failed"],
+        summary["best_train"],
+        summary["best_metrics"],
     )
     return summary
 
@@ -126,7 +156,9 @@ def show(storage: str, study_name: str) -> str:
     ]
     if summary["best_trial"] is not None:
         values = ", ".join(f"{name} {value:.4f}" for name, value in (summary["best_metrics"] or {}).items())
-        lines.append(f"best: trial {summary['best_trial']}, {metric} = {summary['best_value']:.4f} ({values}), {summary['best_train']}")
+        lines.append(
+            f"best: trial {summary['best_trial']}, {metric} = {summary['best_value']:.4f} ({values}), {summary['best_train']}"
+        )
     for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.COMPLETE:
             outcome = f"{metric} {trial.value:.4f} (best epoch {trial.user_attrs.get('best_epoch')})"

@@ -57,7 +57,9 @@ def trial_epochs(train: TrainParams, tune: TuneParams) -> int:
 def _error_key(loc: tuple[Any, ...]) -> str:
     """The params key of a validation error, without the architecture tag pydantic puts after ``model``."""
     parts = [str(part) for part in loc]
-    return ".".join(part for i, part in enumerate(parts) if not (i > 0 and parts[i - 1] == MODEL and part in _ARCHITECTURE_TAGS))
+    return ".".join(
+        part for i, part in enumerate(parts) if not (i > 0 and parts[i - 1] == MODEL and part in _ARCHITECTURE_TAGS)
+    )
 
 
 def trial_params(base: TrainParams, update: dict[str, Any], epochs: int) -> TrainParams:

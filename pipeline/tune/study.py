@@ -35,7 +35,11 @@ SQLITE_BUSY_TIMEOUT_S = 60  # several local workers on one SQLite file wait for 
 STORAGE_ATTEMPTS = 5
 # What a study is started for, and where a search's value of each comes from: trials that differ in
 # any of them are not comparable.
-IDENTITY = {"metric": "train.early_stopping.metric", "task": "the task of the data in paths.split", "architecture": "train.model.architecture"}
+IDENTITY = {
+    "metric": "train.early_stopping.metric",
+    "task": "the task of the data in paths.split",
+    "architecture": "train.model.architecture",
+}
 
 
 def direction(metric: str) -> Literal["maximize", "minimize"]:

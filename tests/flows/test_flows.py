@@ -70,9 +70,9 @@ def flows_on(root: Path) -> Iterator[None]:
 def workspace_params(root: Path) -> Params:
     params = load_params(root / "params.yaml")
     # Paths in params are relative to the workspace.
-    return params.model_copy(update={"paths": params.paths.model_copy(update={
-        k: str(root / v) for k, v in params.paths.model_dump().items()
-    })})
+    return params.model_copy(
+        update={"paths": params.paths.model_copy(update={k: str(root / v) for k, v in params.paths.model_dump().items()})}
+    )
 
 
 def create_retrain_deployment() -> str:
@@ -224,7 +224,7 @@ def test_a_warm_retrain_fine_tunes_the_production_model_and_a_cold_one_starts_af
 def test_corrupt_batch_is_quarantined_and_the_monitor_goes_on(era_checked, tmp_path, monkeypatch):
     params = workspace_params(own_copy(era_checked, tmp_path, monkeypatch))
     landing = Path(params.paths.landing)
-    (landing / "broken.csv").write_text("year,age\n2012,\"unterminated\n")
+    (landing / "broken.csv").write_text('year,age\n2012,"unterminated\n')
     summary = drift_monitor(retrain_deployment=create_retrain_deployment())
     assert summary == {"checked": False}
     reason = Path(params.paths.quarantine) / "broken.csv.reason.txt"

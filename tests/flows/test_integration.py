@@ -48,9 +48,11 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def params(stack):
     params = load_params(stack.root / "params.yaml")
-    return params.model_copy(update={"paths": params.paths.model_copy(update={
-        k: str(stack.root / v) for k, v in params.paths.model_dump().items()
-    })})
+    return params.model_copy(
+        update={
+            "paths": params.paths.model_copy(update={k: str(stack.root / v) for k, v in params.paths.model_dump().items()})
+        }
+    )
 
 
 def runs_of(deployment: str) -> list:
@@ -112,8 +114,20 @@ def test_rollback_restores_the_previous_production_model(stack, params):
     registry = Registry(params.paths.registry)
     assert registry.production().name == "v0002", "the drift retrain was expected to be promoted (gate tolerance 0.05)"
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.lifecycle.registry", "--root", params.paths.registry, "rollback", "--reason", "integration test"],
-        capture_output=True, text=True, env=tool_env(), cwd=stack.root,
+        [
+            sys.executable,
+            "-m",
+            "pipeline.lifecycle.registry",
+            "--root",
+            params.paths.registry,
+            "rollback",
+            "--reason",
+            "integration test",
+        ],
+        capture_output=True,
+        text=True,
+        env=tool_env(),
+        cwd=stack.root,
     )
     assert result.returncode == 0, result.stderr
     assert registry.production().name == "v0001"

@@ -36,7 +36,14 @@ def elecdemand(root: Path) -> Path:
     copy_repo(root)
     shutil.copy(root / "examples/elecdemand/params.yaml", root / "params.yaml")
     # Enough training for a first model that beats the seasonal-naive baseline the gate asks it to beat.
-    edit_params(root, ingest={"max_rows": 1200, "min_rows": 100}, train={"epochs": 10, "model": {"architecture": "lstm", "hidden": 16, "layers": 1, "dropout": 0.0, "bidirectional": False}})
+    edit_params(
+        root,
+        ingest={"max_rows": 1200, "min_rows": 100},
+        train={
+            "epochs": 10,
+            "model": {"architecture": "lstm", "hidden": 16, "layers": 1, "dropout": 0.0, "bidirectional": False},
+        },
+    )
     return root
 
 

@@ -144,8 +144,16 @@ def test_own_binary_csv_by_params_alone(workspace):
     frame.to_csv(workspace / "data/raw/cancer.csv", index=False)
     edit_params(
         workspace,
-        ingest={"source": "data/raw/cancer.csv", "target": "diagnosis", "time_column": None, "time_cutoff": None, "drop_columns": [],
-                "categorical": [], "min_rows": 100, "max_rows": None},
+        ingest={
+            "source": "data/raw/cancer.csv",
+            "target": "diagnosis",
+            "time_column": None,
+            "time_cutoff": None,
+            "drop_columns": [],
+            "categorical": [],
+            "min_rows": 100,
+            "max_rows": None,
+        },
         clean={"valid_ranges": {}},
         split={"method": "stratified"},
         train={"epochs": 15},

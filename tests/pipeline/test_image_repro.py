@@ -45,7 +45,10 @@ def test_image_repro_runs_every_stage_and_exports_a_verified_model(workspace):
     scores = score_test(workspace / "models/model.onnx", workspace / "models/model_card.json", workspace / "data/split")
     assert scores["accuracy"] == pytest.approx(metrics["model"]["accuracy"])
     assert {p.name for p in (workspace / "reports/evaluate/plots").glob("*.csv")} == {
-        "confusion.csv", "roc.csv", "precision_recall.csv", "calibration.csv"
+        "confusion.csv",
+        "roc.csv",
+        "precision_recall.csv",
+        "calibration.csv",
     }
 
 

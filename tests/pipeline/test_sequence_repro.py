@@ -27,7 +27,10 @@ def workspace(tmp_path_factory) -> Path:
     edit_params(
         root,
         ingest={"max_rows": 1200, "min_rows": 100},
-        train={"epochs": 2, "model": {"architecture": "lstm", "hidden": 16, "layers": 1, "dropout": 0.0, "bidirectional": False}},
+        train={
+            "epochs": 2,
+            "model": {"architecture": "lstm", "hidden": 16, "layers": 1, "dropout": 0.0, "bidirectional": False},
+        },
     )
     return root
 
@@ -45,7 +48,9 @@ def test_sequence_repro_exports_a_verified_forecaster(workspace):
 
     metrics = json.loads((workspace / "reports/evaluate/metrics.json").read_text())
     assert metrics["task"] == "forecast" and metrics["test_windows"] == 180  # 15% of 1,200 steps, one window each
-    assert {"mae", "rmse"} <= set(metrics["baseline_seasonal_naive"]) and {"mae", "rmse"} <= set(metrics["baseline_persistence"])
+    assert {"mae", "rmse"} <= set(metrics["baseline_seasonal_naive"]) and {"mae", "rmse"} <= set(
+        metrics["baseline_persistence"]
+    )
     shown = run(workspace, "dvc", "metrics", "show").stdout
     assert "baseline_seasonal_naive.mae" in shown and "model.mae" in shown
 
@@ -54,7 +59,13 @@ def test_sequence_plots_render_offline(workspace, tmp_path):
     run(workspace, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "<script src=" not in page and "cdn.jsdelivr" not in page
-    for name in ("One-step-ahead forecast vs actual", "MAE per horizon step", "dvc_inferred_y_value", "loss.tsv", "val/mae.tsv"):
+    for name in (
+        "One-step-ahead forecast vs actual",
+        "MAE per horizon step",
+        "dvc_inferred_y_value",
+        "loss.tsv",
+        "val/mae.tsv",
+    ):
         assert name in page
     assert "confusion.csv" not in page  # a forecast writes no classification plots
 

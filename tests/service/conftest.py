@@ -24,8 +24,12 @@ def served_workspace(tmp_path_factory) -> Path:
     paths = load_params(root / "params.yaml").paths
     registry = Registry(root / paths.registry)
     files = dict(
-        onnx=root / paths.onnx, model_card=root / paths.model_card, metrics=root / paths.eval_metrics,
-        params=root / "params.yaml", dvc_lock=root / "dvc.lock", reference=root / paths.split / "train.parquet",
+        onnx=root / paths.onnx,
+        model_card=root / paths.model_card,
+        metrics=root / paths.eval_metrics,
+        params=root / "params.yaml",
+        dvc_lock=root / "dvc.lock",
+        reference=root / paths.split / "train.parquet",
     )
     registry.promote(registry.register(**files).number, reason="test fixture")
     # v0002: the same model with its int8 variant chosen for serving, to promote in reload tests.

@@ -38,9 +38,14 @@ def test_rows(served_workspace, params):
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, params, registry):
     database = tmp_path_factory.mktemp("log") / "predictions.sqlite"
-    settings = params.serve.model_copy(update={
-        "database_url": f"sqlite:///{database}", "reload_interval_seconds": 0.2, "max_body_bytes": 64 * 1024, "max_records": 50,
-    })
+    settings = params.serve.model_copy(
+        update={
+            "database_url": f"sqlite:///{database}",
+            "reload_interval_seconds": 0.2,
+            "max_body_bytes": 64 * 1024,
+            "max_records": 50,
+        }
+    )
     with TestClient(create_app(settings, registry.root)) as client:
         yield client
 

@@ -44,7 +44,13 @@ def workspace(served_workspace, tmp_path_factory) -> dict[str, Path]:
     assert len(rows) == ROWS, f"the slice has only {len(rows)} rows"
     rows.to_parquet(root / "rows.parquet", index=False)
     rows.to_csv(root / "rows.csv", index=False)
-    return {"root": root, "onnx": root / "model.onnx", "card": root / "model_card.json", "parquet": root / "rows.parquet", "csv": root / "rows.csv"}
+    return {
+        "root": root,
+        "onnx": root / "model.onnx",
+        "card": root / "model_card.json",
+        "parquet": root / "rows.parquet",
+        "csv": root / "rows.csv",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +225,9 @@ def test_a_card_of_another_model_is_refused(workspace, tmp_path):
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**tool_env(), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "serving.batch", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "serving.batch", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def production_registry(workspace, root: Path) -> Path:
@@ -230,8 +238,13 @@ def production_registry(workspace, root: Path) -> Path:
     (sources / "dvc.lock").write_text("schema: '2.0'\n")
     registry = Registry(root)
     version = registry.register(
-        onnx=workspace["onnx"], model_card=workspace["card"], metrics=sources / "metrics.json",
-        params=REPO / "params.yaml", dvc_lock=sources / "dvc.lock", reference=workspace["parquet"], git_revision="test",
+        onnx=workspace["onnx"],
+        model_card=workspace["card"],
+        metrics=sources / "metrics.json",
+        params=REPO / "params.yaml",
+        dvc_lock=sources / "dvc.lock",
+        reference=workspace["parquet"],
+        git_revision="test",
     )
     registry.promote(version.number, reason="test")
     return root

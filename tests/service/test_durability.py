@@ -40,7 +40,10 @@ def test_sigkill_under_load_loses_no_acknowledged_record(served_workspace, tmp_p
     log_file = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "serving", "--port", str(port), "--database-url", f"sqlite:///{database}"],
-        cwd=served_workspace, env=tool_env(), stdout=log_file, stderr=subprocess.STDOUT,
+        cwd=served_workspace,
+        env=tool_env(),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -87,9 +90,9 @@ def test_sigkill_under_load_loses_no_acknowledged_record(served_workspace, tmp_p
     assert len(acknowledged) > 20, "the load did not get going before the kill"
     engine = make_engine(f"sqlite:///{database}")
     with engine.connect() as connection:
-        counts = dict(connection.execute(
-            sa.select(predictions.c.request_id, sa.func.count()).group_by(predictions.c.request_id)
-        ).all())
+        counts = dict(
+            connection.execute(sa.select(predictions.c.request_id, sa.func.count()).group_by(predictions.c.request_id)).all()
+        )
     engine.dispose()
     lost = [(rid, n) for rid, n in acknowledged if counts.get(rid) != n]
     assert lost == [], f"{len(lost)} acknowledged requests missing or incomplete in the log"

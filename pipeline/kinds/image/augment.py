@@ -68,9 +68,15 @@ def augment_images(
             degrees = np.zeros(len(x))
             shifts = np.zeros((len(x), 2))
             if cfg.rotation.enabled:
-                degrees = np.random.default_rng([seed, 1, k]).uniform(-cfg.rotation.max_degrees, cfg.rotation.max_degrees, len(x))
+                degrees = np.random.default_rng([seed, 1, k]).uniform(
+                    -cfg.rotation.max_degrees, cfg.rotation.max_degrees, len(x)
+                )
             if cfg.shift.enabled:
-                shifts = np.random.default_rng([seed, 2, k]).integers(-cfg.shift.max_pixels, cfg.shift.max_pixels + 1, (len(x), 2)).astype(float)
+                shifts = (
+                    np.random.default_rng([seed, 2, k])
+                    .integers(-cfg.shift.max_pixels, cfg.shift.max_pixels + 1, (len(x), 2))
+                    .astype(float)
+                )
             out = affine(out, degrees, shifts, fill=low)
         if cfg.noise.enabled:
             noise = np.random.default_rng([seed, 3, k]).normal(0.0, cfg.noise.std * (high - low), out.shape)
@@ -87,9 +93,17 @@ def run(cfg: ImageAugment, paths: Paths, seed: int) -> dict[str, Any]:
     write_images(split_path(paths.augmented, "train"), out_x, out_y)
     transforms = {name: getattr(cfg, name).model_dump() for name in ("rotation", "shift", "flip", "noise")}
     report = {
-        "rows_in": len(x), "rows_out": len(out_x), "copies": (len(out_x) - len(x)) // max(len(x), 1),
-        "transforms": transforms, "class_balance_after": class_balance(out_y),
+        "rows_in": len(x),
+        "rows_out": len(out_x),
+        "copies": (len(out_x) - len(x)) // max(len(x), 1),
+        "transforms": transforms,
+        "class_balance_after": class_balance(out_y),
     }
     write_json(paths.augment_report, report)
-    log.info("augment: %d -> %d training images (%s)", len(x), len(out_x), [k for k, v in transforms.items() if v["enabled"]] or "nothing enabled")
+    log.info(
+        "augment: %d -> %d training images (%s)",
+        len(x),
+        len(out_x),
+        [k for k, v in transforms.items() if v["enabled"]] or "nothing enabled",
+    )
     return report

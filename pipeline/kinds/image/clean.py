@@ -40,8 +40,10 @@ def clean_images(x: np.ndarray, y: np.ndarray, cfg: ImageClean) -> tuple[np.ndar
             seen.add(key)
     keep &= ~duplicate
     dropped = {
-        "missing_label": int(missing.sum()), "label_not_allowed": int(not_allowed.sum()),
-        "non_finite_pixels": int(non_finite.sum()), "duplicate": int(duplicate.sum()),
+        "missing_label": int(missing.sum()),
+        "label_not_allowed": int(not_allowed.sum()),
+        "non_finite_pixels": int(non_finite.sum()),
+        "duplicate": int(duplicate.sum()),
     }
     return x[keep], labels[keep], dropped
 

@@ -35,8 +35,12 @@ class ImageNormaliser:
         mean = train.mean(axis=(0, 2, 3), dtype=np.float64)
         std = train.std(axis=(0, 2, 3), dtype=np.float64)
         return cls(
-            target=schema.target, classes=tuple(schema.classes), shape=schema.shape, value_range=schema.value_range,
-            mean=tuple(mean.tolist()), std=tuple(np.where(std > 0, std, 1.0).tolist()),
+            target=schema.target,
+            classes=tuple(schema.classes),
+            shape=schema.shape,
+            value_range=schema.value_range,
+            mean=tuple(mean.tolist()),
+            std=tuple(np.where(std > 0, std, 1.0).tolist()),
         )
 
     def transform(self, data: np.ndarray) -> np.ndarray:
@@ -47,8 +51,13 @@ class ImageNormaliser:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": KIND, "target": self.target, "classes": list(self.classes), "shape": list(self.shape),
-            "value_range": list(self.value_range), "mean": list(self.mean), "std": list(self.std),
+            "kind": KIND,
+            "target": self.target,
+            "classes": list(self.classes),
+            "shape": list(self.shape),
+            "value_range": list(self.value_range),
+            "mean": list(self.mean),
+            "std": list(self.std),
         }
 
     @classmethod
@@ -56,8 +65,12 @@ class ImageNormaliser:
         channels, height, width = data["shape"]
         low, high = data["value_range"]
         return cls(
-            target=data["target"], classes=tuple(data["classes"]), shape=(channels, height, width), value_range=(low, high),
-            mean=tuple(data["mean"]), std=tuple(data["std"]),
+            target=data["target"],
+            classes=tuple(data["classes"]),
+            shape=(channels, height, width),
+            value_range=(low, high),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
         )
 
 

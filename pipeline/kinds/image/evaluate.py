@@ -28,7 +28,9 @@ from pipeline.shared.reports import write_classification_reports
 log = logging.getLogger(__name__)
 
 
-def predict_images(model: torch.nn.Module, encoder: ImageNormaliser, x: np.ndarray, batch_size: int = SCORING_BATCH) -> np.ndarray:
+def predict_images(
+    model: torch.nn.Module, encoder: ImageNormaliser, x: np.ndarray, batch_size: int = SCORING_BATCH
+) -> np.ndarray:
     """Class probabilities [N, K] for raw images: normalised with the saved encoder, then the network, then softmax."""
     model.eval()
     with torch.no_grad():
@@ -38,7 +40,13 @@ def predict_images(model: torch.nn.Module, encoder: ImageNormaliser, x: np.ndarr
 
 
 def logistic_proba(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int, value_range: tuple[float, float], cfg: EvaluateParams, seed: int
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    n_classes: int,
+    value_range: tuple[float, float],
+    cfg: EvaluateParams,
+    seed: int,
 ) -> np.ndarray:
     """A pixel baseline: multinomial logistic regression on the flattened images scaled to 0..1.
     (Gradient boosting on 64 pixels took minutes here, against a second for this.)"""
@@ -69,7 +77,9 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     write_classification_reports(test_codes, proba, classes, cfg, paths)
     log.info(
         "test accuracy %.4f (pixel logistic regression %.4f, majority %.4f), macro F1 %.4f",
-        metrics["model"]["accuracy"], metrics["baseline_logreg"]["accuracy"], metrics["baseline_majority"]["accuracy"],
+        metrics["model"]["accuracy"],
+        metrics["baseline_logreg"]["accuracy"],
+        metrics["baseline_majority"]["accuracy"],
         metrics["model"]["macro_f1"],
     )
     return metrics

@@ -54,8 +54,13 @@ def image_card(encoder: ImageNormaliser, common: CardFields) -> ImageCard:
     """The model card of an image model: the shared fields plus the kind, the target and the one input."""
     channels, height, width = encoder.shape
     image = ImageInput(
-        name=IMAGE_INPUT, kind="image", onnx_type="float32", shape=("N", channels, height, width), layout="NCHW",
-        value_range=encoder.value_range, channels="grayscale" if channels == 1 else "rgb",
+        name=IMAGE_INPUT,
+        kind="image",
+        onnx_type="float32",
+        shape=("N", channels, height, width),
+        layout="NCHW",
+        value_range=encoder.value_range,
+        channels="grayscale" if channels == 1 else "rgb",
         # Applied inside the graph: feed raw pixels.
         normalisation=Normalisation(mean=encoder.mean, std=encoder.std),
     )

@@ -170,7 +170,9 @@ def read_source(cfg: ImageIngest) -> tuple[np.ndarray, np.ndarray, tuple[float, 
     if not path.exists():
         raise DataError(f"{path}: no such file or folder (ingest.source)")
     if path.suffix.lower() != ".npz":
-        raise DataError(f"{path}: image data comes from a .npz file or a folder of class folders, not {path.suffix!r} (ingest.source)")
+        raise DataError(
+            f"{path}: image data comes from a .npz file or a folder of class folders, not {path.suffix!r} (ingest.source)"
+        )
     x, y, value_range = read_npz_source(path)
     return resize(to_mode(x, cfg.mode), cfg.size), y, value_range, {"source": str(path)}
 

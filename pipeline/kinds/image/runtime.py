@@ -20,7 +20,9 @@ def score_split(onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -
     x, y = read_images(split_path(split_dir, "test"))
     expected = list(card.inputs[0].image_shape)
     if list(x.shape[1:]) != expected:
-        raise DataError(f"{split_path(split_dir, 'test')}: images are {list(x.shape[1:])}, the model {onnx_path} takes {expected}")
+        raise DataError(
+            f"{split_path(split_dir, 'test')}: images are {list(x.shape[1:])}, the model {onnx_path} takes {expected}"
+        )
     session = ort_session(onnx_path)
     labels = [session.run(["label"], {IMAGE_INPUT: x[i : i + SCORING_BATCH]})[0] for i in range(0, len(x), SCORING_BATCH)]
     predicted = np.concatenate(labels) if labels else np.array([], dtype=object)

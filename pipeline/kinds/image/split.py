@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 def run(cfg: SplitParams, paths: Paths, seed: int) -> dict[str, Any]:
     """Stratified, seeded split of the clean images into train / val / test."""
     if cfg.method != "stratified":
-        raise ParamsError(f"split.method = {cfg.method!r} needs a time or group column, which image data has not; use stratified")
+        raise ParamsError(
+            f"split.method = {cfg.method!r} needs a time or group column, which image data has not; use stratified"
+        )
     schema = read_image_schema(paths.clean)
     x, y = read_images(Path(paths.clean) / IMAGES_FILE)
     assignment = stratified_assign(pd.Series(y), cfg, seed)
@@ -36,7 +38,11 @@ def run(cfg: SplitParams, paths: Paths, seed: int) -> dict[str, Any]:
     for name in SPLITS:
         rows = assignment == name
         write_images(split_path(paths.split, name), x[rows], y[rows])
-        report["splits"][name] = {"rows": int(rows.sum()), "share": round(float(rows.mean()), 6), "class_balance": class_balance(y[rows])}
+        report["splits"][name] = {
+            "rows": int(rows.sum()),
+            "share": round(float(rows.mean()), 6),
+            "class_balance": class_balance(y[rows]),
+        }
     write_json(Path(paths.split) / SCHEMA_FILE, schema.to_dict())
     write_json(paths.split_report, report)
     log.info("split (%s): %s", cfg.method, {k: v["rows"] for k, v in report["splits"].items()})

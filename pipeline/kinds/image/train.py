@@ -33,9 +33,14 @@ def cnn_config(schema: ImageSchema, cfg: TrainParams) -> CNNConfig:
     """The CNN sized for the images and classes; other architectures are not image models."""
     model = cfg.model
     if not isinstance(model, CNNParams):
-        raise ParamsError(f"train.model.architecture = {model.architecture!r} is not an image model; use cnn for ingest.kind 'image'")
+        raise ParamsError(
+            f"train.model.architecture = {model.architecture!r} is not an image model; use cnn for ingest.kind 'image'"
+        )
     return CNNConfig(
-        in_channels=schema.channels, height=schema.height, width=schema.width, n_classes=len(schema.classes),
+        in_channels=schema.channels,
+        height=schema.height,
+        width=schema.width,
+        n_classes=len(schema.classes),
         **model.model_dump(exclude={"architecture"}),
     )
 

@@ -78,7 +78,11 @@ def run(cfg: SequenceAugment, paths: Paths, seed: int) -> dict[str, Any]:
     np.savez(out / WINDOWS_FILE, x=x, y=y)
     write_json(out / SCHEMA_FILE, schema.to_dict())
     report = {
-        "kind": KIND, "windows_in": len(windows), "windows_out": len(x), "added": added, "copies": cfg.copies if added else 0,
+        "kind": KIND,
+        "windows_in": len(windows),
+        "windows_out": len(x),
+        "added": added,
+        "copies": cfg.copies if added else 0,
     }
     write_json(paths.augment_report, report)
     log.info("augment: %d training windows -> %d (%s)", len(windows), len(x), added or "no augmentation")

@@ -92,11 +92,15 @@ def series_labels(frame: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClea
     for name, found in per_series.items():
         if len(found) != 1:
             problem = "has no label" if not found else f"has {len(found)} labels {found[:5]}"
-            raise DataError(f"series {name!r} {problem} in {schema.target!r}; a sequence class label must be constant per series")
+            raise DataError(
+                f"series {name!r} {problem} in {schema.target!r}; a sequence class label must be constant per series"
+            )
     return per_series.map(lambda found: found[0])
 
 
-def _set_impossible_missing(frame: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClean) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _set_impossible_missing(
+    frame: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClean
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Inputs as numbers; unparseable, infinite and out-of-range (``clean.valid_ranges``) values missing, counted."""
     coerced, columns = {}, {}
     for name in schema.features:
@@ -135,7 +139,9 @@ def _clean_each_series(
     return parts, per_series
 
 
-def clean_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClean) -> tuple[pd.DataFrame, SequenceSchema, dict[str, Any]]:
+def clean_frame(
+    frame: pd.DataFrame, schema: SequenceSchema, cfg: SequenceClean
+) -> tuple[pd.DataFrame, SequenceSchema, dict[str, Any]]:
     """Sort, de-duplicate timestamps, coerce numbers, regular grid, fill gaps; every change counted."""
     series, time = schema.series_column, schema.time_column
     rows_in = len(frame)
@@ -191,7 +197,11 @@ def run(cfg: SequenceClean, paths: Paths) -> dict[str, Any]:
     write_json(paths.clean_report, report)
     log.info(
         "clean: %d -> %d rows, %d duplicate timestamps, %d steps inserted, %s imputed, %d series dropped",
-        report["rows_in"], report["rows_out"], report["duplicate_timestamps"], report["inserted_steps"], report["imputed"],
+        report["rows_in"],
+        report["rows_out"],
+        report["duplicate_timestamps"],
+        report["inserted_steps"],
+        report["imputed"],
         len(report["dropped_series"]),
     )
     return report

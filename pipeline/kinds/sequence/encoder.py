@@ -58,15 +58,22 @@ class SequenceEncoder:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": KIND, "schema": self.schema.to_dict(), "means": list(self.means), "stds": list(self.stds),
-            "target_mean": self.target_mean, "target_std": self.target_std,
+            "kind": KIND,
+            "schema": self.schema.to_dict(),
+            "means": list(self.means),
+            "stds": list(self.stds),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SequenceEncoder:
         return cls(
-            SequenceSchema.from_dict(data["schema"]), tuple(data["means"]), tuple(data["stds"]),
-            data["target_mean"], data["target_std"],
+            SequenceSchema.from_dict(data["schema"]),
+            tuple(data["means"]),
+            tuple(data["stds"]),
+            data["target_mean"],
+            data["target_std"],
         )
 
 

@@ -49,7 +49,9 @@ def predict(model: nn.Module, encoder: SequenceEncoder, x: np.ndarray) -> np.nda
     return torch.softmax(torch.from_numpy(out), dim=1).numpy()
 
 
-def evaluate_classifier(windows: Windows, proba: np.ndarray, schema: SequenceSchema, cfg: EvaluateParams, paths: Paths) -> dict[str, Any]:
+def evaluate_classifier(
+    windows: Windows, proba: np.ndarray, schema: SequenceSchema, cfg: EvaluateParams, paths: Paths
+) -> dict[str, Any]:
     """Sequence classification: the tabular classification metrics and plots, beside the majority class."""
     train = read_split_windows(paths.split, "train", schema, schema.stride)
     majority = majority_proba(train.y, len(windows), len(schema.classes))
@@ -63,7 +65,9 @@ def evaluate_classifier(windows: Windows, proba: np.ndarray, schema: SequenceSch
     write_classification_reports(windows.y, proba, schema.classes, cfg, paths)
     log.info(
         "test accuracy %.4f (majority %.4f) on %d windows",
-        metrics["model"]["accuracy"], metrics["baseline_majority"]["accuracy"], len(windows),
+        metrics["model"]["accuracy"],
+        metrics["baseline_majority"]["accuracy"],
+        len(windows),
     )
     return metrics
 
@@ -86,7 +90,11 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
         table.to_csv(plots_dir / f"{name}.csv", index=False)
     log.info(
         "test MAE %.4f (seasonal naive %.4f, persistence %.4f), RMSE %.4f (seasonal naive %.4f) on %d windows",
-        metrics["model"]["mae"], metrics["baseline_seasonal_naive"]["mae"], metrics["baseline_persistence"]["mae"],
-        metrics["model"]["rmse"], metrics["baseline_seasonal_naive"]["rmse"], len(windows),
+        metrics["model"]["mae"],
+        metrics["baseline_seasonal_naive"]["mae"],
+        metrics["baseline_persistence"]["mae"],
+        metrics["model"]["rmse"],
+        metrics["baseline_seasonal_naive"]["rmse"],
+        len(windows),
     )
     return metrics

@@ -38,7 +38,9 @@ from pipeline.params import ExportParams, Paths
 
 log = logging.getLogger(__name__)
 
-INT8_NOTE = "not produced for sequence models: dynamic int8 quantisation of recurrent and attention graphs is not verified here"
+INT8_NOTE = (
+    "not produced for sequence models: dynamic int8 quantisation of recurrent and attention graphs is not verified here"
+)
 
 
 class RawWindowModel(nn.Module):
@@ -80,7 +82,9 @@ def build_sequence_onnx(model: nn.Module, encoder: SequenceEncoder, opset: int) 
     return finish_graph(merged, "Raw window [N, lookback, features] -> class probabilities and label (Evergreen)")
 
 
-def verify_forecast(model_bytes: bytes, expected: np.ndarray, x: np.ndarray, target_std: float, tolerance: float) -> dict[str, Any]:
+def verify_forecast(
+    model_bytes: bytes, expected: np.ndarray, x: np.ndarray, target_std: float, tolerance: float
+) -> dict[str, Any]:
     """``verify_feed`` for a forecaster: check the graph, run it on the raw windows x [N, L, F], compare
     with the PyTorch forecasts ``expected`` [N, H]; raise if they disagree.
 
@@ -93,8 +97,12 @@ def verify_forecast(model_bytes: bytes, expected: np.ndarray, x: np.ndarray, tar
     (forecast,) = session.run([FORECAST], feed)
     max_diff = float(np.abs(forecast - expected).max()) if len(x) else 0.0
     report = {
-        "rows": len(x), "max_abs_diff": max_diff, "max_scaled_diff": max_diff / target_std, "label_mismatches": 0,
-        "tolerance": tolerance, "single_record_latency_us": single_record_latency(session, feed),
+        "rows": len(x),
+        "max_abs_diff": max_diff,
+        "max_scaled_diff": max_diff / target_std,
+        "label_mismatches": 0,
+        "tolerance": tolerance,
+        "single_record_latency_us": single_record_latency(session, feed),
     }
     if report["max_scaled_diff"] > tolerance:
         raise ExportError(
@@ -104,7 +112,9 @@ def verify_forecast(model_bytes: bytes, expected: np.ndarray, x: np.ndarray, tar
     return report
 
 
-def verify_sequence(model_bytes: bytes, expected: np.ndarray, x: np.ndarray, encoder: SequenceEncoder, tolerance: float) -> dict[str, Any]:
+def verify_sequence(
+    model_bytes: bytes, expected: np.ndarray, x: np.ndarray, encoder: SequenceEncoder, tolerance: float
+) -> dict[str, Any]:
     """The parity report of a sequence model on raw windows x [N, L, F]: forecasts (``verify_forecast``)
     or, for a classifier, every kind's probability and label check (``verify_feed``)."""
     if encoder.schema.forecast:
@@ -113,19 +123,29 @@ def verify_sequence(model_bytes: bytes, expected: np.ndarray, x: np.ndarray, enc
 
 
 def sequence_card(
-    encoder: SequenceEncoder, checkpoint: dict[str, Any], metrics: dict[str, Any], hashes: dict[str, str], parity: dict[str, Any]
+    encoder: SequenceEncoder,
+    checkpoint: dict[str, Any],
+    metrics: dict[str, Any],
+    hashes: dict[str, str],
+    parity: dict[str, Any],
 ) -> SequenceCard:
     """What a consumer of ``model.onnx`` needs to call it and to trust it: every kind's card fields,
     the windowing, and for a forecaster its one output in target units."""
     schema = encoder.schema
     window = WindowInput(
-        name=WINDOW_INPUT, onnx_type="float32", shape=("N", schema.lookback, len(schema.features)),
-        features=schema.features, units="raw (normalised inside the graph)", missing="not allowed: fill gaps first",
+        name=WINDOW_INPUT,
+        onnx_type="float32",
+        shape=("N", schema.lookback, len(schema.features)),
+        features=schema.features,
+        units="raw (normalised inside the graph)",
+        missing="not allowed: fill gaps first",
     )
     common = card_fields(schema.classes, checkpoint, metrics, hashes, parity, None)
     if schema.forecast:
         common["task"] = "regression"
-        common["outputs"] = (Output(name=FORECAST, onnx_type="float32", shape=("N", schema.horizon), units=f"{schema.target}, raw"),)
+        common["outputs"] = (
+            Output(name=FORECAST, onnx_type="float32", shape=("N", schema.horizon), units=f"{schema.target}, raw"),
+        )
     return SequenceCard(
         **common,
         kind="sequence",
@@ -167,6 +187,10 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
         agreement = f"max |dp| {parity['max_abs_probability_diff']:.1e}, labels identical"
     log.info(
         "exported %s (%d bytes): %s on %d test windows, %.0f us per window",
-        paths.onnx, len(model_bytes), agreement, parity["rows"], parity["single_record_latency_us"],
+        paths.onnx,
+        len(model_bytes),
+        agreement,
+        parity["rows"],
+        parity["single_record_latency_us"],
     )
     return report

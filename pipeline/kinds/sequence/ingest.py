@@ -98,15 +98,11 @@ def _frequency(frame: pd.DataFrame, cfg: SequenceIngest, series: str, time: str)
     if frequency is None:
         return infer_frequency(frame, series, time)
     if not pd.api.types.is_datetime64_any_dtype(frame[time]):
-        raise ParamsError(
-            f"ingest.frequency = {frequency!r}: the time column {time!r} holds numbers; leave it null"
-        )
+        raise ParamsError(f"ingest.frequency = {frequency!r}: the time column {time!r} holds numbers; leave it null")
     try:
         return pd.tseries.frequencies.to_offset(frequency).freqstr
     except ValueError:
-        raise ParamsError(
-            f"ingest.frequency = {frequency!r} is not a pandas frequency such as '30min', 'h' or 'D'"
-        ) from None
+        raise ParamsError(f"ingest.frequency = {frequency!r} is not a pandas frequency such as '30min', 'h' or 'D'") from None
 
 
 def ingest_frame(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -> tuple[pd.DataFrame, SequenceSchema]:
@@ -126,9 +122,16 @@ def ingest_frame(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -> 
     features = _input_features(frame, cfg, series)
     forecast = cfg.task == "forecast"
     schema = SequenceSchema(
-        series_column=series, time_column=time, target=cfg.target, features=tuple(features), task=cfg.task,
-        lookback=cfg.lookback, horizon=cfg.horizon if forecast else 0, stride=cfg.stride,
-        season_length=cfg.season_length, frequency=_frequency(frame, cfg, series, time),
+        series_column=series,
+        time_column=time,
+        target=cfg.target,
+        features=tuple(features),
+        task=cfg.task,
+        lookback=cfg.lookback,
+        horizon=cfg.horizon if forecast else 0,
+        stride=cfg.stride,
+        season_length=cfg.season_length,
+        frequency=_frequency(frame, cfg, series, time),
     )
     out = frame[schema.columns].sort_values([series, time], kind="stable")
     if cfg.max_rows is not None:  # a quick slice: the first steps of every series, never a random sample of times
@@ -172,7 +175,9 @@ def run(cfg: SequenceIngest, paths: Paths, seed: int) -> dict[str, Any]:
     frame, schema = ingest_frame(combined, cfg, name)
     write_sequence(paths.ingested, frame, schema)
     report = ingest_profile(frame, schema, source)
-    report["landed_batches"] = [{"file": path.name, "rows": len(batch), "sha256": file_sha256(path)} for path, batch in batches]
+    report["landed_batches"] = [
+        {"file": path.name, "rows": len(batch), "sha256": file_sha256(path)} for path, batch in batches
+    ]
     write_json(paths.ingest_report, report)
     log.info("ingested %d rows of %d series (%s steps) from %s", len(frame), report["series"], schema.frequency, source)
     return report

@@ -29,7 +29,9 @@ def forecast_report(
     persistence = np.repeat(windows.x[:, -1, target_index][:, None], windows.y.shape[1], axis=1)
     forecasts = {"model": predicted, "seasonal_naive": seasonal, "persistence": persistence}
     if np.isnan(seasonal).any():
-        raise DataError("some test windows have no value one season earlier; use a longer series or a shorter ingest.season_length")
+        raise DataError(
+            "some test windows have no value one season earlier; use a longer series or a shorter ingest.season_length"
+        )
     overall = {name: forecast_errors(f, windows.y) for name, f in forecasts.items()}
     metrics = {
         "task": "forecast",
@@ -52,11 +54,17 @@ def forecast_report(
     breakdown = {"per_horizon_step": steps.to_dict(orient="records"), "per_series": per_series}
     # One-step-ahead forecasts over the test period (the first step of every window): actual vs predicted.
     plots = {
-        "forecast": pd.DataFrame({
-            "index": np.arange(len(windows)), "time": pd.Series(windows.time).astype(str), "series": windows.series,
-            "actual": windows.y[:, 0], "predicted": predicted[:, 0], "seasonal_naive": seasonal[:, 0],
-            "persistence": persistence[:, 0],
-        }),
+        "forecast": pd.DataFrame(
+            {
+                "index": np.arange(len(windows)),
+                "time": pd.Series(windows.time).astype(str),
+                "series": windows.series,
+                "actual": windows.y[:, 0],
+                "predicted": predicted[:, 0],
+                "seasonal_naive": seasonal[:, 0],
+                "persistence": persistence[:, 0],
+            }
+        ),
         "horizon_errors": steps,
     }
     return metrics, breakdown, plots

@@ -18,9 +18,17 @@ from pipeline.shared.metrics import classification_scores
 def card_schema(card: SequenceCard) -> SequenceSchema:
     """The windowing a model was trained with, from its card (every window: stride 1)."""
     return SequenceSchema(
-        series_column=card.series_column, time_column=card.time_column, target=card.target,
-        features=card.features, task=card.sequence_task, lookback=card.lookback, horizon=card.horizon,
-        stride=1, season_length=card.season_length, frequency=card.frequency, classes=card.classes,
+        series_column=card.series_column,
+        time_column=card.time_column,
+        target=card.target,
+        features=card.features,
+        task=card.sequence_task,
+        lookback=card.lookback,
+        horizon=card.horizon,
+        stride=1,
+        season_length=card.season_length,
+        frequency=card.frequency,
+        classes=card.classes,
     )
 
 

@@ -32,10 +32,14 @@ def split_frame(frame: pd.DataFrame, schema: SequenceSchema, cfg: SplitParams, s
     series = schema.series_column
     allowed = ["time"] if schema.forecast else ["time", "group"]
     if cfg.method not in allowed:
-        raise ParamsError(f"split.method = {cfg.method!r} does not apply to sequence {schema.task} data; choose {' or '.join(allowed)}")
+        raise ParamsError(
+            f"split.method = {cfg.method!r} does not apply to sequence {schema.task} data; choose {' or '.join(allowed)}"
+        )
     if cfg.method == "group":
         if cfg.group_column != series:
-            raise ParamsError(f"split.group_column = {cfg.group_column!r}: sequence data is grouped by its series column {series!r}")
+            raise ParamsError(
+                f"split.group_column = {cfg.group_column!r}: sequence data is grouped by its series column {series!r}"
+            )
         return _split_series(frame, schema, cfg, seed)
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in SPLITS}
     for name, part in frame.groupby(series, sort=True):
@@ -97,9 +101,12 @@ def run(cfg: SplitParams, paths: Paths, seed: int) -> dict[str, Any]:
         "rows": {name: len(part) for name, part in parts.items()},
         "series": {name: int(part[schema.series_column].nunique()) for name, part in parts.items()},
         "time_range": {name: [str(part[time].min()), str(part[time].max())] for name, part in parts.items()},
-        "windows": {name: int(len(split_windows(parts, name, schema, schema.stride if name == "train" else 1).y)) for name in SPLITS},
+        "windows": {
+            name: int(len(split_windows(parts, name, schema, schema.stride if name == "train" else 1).y)) for name in SPLITS
+        },
         "context": "val/test windows may take their inputs from the preceding split(s); their targets lie in the split"
-        if schema.forecast else "every window lies inside its split",
+        if schema.forecast
+        else "every window lies inside its split",
     }
     write_json(paths.split_report, report)
     log.info("split %s rows into %s windows (%s)", report["rows"], report["windows"], cfg.method)

@@ -34,11 +34,17 @@ def sequence_config(cfg: TrainParams, schema: SequenceSchema) -> RNNConfig | Seq
     model = cfg.model
     if isinstance(model, RNNParams):
         return RNNConfig(
-            input_size=len(schema.features), n_outputs=n_outputs, cell=model.architecture, **model.model_dump(exclude={"architecture"})
+            input_size=len(schema.features),
+            n_outputs=n_outputs,
+            cell=model.architecture,
+            **model.model_dump(exclude={"architecture"}),
         )
     if isinstance(model, SeqTransformerParams):
         return SeqTransformerConfig(
-            input_size=len(schema.features), n_outputs=n_outputs, lookback=schema.lookback, **model.model_dump(exclude={"architecture"})
+            input_size=len(schema.features),
+            n_outputs=n_outputs,
+            lookback=schema.lookback,
+            **model.model_dump(exclude={"architecture"}),
         )
     raise ParamsError(
         f"train.model.architecture = {model.architecture!r} is not a sequence model; choose one of {list(SEQUENCE_ARCHITECTURES)}"
@@ -76,7 +82,11 @@ def prepare(features: SequenceFeatures, cfg: TrainParams, paths: Paths, encoder:
         config_for=lambda other: sequence_config(other, schema),
         # The code that turns the split into tensors is part of what a resumed run must match.
         data_files=[
-            split_file(paths.split, "train"), split_file(paths.split, "val"), windows_file,
-            Path(windows_module.__file__), Path(encoder_module.__file__), Path(__file__),
+            split_file(paths.split, "train"),
+            split_file(paths.split, "val"),
+            windows_file,
+            Path(windows_module.__file__),
+            Path(encoder_module.__file__),
+            Path(__file__),
         ],
     )

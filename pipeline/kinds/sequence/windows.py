@@ -76,7 +76,9 @@ def split_windows(parts: dict[str, pd.DataFrame], name: str, schema: SequenceSch
     """The windows of split ``name``: its targets, with context from the splits before it (forecast)."""
     earlier = SPLITS[: SPLITS.index(name)]
     series, time = schema.series_column, schema.time_column
-    frames = [parts[s].assign(_own=s == name) for s in (*earlier, name)] if schema.forecast else [parts[name].assign(_own=True)]
+    frames = (
+        [parts[s].assign(_own=s == name) for s in (*earlier, name)] if schema.forecast else [parts[name].assign(_own=True)]
+    )
     combined = pd.concat(frames, ignore_index=True).sort_values([series, time], kind="stable")
     class_index = {c: i for i, c in enumerate(schema.classes)}
     xs, ys, names, times, seasonals = [], [], [], [], []

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, preprocessor: Preprocessor, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
+def predict_proba(
+    model: torch.nn.Module, preprocessor: Preprocessor, frame: pd.DataFrame, batch_size: int = 8192
+) -> np.ndarray:
     """Class probabilities [N, K] for raw rows: the saved encoder, then the network, then softmax."""
     x_num, x_cat = preprocessor.transform(frame)
     model.eval()
@@ -39,16 +41,12 @@ def predict_proba(model: torch.nn.Module, preprocessor: Preprocessor, frame: pd.
 HGB_MAX_CATEGORIES = 250
 
 
-
 def baseline_matrix(frame: pd.DataFrame, preprocessor: Preprocessor) -> tuple[np.ndarray, list[bool]]:
     """Raw numeric values (HGB handles missing natively) plus the encoder's category codes."""
     _, x_cat = preprocessor.transform(frame)
     numeric = frame[[c.name for c in preprocessor.numeric]].to_numpy(dtype=np.float64, na_value=np.nan)
-    is_categorical = [False] * numeric.shape[1] + [
-        c.cardinality <= HGB_MAX_CATEGORIES for c in preprocessor.categorical
-    ]
+    is_categorical = [False] * numeric.shape[1] + [c.cardinality <= HGB_MAX_CATEGORIES for c in preprocessor.categorical]
     return np.hstack([numeric, x_cat.astype(np.float64)]), is_categorical
-
 
 
 def gradient_boosting_proba(
@@ -58,14 +56,11 @@ def gradient_boosting_proba(
     x_train, categorical = baseline_matrix(train, preprocessor)
     x_test, _ = baseline_matrix(test, preprocessor)
     y_train = preprocessor.encode_labels(train[preprocessor.target])
-    model = HistGradientBoostingClassifier(
-        max_iter=cfg.baseline_max_iter, categorical_features=categorical, random_state=seed
-    )
+    model = HistGradientBoostingClassifier(max_iter=cfg.baseline_max_iter, categorical_features=categorical, random_state=seed)
     model.fit(x_train, y_train)
     proba = np.zeros((len(test), len(preprocessor.classes)))
     proba[:, model.classes_] = model.predict_proba(x_test)  # classes absent from training get 0
     return proba
-
 
 
 def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
@@ -85,7 +80,10 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     write_classification_reports(test_y, proba, preprocessor.classes, cfg, paths)
     log.info(
         "test accuracy %.4f (HGB %.4f, majority %.4f), macro F1 %.4f (HGB %.4f)",
-        metrics["model"]["accuracy"], metrics["baseline_hgb"]["accuracy"], metrics["baseline_majority"]["accuracy"],
-        metrics["model"]["macro_f1"], metrics["baseline_hgb"]["macro_f1"],
+        metrics["model"]["accuracy"],
+        metrics["baseline_hgb"]["accuracy"],
+        metrics["baseline_majority"]["accuracy"],
+        metrics["model"]["macro_f1"],
+        metrics["baseline_hgb"]["macro_f1"],
     )
     return metrics

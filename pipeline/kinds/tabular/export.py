@@ -103,8 +103,13 @@ def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int)
         values = list(range(1, len(category.vocabulary) + 1)) + [category.missing_index]
         nodes.append(
             helper.make_node(
-                "LabelEncoder", [category.name], [f"prep/code_{j}"], domain=ML_DOMAIN,
-                keys_strings=keys, values_int64s=values, default_int64=0,
+                "LabelEncoder",
+                [category.name],
+                [f"prep/code_{j}"],
+                domain=ML_DOMAIN,
+                keys_strings=keys,
+                values_int64s=values,
+                default_int64=0,
             )
         )
         codes.append(f"prep/code_{j}")
@@ -157,7 +162,9 @@ def raw_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np.
     return onnx_feed(frame, card_inputs(preprocessor))
 
 
-def verify(model_bytes: bytes, expected: np.ndarray, frame: pd.DataFrame, preprocessor: Preprocessor, tolerance: float) -> dict[str, Any]:
+def verify(
+    model_bytes: bytes, expected: np.ndarray, frame: pd.DataFrame, preprocessor: Preprocessor, tolerance: float
+) -> dict[str, Any]:
     """Check the graph, run it on raw rows, compare with the PyTorch path; raise if they disagree."""
     return verify_feed(model_bytes, expected, raw_inputs(frame, preprocessor), preprocessor.classes, tolerance)
 

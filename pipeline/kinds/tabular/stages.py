@@ -11,13 +11,13 @@ from pipeline.params import (
     EvaluateParams,
     ExportParams,
     FeatureParams,
+    IngestParams,
+    Paths,
+    SplitParams,
     TabularAugment,
     TabularClean,
     TabularFeatures,
     TabularIngest,
-    IngestParams,
-    Paths,
-    SplitParams,
     TrainParams,
 )
 

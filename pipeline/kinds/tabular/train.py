@@ -18,25 +18,41 @@ from pipeline.params import FTTransformerParams, MLPParams, Paths, TabularFeatur
 
 def tabular_config(preprocessor: Preprocessor, cfg: TrainParams) -> ModelConfig | FTTransformerConfig:
     """The network ``train.model`` describes, sized for the fitted encoder's inputs and classes."""
-    shape: dict[str, Any] = dict(n_numeric=preprocessor.n_numeric_inputs, cardinalities=tuple(preprocessor.cardinalities), n_classes=len(preprocessor.classes))
+    shape: dict[str, Any] = dict(
+        n_numeric=preprocessor.n_numeric_inputs,
+        cardinalities=tuple(preprocessor.cardinalities),
+        n_classes=len(preprocessor.classes),
+    )
     model = cfg.model
     if isinstance(model, MLPParams):
         return ModelConfig(
-            **shape, hidden=model.hidden, dropout=model.dropout, batch_norm=model.batch_norm,
-            categorical_encoding=model.categorical_encoding, embedding_dim=model.embedding_dim,
+            **shape,
+            hidden=model.hidden,
+            dropout=model.dropout,
+            batch_norm=model.batch_norm,
+            categorical_encoding=model.categorical_encoding,
+            embedding_dim=model.embedding_dim,
         )
     if isinstance(model, FTTransformerParams):
         return FTTransformerConfig(**shape, **model.model_dump(exclude={"architecture"}))
-    raise ParamsError(f"train.model.architecture = {model.architecture!r} is not a tabular model; choose mlp or ft_transformer")
+    raise ParamsError(
+        f"train.model.architecture = {model.architecture!r} is not a tabular model; choose mlp or ft_transformer"
+    )
 
 
-def prepare_tabular(features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
+def prepare_tabular(
+    features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None
+) -> Prepared:
     """Fit the encoder on the real training rows (augmented rows are training-time noise), encode.
 
     ``encoder``: a warm start's encoder, reused when it still fits (``reusable_encoder``)."""
     schema = read_schema(paths.split)
     kept = reusable_encoder(encoder, schema.classes)
-    preprocessor = Preprocessor.from_dict(kept) if kept else Preprocessor.fit(read_table(split_file(paths.split, "train")), schema, features)
+    preprocessor = (
+        Preprocessor.from_dict(kept)
+        if kept
+        else Preprocessor.fit(read_table(split_file(paths.split, "train")), schema, features)
+    )
     return Prepared(
         train=Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor),
         val=Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor),
@@ -45,8 +61,11 @@ def prepare_tabular(features: TabularFeatures, cfg: TrainParams, paths: Paths, e
         encoder=preprocessor.to_dict(),
         # The encoding code too, so a change to it must not resume an earlier run's checkpoint.
         data_files=[
-            split_file(paths.split, "train"), split_file(paths.split, "val"), split_file(paths.augmented, "train"),
-            Path(tabular_encoder.__file__), Path(__file__),
+            split_file(paths.split, "train"),
+            split_file(paths.split, "val"),
+            split_file(paths.augmented, "train"),
+            Path(tabular_encoder.__file__),
+            Path(__file__),
         ],
         config_for=functools.partial(tabular_config, preprocessor),
     )

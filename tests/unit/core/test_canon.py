@@ -98,8 +98,21 @@ def test_text_columns_are_converted_value_by_value():
 
 @pytest.mark.parametrize(
     "dtype",
-    ["int64", "uint8", "float32", "Int64", "Float64", "complex128", "bool", "boolean", "object", "string", "category",
-     "datetime64[ns]", "timedelta64[ns]"],
+    [
+        "int64",
+        "uint8",
+        "float32",
+        "Int64",
+        "Float64",
+        "complex128",
+        "bool",
+        "boolean",
+        "object",
+        "string",
+        "category",
+        "datetime64[ns]",
+        "timedelta64[ns]",
+    ],
 )
 def test_number_columns_are_those_pandas_calls_numeric_except_bools(dtype):
     column = pd.Series([], dtype=dtype)

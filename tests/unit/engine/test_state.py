@@ -30,11 +30,23 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, data):
     pre, train, val = data
     cfg = quick(epochs=6, scheduler="cosine", warmup_epochs=1)
     config = config_for(pre, cfg)
-    straight, straight_best, straight_history = fit(train, val, config, cfg, seed=3, task="classification", checkpoint_dir=tmp_path / "a", fingerprint="run")
+    straight, straight_best, straight_history = fit(
+        train, val, config, cfg, seed=3, task="classification", checkpoint_dir=tmp_path / "a", fingerprint="run"
+    )
 
     (tmp_path / "b").mkdir()
     with pytest.raises(_Interrupt):
-        fit(train, val, config, cfg, seed=3, task="classification", logger=_KillAfter(3), checkpoint_dir=tmp_path / "b", fingerprint="run")
+        fit(
+            train,
+            val,
+            config,
+            cfg,
+            seed=3,
+            task="classification",
+            logger=_KillAfter(3),
+            checkpoint_dir=tmp_path / "b",
+            fingerprint="run",
+        )
     last = resumable(tmp_path / "b", "run")
     assert last["epoch"] == 2  # epochs 0-2 were checkpointed before the kill
     resumed, resumed_best, resumed_history = fit(
@@ -52,10 +64,19 @@ def test_a_finished_run_resumes_without_training(tmp_path, data):
     pre, train, val = data
     cfg = quick(epochs=3)
     (tmp_path / "c").mkdir()
-    first, _, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification", checkpoint_dir=tmp_path / "c", fingerprint="f")
+    first, _, history = fit(
+        train, val, config_for(pre, cfg), cfg, seed=0, task="classification", checkpoint_dir=tmp_path / "c", fingerprint="f"
+    )
     again, _, again_history = fit(
-        train, val, config_for(pre, cfg), cfg, seed=0, task="classification", checkpoint_dir=tmp_path / "c",
-        resume=resumable(tmp_path / "c", "f"), fingerprint="f",
+        train,
+        val,
+        config_for(pre, cfg),
+        cfg,
+        seed=0,
+        task="classification",
+        checkpoint_dir=tmp_path / "c",
+        resume=resumable(tmp_path / "c", "f"),
+        fingerprint="f",
     )
     assert again_history.epochs == history.epochs
     for key, value in first.state_dict().items():
@@ -67,7 +88,17 @@ def test_the_last_checkpoint_describes_itself_and_loads_with_weights_only(tmp_pa
     cfg = quick(epochs=2)
     fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification", checkpoint_dir=tmp_path, fingerprint="f")
     last = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert {"model_config", "model_state", "optimizer_state", "epoch", "step", "best_epoch", "best_metric", "train_params", "seed"} <= set(last)
+    assert {
+        "model_config",
+        "model_state",
+        "optimizer_state",
+        "epoch",
+        "step",
+        "best_epoch",
+        "best_metric",
+        "train_params",
+        "seed",
+    } <= set(last)
     state = last["train_state"]
     assert set(state["rng"]) == {"torch", "cuda", "shuffle"} and state["step"] == last["step"] > 0
     assert "optimizer_state" not in state["best"]  # the best weights are not a second optimizer copy

@@ -33,7 +33,9 @@ def test_ft_transformer_learns_and_reloads_from_its_checkpoint(data, tmp_path):
     assert best["model_config"]["family"] == "ft_transformer"
     torch.save(best, tmp_path / "model.pt")
     reloaded = load_model(tmp_path / "model.pt")
-    np.testing.assert_allclose(predict_proba(reloaded, pre, make_table(50, seed=3)), predict_proba(model, pre, make_table(50, seed=3)), atol=1e-6)
+    np.testing.assert_allclose(
+        predict_proba(reloaded, pre, make_table(50, seed=3)), predict_proba(model, pre, make_table(50, seed=3)), atol=1e-6
+    )
 
 
 def test_architecture_and_metric_are_checked_against_the_data():
@@ -49,7 +51,12 @@ def test_the_task_is_said_not_guessed_from_the_targets():
     """An MLP with one output learns a value: the loss, metrics and early-stopping metric are the regression's."""
     x = torch.randn(512, 3, generator=torch.Generator().manual_seed(0))
     data = Tensors((x, torch.zeros(512, 0, dtype=torch.int64)), x @ torch.tensor([[1.0], [-2.0], [0.5]]))
-    cfg = quick(model={"batch_norm": False, "dropout": 0.0}, epochs=10, regression_loss="mse", early_stopping={"metric": "val_mae", "patience": 10})
+    cfg = quick(
+        model={"batch_norm": False, "dropout": 0.0},
+        epochs=10,
+        regression_loss="mse",
+        early_stopping={"metric": "val_mae", "patience": 10},
+    )
     config = ModelConfig(n_numeric=3, cardinalities=(), n_classes=1, hidden=(16,), dropout=0.0, batch_norm=False)
     model, _, history = fit(data, data, config, cfg, seed=0, task="regression")
     assert {"train_mae", "val_mae", "val_rmse"} <= set(history.epochs[0]) and "val_accuracy" not in history.epochs[0]
@@ -60,7 +67,9 @@ def test_the_task_is_said_not_guessed_from_the_targets():
 
 def test_training_is_deterministic_for_a_seed(data):
     pre, train, val = data
-    runs = [fit(train, val, config_for(pre, quick()), quick(), seed=7, task="classification")[0].state_dict() for _ in range(2)]
+    runs = [
+        fit(train, val, config_for(pre, quick()), quick(), seed=7, task="classification")[0].state_dict() for _ in range(2)
+    ]
     other = fit(train, val, config_for(pre, quick()), quick(), seed=8, task="classification")[0].state_dict()
     for key in runs[0]:
         assert torch.equal(runs[0][key], runs[1][key]), key

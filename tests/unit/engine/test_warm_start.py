@@ -15,11 +15,15 @@ def test_warm_start_loads_matching_tensors_and_fine_tunes_from_them(data):
     source, source_best, source_history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
     # A tiny learning rate: after one epoch the warm model is still the source model.
     still = quick(epochs=2, lr=1e-9, warmup_epochs=0, scheduler="none")
-    warm, _, warm_history = fit(train, val, config_for(pre, still), still, seed=1, task="classification", init_state=source_best["model_state"])
+    warm, _, warm_history = fit(
+        train, val, config_for(pre, still), still, seed=1, task="classification", init_state=source_best["model_state"]
+    )
     warm_weights = dict(warm.named_parameters())
     for key, value in source.named_parameters():  # weights, not batch-norm statistics (those follow the data)
         assert torch.allclose(warm_weights[key], value, atol=1e-5), key
-    assert warm_history.epochs[0]["val_accuracy"] == pytest.approx(source_history.epochs[source_history.best_epoch]["val_accuracy"], abs=0.02)
+    assert warm_history.epochs[0]["val_accuracy"] == pytest.approx(
+        source_history.epochs[source_history.best_epoch]["val_accuracy"], abs=0.02
+    )
 
 
 def test_a_head_for_other_classes_starts_fresh_and_frozen_layers_do_not_move(data):
@@ -34,7 +38,9 @@ def test_a_head_for_other_classes_starts_fresh_and_frozen_layers_do_not_move(dat
     tuned, _, _ = fit(train, val, config, cfg, seed=0, task="classification", init_state=source)
     for key in ("body.0.weight", "embeddings.0.weight"):
         assert torch.equal(tuned.state_dict()[key], source[key]), key
-    assert not torch.equal(tuned.state_dict()["body.1.weight"], source["body.1.weight"])  # batch-norm scale: loaded, not frozen
+    assert not torch.equal(
+        tuned.state_dict()["body.1.weight"], source["body.1.weight"]
+    )  # batch-norm scale: loaded, not frozen
 
 
 def test_warm_start_errors_name_the_key(data, tmp_path):

@@ -35,13 +35,26 @@ def _image(table, schema):
 
 def _sequence(table, schema):
     rng = np.random.default_rng(0)
-    rows = pd.DataFrame({
-        "series": "a", "time": np.arange(200), "Demand": rng.normal(5, 1, 200), "Temperature": rng.normal(15, 4, 200),
-        "WorkDay": 1.0,  # constant: centred, not divided by zero
-    })
+    rows = pd.DataFrame(
+        {
+            "series": "a",
+            "time": np.arange(200),
+            "Demand": rng.normal(5, 1, 200),
+            "Temperature": rng.normal(15, 4, 200),
+            "WorkDay": 1.0,  # constant: centred, not divided by zero
+        }
+    )
     sequence = SequenceSchema(
-        series_column="series", time_column="time", target="Demand", features=("Demand", "Temperature", "WorkDay"),
-        task="forecast", lookback=6, horizon=1, stride=1, season_length=3, frequency=1,
+        series_column="series",
+        time_column="time",
+        target="Demand",
+        features=("Demand", "Temperature", "WorkDay"),
+        task="forecast",
+        lookback=6,
+        horizon=1,
+        stride=1,
+        season_length=3,
+        frequency=1,
     )
     windows = rng.normal(10, 3, (7, 6, 3))
     return SequenceEncoder, rows.iloc[:150], sequence, SequenceFeatures(), windows
@@ -67,7 +80,9 @@ def test_the_encoder_has_every_member_of_the_contract(kind, table, schema):
         if inspect.isfunction(member) or inspect.ismethod(member):  # the same arity (names may say more, e.g. frame)
             wanted = [p for p in inspect.signature(member).parameters if p != "self"]
             provided = [p for p in inspect.signature(getattr(encoder_class, name)).parameters if p != "self"]
-            assert len(provided) == len(wanted), f"{encoder_class.__name__}.{name}{inspect.signature(getattr(encoder_class, name))}"
+            assert len(provided) == len(wanted), (
+                f"{encoder_class.__name__}.{name}{inspect.signature(getattr(encoder_class, name))}"
+            )
             assert inspect.ismethod(getattr(encoder_class, name)) == inspect.ismethod(member), f"{name}: classmethod or not"
 
 
@@ -108,6 +123,11 @@ def test_the_image_normaliser_keeps_the_json_of_earlier_versions():
     std = x.std(axis=(0, 2, 3), dtype=np.float64)
     std[1] = 1.0  # the constant channel
     assert ImageNormaliser.fit(x, image_schema, features).to_dict() == {
-        "kind": "image", "target": "animal", "classes": ["cat", "dog"], "shape": [3, 4, 5], "value_range": [0.0, 255.0],
-        "mean": x.mean(axis=(0, 2, 3), dtype=np.float64).tolist(), "std": std.tolist(),
+        "kind": "image",
+        "target": "animal",
+        "classes": ["cat", "dog"],
+        "shape": [3, 4, 5],
+        "value_range": [0.0, 255.0],
+        "mean": x.mean(axis=(0, 2, 3), dtype=np.float64).tolist(),
+        "std": std.tolist(),
     }

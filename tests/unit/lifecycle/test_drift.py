@@ -303,10 +303,14 @@ def test_parse_snapshot_refuses_to_guess_a_verdict(frames):
     kinds = {**{c: "numeric" for c in NUMERIC}, **{c: "categorical" for c in CATEGORICAL}}
 
     def snapshot(include_tests: bool) -> dict:
-        return Report([DataDriftPreset()], include_tests=include_tests).run(
-            current_data=Dataset.from_pandas(current[NUMERIC + CATEGORICAL], data_definition=definition),
-            reference_data=Dataset.from_pandas(reference[NUMERIC + CATEGORICAL], data_definition=definition),
-        ).dict()
+        return (
+            Report([DataDriftPreset()], include_tests=include_tests)
+            .run(
+                current_data=Dataset.from_pandas(current[NUMERIC + CATEGORICAL], data_definition=definition),
+                reference_data=Dataset.from_pandas(reference[NUMERIC + CATEGORICAL], data_definition=definition),
+            )
+            .dict()
+        )
 
     # Without include_tests Evidently computes scores but no verdicts: nothing to read.
     with pytest.raises(RuntimeError, match="no drift test for column"):

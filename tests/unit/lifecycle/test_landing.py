@@ -26,9 +26,17 @@ def params(tmp_path, raw_params):
     source = tmp_path / "source.csv"
     make_table(600).to_csv(source, index=False)
     return make_params(
-        raw_params, tmp_path,
-        ingest={"source": str(source), "target": "label", "time_column": "period", "time_cutoff": 5,
-                "drop_columns": [], "categorical": [], "min_rows": 10},
+        raw_params,
+        tmp_path,
+        ingest={
+            "source": str(source),
+            "target": "label",
+            "time_column": "period",
+            "time_cutoff": 5,
+            "drop_columns": [],
+            "categorical": [],
+            "min_rows": 10,
+        },
     )
 
 

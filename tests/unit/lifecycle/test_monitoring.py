@@ -13,8 +13,16 @@ CFG = MonitorParams(drift_share=0.5, min_rows=100, accuracy_tolerance=0.05, cool
 
 def decision(**overrides):
     args = dict(
-        drifted_share=0.6, current_rows=1000, accuracy=None, reference_accuracy=0.7, key="k1",
-        triggered_keys=set(), last_retrain_at=None, retrain_running=False, now=NOW, cfg=CFG,
+        drifted_share=0.6,
+        current_rows=1000,
+        accuracy=None,
+        reference_accuracy=0.7,
+        key="k1",
+        triggered_keys=set(),
+        last_retrain_at=None,
+        retrain_running=False,
+        now=NOW,
+        cfg=CFG,
     )
     args.update(overrides)
     return decide_retrain(**args)

@@ -433,9 +433,16 @@ def test_two_processes_registering_at_once_get_distinct_complete_versions(regist
 def test_a_writer_stuck_holding_the_lock_makes_others_fail_with_one_line_naming_it(registry, tmp_path):
     version = register(registry, tmp_path, "a")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pipeline.core.io import file_lock\n"
-         "with file_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)", str(registry.root / ".lock")],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pipeline.core.io import file_lock\n"
+            "with file_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)",
+            str(registry.root / ".lock"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -456,7 +463,10 @@ def test_a_writer_stuck_holding_the_lock_makes_others_fail_with_one_line_naming_
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.lifecycle.registry", "--root", str(root), *args], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "pipeline.lifecycle.registry", "--root", str(root), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -477,7 +487,13 @@ def test_cli_list_show_history_rollback(registry, tmp_path):
 
     history = cli(registry.root, "history")
     assert history.returncode == 0
-    assert [line.split()[1] for line in history.stdout.splitlines()] == ["register", "register", "promote", "promote", "rejected"]
+    assert [line.split()[1] for line in history.stdout.splitlines()] == [
+        "register",
+        "register",
+        "promote",
+        "promote",
+        "rejected",
+    ]
 
     rolled = cli(registry.root, "rollback", "--reason", "pager alert")
     assert rolled.returncode == 0, rolled.stderr
@@ -499,7 +515,14 @@ def test_optional_int8_model_is_stored_hashed_and_served_when_chosen(tmp_path):
     sources = tmp_path / "src"
     sources.mkdir()
     files = {}
-    for name, text in (("onnx", "fp32"), ("model_card", "{}"), ("metrics", "{}"), ("params", "a: 1"), ("dvc_lock", "x"), ("reference", "r")):
+    for name, text in (
+        ("onnx", "fp32"),
+        ("model_card", "{}"),
+        ("metrics", "{}"),
+        ("params", "a: 1"),
+        ("dvc_lock", "x"),
+        ("reference", "r"),
+    ):
         (sources / name).write_text(text)
         files[name] = sources / name
     (sources / "int8").write_text("int8")

@@ -28,20 +28,44 @@ from tests.unit.onnxio.fixtures import KINDS, old_card_data, old_card_path
 CARD_CLASSES = {"tabular": TabularCard, "image": ImageCard, "sequence": SequenceCard}
 
 CHECKPOINT = {
-    "train_params": {"epochs": 2, "lr": 0.01}, "seed": 42, "model_config": {"family": "mlp", "hidden": [16]},
-    "best_epoch": 1, "best_metric": {"name": "val_loss", "value": 0.5},
+    "train_params": {"epochs": 2, "lr": 0.01},
+    "seed": 42,
+    "model_config": {"family": "mlp", "hidden": [16]},
+    "best_epoch": 1,
+    "best_metric": {"name": "val_loss", "value": 0.5},
 }
 CLASSIFIER_METRICS = {"model": {"accuracy": 0.75}, "baseline_majority": {"accuracy": 0.5}, "test_rows": 4}
 HASHES = {"onnx_sha256": "a" * 64, "preprocessor_sha256": "b" * 64}
-PARITY = {"rows": 4, "max_abs_probability_diff": 1e-7, "tolerance": 1e-4, "label_mismatches": 0, "single_record_latency_us": 50.0}
-INT8 = {"bytes": 10, "fp32_bytes": 40, "accuracy": 0.75, "fp32_accuracy": 0.75, "label_agreement": 1.0, "max_abs_probability_diff": 0.01}
+PARITY = {
+    "rows": 4,
+    "max_abs_probability_diff": 1e-7,
+    "tolerance": 1e-4,
+    "label_mismatches": 0,
+    "single_record_latency_us": 50.0,
+}
+INT8 = {
+    "bytes": 10,
+    "fp32_bytes": 40,
+    "accuracy": 0.75,
+    "fp32_accuracy": 0.75,
+    "label_agreement": 1.0,
+    "max_abs_probability_diff": 0.01,
+}
 
 
 def sequence_encoder(task: str) -> SequenceEncoder:
     schema = SequenceSchema(
-        series_column="series", time_column="time", target="Demand" if task == "forecast" else "kind",
-        features=("Demand", "Temperature"), task=task, lookback=8, horizon=2, stride=1, season_length=4,  # type: ignore[arg-type]
-        frequency="30min", classes=() if task == "forecast" else ("noise", "sine"),
+        series_column="series",
+        time_column="time",
+        target="Demand" if task == "forecast" else "kind",
+        features=("Demand", "Temperature"),
+        task=task,
+        lookback=8,
+        horizon=2,
+        stride=1,
+        season_length=4,  # type: ignore[arg-type]
+        frequency="30min",
+        classes=() if task == "forecast" else ("noise", "sine"),
     )
     return SequenceEncoder(schema, (5.0, 12.5), (1.0, 4.0), *((5.0, 1.0) if task == "forecast" else ()))
 
@@ -105,11 +129,17 @@ def test_each_kinds_card_round_trips_and_keeps_the_keys_of_earlier_cards(kind, t
         assert written["task"] == "classification" and [o["name"] for o in written["outputs"]] == ["probabilities", "label"]
         assert "units" not in written["outputs"][0]
     if kind == "classify":
-        assert written["sequence_task"] == "classify" and written["classes"] == ["noise", "sine"] and written["int8_note"] == INT8_NOTE
+        assert (
+            written["sequence_task"] == "classify"
+            and written["classes"] == ["noise", "sine"]
+            and written["int8_note"] == INT8_NOTE
+        )
 
 
 def test_load_refuses_a_card_of_another_kind():
-    with pytest.raises(DataError, match=r"9e2a95f_image\.json: the card of a model of kind 'image'; this needs a tabular model$"):
+    with pytest.raises(
+        DataError, match=r"9e2a95f_image\.json: the card of a model of kind 'image'; this needs a tabular model$"
+    ):
         TabularCard.load(old_card_path("image"))
 
 
@@ -148,7 +178,11 @@ def _two_images(card):
         ("tabular", _bad_shape, r"model card field 'inputs\.1\.shape': Input should be a valid tuple \(got 'N x 1'\)"),
         ("tabular", _bad_epoch, r"model card field 'model\.best_epoch': Input should be a valid integer"),
         ("tabular", _extra_field, r"model card has an unknown field 'owner'"),
-        ("tabular", _unknown_kind, r"model card field 'kind': unknown kind 'audio'; known: \['tabular', 'image', 'sequence'\]"),
+        (
+            "tabular",
+            _unknown_kind,
+            r"model card field 'kind': unknown kind 'audio'; known: \['tabular', 'image', 'sequence'\]",
+        ),
         ("tabular", _bad_input_kind, r"model card field 'inputs\.0': Input tag 'text'"),
         ("image", _two_images, r"model card field 'inputs': Tuple should have at most 1 item"),
     ],

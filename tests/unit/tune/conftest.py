@@ -15,11 +15,19 @@ from tests.conftest import REPO, make_params, make_table
 
 # Tiny and quick: one small hidden layer, 3 epochs, one thread.
 TRAIN = {
-    "model": {"hidden": [16]}, "epochs": 3, "batch_size": 64, "lr": 0.01, "warmup_epochs": 0, "num_threads": 1, "device": "cpu",
+    "model": {"hidden": [16]},
+    "epochs": 3,
+    "batch_size": 64,
+    "lr": 0.01,
+    "warmup_epochs": 0,
+    "num_threads": 1,
+    "device": "cpu",
     "early_stopping": {"metric": "val_loss", "patience": 3, "min_delta": 0.0},
 }
 TUNE = {
-    "trials": 4, "epochs": 3, "study": "test",
+    "trials": 4,
+    "epochs": 3,
+    "study": "test",
     "pruner": {"method": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
     "space": {
         "lr": {"low": 0.001, "high": 0.1, "log": True},

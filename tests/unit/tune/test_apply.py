@@ -36,7 +36,7 @@ def test_apply_rewrites_train_values_and_keeps_everything_else(tmp_path, capsys)
         indent = "    " if f"model.{key}" in BEST else "  "  # the network's keys inside train.model
         assert (f"model.{key}" in BEST or key in BEST) and new_line.startswith(f"{indent}{key}: ")
         if "#" in old_line:  # the comment is kept, in its column when the value fits
-            assert new_line[new_line.index("#"):] == old_line[old_line.index("#"):]
+            assert new_line[new_line.index("#") :] == old_line[old_line.index("#") :]
     assert "  weight_decay: 1.5e-05    # L2" in after  # the comment stays in its column
     raw = yaml.safe_load(rewritten)
     expected = yaml.safe_load(original)

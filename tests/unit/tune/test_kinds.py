@@ -24,8 +24,11 @@ SHORT = {"trials": 3, "epochs": 2, "pruner": {"method": "none"}, "space": None} 
 def forecast(tmp_path_factory):
     """elecdemand's first 600 half-hours, windows of 24 steps every 4th step (about 100 training windows)."""
     return example_workspace(
-        "elecdemand", tmp_path_factory.mktemp("elecdemand"),
-        ingest={"max_rows": 600, "min_rows": 100, "lookback": 24, "stride": 4}, train=QUICK, tune=SHORT,
+        "elecdemand",
+        tmp_path_factory.mktemp("elecdemand"),
+        ingest={"max_rows": 600, "min_rows": 100, "lookback": 24, "stride": 4},
+        train=QUICK,
+        tune=SHORT,
     )
 
 
@@ -42,7 +45,9 @@ def assert_in_space(values: dict, space: dict[str, SearchDimension]) -> None:
 
 def own_values(train, space: dict[str, SearchDimension]) -> dict:
     """The params' own value of each key of the space (``model.<key>`` from the network's section)."""
-    return {key: getattr(train.model, key[len("model."):]) if key.startswith("model.") else getattr(train, key) for key in space}
+    return {
+        key: getattr(train.model, key[len("model.") :]) if key.startswith("model.") else getattr(train, key) for key in space
+    }
 
 
 def test_a_forecaster_is_tuned_on_its_own_metrics_and_space(forecast, tmp_path):
@@ -51,8 +56,15 @@ def test_a_forecaster_is_tuned_on_its_own_metrics_and_space(forecast, tmp_path):
 
     summary = tune.search(params, storage=storage_of(params), study_name="forecast", trials=3)
 
-    assert (summary["architecture"], summary["task"], summary["metric"], summary["direction"]) == ("lstm", "regression", "val_mae", "minimize")
-    assert summary["metrics"] == ["val_loss", "val_mae", "val_rmse"] and set(summary["best_metrics"]) == set(summary["metrics"])
+    assert (summary["architecture"], summary["task"], summary["metric"], summary["direction"]) == (
+        "lstm",
+        "regression",
+        "val_mae",
+        "minimize",
+    )
+    assert summary["metrics"] == ["val_loss", "val_mae", "val_rmse"] and set(summary["best_metrics"]) == set(
+        summary["metrics"]
+    )
     assert summary["best_value"] == summary["best_metrics"]["val_mae"]
     assert (summary["complete"], summary["failed"]) == (3, 0)
     space = DEFAULT_SPACES["lstm"]
@@ -77,7 +89,10 @@ def test_a_forecaster_is_tuned_on_its_own_metrics_and_space(forecast, tmp_path):
     params_file.write_text(original)
     changes = tune.apply(params_file, best_file)
     applied = load_params(params_file)
-    assert applied.train.model.hidden == best["train"]["model.hidden"] and applied.train.model.layers == best["train"]["model.layers"]
+    assert (
+        applied.train.model.hidden == best["train"]["model.hidden"]
+        and applied.train.model.layers == best["train"]["model.layers"]
+    )
     assert (applied.train.lr, applied.train.batch_size) == (best["train"]["lr"], best["train"]["batch_size"])
     assert set(changes) == set(space)
     raw = yaml.safe_load(params_file.read_text())
@@ -85,8 +100,12 @@ def test_a_forecaster_is_tuned_on_its_own_metrics_and_space(forecast, tmp_path):
 
 
 def test_a_metric_the_task_does_not_report_is_refused_before_a_study(forecast):
-    train = forecast.train.model_copy(update={"early_stopping": forecast.train.early_stopping.model_copy(update={"metric": "val_accuracy"})})
-    params = forecast.model_copy(update={"train": train, "paths": forecast.paths.model_copy(update={"tune": f"{forecast.paths.tune}-refused"})})
+    train = forecast.train.model_copy(
+        update={"early_stopping": forecast.train.early_stopping.model_copy(update={"metric": "val_accuracy"})}
+    )
+    params = forecast.model_copy(
+        update={"train": train, "paths": forecast.paths.model_copy(update={"tune": f"{forecast.paths.tune}-refused"})}
+    )
 
     with pytest.raises(ParamsError) as info:
         tune.search(params, storage=storage_of(params), study_name="refused", trials=1)
@@ -97,14 +116,24 @@ def test_a_metric_the_task_does_not_report_is_refused_before_a_study(forecast):
 
 def test_an_image_classifier_is_tuned_on_its_own_metrics_and_space(tmp_path):
     params = example_workspace(
-        "digits", tmp_path, ingest={"max_rows": 300, "min_rows": 100},
-        train={**QUICK, "model": {"channels": [8, 16]}, "early_stopping": {"metric": "val_accuracy"}}, tune=SHORT,
+        "digits",
+        tmp_path,
+        ingest={"max_rows": 300, "min_rows": 100},
+        train={**QUICK, "model": {"channels": [8, 16]}, "early_stopping": {"metric": "val_accuracy"}},
+        tune=SHORT,
     )
 
     summary = tune.search(params, storage=storage_of(params), study_name="digits", trials=3)
 
-    assert (summary["architecture"], summary["task"], summary["metric"], summary["direction"]) == ("cnn", "classification", "val_accuracy", "maximize")
-    assert summary["metrics"] == ["val_loss", "val_accuracy", "val_macro_f1"] and set(summary["best_metrics"]) == set(summary["metrics"])
+    assert (summary["architecture"], summary["task"], summary["metric"], summary["direction"]) == (
+        "cnn",
+        "classification",
+        "val_accuracy",
+        "maximize",
+    )
+    assert summary["metrics"] == ["val_loss", "val_accuracy", "val_macro_f1"] and set(summary["best_metrics"]) == set(
+        summary["metrics"]
+    )
     trials = optuna.load_study(study_name="digits", storage=storage_of(params)).trials
     assert summary["best_value"] == summary["best_metrics"]["val_accuracy"] == max(t.value for t in trials)
     assert_in_space(summary["best_train"], DEFAULT_SPACES["cnn"])

@@ -35,7 +35,11 @@ def test_search_stores_every_trial_in_sqlite_and_writes_the_best(params, tmp_pat
     # The first trial is the params file's own values where they lie in the space (64 is not a choice).
     first = study.trials[0].user_attrs["train"]
     assert (first["lr"], first["model.hidden"]) == (0.01, [16]) and first["batch_size"] in (32, 128)
-    assert (summary["architecture"], summary["task"], summary["metrics"]) == ("mlp", "classification", ["val_loss", "val_accuracy", "val_macro_f1"])
+    assert (summary["architecture"], summary["task"], summary["metrics"]) == (
+        "mlp",
+        "classification",
+        ["val_loss", "val_accuracy", "val_macro_f1"],
+    )
 
     best = yaml.safe_load((tmp_path / "reports/tune/best_params.yaml").read_text())
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -66,7 +70,9 @@ def test_search_stores_every_trial_in_sqlite_and_writes_the_best(params, tmp_pat
 
 
 def test_the_pruner_stops_a_clearly_worse_trial(params, raw_params, tmp_path):
-    params = make_params(raw_params, tmp_path, train=TRAIN, tune={**TUNE, "space": {"lr": {"low": 1e-7, "high": 0.1, "log": True}}})
+    params = make_params(
+        raw_params, tmp_path, train=TRAIN, tune={**TUNE, "space": {"lr": {"low": 1e-7, "high": 0.1, "log": True}}}
+    )
     storage = storage_of(params)
     Path(params.paths.tune).mkdir(parents=True)
     # The first trials are fixed: a good learning rate, then one far too small to learn in 3 epochs.
@@ -91,7 +97,10 @@ def test_the_pruner_stops_a_clearly_worse_trial(params, raw_params, tmp_path):
     [
         ({"metric": "val_accuracy"}, "started for metric 'val_loss', but train.early_stopping.metric is 'val_accuracy'"),
         ({"task": "regression"}, "started for task 'classification', but the task of the data in paths.split is 'regression'"),
-        ({"architecture": "ft_transformer"}, "started for architecture 'mlp', but train.model.architecture is 'ft_transformer'"),
+        (
+            {"architecture": "ft_transformer"},
+            "started for architecture 'mlp', but train.model.architecture is 'ft_transformer'",
+        ),
     ],
 )
 def test_a_study_made_for_another_metric_task_or_architecture_is_refused(second, expected):
@@ -123,9 +132,22 @@ def test_two_workers_share_one_study(params, tmp_path):
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     env = {**tool_env(), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "pipeline.tune", "--params", str(params_file), "search", "--trials", "2", "--study", "shared"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.tune",
+        "--params",
+        str(params_file),
+        "search",
+        "--trials",
+        "2",
+        "--study",
+        "shared",
+    ]
     workers = [
-        subprocess.Popen([*command, "--worker", str(k)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*command, "--worker", str(k)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for k in (0, 1)
     ]
     results = [worker.communicate(timeout=120) for worker in workers]
@@ -146,7 +168,11 @@ def test_command_line_missing_split_is_one_error_line(raw_params, tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.tune", "--params", str(params_file), "search", "--trials", "1"],
-        cwd=tmp_path, env={**tool_env(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env={**tool_env(), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
     assert result.returncode == 1

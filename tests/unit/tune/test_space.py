@@ -84,7 +84,9 @@ def test_keys_that_do_not_fit_together_fail_before_any_trial(tmp_path):
     """seq_transformer: d_model must be a multiple of heads. Each value fits the other key's params
     value, but 40 with 16 heads does not; the search fails before reading data or opening a study."""
     params = make_params(
-        example_raw("elecdemand"), tmp_path, train={"model": {"architecture": "seq_transformer"}},
+        example_raw("elecdemand"),
+        tmp_path,
+        train={"model": {"architecture": "seq_transformer"}},
         tune={"space": {"model.d_model": {"choices": [32, 40]}, "model.heads": {"choices": [4, 16]}}},
     )
 
@@ -118,7 +120,10 @@ def test_each_architecture_searches_its_own_default_space(architecture):
     assert network and network <= set(type(base.model).model_fields)
     cfg = tune.trial_params(base, values, 2)
     assert cfg.model.architecture == architecture
-    assert all(getattr(cfg.model, name) == getattr(base.model, name) or f"model.{name}" in values for name in type(base.model).model_fields)
+    assert all(
+        getattr(cfg.model, name) == getattr(base.model, name) or f"model.{name}" in values
+        for name in type(base.model).model_fields
+    )
 
 
 def test_trial_params_are_a_validated_copy(params):

@@ -19,7 +19,11 @@ from tests.conftest import REPO, make_params
 
 QUICK_INGEST = {"min_rows": 100, "max_rows": 600}
 QUICK = {
-    "model": {"architecture": "cnn", "channels": (8, 16)}, "epochs": 3, "batch_size": 64, "lr": 0.01, "warmup_epochs": 0,
+    "model": {"architecture": "cnn", "channels": (8, 16)},
+    "epochs": 3,
+    "batch_size": 64,
+    "lr": 0.01,
+    "warmup_epochs": 0,
     "early_stopping": {"metric": "val_loss", "patience": 5, "min_delta": 0.0},
 }
 

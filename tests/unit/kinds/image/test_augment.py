@@ -24,7 +24,9 @@ def only(**enabled) -> ImageAugment:
 
 def test_augment_keeps_the_originals_first_and_is_deterministic(digits):
     x, y = digits
-    cfg = ImageAugment.model_validate({"rotation": {"enabled": True}, "shift": {"enabled": True}, "noise": {"enabled": True}, "copies": 2})
+    cfg = ImageAugment.model_validate(
+        {"rotation": {"enabled": True}, "shift": {"enabled": True}, "noise": {"enabled": True}, "copies": 2}
+    )
     out, out_y = augment_images(x, y, cfg, DIGITS_RANGE, seed=3)
     assert out.shape == (150, 1, 8, 8) and list(out_y) == list(y) * 3
     np.testing.assert_array_equal(out[:50], x)

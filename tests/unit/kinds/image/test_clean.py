@@ -18,9 +18,16 @@ def test_clean_drops_duplicates_nan_and_labels_outside_the_allow_list():
     x[3, 0, 0, 0] = np.nan
     y = np.array(["a", "a", "b", "a", "c", "NA"])
     out_x, out_y, dropped = clean_images(x, y, ImageClean(labels=("a", "b")))
-    assert list(out_y) == ["a", "b"] and dropped == {"missing_label": 1, "label_not_allowed": 1, "non_finite_pixels": 1, "duplicate": 1}
+    assert list(out_y) == ["a", "b"] and dropped == {
+        "missing_label": 1,
+        "label_not_allowed": 1,
+        "non_finite_pixels": 1,
+        "duplicate": 1,
+    }
 
 
 def test_valid_ranges_is_an_unknown_key_for_images(tmp_path):
-    with pytest.raises(ParamsError, match=r"clean\.valid_ranges: unknown key; allowed: drop_duplicates, labels, missing_tokens"):
+    with pytest.raises(
+        ParamsError, match=r"clean\.valid_ranges: unknown key; allowed: drop_duplicates, labels, missing_tokens"
+    ):
         image_params(tmp_path, clean={"valid_ranges": {"age": [0, 1]}})

@@ -39,7 +39,9 @@ def test_export_is_verified_takes_raw_pixels_and_scores_for_the_gate(trained):
 
     x, y = read_images(split_path(paths.split, "test"))
     probabilities, labels = ort_session(paths.onnx).run(None, {"image": x})
-    expected = predict_images(load_model(paths.model), ImageNormaliser.from_dict(prepared.encoder), x)  # normalised on the PyTorch side
+    expected = predict_images(
+        load_model(paths.model), ImageNormaliser.from_dict(prepared.encoder), x
+    )  # normalised on the PyTorch side
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     scores = score_test(paths.onnx, paths.model_card, paths.split)
     assert scores["rows"] == len(y) and scores["accuracy"] == pytest.approx(float((labels == y).mean()))

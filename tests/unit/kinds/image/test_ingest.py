@@ -53,11 +53,17 @@ def test_image_folder_in_grayscale_and_rgb(tmp_path):
 def test_unreadable_images_are_reported_then_stop_the_stage_past_the_threshold(tmp_path):
     folder = write_folder(tmp_path / "pets")
     (folder / "owl" / "broken.png").write_bytes(b"\x89PNG not really")
-    params = image_params(tmp_path / "lenient", ingest={"source": str(folder), "min_rows": 10, "max_rows": None, "max_unreadable_share": 0.1})
+    params = image_params(
+        tmp_path / "lenient", ingest={"source": str(folder), "min_rows": 10, "max_rows": None, "max_unreadable_share": 0.1}
+    )
     report = ingest.run(params.ingest, params.paths, params.seed)
     assert report["rows"] == 12 and [u["file"] for u in report["unreadable"]] == [str(folder / "owl" / "broken.png")]
-    strict = image_params(tmp_path / "strict", ingest={"source": str(folder), "min_rows": 10, "max_rows": None, "max_unreadable_share": 0.0})
-    with pytest.raises(DataError, match=r"owl/broken\.png: unreadable image .*1 of 13 files .*ingest\.max_unreadable_share") as error:
+    strict = image_params(
+        tmp_path / "strict", ingest={"source": str(folder), "min_rows": 10, "max_rows": None, "max_unreadable_share": 0.0}
+    )
+    with pytest.raises(
+        DataError, match=r"owl/broken\.png: unreadable image .*1 of 13 files .*ingest\.max_unreadable_share"
+    ) as error:
         ingest.run(strict.ingest, strict.paths, strict.seed)
     assert "\n" not in str(error.value)
 
@@ -76,7 +82,9 @@ def test_npz_source_channels_last_bytes(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (30, 7, 7, 3), dtype=np.uint8)
     np.savez(tmp_path / "own.npz", x=x, y=np.repeat([0, 1, 2], 10))
-    params = image_params(tmp_path, ingest={"source": str(tmp_path / "own.npz"), "min_rows": 10, "max_rows": None, "mode": "rgb"})
+    params = image_params(
+        tmp_path, ingest={"source": str(tmp_path / "own.npz"), "min_rows": 10, "max_rows": None, "mode": "rgb"}
+    )
     report = ingest.run(params.ingest, params.paths, params.seed)
     stored, y = read_images(Path(params.paths.ingested) / IMAGES_FILE)
     np.testing.assert_array_equal(stored, x.transpose(0, 3, 1, 2).astype(np.float32))  # stored [N, C, H, W]
@@ -88,6 +96,8 @@ def test_npz_source_channels_last_bytes(tmp_path):
 
 
 def test_tabular_ingest_keys_are_unknown_keys_in_one_line(tmp_path):
-    with pytest.raises(ParamsError, match=r"ingest\.time_column: unknown key; allowed: .*; ingest\.categorical: unknown key") as error:
+    with pytest.raises(
+        ParamsError, match=r"ingest\.time_column: unknown key; allowed: .*; ingest\.categorical: unknown key"
+    ) as error:
         image_params(tmp_path, ingest={"time_column": "year", "categorical": ["occ10"]})
     assert "\n" not in str(error.value)

@@ -15,7 +15,14 @@ from pipeline.params import SequenceParams
 from tests.conftest import REPO, make_params
 
 QUICK_INGEST = {"min_rows": 10}
-QUICK = {"epochs": 2, "batch_size": 32, "lr": 0.01, "warmup_epochs": 0, "num_threads": 1, "early_stopping": {"metric": "val_mae"}}
+QUICK = {
+    "epochs": 2,
+    "batch_size": 32,
+    "lr": 0.01,
+    "warmup_epochs": 0,
+    "num_threads": 1,
+    "early_stopping": {"metric": "val_mae"},
+}
 
 
 @functools.cache
@@ -34,8 +41,18 @@ def sequence_params(tmp_path: Path, ingest: dict | None = None, **sections) -> S
 
 
 def schema_for(**overrides) -> SequenceSchema:
-    values = dict(series_column="id", time_column="t", target="y", features=("y", "x"), task="forecast",
-                  lookback=3, horizon=2, stride=1, season_length=4, frequency=1)
+    values = dict(
+        series_column="id",
+        time_column="t",
+        target="y",
+        features=("y", "x"),
+        task="forecast",
+        lookback=3,
+        horizon=2,
+        stride=1,
+        season_length=4,
+        frequency=1,
+    )
     return SequenceSchema(**{**values, **overrides})
 
 
@@ -53,8 +70,10 @@ def long_table(n: int = 120, series=("a", "b"), seed: int = 0) -> pd.DataFrame:
 def stage_data(tmp_path: Path, rows: int = 700, **sections) -> SequenceParams:
     """elecdemand's first ``rows`` steps through ingest, clean, split and augment."""
     params = sequence_params(
-        tmp_path, ingest={"max_rows": rows, "lookback": 24, "horizon": 2, "stride": 2},
-        split={"method": "time", "train": 0.6, "val": 0.2, "test": 0.2}, **sections,
+        tmp_path,
+        ingest={"max_rows": rows, "lookback": 24, "horizon": 2, "stride": 2},
+        split={"method": "time", "train": 0.6, "val": 0.2, "test": 0.2},
+        **sections,
     )
     p = params.paths
     stages.ingest(params.ingest, p, params.seed)

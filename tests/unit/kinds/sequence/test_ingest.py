@@ -18,15 +18,21 @@ def test_elecdemand_ingest_builds_the_time_column(tmp_path):
     report = ingest.run(params.ingest, params.paths, params.seed)
     frame, schema = read_sequence(params.paths.ingested)
     assert report["rows"] == 200 and report["series"] == 1
-    assert frame["time"].iloc[0] == pd.Timestamp("2014-01-01 00:00") and frame["time"].iloc[1] == pd.Timestamp("2014-01-01 00:30")
+    assert frame["time"].iloc[0] == pd.Timestamp("2014-01-01 00:00") and frame["time"].iloc[1] == pd.Timestamp(
+        "2014-01-01 00:30"
+    )
     assert frame["time"].iloc[-1] == pd.Timestamp("2014-01-01") + 199 * pd.Timedelta(minutes=30)
     assert schema.features == ("Demand", "WorkDay", "Temperature")  # the target's history first, then every numeric column
     assert schema.series_column == "series" and set(frame["series"]) == {"elecdemand"}
-    assert schema.frequency == "30min" and json.loads((tmp_path / "data/ingested/schema.json").read_text())["kind"] == "sequence"
+    assert (
+        schema.frequency == "30min" and json.loads((tmp_path / "data/ingested/schema.json").read_text())["kind"] == "sequence"
+    )
 
 
 def test_long_table_ingest_with_two_series(tmp_path):
-    table = long_table(30).assign(t=lambda f: (pd.Timestamp("2024-03-01") + f["t"] * pd.Timedelta(hours=1)).astype(str), note="x")
+    table = long_table(30).assign(
+        t=lambda f: (pd.Timestamp("2024-03-01") + f["t"] * pd.Timedelta(hours=1)).astype(str), note="x"
+    )
     source = tmp_path / "data/raw/long.csv"
     source.parent.mkdir(parents=True)
     table.sample(frac=1.0, random_state=0).to_csv(source, index=False)  # row order does not matter

@@ -36,9 +36,14 @@ def test_params_errors_name_the_key():
         parse(clean={"impute": "mean"})
     with pytest.raises(ParamsError, match=r"train\.model\.d_model \(30\) must be a multiple of heads \(4\)"):
         parse(train={"model": {"architecture": "seq_transformer", "d_model": 30}})
-    with pytest.raises(ParamsError, match=r"train\.model\.architecture = 'mlp' does not fit ingest\.kind 'sequence'; choose lstm or gru or seq_transformer"):
+    with pytest.raises(
+        ParamsError,
+        match=r"train\.model\.architecture = 'mlp' does not fit ingest\.kind 'sequence'; choose lstm or gru or seq_transformer",
+    ):
         parse(train={"model": {"architecture": "mlp"}})
-    with pytest.raises(ParamsError, match=r"split\.method 'stratified' does not apply to ingest\.kind 'sequence'; choose time or group"):
+    with pytest.raises(
+        ParamsError, match=r"split\.method 'stratified' does not apply to ingest\.kind 'sequence'; choose time or group"
+    ):
         parse(split={"method": "stratified"})
 
 
@@ -53,4 +58,7 @@ def test_the_example_params_are_a_sequence_run_sharing_the_committed_files_and_s
     assert example.paths == committed.paths
     for section in ("evaluate", "export", "monitor", "serve"):
         assert getattr(example, section) == getattr(committed, section), section
-    assert yaml.safe_load((REPO / "examples/elecdemand/params.yaml").read_text()).keys() == yaml.safe_load((REPO / "params.yaml").read_text()).keys()
+    assert (
+        yaml.safe_load((REPO / "examples/elecdemand/params.yaml").read_text()).keys()
+        == yaml.safe_load((REPO / "params.yaml").read_text()).keys()
+    )

@@ -45,7 +45,9 @@ def test_forecast_stages_end_to_end_score_like_the_gate(tmp_path):
     assert list((tmp_path / "models/int8").iterdir()) == []
     scores = score_test(p.onnx, p.model_card, p.split)
     assert scores["mae"] == pytest.approx(metrics["model"]["mae"], rel=1e-4) and scores["rows"] == metrics["test_windows"]
-    assert (tmp_path / "reports/evaluate/plots/forecast.csv").exists() and (tmp_path / "reports/evaluate/plots/horizon_errors.csv").exists()
+    assert (tmp_path / "reports/evaluate/plots/forecast.csv").exists() and (
+        tmp_path / "reports/evaluate/plots/horizon_errors.csv"
+    ).exists()
 
 
 def test_sequence_classification_on_a_synthetic_long_table(tmp_path):
@@ -62,11 +64,23 @@ def test_sequence_classification_on_a_synthetic_long_table(tmp_path):
     pd.concat(frames).to_parquet(source)
     params = sequence_params(
         tmp_path,
-        ingest={"source": str(source), "target": "kind", "time_column": "step",
-                "series_column": "sensor", "task": "classify", "lookback": 12, "stride": 2},
+        ingest={
+            "source": str(source),
+            "target": "kind",
+            "time_column": "step",
+            "series_column": "sensor",
+            "task": "classify",
+            "lookback": 12,
+            "stride": 2,
+        },
         split={"method": "group", "group_column": "sensor", "train": 0.6, "val": 0.2, "test": 0.2},
-        train={**QUICK, "epochs": 6, "batch_size": 16, "model": {"architecture": "gru", "hidden": 16},
-               "early_stopping": {"metric": "val_accuracy"}},
+        train={
+            **QUICK,
+            "epochs": 6,
+            "batch_size": 16,
+            "model": {"architecture": "gru", "hidden": 16},
+            "early_stopping": {"metric": "val_accuracy"},
+        },
     )
     p = params.paths
     stages.ingest(params.ingest, p, params.seed)

@@ -31,16 +31,24 @@ def test_encoder_is_fitted_on_the_training_rows_only(tmp_path):
     after = prepare(params.features, params.train, p).encoder
     assert after == before
     train = pd.read_parquet(tmp_path / "data/split/train.parquet")
-    assert before["means"][0] == pytest.approx(train["Demand"].mean()) and before["target_std"] == pytest.approx(train["Demand"].std(ddof=0))
+    assert before["means"][0] == pytest.approx(train["Demand"].mean()) and before["target_std"] == pytest.approx(
+        train["Demand"].std(ddof=0)
+    )
 
 
 def test_a_tabular_architecture_is_refused_naming_the_key():
-    with pytest.raises(ParamsError, match=r"train\.model\.architecture = 'mlp' is not a sequence model; choose one of \['lstm', 'gru', 'seq_trans"):
+    with pytest.raises(
+        ParamsError,
+        match=r"train\.model\.architecture = 'mlp' is not a sequence model; choose one of \['lstm', 'gru', 'seq_trans",
+    ):
         sequence_config(TrainParams(), schema_for())
 
 
 def test_model_families_rebuild_from_their_configs():
-    configs = (RNNConfig(3, 2, cell="gru", bidirectional=True, layers=2), SeqTransformerConfig(3, 2, lookback=8, positional="learned", pooling="mean"))
+    configs = (
+        RNNConfig(3, 2, cell="gru", bidirectional=True, layers=2),
+        SeqTransformerConfig(3, 2, lookback=8, positional="learned", pooling="mean"),
+    )
     for config in configs:
         rebuilt = config_from_dict(json.loads(json.dumps(config.to_dict())))
         assert rebuilt == config

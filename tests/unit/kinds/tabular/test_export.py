@@ -20,8 +20,17 @@ NETWORKS = {
 def _trained(table, schema, network=None, **train):
     """A quick model; ``network``: the ``train.model`` section (default: an MLP with one layer of 16)."""
     pre = Preprocessor.fit(table.iloc[:400], schema, TabularFeatures())
-    cfg = TrainParams.model_validate({"model": network or NETWORKS["mlp"], "epochs": 2, "batch_size": 64, "warmup_epochs": 0, **train})
-    model, _, _ = fit(Tensors.encode(table.iloc[:400], pre), Tensors.encode(table.iloc[400:], pre), tabular_config(pre, cfg), cfg, seed=0, task="classification")
+    cfg = TrainParams.model_validate(
+        {"model": network or NETWORKS["mlp"], "epochs": 2, "batch_size": 64, "warmup_epochs": 0, **train}
+    )
+    model, _, _ = fit(
+        Tensors.encode(table.iloc[:400], pre),
+        Tensors.encode(table.iloc[400:], pre),
+        tabular_config(pre, cfg),
+        cfg,
+        seed=0,
+        task="classification",
+    )
     return model.eval(), pre
 
 

@@ -204,9 +204,7 @@ def test_text_with_more_junk_is_categorical():
 
 
 def test_params_override_inferred_kinds():
-    frame = pd.DataFrame(
-        {"occ10": [441.0, 5620.0, 441.0], "score": ["1", "2", "three"], "label": ["x", "y", "x"]}
-    )
+    frame = pd.DataFrame({"occ10": [441.0, 5620.0, 441.0], "score": ["1", "2", "three"], "label": ["x", "y", "x"]})
     cfg = TabularIngest(target="label", categorical=("occ10",), numeric=("score",))
 
     assert kinds(infer_schema(frame, cfg)) == {"occ10": "categorical", "score": "numeric"}

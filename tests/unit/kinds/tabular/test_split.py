@@ -13,9 +13,7 @@ from pipeline.kinds.tabular.split import split, summarise
 from pipeline.params import SplitParams
 
 SCHEMA = Schema(target="label", features=(Feature("x", "numeric"), Feature("store", "categorical")))
-TIME_SCHEMA = Schema(
-    target="label", features=SCHEMA.features, time_column="year", extra_columns=("year",)
-)
+TIME_SCHEMA = Schema(target="label", features=SCHEMA.features, time_column="year", extra_columns=("year",))
 
 
 def params(method: str = "stratified", **overrides) -> SplitParams:
@@ -275,13 +273,20 @@ def test_group_column_kept_as_id_is_not_a_feature_and_still_splits():
     from pipeline.params import TabularIngest
 
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({
-        "patient": np.repeat([f"p{i}" for i in range(40)], 5),
-        "x": rng.normal(size=200),
-        "label": rng.choice(["a", "b"], size=200),
-    })
+    frame = pd.DataFrame(
+        {
+            "patient": np.repeat([f"p{i}" for i in range(40)], 5),
+            "x": rng.normal(size=200),
+            "label": rng.choice(["a", "b"], size=200),
+        }
+    )
     out, schema = ingest(frame, TabularIngest(target="label", id_columns=("patient",), min_rows=10), seed=0)
     assert "patient" not in schema.feature_names and "patient" in schema.extra_columns
-    parts = split(out, schema.with_classes(("a", "b")), SplitParams(method="group", train=0.6, val=0.2, test=0.2, group_column="patient"), seed=0)
+    parts = split(
+        out,
+        schema.with_classes(("a", "b")),
+        SplitParams(method="group", train=0.6, val=0.2, test=0.2, group_column="patient"),
+        seed=0,
+    )
     groups = [set(part["patient"]) for part in parts.values()]
     assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
