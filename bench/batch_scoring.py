@@ -14,7 +14,7 @@ fresh child process scoring the workspace's exported model (models/model.onnx); 
 Each configuration runs twice; the faster run is shown, with the larger peak RSS of the two.
 Side by side: chunk sizes, one vs two onnxruntime threads, Parquet vs CSV input; then, in this
 process, onnxruntime alone on one 100,000-row chunk: one call vs calls of ``RUN_ROWS`` rows. The
-default run's output is checked against ``pipeline.scoring.OnnxModel`` on its first 20,000 rows.
+default run's output is checked against ``pipeline.kinds.tabular.runtime.OnnxModel`` on its first 20,000 rows.
 
     python bench/batch_scoring.py
 """

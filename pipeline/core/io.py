@@ -172,6 +172,12 @@ def write_table(path: str | Path, frame: pd.DataFrame) -> None:
         frame.to_parquet(temporary, index=False)
 
 
+def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a table as CSV (plot data for ``dvc plots``), atomically and durably."""
+    with atomic_path(path) as temporary:
+        frame.to_csv(temporary, index=False)
+
+
 def split_file(directory: str | Path, split: str) -> Path:
     return Path(directory) / f"{split}.parquet"
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from pipeline.core.errors import TrainError
-from pipeline.core.io import write_json
+from pipeline.core.io import atomic_path, write_json
 from pipeline.engine.callbacks import CurveLogger
 from pipeline.engine.distributed import Distributed, distributed_from_env, process_group
 from pipeline.engine.prepared import Prepared
@@ -77,8 +77,8 @@ def train_and_save(
     if curves is None:  # not rank 0: nothing to write
         return summary
     curves.close(summary)
-    Path(paths.model).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(best, paths.model)
+    with atomic_path(paths.model) as temporary:
+        torch.save(best, temporary)
     trained = len(history.epochs) - history.resumed_at
     log.info(
         "trained %d epochs (%d here, %d resumed; best %d, %s=%.4f) in %.1fs, %.0f samples/s; %d parameters",

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pipeline import models
-from pipeline.core.io import file_sha256
+from pipeline.core.io import atomic_path, file_sha256
 from pipeline.params import TrainParams
 from pipeline.shared import metrics
 
@@ -136,11 +136,9 @@ def last_checkpoint(
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write then rename: a kill during the save leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(checkpoint, temporary)
-    temporary.replace(path)
+    """Durably replace the checkpoint: a kill during the save leaves the previous one intact."""
+    with atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
 
 
 def run_fingerprint(cfg: TrainParams, seed: int, config, data_files: list[Path]) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from pipeline.core.errors import ExportError
-from pipeline.core.io import INT8_FILE, file_sha256, write_json
+from pipeline.core.io import INT8_FILE, atomic_write, file_sha256, write_json
 from pipeline.onnxio.build import LABEL, PROBABILITIES
 from pipeline.onnxio.session import ort_session
 from pipeline.params import ExportParams, Paths
@@ -89,8 +89,7 @@ def save_models(model_bytes: bytes, cfg: ExportParams, paths: Paths, feed: dict[
     """Write the verified ONNX model and, with ``export.int8``, its int8 twin compared with it on
     ``feed`` (true labels ``truth``); returns the int8 comparison (or None) and the models' hashes."""
     onnx_path = Path(paths.onnx)
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx_path.write_bytes(model_bytes)
+    atomic_write(onnx_path, model_bytes)
     int8_dir = Path(paths.onnx_int8)
     shutil.rmtree(int8_dir, ignore_errors=True)  # stale int8 files must never outlive their fp32 model
     int8_dir.mkdir(parents=True)

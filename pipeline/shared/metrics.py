@@ -87,8 +87,6 @@ def all_metrics(y_true: np.ndarray, proba: np.ndarray, bins: int) -> dict[str, f
 def label_scores(truth, predicted, classes: list[str]) -> dict[str, float]:
     """Accuracy, balanced accuracy, macro F1 and rows of predicted against true labels (text, any data
     kind). Labels the model does not know count as errors (it cannot predict them)."""
-    from pipeline.shared.metrics import classification_scores
-
     names = list(classes) + sorted(set(truth) - set(classes))
     index = {name: i for i, name in enumerate(names)}
     y_true = np.array([index[v] for v in truth], dtype=np.int64)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from pipeline.core.io import write_json
+from pipeline.core.io import write_csv, write_json
 from pipeline.params import EvaluateParams, Paths
 from pipeline.shared.metrics import all_metrics, classification_scores, expected_calibration_error
 
@@ -73,8 +73,8 @@ def write_classification_reports(
     plots = Path(paths.eval_plots)
     plots.mkdir(parents=True, exist_ok=True)
     names = np.array(classes, dtype=object)
-    pd.DataFrame({"actual": names[test_y], "predicted": names[proba.argmax(1)]}).to_csv(plots / "confusion.csv", index=False)
+    write_csv(plots / "confusion.csv", pd.DataFrame({"actual": names[test_y], "predicted": names[proba.argmax(1)]}))
     for name, frame in curves(test_y, proba, cfg.curve_points).items():
-        frame.to_csv(plots / f"{name}.csv", index=False)
+        write_csv(plots / f"{name}.csv", frame)
     _, reliability = expected_calibration_error(test_y, proba, cfg.calibration_bins)
-    pd.DataFrame(reliability).to_csv(plots / "calibration.csv", index=False)
+    write_csv(plots / "calibration.csv", pd.DataFrame(reliability))

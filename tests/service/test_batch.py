@@ -65,7 +65,7 @@ def model(workspace):
 
 @pytest.fixture(scope="module")
 def expected(workspace, rows) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities [N, K], labels [N]) from the reference scorer, pipeline.scoring.OnnxModel."""
+    """(probabilities [N, K], labels [N]) from the reference scorer, pipeline.kinds.tabular.runtime.OnnxModel."""
     return OnnxModel.load(workspace["onnx"], workspace["card"]).predict_proba(rows)
 
 

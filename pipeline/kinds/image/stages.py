@@ -72,9 +72,9 @@ def augment(cfg: AugmentParams, paths: Paths, seed: int) -> Report:
 
 
 def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
-    from pipeline.kinds.image.train import prepare
+    from pipeline.kinds.image import train
 
-    return prepare(narrow(features, ImageFeatures), cfg, paths, encoder)
+    return train.prepare(narrow(features, ImageFeatures), cfg, paths, encoder)
 
 
 def evaluate(cfg: EvaluateParams, paths: Paths, seed: int) -> Report:

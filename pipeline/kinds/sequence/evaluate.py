@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.core.io import write_json
+from pipeline.core.io import write_csv, write_json
 from pipeline.kinds.sequence.data import SequenceSchema
 from pipeline.kinds.sequence.encoder import SequenceEncoder, load_encoder
 from pipeline.kinds.sequence.metrics import forecast_report
@@ -87,7 +87,7 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     write_json(paths.eval_metrics, metrics)
     write_json(paths.eval_per_class, breakdown)  # a forecast has no classes: its breakdowns are per step and per series
     for name, table in plots.items():
-        table.to_csv(plots_dir / f"{name}.csv", index=False)
+        write_csv(plots_dir / f"{name}.csv", table)
     log.info(
         "test MAE %.4f (seasonal naive %.4f, persistence %.4f), RMSE %.4f (seasonal naive %.4f) on %d windows",
         metrics["model"]["mae"],

@@ -53,9 +53,9 @@ def augment(cfg: AugmentParams, paths: Paths, seed: int) -> Report:
 
 
 def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
-    from pipeline.kinds.sequence.train import prepare
+    from pipeline.kinds.sequence import train
 
-    return prepare(narrow(features, SequenceFeatures), cfg, paths, encoder)
+    return train.prepare(narrow(features, SequenceFeatures), cfg, paths, encoder)
 
 
 def evaluate(cfg: EvaluateParams, paths: Paths, seed: int) -> Report:

@@ -53,9 +53,9 @@ def augment(cfg: AugmentParams, paths: Paths, seed: int) -> Report:
 
 
 def prepare(features: FeatureParams, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
-    from pipeline.kinds.tabular.train import prepare_tabular
+    from pipeline.kinds.tabular import train
 
-    return prepare_tabular(narrow(features, TabularFeatures), cfg, paths, encoder)
+    return train.prepare(narrow(features, TabularFeatures), cfg, paths, encoder)
 
 
 def evaluate(cfg: EvaluateParams, paths: Paths, seed: int) -> Report:

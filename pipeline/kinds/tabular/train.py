@@ -40,9 +40,7 @@ def tabular_config(preprocessor: Preprocessor, cfg: TrainParams) -> ModelConfig 
     )
 
 
-def prepare_tabular(
-    features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None
-) -> Prepared:
+def prepare(features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
     """Fit the encoder on the real training rows (augmented rows are training-time noise), encode.
 
     ``encoder``: a warm start's encoder, reused when it still fits (``reusable_encoder``)."""

@@ -1,15 +1,21 @@
-"""Every kind's runtime reads its model's card as a typed ``ModelCard`` and refuses a card of another kind."""
+"""Every kind's runtime reads its model's card as a typed ``ModelCard`` and refuses a card of another kind;
+a lifecycle step a kind does not provide yet is one line naming the kind and the step."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from pipeline import kinds
 from pipeline.core.errors import DataError
+from pipeline.kinds.base import NotSupportedYet
 from pipeline.onnxio.card import parse_card
+from pipeline.params import load_params
+from tests.conftest import REPO, make_params
 from tests.unit.onnxio.fixtures import old_card_data
 
 OTHER = {"tabular": "image", "image": "sequence", "sequence": "tabular"}
+EXAMPLES = {"image": "examples/digits/params.yaml", "sequence": "examples/elecdemand/params.yaml"}
 
 
 @pytest.mark.parametrize("kind", sorted(OTHER))
@@ -19,3 +25,29 @@ def test_score_split_refuses_the_card_of_another_kind(kind, tmp_path):
     card = parse_card(old_card_data(OTHER[kind]))
     with pytest.raises(DataError, match=rf"model\.onnx: the card is of an? {OTHER[kind]} model, not an? {kind} one$"):
         kinds.get(kind).runtime.score_split(onnx_path, card, tmp_path)
+
+
+def test_the_tabular_feed_schema_and_drift_frame_refuse_the_card_of_another_kind(raw_params, tmp_path):
+    runtime, card = kinds.get("tabular").runtime, parse_card(old_card_data("image"))
+    with pytest.raises(DataError, match=r"^the card is of a image model, not a tabular one$"):
+        runtime.feed_schema(card)
+    with pytest.raises(DataError, match=r"^the card is of a image model, not a tabular one$"):
+        runtime.drift_frame(pd.DataFrame(), card, make_params(raw_params, tmp_path))
+
+
+@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+def test_serving_landing_and_drift_are_refused_in_one_line_naming_the_kind(kind):
+    runtime, card = kinds.get(kind).runtime, parse_card(old_card_data(kind))
+    params = load_params(REPO / EXAMPLES[kind])
+    serving = rf"^the service cannot score {kind} models yet: it takes tabular models only$"
+    with pytest.raises(NotSupportedYet, match=serving):
+        runtime.feed_schema(card)
+    with pytest.raises(NotSupportedYet, match=serving):
+        runtime.build_feed([{}], None)
+    with pytest.raises(
+        NotSupportedYet, match=rf"^ingest.kind = '{kind}': landed data is not screened yet \(landing takes tables only\)$"
+    ):
+        runtime.landing_screen(params)
+    with pytest.raises(NotSupportedYet, match=rf"^the drift monitor cannot check {kind} data yet: it checks tables only$"):
+        runtime.drift_frame(pd.DataFrame(), card, params)
+    assert issubclass(NotSupportedYet, DataError)  # a user error: one line at the command line, no traceback

@@ -2,9 +2,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.core.errors import DataError, ParamsError
+from pipeline.kinds.base import NotSupportedYet
 from pipeline.kinds.tabular.ingest import ingest
+from pipeline.kinds.tabular.landing import batch_problems
 from pipeline.lifecycle.landing import (
     REASON_SUFFIX,
     land_frame,
@@ -12,6 +15,7 @@ from pipeline.lifecycle.landing import (
     next_periods,
     reference_sample,
     screen,
+    screen_landed,
     tabular_params,
 )
 from pipeline.params import TabularIngest, load_params
@@ -48,7 +52,7 @@ def test_bad_batches_are_quarantined_with_a_reason_and_good_ones_stay(tmp_path):
     (landing / "corrupt.parquet").write_bytes(b"\x00garbage")
     land_frame(make_table(50).drop(columns="label"), landing, "unlabelled.parquet")  # labels may come later
 
-    good, moved = screen(landing, quarantine, COLUMNS, ["x", "noise"], CFG)
+    good, moved = screen(landing, quarantine, lambda path: batch_problems(path, COLUMNS, ["x", "noise"], CFG))
     assert sorted(b.path.name for b in good) == ["good.parquet", "unlabelled.parquet"]
     assert sorted(p.name for p in moved) == ["corrupt.parquet", "no_x.csv", "text_x.csv"]
     reasons = {p.name.removesuffix(REASON_SUFFIX): p.read_text() for p in quarantine.glob(f"*{REASON_SUFFIX}")}
@@ -56,6 +60,21 @@ def test_bad_batches_are_quarantined_with_a_reason_and_good_ones_stay(tmp_path):
     assert "'x' should be numeric" in reasons["text_x.csv"]
     assert "not a readable parquet file" in reasons["corrupt.parquet"]
     assert not (landing / "no_x.csv").exists()  # moved, not copied: never silently kept or dropped
+
+
+def test_the_landing_area_is_screened_by_the_pipelines_kind(params, tmp_path):
+    landing = Path(params.paths.landing)
+    land_frame(make_table(50), landing, "good.parquet")
+    land_frame(make_table(50).drop(columns="x"), landing, "no_x.csv")
+    good, moved = screen_landed(params)  # the tabular kind: the source's columns, read once
+    assert [b.path.name for b in good] == ["good.parquet"] and [p.name for p in moved] == ["no_x.csv"]
+    assert (Path(params.paths.quarantine) / f"no_x.csv{REASON_SUFFIX}").read_text() == "missing column(s) ['x']\n"
+
+    images = make_params(yaml.safe_load((REPO / "examples/digits/params.yaml").read_text()), tmp_path / "digits")
+    land_frame(make_table(50), Path(images.paths.landing), "table.parquet")
+    with pytest.raises(NotSupportedYet, match=r"^ingest.kind = 'image': landed data is not screened yet"):
+        screen_landed(images)
+    assert (Path(images.paths.landing) / "table.parquet").exists()  # refused before anything moved
 
 
 def test_landing_is_atomic_and_never_overwrites(tmp_path):

@@ -3,9 +3,13 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from pipeline.lifecycle.monitoring import LandingSource, as_model_inputs, decide_retrain, idempotency_key
-from pipeline.onnxio.card import CategoricalInput, NumericInput
+from pipeline import kinds
+from pipeline.kinds.tabular.runtime import as_model_inputs
+from pipeline.lifecycle.monitoring import LandingSource, decide_retrain, drift_columns, idempotency_key
+from pipeline.onnxio.card import CategoricalInput, NumericInput, TabularCard
 from pipeline.params import MonitorParams
+from tests.conftest import make_params
+from tests.unit.onnxio.fixtures import old_card_path
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 CFG = MonitorParams(drift_share=0.5, min_rows=100, accuracy_tolerance=0.05, cooldown_hours=24)
@@ -79,3 +83,11 @@ def test_model_inputs_are_typed_like_training():
     assert list(out.columns) == ["n", "c"]
     assert out["n"].iloc[0] == pytest.approx(1.5) and pd.isna(out["n"].iloc[1])
     assert out["c"].iloc[0] == "441" and pd.isna(out["c"].iloc[1])
+
+
+def test_the_drift_frame_tells_numbers_from_categories_as_the_card_does(raw_params, tmp_path):
+    card = TabularCard.load(old_card_path("tabular"))
+    frame = pd.DataFrame({name: ["1", None, "x"] for name in card.input_names})  # text everywhere: typed by the card
+    drifting = kinds.get("tabular").runtime.drift_frame(frame, card, make_params(raw_params, tmp_path))
+    assert list(drifting.columns) == list(card.input_names)
+    assert drift_columns(drifting) == (list(card.numeric_names), list(card.categorical_names))
