@@ -13,7 +13,7 @@ from pipeline.engine.callbacks import MAXIMISED, Callback, CurveLogger, EpochLog
 from pipeline.engine.data import TASK_METRICS, Task, Tensors, batch_loader, epoch_batches, use_pinned_memory
 from pipeline.engine.distributed import Distributed, distributed_from_env, resolve_device
 from pipeline.engine.optim import class_weights, lr_at, make_loss, make_optimizer
-from pipeline.engine.prepared import Prepared, reusable_encoder
+from pipeline.engine.prepared import Prepared, keeps_encoder
 from pipeline.engine.run import configure_torch, launch_torchrun, train_and_save, train_command
 from pipeline.engine.state import LAST_CHECKPOINT, History, TrainState, resumable, run_fingerprint
 from pipeline.engine.training import fit, predict, scores_of, train_epoch, validate
@@ -52,7 +52,7 @@ __all__ = [
     "predict",
     "resolve_device",
     "resumable",
-    "reusable_encoder",
+    "keeps_encoder",
     "run_fingerprint",
     "scores_of",
     "train_and_save",

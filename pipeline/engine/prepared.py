@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,17 +36,19 @@ class Prepared:
             raise ValueError(f"Prepared.task = {self.task!r}; choose one of {sorted(TASK_METRICS)}")
 
 
-def reusable_encoder(encoder: dict[str, Any] | None, classes: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
-    """A warm start's encoder, when it still fits the data: the same classes in the same order.
+def keeps_encoder(old_classes: Sequence[str], classes: Sequence[str], old_inputs: object, inputs: object) -> bool:
+    """Whether a warm start keeps the initial model's encoder: the same classes in the same order and the
+    same inputs (the kind says what those are: columns, image shape and pixel scale, window layout).
 
-    Fine-tuning keeps the initial model's encoder so every input (category index, scaling) means
-    what it meant when the weights were learned; new classes need a new encoder (and head)."""
-    if encoder is None:
-        return None
-    if list(encoder.get("classes", [])) != list(classes):
+    Fine-tuning keeps the encoder so every input (category index, scaling) means what it meant when the
+    weights were learned; new classes or other inputs need a new encoder (and head, or first layer)."""
+    if list(old_classes) != list(classes):
         log.warning(
-            "warm start: the classes changed (%s -> %s); the encoder is fitted afresh", encoder.get("classes"), list(classes)
+            "warm start: the classes changed (%s -> %s); the encoder is fitted afresh", list(old_classes), list(classes)
         )
-        return None
+        return False
+    if old_inputs != inputs:
+        log.warning("warm start: the inputs changed (%s -> %s); the encoder is fitted afresh", old_inputs, inputs)
+        return False
     log.info("warm start: keeping the initial model's encoder")
-    return encoder
+    return True

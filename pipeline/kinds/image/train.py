@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.core.errors import ParamsError
-from pipeline.engine import Prepared, Tensors, reusable_encoder
+from pipeline.engine import Prepared, Tensors, keeps_encoder
 from pipeline.kinds.image import encoder as image_encoder
 from pipeline.kinds.image.data import ImageSchema, read_image_schema, read_images, split_path
 from pipeline.kinds.image.encoder import ImageNormaliser, label_codes
@@ -50,9 +50,10 @@ def prepare(features: ImageFeatures, cfg: TrainParams, paths: Paths, encoder: di
     the augmented training and the validation images."""
     schema = read_image_schema(paths.split)
     config = cnn_config(schema, cfg)
-    kept = reusable_encoder(encoder, schema.classes)
-    if kept is not None:
-        normaliser = ImageNormaliser.from_dict(kept)
+    old = ImageNormaliser.from_dict(encoder) if encoder is not None else None
+    inputs = ((schema.channels, schema.height, schema.width), tuple(schema.value_range))
+    if old is not None and keeps_encoder(old.classes, schema.classes, (tuple(old.shape), tuple(old.value_range)), inputs):
+        normaliser = old
     else:
         real_x, _ = read_images(split_path(paths.split, "train"))
         normaliser = ImageNormaliser.fit(real_x, schema, features)

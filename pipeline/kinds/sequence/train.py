@@ -8,6 +8,7 @@ Params:  ``features``, ``train``
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 
 from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import read_table, split_file
-from pipeline.engine import Prepared, Tensors, reusable_encoder
+from pipeline.engine import Prepared, Tensors, keeps_encoder
 from pipeline.kinds.sequence import encoder as encoder_module
 from pipeline.kinds.sequence import windows as windows_module
 from pipeline.kinds.sequence.data import WINDOWS_FILE, SequenceSchema, read_sequence_schema
@@ -62,9 +63,12 @@ def prepare(features: SequenceFeatures, cfg: TrainParams, paths: Paths, encoder:
     start's ``encoder``; encode the augmented training windows and the validation windows."""
     schema = read_sequence_schema(paths.split)
     config = sequence_config(cfg, schema)  # fails fast on a tabular architecture
-    kept = reusable_encoder(encoder, schema.classes)
-    if kept is not None:
-        fitted = SequenceEncoder.from_dict(kept)
+    old = SequenceEncoder.from_dict(encoder) if encoder is not None else None
+    # Everything about the windows but the classes: features, lookback, horizon, task, series.
+    if old is not None and keeps_encoder(
+        old.classes, schema.classes, replace(old.schema, classes=()), replace(schema, classes=())
+    ):
+        fitted = old
     else:
         fitted = SequenceEncoder.fit(read_table(split_file(paths.split, "train")), schema, features)
     windows_file = Path(paths.augmented) / WINDOWS_FILE

@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.core.errors import ParamsError
 from pipeline.core.io import read_table, split_file
-from pipeline.engine import Prepared, Tensors, reusable_encoder
+from pipeline.engine import Prepared, Tensors, keeps_encoder
 from pipeline.kinds.tabular import encoder as tabular_encoder
 from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.schema import read_schema
@@ -40,17 +40,22 @@ def tabular_config(preprocessor: Preprocessor, cfg: TrainParams) -> ModelConfig 
     )
 
 
+def input_columns(preprocessor: Preprocessor) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The numeric and categorical columns an encoder reads, in its order."""
+    return tuple(c.name for c in preprocessor.numeric), tuple(c.name for c in preprocessor.categorical)
+
+
 def prepare(features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
     """Fit the encoder on the real training rows (augmented rows are training-time noise), encode.
 
-    ``encoder``: a warm start's encoder, reused when it still fits (``reusable_encoder``)."""
+    ``encoder``: a warm start's encoder, kept when it still fits (``keeps_encoder``)."""
     schema = read_schema(paths.split)
-    kept = reusable_encoder(encoder, schema.classes)
-    preprocessor = (
-        Preprocessor.from_dict(kept)
-        if kept
-        else Preprocessor.fit(read_table(split_file(paths.split, "train")), schema, features)
-    )
+    old = Preprocessor.from_dict(encoder) if encoder is not None else None
+    inputs = (tuple(schema.numeric), tuple(schema.categorical))
+    if old is not None and keeps_encoder(old.classes, schema.classes, input_columns(old), inputs):
+        preprocessor = old
+    else:
+        preprocessor = Preprocessor.fit(read_table(split_file(paths.split, "train")), schema, features)
     return Prepared(
         train=Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor),
         val=Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor),

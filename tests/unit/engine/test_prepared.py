@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.engine import Prepared, Tensors, reusable_encoder
+from pipeline.engine import Prepared, Tensors, keeps_encoder
 
 
 def test_prepared_says_its_task():
@@ -14,8 +14,9 @@ def test_prepared_says_its_task():
         Prepared(task="forecast", **fields)
 
 
-def test_a_warm_start_encoder_is_kept_only_for_the_same_classes():
-    encoder = {"classes": ["a", "b"]}
-    assert reusable_encoder(encoder, ("a", "b")) is encoder
-    assert reusable_encoder(encoder, ["a", "b", "new class"]) is None  # new classes: fit afresh
-    assert reusable_encoder(None, ["a"]) is None
+def test_a_warm_start_encoder_is_kept_only_for_the_same_classes_and_inputs(caplog):
+    assert keeps_encoder(("a", "b"), ["a", "b"], ("x", "y"), ("x", "y"))
+    assert not keeps_encoder(("a", "b"), ["a", "b", "new class"], ("x",), ("x",))  # new classes: fit afresh
+    with caplog.at_level("WARNING", logger="pipeline"):
+        assert not keeps_encoder(("a", "b"), ("a", "b"), (1, 8, 8), (3, 8, 8))  # other inputs: fit afresh
+    assert "the inputs changed ((1, 8, 8) -> (3, 8, 8))" in caplog.text

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from pipeline.core.io import SCHEMA_FILE, split_file, write_json, write_table
-from pipeline.engine import reusable_encoder
+from pipeline.engine import keeps_encoder
 from pipeline.kinds.tabular.encoder import load_preprocessor
 from pipeline.kinds.tabular.evaluate import predict_proba
 from pipeline.models import load_model
@@ -88,5 +88,5 @@ def test_the_stage_fine_tunes_the_model_in_init_model_keeping_its_encoder(tmp_pa
     assert Path(second.paths.preprocessor).read_text() == Path(first.paths.preprocessor).read_text()
 
     encoder = json.loads(Path(first.paths.preprocessor).read_text())
-    assert reusable_encoder(encoder, list(encoder["classes"])) is encoder
-    assert reusable_encoder(encoder, [*encoder["classes"], "new class"]) is None  # new classes: fit afresh
+    assert keeps_encoder(encoder["classes"], list(encoder["classes"]), None, None)
+    assert not keeps_encoder(encoder["classes"], [*encoder["classes"], "new class"], None, None)  # new classes: fit afresh
