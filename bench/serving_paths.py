@@ -51,11 +51,11 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.core.io import read_table, split_file
 from pipeline.kinds.tabular.encoder import load_preprocessor
+from pipeline.kinds.tabular.records import FeedSchema, build_feed
 from pipeline.kinds.tabular.runtime import onnx_feed
 from pipeline.models import ModelConfig, build_model
 from pipeline.onnxio.card import TabularCard
 from pipeline.params import load_params
-from serving.app import FeedSchema, build_feed
 
 BATCH_SIZES = (1, 1024)
 THREADS = (1, 2)

@@ -23,21 +23,22 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common import MonitorState, locked_state, retrain_in_progress, update_state, utc_now, workspace_root
+from pipeline import kinds
 from pipeline.core.io import read_table, write_json
 from pipeline.kinds.tabular.runtime import OnnxModel, labelled_rows, score
 from pipeline.lifecycle.drift import detect_drift
-from pipeline.lifecycle.landing import expected_source_columns, screen, tabular_params
+from pipeline.lifecycle.landing import screen_landed
 from pipeline.lifecycle.monitoring import (
     CurrentSource,
     LandingSource,
     PredictionLogSource,
-    as_model_inputs,
     combine,
     decide_retrain,
+    drift_columns,
     idempotency_key,
 )
 from pipeline.lifecycle.registry import Registry
-from pipeline.onnxio.card import TabularCard
+from pipeline.onnxio.card import ModelCard
 from pipeline.params import load_params, prediction_log_url
 
 RETRAIN_DEPLOYMENT = "retrain/retrain"
@@ -48,17 +49,17 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     """Drift of the new batches against the production model's training data; None when nothing is new."""
     logger = get_run_logger()
     root_path = Path(root)
-    params = tabular_params(load_params(root_path / "params.yaml"))  # drift is checked on tables only
+    params = load_params(root_path / "params.yaml")
     paths, cfg = params.paths, params.monitor
-    columns, numeric = expected_source_columns(params.ingest)
-    screen(root_path / paths.landing, root_path / paths.quarantine, columns, numeric, params.ingest)
+    screen_landed(params, root_path)  # the kind's check; NotSupportedYet for a kind that takes no landed data
 
     production = Registry(root_path / paths.registry).production()
     if production is None:
         logger.warning("no production model yet: run the retrain flow first")
         return None
     production.verify()  # the reference must be the exact training data the registry pinned
-    card = TabularCard.load(production.card)
+    card = ModelCard.load(production.card)
+    runtime = kinds.get(card.KIND).runtime
 
     state = MonitorState.load(root_path / paths.monitor_state)
     current = combine(
@@ -68,9 +69,9 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         logger.info("no new data since the last check (%s)", cfg.source)
         return None
 
-    reference = as_model_inputs(read_table(production.reference), card.inputs, params.clean)
-    current_inputs = as_model_inputs(current.frame, card.inputs, params.clean)
-    numeric_cols, categorical_cols = list(card.numeric_names), list(card.categorical_names)
+    current_inputs = runtime.drift_frame(current.frame, card, params)  # NotSupportedYet for a kind not checked yet
+    reference = runtime.drift_frame(read_table(production.reference), card, params)
+    numeric_cols, categorical_cols = drift_columns(reference)
     html = Path(report_dir) / "report.html"
     drift = detect_drift(
         reference,

@@ -29,11 +29,12 @@ from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_roo
 from pipeline.core.gitinfo import git_revision
 from pipeline.core.io import INIT_ENCODER_FILE, INIT_FILE, INT8_FILE, file_sha256, read_json
 from pipeline.kinds import score_test, training_split_file
+from pipeline.kinds.base import NotSupportedYet
 from pipeline.lifecycle.gate import Decision, baseline_key, decide, parity_passed
-from pipeline.lifecycle.landing import expected_source_columns, screen
+from pipeline.lifecycle.landing import screen_landed
 from pipeline.lifecycle.registry import Registry
 from pipeline.onnxio.card import ModelCard
-from pipeline.params import Params, TabularParams, load_params
+from pipeline.params import Params, load_params
 
 Reason = Literal["schedule", "drift", "manual"]
 Start = Literal["cold", "warm"]
@@ -117,13 +118,11 @@ def place_init_model(root: str, start: Start) -> dict[str, Any]:
 def screen_landing(root: str) -> dict[str, Any]:
     """Quarantine landed batches that cannot be ingested, so one bad file never stops the retrain."""
     params = load_params(Path(root) / "params.yaml")
-    paths = params.paths
-    if not isinstance(params, TabularParams):
-        # Landed batches are tables screened against the source's columns; other kinds do not land yet.
-        get_run_logger().info("ingest.kind %s: landed data is not screened (landing takes tables only)", params.ingest.kind)
+    try:
+        good, moved = screen_landed(params, Path(root))
+    except NotSupportedYet as exc:  # a kind that takes no landed data yet: nothing to screen, the retrain goes on
+        get_run_logger().info("%s", exc)
         return {"batches": [], "quarantined": []}
-    columns, numeric = expected_source_columns(params.ingest)
-    good, moved = screen(Path(root) / paths.landing, Path(root) / paths.quarantine, columns, numeric, params.ingest)
     return {"batches": [b.path.name for b in good], "quarantined": [p.name for p in moved]}
 
 

@@ -6,7 +6,10 @@ version and request id; every record logged and committed before the answer), ``
 ``GET /metrics`` (Prometheus text). A background task watches the registry's production pointer
 and swaps in a newly promoted (or rolled-back) model without a restart: the new session is
 loaded first, then one reference is replaced, so a request in flight finishes on the model it
-started with. No torch on this path: onnxruntime, numpy and the model card only.
+started with. Records become the model's feed by its kind's runtime (``KindRuntime.feed_schema``
+once per model, ``build_feed`` per request); a production model of a kind the service cannot score
+yet leaves it unready, ``/ready`` answering 503 with the reason. No torch on this path:
+onnxruntime, numpy and the model card only.
 """
 
 from __future__ import annotations
@@ -14,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,10 +34,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.core.canon import category_value
-from pipeline.kinds.tabular.encoder import MISSING_TEXT
+from pipeline import kinds
+from pipeline.kinds.base import FeedSchema, NotSupportedYet, RecordError
 from pipeline.lifecycle.registry import Registry
-from pipeline.onnxio.card import TabularCard
+from pipeline.onnxio.card import ModelCard
 from pipeline.onnxio.session import ort_session
 from pipeline.params import ServeParams
 from serving.predlog import PredictionLog
@@ -52,26 +54,14 @@ class RequestError(Exception):
 
 
 @dataclass(frozen=True)
-class FeedSchema:
-    """The card's inputs as ``build_feed`` uses them on every request: computed once, when a model loads."""
-
-    names: tuple[str, ...]  # in the card's order
-    known: frozenset[str]
-    numeric: frozenset[str]
-
-    @classmethod
-    def of(cls, card: TabularCard) -> FeedSchema:
-        return cls(card.input_names, frozenset(card.input_names), frozenset(card.numeric_names))
-
-
-@dataclass(frozen=True)
 class LoadedModel:
     """An immutable, ready-to-run production model; swapped as a whole on promotion or rollback."""
 
     version: str
-    card: TabularCard
+    card: ModelCard
     session: Any
-    inputs: FeedSchema
+    inputs: FeedSchema  # the kind's own schema, worked out once here
+    build_feed: Callable[[Sequence[Any], Any], dict[str, np.ndarray]]  # the kind's records -> feed, called per request
     classes: tuple[str, ...]
     metrics: dict[str, Any]
     variant: str  # "fp32" or "int8"
@@ -82,51 +72,15 @@ class LoadedModel:
         if version is None:
             return None
         version.verify()
+        card = ModelCard.load(version.card)
+        runtime = kinds.get(card.KIND).runtime
+        inputs = runtime.feed_schema(card)  # before the session: a kind the service cannot score yet stops here
         session = ort_session(version.serving_onnx, threads)  # int8 when the gate chose it
-        card = TabularCard.load(version.card)
         variant = "int8" if version.serving_onnx == version.onnx_int8 else "fp32"
-        return cls(version.name, card, session, FeedSchema.of(card), card.classes, version.metrics(), variant)
+        return cls(version.name, card, session, inputs, runtime.build_feed, card.classes, version.metrics(), variant)
 
 
-# ---------------------------------------------------------------- validation and feeds
-
-
-def build_feed(records: list[Any], inputs: FeedSchema) -> dict[str, np.ndarray]:
-    """Validate raw records against the model's input schema and build the [N, 1] ONNX feeds.
-
-    Every input field must be present (null is allowed: the model imputes it); unknown fields,
-    wrong types and non-objects are refused with a message naming the record and the field.
-    """
-    names, known, numeric = inputs.names, inputs.known, inputs.numeric
-    columns: dict[str, list] = {name: [] for name in names}
-    for i, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise RequestError(422, f"record {i}: expected an object of fields, got {type(record).__name__}")
-        unknown = [key for key in record if key not in known]
-        if unknown:
-            raise RequestError(422, f"record {i}: unknown field {unknown[0]!r}; the model's fields are {list(names)}")
-        for name in names:
-            if name not in record:
-                raise RequestError(422, f"record {i}: missing field {name!r} (send null if it is unknown)")
-            value = record[name]
-            if name in numeric:
-                if value is None:
-                    columns[name].append(math.nan)
-                elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                    columns[name].append(float(value))
-                else:
-                    raise RequestError(422, f"record {i}: field {name!r} must be a number or null, got {value!r}")
-            elif value is None:
-                columns[name].append(MISSING_TEXT)
-            elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                text = category_value(value)  # the training rule: 441.0 and 441 are "441"
-                columns[name].append(MISSING_TEXT if text is None else text)
-            else:
-                raise RequestError(422, f"record {i}: field {name!r} must be a string or null, got {value!r}")
-    return {
-        name: (np.array(values, dtype=np.float32) if name in numeric else np.array(values, dtype=object)).reshape(-1, 1)
-        for name, values in columns.items()
-    }
+# ---------------------------------------------------------------- the log
 
 
 def model_fields(record: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
@@ -175,6 +129,7 @@ class Service:
         self.model: LoadedModel | None = None
         self.log: PredictionLog | None = None
         self.metrics = ServiceMetrics()
+        self.refused: str | None = None  # why the production model is not served (a kind the service cannot score yet)
         self._pointer_seen: str | None = None
 
     @property
@@ -191,13 +146,25 @@ class Service:
         except FileNotFoundError:
             return None
 
+    @property
+    def unready(self) -> str:
+        """Why no model is served: the production model's kind refused, or there is none yet."""
+        return self.refused or "no production model loaded"
+
     async def reload_if_changed(self) -> bool:
         """Load the production model when the pointer changed; swap only once the new one is ready."""
         pointer = self._pointer()
-        if pointer == self._pointer_seen and self.model is not None:
+        if pointer == self._pointer_seen and (self.model is not None or self.refused is not None):
             return False
-        loaded = await run_in_threadpool(LoadedModel.load, self.registry, self.settings.onnx_threads)
-        self._pointer_seen = pointer
+        try:
+            loaded = await run_in_threadpool(LoadedModel.load, self.registry, self.settings.onnx_threads)
+        except NotSupportedYet as exc:
+            # Not a failure to retry: this version can never be served. Keep serving the previous model, if any,
+            # and say why on /ready until the pointer moves.
+            self._pointer_seen, self.refused = pointer, str(exc)
+            log.error("production model not served, still serving %s: %s", self.model.version if self.model else None, exc)
+            return False
+        self._pointer_seen, self.refused = pointer, None
         if loaded is None or (self.model is not None and loaded.version == self.model.version):
             return False
         previous, self.model = self.model, loaded  # one reference swap: in-flight requests keep theirs
@@ -263,7 +230,7 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
         started = time.perf_counter()
         model = service.model  # this request's model, whatever gets promoted meanwhile
         if model is None:
-            raise RequestError(503, "no production model in the registry yet")
+            raise RequestError(503, service.refused or "no production model in the registry yet")
         body = await read_body(request, settings.max_body_bytes)
         try:
             records = orjson.loads(body)
@@ -275,7 +242,10 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
             raise RequestError(422, "body is an empty list: send at least one record")
         if len(records) > settings.max_records:
             raise RequestError(413, f"{len(records)} records is over the batch limit of {settings.max_records}")
-        feed = build_feed(records, model.inputs)
+        try:
+            feed = model.build_feed(records, model.inputs)
+        except RecordError as exc:
+            raise RequestError(422, str(exc)) from None
         probabilities, labels = (
             model.session.run(["probabilities", "label"], feed)
             if len(records) <= 16
@@ -344,14 +314,14 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
     @app.get("/ready")
     async def ready():
         if service.model is None:
-            return JSONResponse(status_code=503, content={"ready": False, "detail": "no production model loaded"})
+            return JSONResponse(status_code=503, content={"ready": False, "detail": service.unready})
         return {"ready": True, "model_version": service.model.version}
 
     @app.get("/model")
     async def model_info():
         model = service.model
         if model is None:
-            raise RequestError(503, "no production model loaded")
+            raise RequestError(503, service.unready)
         return {"version": model.version, "variant": model.variant, "card": model.card.to_dict(), "metrics": model.metrics}
 
     @app.get("/metrics")

@@ -5,8 +5,10 @@ A kind is a package under ``pipeline/kinds/`` with two halves:
 * ``stages``: the seven DVC stages' work for this kind (``KindStages``). It may use torch; a stage
   module loads it through ``kinds.get(name).stages()`` and calls one function.
 * ``runtime``: what the lifecycle needs without torch (``KindRuntime``): score an exported model on a
-  split for the champion/challenger gate. The registry, the gate, the monitor and the service import
-  only this half.
+  split (the champion/challenger gate), turn raw records into its ONNX feed (the service), screen a
+  landed batch (landing), and the frame a drift check compares (the monitor). The registry, the gate,
+  the monitor and the service import only this half, through the kind table. A step a kind does not
+  provide yet raises ``NotSupportedYet``: one line naming the kind and the step.
 
 Each kind's encoder (the statistics fitted on the training split that turn raw data into the network's
 tensors) keeps one contract, ``Encoder``, whatever the data: ``fit`` learns, ``transform`` applies,
@@ -19,14 +21,17 @@ imports a stage module or another kind; what kinds share lives in the lower laye
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
-from pipeline.core.errors import ParamsError
+from pipeline.core.errors import DataError, ParamsError
 
-if TYPE_CHECKING:  # the engine imports torch; the contract itself must not
+if TYPE_CHECKING:  # the engine imports torch; the contract itself must not (nor load numpy and pandas)
+    import numpy as np
+    import pandas as pd
+
     from pipeline.engine import Prepared
     from pipeline.onnxio.card import ModelCard
     from pipeline.params import (
@@ -36,6 +41,7 @@ if TYPE_CHECKING:  # the engine imports torch; the contract itself must not
         ExportParams,
         FeatureParams,
         IngestParams,
+        Params,
         Paths,
         SplitParams,
         TrainParams,
@@ -43,6 +49,17 @@ if TYPE_CHECKING:  # the engine imports torch; the contract itself must not
 
 Report = dict[str, Any]
 T = TypeVar("T")
+# Why a landed file cannot be used (empty: it can); built once per screening by ``KindRuntime.landing_screen``.
+BatchScreen = Callable[[Path], list[str]]
+
+
+class NotSupportedYet(DataError):
+    """A lifecycle step this kind does not provide yet (serving, landing, drift): one line naming both."""
+
+
+class RecordError(DataError):
+    """A raw record the model cannot take (not an object, a missing, unknown or mistyped field): one line
+    naming the record and the field. The service answers it with 422."""
 
 
 def narrow(section: object, expected: type[T]) -> T:
@@ -109,12 +126,49 @@ class KindStages(Protocol):
     def export(self, cfg: ExportParams, paths: Paths) -> Report: ...
 
 
-class KindRuntime(Protocol):
-    """The torch-free half: what the lifecycle (gate, registry, monitor, serving) needs of a kind."""
+class FeedSchema(Protocol):
+    """What the service needs of every kind's feed schema; the rest is the kind's own (its ``build_feed`` reads it)."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The record fields the model takes, in the card's order (the service logs these)."""
+        ...
+
+
+SchemaT = TypeVar("SchemaT", bound=FeedSchema)
+
+
+class KindRuntime(Protocol[SchemaT]):
+    """The torch-free half: what the lifecycle (gate, registry, monitor, serving) needs of a kind.
+
+    ``SchemaT`` is the kind's own feed schema: what ``feed_schema`` returns, ``build_feed`` takes.
+    """
 
     def score_split(self, onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -> dict[str, float]:
         """The exported model's gate metrics on the test split in ``split_dir`` (onnxruntime only); a card
         of another kind is a one-line error."""
+        ...
+
+    def feed_schema(self, card: ModelCard) -> SchemaT:
+        """What ``build_feed`` checks records against, worked out once, when the service loads the model;
+        a card of another kind is a one-line error, and so (``NotSupportedYet``) is a kind the service cannot serve."""
+        ...
+
+    def build_feed(self, records: Sequence[Any], schema: SchemaT) -> dict[str, np.ndarray]:
+        """Raw JSON records (objects of field -> value) -> the model's ONNX feed, on every request;
+        a record the model cannot take is a ``RecordError``."""
+        ...
+
+    def landing_screen(self, params: Params) -> BatchScreen:
+        """The check of one landed file for this pipeline: its problems, empty when the batch is usable.
+        What every batch is checked against (e.g. the source's columns) is read once, here; a kind that
+        takes no landed data raises ``NotSupportedYet``."""
+        ...
+
+    def drift_frame(self, frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
+        """The columns of raw rows ``frame`` that a drift check compares, prepared as training prepared them:
+        numbers float64, categories pandas strings (the check picks each column's test by its dtype);
+        ``NotSupportedYet`` for a kind whose drift is not checked yet."""
         ...
 
 
@@ -123,7 +177,7 @@ class Kind:
     """A registered kind: its name, its runtime module and a loader for its stages (which import torch)."""
 
     name: str
-    runtime: KindRuntime
+    runtime: KindRuntime[Any]
     load_stages: Callable[[], KindStages]
 
     def stages(self) -> KindStages:

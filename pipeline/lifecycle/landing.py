@@ -1,10 +1,10 @@
 """The landing area: where new batches arrive, how they are screened, and how bad ones are quarantined.
 
 New data arrives as CSV or Parquet files in ``paths.landing``; the ingest stage stacks every
-landed batch under the source rows. Before a retrain or a drift check, ``screen`` reads each new
-batch and moves any that is unreadable or does not match the source's columns and types to
-``paths.quarantine``, next to a ``<name>.reason.txt`` saying why: a bad batch never stops the
-loop and is never silently dropped.
+landed batch under the source rows. Before a retrain or a drift check, ``screen`` checks each new
+batch with the pipeline's kind (``KindRuntime.landing_screen``: for tables, readable and matching the
+source's columns and types) and moves any that fails to ``paths.quarantine``, next to a
+``<name>.reason.txt`` saying why: a bad batch never stops the loop and is never silently dropped.
 
 Command line (the demo and tests use it to make real data arrive)::
 
@@ -26,20 +26,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import kinds
 from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import atomic_path, atomic_write, file_sha256
-from pipeline.kinds.tabular.ingest import check_batch_columns, read_source
-from pipeline.params import Params, TabularIngest, TabularParams, load_params
-from pipeline.shared.tables import (
-    TABLE_SUFFIXES,
-    as_time,
-    batch_files,
-    looks_numeric,
-    read_table_file,
-    sortable_time,
-    time_filter,
-)
+from pipeline.kinds.base import BatchScreen
+from pipeline.kinds.tabular.ingest import read_source
+from pipeline.params import Params, TabularParams, load_params
+from pipeline.shared.tables import TABLE_SUFFIXES, as_time, batch_files, read_table_file, sortable_time
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +45,6 @@ class Batch:
     path: Path
     rows: int
     sha256: str
-
-
-def batch_problems(path: Path, expected_columns: list[str], numeric: list[str], cfg: TabularIngest) -> list[str]:
-    """Why a landed file cannot be used (empty list: it can)."""
-    try:
-        frame = read_table_file(path)
-    except DataError as exc:
-        return [str(exc).removeprefix(f"{path}: ")]
-    problems = check_batch_columns(path, frame, expected_columns, cfg)
-    for name in numeric:
-        if name in frame.columns and frame[name].notna().any() and not looks_numeric(frame[name]):
-            problems.append(f"column {name!r} should be numeric but is mostly text")
-    optional = {cfg.target, *cfg.drop_columns}
-    empty = [c for c in expected_columns if c in frame.columns and c not in optional and frame[c].isna().all()]
-    if empty:
-        problems.append(f"column(s) {empty} have no values at all")
-    if cfg.time_column is not None and cfg.time_column in frame.columns:
-        try:
-            time_filter(frame[[cfg.time_column]], cfg.time_column)
-        except DataError as exc:
-            problems.append(str(exc))
-    return problems
 
 
 def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
@@ -89,13 +61,11 @@ def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
     return target
 
 
-def screen(
-    landing: Path, quarantine_dir: Path, expected_columns: list[str], numeric: list[str], cfg: TabularIngest
-) -> tuple[list[Batch], list[Path]]:
-    """Quarantine every landed batch that cannot be used; return the good ones and the quarantined paths."""
+def screen(landing: Path, quarantine_dir: Path, batch_screen: BatchScreen) -> tuple[list[Batch], list[Path]]:
+    """Quarantine every landed batch that ``batch_screen`` finds problems with; return the good ones and the quarantined paths."""
     good, moved = [], []
     for path in batch_files(landing):
-        problems = batch_problems(path, expected_columns, numeric, cfg)
+        problems = batch_screen(path)
         if problems:
             moved.append(quarantine(path, quarantine_dir, "; ".join(problems)))
         else:
@@ -103,15 +73,11 @@ def screen(
     return good, moved
 
 
-def expected_source_columns(cfg: TabularIngest) -> tuple[list[str], list[str]]:
-    """Columns a batch must have (those of ingest.source) and those that must be numeric."""
-    source = read_source(cfg.source)
-    numeric = [
-        c
-        for c in source.columns
-        if c not in cfg.categorical and (c in cfg.numeric or looks_numeric(source[c])) and c != cfg.target
-    ]
-    return list(map(str, source.columns)), numeric
+def screen_landed(params: Params, root: Path = Path(".")) -> tuple[list[Batch], list[Path]]:
+    """Screen ``root``'s landing area with the check of the pipeline's kind (``ingest.kind``); a kind that
+    takes no landed data yet raises ``NotSupportedYet``."""
+    batch_screen = kinds.get(params.ingest.kind).runtime.landing_screen(params)
+    return screen(root / params.paths.landing, root / params.paths.quarantine, batch_screen)
 
 
 def land_frame(frame: pd.DataFrame, landing: Path, name: str) -> Path:

@@ -11,19 +11,15 @@ a hash of the batches' hashes).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
 
-from pipeline.core.canon import category_text
 from pipeline.core.io import file_sha256
-from pipeline.onnxio.card import TabularInput
-from pipeline.params import MonitorParams, TabularClean
+from pipeline.params import MonitorParams
 from pipeline.shared.tables import batch_files, read_table_file
 
 
@@ -109,25 +105,11 @@ def idempotency_key(keys: tuple[str, ...] | list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
 
 
-def as_model_inputs(frame: pd.DataFrame, inputs: Sequence[TabularInput], clean: TabularClean | None = None) -> pd.DataFrame:
-    """The model's input columns cleaned as the training rows were: floats (impossible values and
-    infinities missing), categories as canonical text (missing-value tokens missing)."""
-    clean = clean or TabularClean()
-    columns = {}
-    for spec in inputs:
-        name = spec.name
-        column = frame[name] if name in frame.columns else pd.Series(pd.NA, index=frame.index)
-        if spec.kind == "numeric":
-            values = pd.to_numeric(column, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
-            low, high = clean.valid_ranges.get(name, (None, None))
-            if low is not None:
-                values = values.mask(values < low)
-            if high is not None:
-                values = values.mask(values > high)
-            columns[name] = values
-        else:
-            columns[name] = category_text(column, clean.missing_tokens)
-    return pd.DataFrame(columns, index=frame.index)
+def drift_columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) columns of a kind's drift frame (``KindRuntime.drift_frame``): numbers are
+    float64, everything else a category, in the frame's order."""
+    numeric = [str(name) for name, dtype in frame.dtypes.items() if pd.api.types.is_float_dtype(dtype)]
+    return numeric, [str(name) for name in frame.columns if str(name) not in numeric]
 
 
 @dataclass(frozen=True)

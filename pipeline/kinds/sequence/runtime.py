@@ -1,17 +1,25 @@
-"""The sequence kind's torch-free runtime: gate scores of an exported model."""
+"""The sequence kind's torch-free runtime: gate scores of an exported model.
+
+The service, landing and the drift monitor take tabular data only for now: the other ``KindRuntime``
+steps refuse in one line, where they are first reached (the service: when it loads the model)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
+import pandas as pd
 
 from pipeline.core.errors import DataError
+from pipeline.kinds.base import FeedSchema, NotSupportedYet
 from pipeline.kinds.sequence.data import FORECAST, WINDOW_INPUT, SequenceSchema
 from pipeline.kinds.sequence.metrics import forecast_errors
 from pipeline.kinds.sequence.windows import read_split_windows
 from pipeline.onnxio.card import ModelCard, SequenceCard
 from pipeline.onnxio.session import ort_session
+from pipeline.params import Params
 from pipeline.shared.metrics import classification_scores
 
 
@@ -52,3 +60,19 @@ def score_split(onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -
     index = {c: i for i, c in enumerate(schema.classes)}
     scores = classification_scores(windows.y, np.array([index[v] for v in labels]), len(schema.classes))
     return {k: scores[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")} | {"rows": len(windows)}
+
+
+def feed_schema(card: ModelCard) -> NoReturn:
+    raise NotSupportedYet("the service cannot score sequence models yet: it takes tabular models only")
+
+
+def build_feed(records: Sequence[Any], schema: FeedSchema) -> NoReturn:
+    raise NotSupportedYet("the service cannot score sequence models yet: it takes tabular models only")
+
+
+def landing_screen(params: Params) -> NoReturn:
+    raise NotSupportedYet(f"ingest.kind = {params.ingest.kind!r}: landed data is not screened yet (landing takes tables only)")
+
+
+def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> NoReturn:
+    raise NotSupportedYet("the drift monitor cannot check sequence data yet: it checks tables only")

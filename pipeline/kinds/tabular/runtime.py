@@ -1,4 +1,5 @@
-"""The tabular kind's torch-free runtime: raw records -> ONNX feed, an ONNX model wrapper, gate scores."""
+"""The tabular kind's torch-free runtime (``KindRuntime``): raw records -> ONNX feed, an ONNX model wrapper,
+gate scores, the check of a landed batch, and the drift frame."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.canon import category_array, category_text
-from pipeline.core.errors import DataError
+from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import read_table, split_file
+from pipeline.kinds.base import BatchScreen
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
+from pipeline.kinds.tabular.landing import batch_problems, expected_source_columns
+from pipeline.kinds.tabular.records import FeedSchema
+from pipeline.kinds.tabular.records import build_feed as build_feed  # KindRuntime.build_feed, as it is (the hot path)
 from pipeline.onnxio.card import ModelCard, TabularCard, TabularInput
 from pipeline.onnxio.session import ort_session
+from pipeline.params import Params, TabularClean, TabularParams
 from pipeline.shared.metrics import label_scores
 
 
@@ -97,3 +103,57 @@ def score_split(onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -
         raise DataError(f"{path}: the card is of a {card.KIND} model, not a tabular one")
     model = OnnxModel(path, card, ort_session(path))
     return score(model, read_table(split_file(split_dir, "test")))
+
+
+def _tabular_card(card: ModelCard) -> TabularCard:
+    if not isinstance(card, TabularCard):
+        raise DataError(f"the card is of a {card.KIND} model, not a tabular one")
+    return card
+
+
+def _tabular_params(params: Params) -> TabularParams:
+    if not isinstance(params, TabularParams):
+        raise ParamsError(f"ingest.kind = {params.ingest.kind!r}: these params are not a tabular pipeline's")
+    return params
+
+
+def feed_schema(card: ModelCard) -> FeedSchema:
+    """The card's inputs as ``build_feed`` checks records against them (once, when the service loads the model)."""
+    return FeedSchema.of(_tabular_card(card))
+
+
+def landing_screen(params: Params) -> BatchScreen:
+    """A landed table's problems against ``ingest.source``'s columns and types (the source is read once, here)."""
+    cfg = _tabular_params(params).ingest
+    columns, numeric = expected_source_columns(cfg)
+
+    def problems(path: Path) -> list[str]:
+        return batch_problems(path, columns, numeric, cfg)
+
+    return problems
+
+
+def as_model_inputs(frame: pd.DataFrame, inputs: Sequence[TabularInput], clean: TabularClean | None = None) -> pd.DataFrame:
+    """The model's input columns cleaned as the training rows were: floats (impossible values and
+    infinities missing), categories as canonical text (missing-value tokens missing)."""
+    clean = clean or TabularClean()
+    columns = {}
+    for spec in inputs:
+        name = spec.name
+        column = frame[name] if name in frame.columns else pd.Series(pd.NA, index=frame.index)
+        if spec.kind == "numeric":
+            values = pd.to_numeric(column, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
+            low, high = clean.valid_ranges.get(name, (None, None))
+            if low is not None:
+                values = values.mask(values < low)
+            if high is not None:
+                values = values.mask(values > high)
+            columns[name] = values
+        else:
+            columns[name] = category_text(column, clean.missing_tokens)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
+    """The model's input columns of ``frame``, cleaned with ``params.clean`` as the training rows were."""
+    return as_model_inputs(frame, _tabular_card(card).inputs, _tabular_params(params).clean)
