@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 from pathlib import Path
 from typing import Protocol
@@ -158,6 +159,9 @@ class CurveLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.live = Live(dir=live_dir, dvcyaml=None, save_dvc_exp=False, report=None)
+        # TensorBoard's event files carry wall-clock times and the host name, so they are not a DVC
+        # output (they would change dvc.lock on every run); each run starts the folder afresh.
+        shutil.rmtree(tensorboard_dir, ignore_errors=True)
         self.writer = SummaryWriter(log_dir=tensorboard_dir)
 
     def log_epoch(self, epoch: int, values: dict[str, float]) -> None:

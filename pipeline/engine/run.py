@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from pipeline.core.errors import TrainError
-from pipeline.core.io import atomic_path, write_json
+from pipeline.core.io import write_json
 from pipeline.engine.callbacks import CurveLogger
 from pipeline.engine.distributed import Distributed, distributed_from_env, process_group
 from pipeline.engine.prepared import Prepared
-from pipeline.engine.state import resumable, run_fingerprint
+from pipeline.engine.state import resumable, run_fingerprint, save_checkpoint
 from pipeline.engine.training import fit
 from pipeline.engine.warm_start import InitialModel, warm_start_state
 from pipeline.params import DDPParams, Paths, TrainParams
@@ -77,8 +77,7 @@ def train_and_save(
     if curves is None:  # not rank 0: nothing to write
         return summary
     curves.close(summary)
-    with atomic_path(paths.model) as temporary:
-        torch.save(best, temporary)
+    save_checkpoint(best, paths.model)
     trained = len(history.epochs) - history.resumed_at
     log.info(
         "trained %d epochs (%d here, %d resumed; best %d, %s=%.4f) in %.1fs, %.0f samples/s; %d parameters",

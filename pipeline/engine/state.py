@@ -12,6 +12,7 @@ epoch, best metric, train params, seed) and load with ``torch.load(weights_only=
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from pipeline import models
-from pipeline.core.io import atomic_path, file_sha256
+from pipeline.core.io import atomic_write, file_sha256
 from pipeline.params import TrainParams
 from pipeline.shared import metrics
 
@@ -68,7 +69,9 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "history": self.history.epochs,
+            # Without the epochs' wall-clock seconds: a checkpoint is a DVC output, and timings would
+            # make the same run hash differently every time (dvc.lock would never stay clean).
+            "history": [{k: v for k, v in epoch.items() if k != "epoch_seconds"} for epoch in self.history.epochs],
             "best_epoch": self.history.best_epoch,
             "best_value": self.history.best_value,
             "stopped_early": self.history.stopped_early,
@@ -135,10 +138,15 @@ def last_checkpoint(
     }
 
 
-def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Durably replace the checkpoint: a kill during the save leaves the previous one intact."""
-    with atomic_path(path) as temporary:
-        torch.save(checkpoint, temporary)
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Durably replace the checkpoint: a kill during the save leaves the previous one intact.
+
+    Saved through a buffer: torch.save names the records inside its zip after the file it writes,
+    and a temporary file's random name would make the same checkpoint differ byte for byte (and
+    DVC's hash of it) from run to run."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def run_fingerprint(cfg: TrainParams, seed: int, config, data_files: list[Path]) -> str:

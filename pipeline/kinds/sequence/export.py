@@ -33,7 +33,7 @@ from pipeline.onnxio.build import NET_PREFIX, PROBABILITIES, finish_graph, postp
 from pipeline.onnxio.card import Output, SequenceCard, WindowInput
 from pipeline.onnxio.describe import card_fields
 from pipeline.onnxio.session import ort_session
-from pipeline.onnxio.verify import save_models, single_record_latency, verify_feed
+from pipeline.onnxio.verify import save_models, single_record_latency, verify_feed, without_timing
 from pipeline.params import ExportParams, Paths
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
         "preprocessor_sha256": file_sha256(paths.preprocessor),
     }
     sequence_card(encoder, checkpoint, read_json(paths.eval_metrics), hashes, parity).write(paths.model_card)
-    report = {**parity, "onnx_bytes": len(model_bytes), "opset": cfg.opset, "int8": None}
+    report = {**without_timing(parity), "onnx_bytes": len(model_bytes), "opset": cfg.opset, "int8": None}
     write_json(paths.export_report, report)
     if encoder.schema.forecast:
         agreement = f"max |forecast diff| {parity['max_abs_diff']:.1e}"

@@ -78,7 +78,7 @@ def test_a_finished_run_resumes_without_training(tmp_path, data):
         resume=resumable(tmp_path / "c", "f"),
         fingerprint="f",
     )
-    assert again_history.epochs == history.epochs
+    assert again_history.epochs == _without_timing(history.epochs)  # checkpoints hold no wall-clock times
     for key, value in first.state_dict().items():
         assert torch.equal(again.state_dict()[key], value)
 
