@@ -53,6 +53,8 @@ def check_metric(metric: str, task: str) -> None:
 
 
 def is_improvement(value: float, best: float, metric: str, min_delta: float) -> bool:
+    if not math.isfinite(value):  # a diverged epoch is never the best one
+        return False
     if math.isnan(best):
         return True
     if metric in MAXIMISED:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.core.errors import TrainError
 from pipeline.engine import distributed
 from pipeline.engine.callbacks import (
     Callback,
@@ -164,6 +165,7 @@ def fit(
         val_values = validate(run.model, run.val, task, run.val_loss_fn, max(cfg.batch_size, 4096), dist)
         values = {**train_values, **{f"val_{name}": value for name, value in val_values.items()}, "lr": lr}
         values["epoch_seconds"] = time.perf_counter() - started
+        check_finite(epoch, values)
         state.history.epochs.append(values)
         for callback in callbacks:
             callback.on_epoch_end(epoch, values, state)
@@ -187,6 +189,17 @@ def callbacks_for(
     if checkpoint_dir is not None and run.dist.main:  # one writer
         callbacks.append(SaveLast(checkpoint_dir, run.model, run.optimizer, cfg, seed, fingerprint))
     return [*callbacks, Progress(cfg.epochs if run.dist.main else 0, TASK_METRICS[run.task][0])]
+
+
+def check_finite(epoch: int, values: dict[str, float]) -> None:
+    """Stop on a diverged epoch (a NaN or infinite loss or metric), naming what and how to react, rather than
+    keep training on garbage or save it as a model."""
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if bad:
+        shown = ", ".join(f"{name} = {value}" for name, value in bad.items())
+        raise TrainError(
+            f"epoch {epoch}: {shown}: the training diverged; lower train.lr, set train.grad_clip, or check the inputs for extreme values"
+        )
 
 
 def train_epoch(run: Setup, state: TrainState) -> tuple[dict[str, float], float]:

@@ -82,6 +82,8 @@ def screen_landed(params: Params, root: Path = Path(".")) -> tuple[list[Batch], 
 
 def land_frame(frame: pd.DataFrame, landing: Path, name: str) -> Path:
     """Write a batch atomically and durably: a hidden temporary name first, renamed when complete."""
+    if not name or Path(name).name != name or name.startswith("."):
+        raise DataError(f"batch name {name!r}: give a plain file name (no folder, not hidden); batches land in {landing}")
     if Path(name).suffix.lower() not in TABLE_SUFFIXES:
         name = f"{name}.parquet"
     landing.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -64,8 +65,24 @@ class ServeParams(Section):
     onnx_threads: int = Field(default=1, ge=1)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # NORMAL: survives SIGKILL, not power loss
 
+    @field_validator("database_url")
+    @classmethod
+    def _no_password(cls, url: str) -> str:
+        refuse_password(url, DATABASE_URL_ENV)
+        return url
+
 
 DATABASE_URL_ENV = "EVERGREEN_DATABASE_URL"
+
+
+def refuse_password(url: str | None, env: str) -> str | None:
+    """A URL with a password does not belong in params.yaml: it is committed and copied into every
+    registry version. The environment variable takes it instead."""
+    if url is not None and urlsplit(url).password:
+        raise ValueError(
+            f"holds a password; set the URL in ${env} instead (params are committed and copied into every model version)"
+        )
+    return url
 
 
 def prediction_log_url(serve: ServeParams) -> str:
@@ -181,6 +198,11 @@ class TuneParams(Section):
     pruner: PrunerParams = PrunerParams()
     # Train keys to search ("lr", "model.hidden", ...); null: the architecture's DEFAULT_SPACES entry.
     space: dict[str, SearchDimension] | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        return refuse_password(url, TUNE_STORAGE_ENV)
 
     @field_validator("space")
     @classmethod

@@ -4,6 +4,7 @@ No torch and no kind-specific knowledge: the tabular and sequence kinds both rea
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,22 @@ def read_table_file(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV file ({first_line(exc)})") from None
     except Exception as exc:  # pyarrow raises many types for corrupt files; all mean the same here
         raise DataError(f"{path}: not a readable {kind} file ({first_line(exc)})") from None
+    if kind == "csv":
+        refuse_duplicate_header(path)
     if frame.empty:
         raise DataError(f"{path}: file has a header but no rows")
     return frame
+
+
+def refuse_duplicate_header(path: Path) -> None:
+    """pandas renames a repeated CSV column (age, age.1) without a word: two columns under one name
+    would silently become different features, so a repeated name is an error naming it."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    names = [name.strip() for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: the header names column(s) {repeated} more than once; give every column its own name")
 
 
 def first_line(exc: BaseException) -> str:
