@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.core.errors import EvergreenError, LockTimeout
-from pipeline.core.io import atomic_write, file_lock
+from flows import TELEMETRY_OFF
+from pipeline.core.errors import DataError, EvergreenError, LockTimeout
+from pipeline.core.io import file_lock, write_json
+
+log = logging.getLogger(__name__)
 
 RETRAIN_LOCK = Path(".dvc/tmp/evergreen-retrain.lock")
-TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "ORT_DISABLE_TELEMETRY": "1"}
 
 
 class WorkspaceBusy(EvergreenError):
@@ -75,13 +78,49 @@ class MonitorState:
 
     @classmethod
     def load(cls, path: Path) -> MonitorState:
-        if not path.exists():
+        """The saved state; a damaged file is moved aside with a warning and the state starts fresh.
+
+        Starting fresh re-checks batches already checked (at worst one extra drift report) and forgets
+        triggered keys (the deployment's idempotency key still stops a duplicate retrain); refusing to
+        start would stop every monitor run and every retrain's last step until someone edits the file.
+        """
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
             return cls()
-        data = json.loads(path.read_text())
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read the monitor state ({exc.strerror})") from None
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON object expected, found {type(data).__name__}")
+            state = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+            state.check()
+        except (ValueError, TypeError) as exc:
+            aside = path.with_name(f"{path.name}.damaged-{utc_now().strftime('%Y%m%dT%H%M%S%fZ')}")
+            try:
+                os.replace(path, aside)
+            except FileNotFoundError:  # another reader moved it aside first
+                return cls()
+            log.warning("%s is damaged (%s); moved it to %s and starting from an empty state", path, exc, aside.name)
+            return cls()
+        return state
+
+    def check(self) -> None:
+        """ValueError naming the first field of the wrong type (a hand edit or a foreign file)."""
+        for name in ("checked_batches", "triggered_keys"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise ValueError(f"{name!r} is not a list of strings")
+        for name in ("last_check_at", "last_retrain_at"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ValueError(f"{name!r} is not a time string")
+                datetime.fromisoformat(value)  # ValueError names the bad value
 
     def save(self, path: Path) -> None:
-        atomic_write(path, json.dumps(asdict(self), indent=2, sort_keys=True))
+        write_json(path, asdict(self))
 
 
 @contextmanager

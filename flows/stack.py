@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.common import TELEMETRY_OFF
+from flows import TELEMETRY_OFF
 from pipeline.core.io import atomic_write
 
 log = logging.getLogger(__name__)

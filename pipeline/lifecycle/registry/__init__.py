@@ -24,6 +24,9 @@ Crash safety: a crash at any instant leaves either the old or the new state, nev
   crash in between leaves the pointer ahead of the log; the next write notices (each switch carries
   an id) and appends the missing event marked ``"recovered": true``. A torn last line is skipped
   with a warning.
+* A crash between a version's rename and its ``register`` line leaves a version the log does not
+  know: opening the registry (``Registry(root)``) or the next write appends the line, marked
+  ``"reconciled": true``, under the lock, once.
 
 Reads take no lock (they only ever see complete files); writes serialise on ``<root>/.lock``.
 

@@ -64,13 +64,16 @@ log = logging.getLogger(__name__)
 class Registry:
     """Numbered model versions under ``root`` with a production pointer, a history and rollback.
 
-    Construction touches nothing on disk; reads of an empty or absent root see no versions, and the
-    first write creates the folders.
+    Construction writes only to repair: when a published version has no ``register`` line in the
+    history (a crash between its rename and the append), the line is appended (``reconcile``).
+    Reads of an empty or absent root see no versions, and the first write creates the folders.
     """
 
-    def __init__(self, root: str | Path, *, lock_timeout: float = 600.0) -> None:
+    def __init__(self, root: str | Path, *, lock_timeout: float = 600.0, reconcile: bool = True) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        if reconcile:
+            self.reconcile()
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
@@ -145,6 +148,31 @@ class Registry:
         """Every recorded event, oldest first."""
         return read_history(self.history_file, MAX_UNREADABLE_HISTORY_LINES)
 
+    def _unlogged_versions(self) -> list[int]:
+        """Published versions without a ``register`` event in the history."""
+        numbers = self._numbers()
+        if not numbers:
+            return []
+        logged = {e.get("version") for e in read_history(self.history_file, None) if e.get("event") == "register"}
+        return [n for n in numbers if version_name(n) not in logged]
+
+    def reconcile(self) -> None:
+        """Give every published version its ``register`` line (marked ``"reconciled": true``), under the lock.
+
+        Checked without the lock first, so a healthy registry costs one read of the history. A busy
+        lock is left alone: its holder runs the same repair (``_recover``) on entry. A registry this
+        process may not write (a server running as another user) is only warned about.
+        """
+        if not self._unlogged_versions():
+            return
+        try:
+            with file_lock(self.root / LOCK_FILE, 0, poll_interval=0.02):
+                self._recover()
+        except LockTimeout:
+            return
+        except OSError as exc:
+            log.warning("%s: versions without a history line, not reconciled (%s)", self.root, exc)
+
     # ------------------------------------------------------------ writing (under the lock)
 
     @contextmanager
@@ -180,7 +208,30 @@ class Registry:
         for temp in atomic_leftovers(self.pointer_file) + atomic_leftovers(self.root / COUNTER_FILE):
             log.warning("removing %s: a pointer update interrupted by a crash (the switch never happened)", temp)
             temp.unlink(missing_ok=True)
+        self._reconcile_versions()
         self._reconcile_history()
+
+    def _reconcile_versions(self) -> None:
+        """Append the ``register`` event of every version a crash published without one (before any switch line)."""
+        for number in self._unlogged_versions():
+            name = version_name(number)
+            try:
+                version = load_version(self.versions_dir / name, number)
+            except RegistryError as exc:
+                log.warning("%s; its history line cannot be rebuilt", exc)
+                continue
+            log.warning("history.jsonl lacks the registration of %s (crash before it was logged); appending it", name)
+            meta = version.meta
+            self._append_history(
+                {
+                    "event": "register",
+                    "version": name,
+                    "time": meta.get("created", utc_now()),
+                    "onnx_sha256": meta.get("sha256", {}).get(ONNX_FILE),
+                    "git_revision": meta.get("git_revision"),
+                    "reconciled": True,
+                }
+            )
 
     def _reconcile_history(self) -> None:
         """Append the last pointer switch if a crash struck between the switch and its log line."""

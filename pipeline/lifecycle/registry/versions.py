@@ -122,7 +122,7 @@ class ModelVersion:
             if actual != expected:
                 raise RegistryError(
                     f"{self.name}: {name} changed after registration (sha256 {actual[:12]}..., "
-                    f"meta.json says {expected[:12]}...); restore it or register the model again"
+                    f"meta.json says {expected[:12]}...): {path}; restore it or register the model again"
                 )
         if self.meta.get("data_sha256") != hashes[self.reference.name]:
             raise RegistryError(f"{self.path / META_FILE}: data_sha256 disagrees with the sha256 of {self.reference.name}")
