@@ -17,6 +17,7 @@ import argparse
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,13 +27,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
 from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_root
+from pipeline.core.errors import DataError
 from pipeline.core.gitinfo import git_revision
 from pipeline.core.io import INIT_ENCODER_FILE, INIT_FILE, INT8_FILE, file_sha256, read_json
 from pipeline.kinds import score_test, training_split_file
 from pipeline.kinds.base import NotSupportedYet
-from pipeline.lifecycle.gate import Decision, baseline_key, decide, parity_passed
+from pipeline.lifecycle.gate import Decision, baseline_key, comparable, decide, parity_passed, trained_baseline
 from pipeline.lifecycle.landing import screen_landed
-from pipeline.lifecycle.registry import Registry
+from pipeline.lifecycle.registry import ModelVersion, Registry, RegistryError
 from pipeline.onnxio.card import ModelCard
 from pipeline.params import Params, load_params
 
@@ -126,35 +128,66 @@ def screen_landing(root: str) -> dict[str, Any]:
     return {"batches": [b.path.name for b in good], "quarantined": [p.name for p in moved]}
 
 
+def champion(registry: Registry, challenger_card: Path) -> tuple[ModelVersion | None, str | None]:
+    """The production model to gate against, re-verified, and why it is not comparable (None: it is).
+
+    RegistryError naming the file when a file of the production version changed after registration.
+    """
+    production = registry.production()
+    if production is None:
+        return None, None
+    try:
+        production.verify()
+    except RegistryError as exc:
+        raise RegistryError(f"gate: the production model is corrupt, not scoring it: {exc}") from None
+    why = comparable(ModelCard.load(challenger_card), ModelCard.load(production.card))
+    return production, None if why is None else f"champion {production.name} not comparable: {why}"
+
+
 @task
 def gate(root: str) -> dict[str, Any]:
-    """Score challenger and champion on the newest test split and decide."""
+    """Score challenger and champion on the newest test split and decide.
+
+    The champion is re-verified against its registered hashes first: a corrupted file would score
+    as a weak model and lose to any challenger. A champion of another lineage (kind, task, target or
+    input schema; see ``pipeline.lifecycle.gate``) is not scored: the challenger is gated as a first model.
+    """
+    logger = get_run_logger()
     root_path = Path(root)
     params = load_params(root_path / "params.yaml")
     paths = params.paths
     test_split = root_path / paths.split
     challenger_scores = score_test(root_path / paths.onnx, root_path / paths.model_card, test_split)
     metrics = read_json(root_path / paths.eval_metrics)
-    baseline = metrics[baseline_key(params.gate.metric)][params.gate.metric]
+    metric = params.gate.metric
+    floor = baseline_key(metric)
+    if not isinstance(metrics.get(floor), dict) or metric not in metrics[floor]:
+        raise DataError(f"{root_path / paths.eval_metrics}: no {floor}.{metric} for the gate (run dvc repro evaluate)")
+    baseline = metrics[floor][metric]
 
-    registry = Registry(root_path / paths.registry)
-    production = registry.production()
+    production, new_lineage = champion(Registry(root_path / paths.registry), root_path / paths.model_card)
     champion_scores = None
-    if production is not None:
+    if production is not None and new_lineage is None:
         champion_scores = score_test(production.onnx, production.card, test_split)
+    elif new_lineage is not None:
+        logger.warning("%s; gating the challenger as the first model of a new lineage", new_lineage)
     parity = read_json(root_path / paths.export_report)
     decision = decide(
-        challenger_scores[params.gate.metric],
-        None if champion_scores is None else champion_scores[params.gate.metric],
+        challenger_scores[metric],
+        None if champion_scores is None else champion_scores[metric],
         baseline,
         parity_passed(parity, params.export.tolerance),
         params.gate,
+        trained_baseline(metrics, metric),
     )
+    if new_lineage is not None:
+        decision = replace(decision, reason=f"new lineage ({new_lineage}): {decision.reason}")
     return {
         "decision": decision.to_dict(),
         "challenger": challenger_scores,
         "champion": champion_scores,
         "champion_version": None if production is None else production.name,
+        "new_lineage": new_lineage,
         "test_rows": challenger_scores["rows"],
     }
 

@@ -3,14 +3,25 @@
 Both models are scored on the same, newest test data. The challenger is promoted when its
 primary metric (``gate.metric``) is at least the champion's minus ``gate.tolerance`` and its
 ONNX parity check passed. With no champion yet, it must beat the majority-class baseline
-(for mae/rmse: the seasonal-naive forecast).
+(for mae/rmse: the seasonal-naive forecast) and, where evaluate trained one, come within
+``gate.tolerance`` of the trained baseline too (HGB for tables, the pixel logistic regression for
+images, the stronger naive forecast for mae/rmse): a diverged network predicts one class and can
+still edge past the majority class, never past a fitted model.
 Every decision carries both models' numbers and the reason.
+
+Lineage: a champion is only comparable with a challenger of the same kind, task, target and
+input schema (``lineage``). After a switch of ``params.yaml`` to other data the old champion cannot
+even be scored on the new test split, so ``comparable`` says why in one line and the flow gates the
+challenger as the first model of a new lineage (recorded in the registry's history); the registry
+keeps one history, with the lineage change in it, rather than one registry per lineage.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from pipeline.onnxio.card import ModelCard
 from pipeline.params import GateParams
 
 
@@ -23,6 +34,8 @@ class Decision:
     champion: float | None
     baseline: float | None
     tolerance: float
+    trained_baseline: float | None = None  # the first model's second bar (None: evaluate trained none)
+    trained_baseline_name: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,20 +61,76 @@ def baseline_key(metric: str) -> str:
     return BASELINE_KEY.get(metric, "baseline_majority")
 
 
-def decide(challenger: float, champion: float | None, baseline: float, parity_ok: bool, cfg: GateParams) -> Decision:
-    """The promotion rule; pure, so every branch is unit-tested. Errors (mae, rmse) are lower-better."""
+def trained_baseline(metrics: dict[str, Any], metric: str) -> tuple[str, float] | None:
+    """The strongest baseline in evaluate's metrics other than ``baseline_key(metric)``, as (key, value).
+
+    Tables: ``baseline_hgb``; images: ``baseline_logreg``; forecasts: ``baseline_persistence``
+    (the stronger of the naive forecasts is taken, whichever it is). None when evaluate reports only
+    the naive floor (sequence classification).
+    """
+    floor = baseline_key(metric)
+    found = [
+        (key, float(value[metric]))
+        for key, value in sorted(metrics.items())
+        if key.startswith("baseline_") and key != floor and isinstance(value, dict) and metric in value
+    ]
+    if not found:
+        return None
+    pick = min if metric in LOWER_IS_BETTER else max
+    return pick(found, key=lambda item: item[1])
+
+
+def decide(
+    challenger: float,
+    champion: float | None,
+    baseline: float,
+    parity_ok: bool,
+    cfg: GateParams,
+    trained: tuple[str, float] | None = None,
+) -> Decision:
+    """The promotion rule; pure, so every branch is unit-tested. Errors (mae, rmse) are lower-better.
+
+    ``trained``: ``trained_baseline(metrics, cfg.metric)``, the first model's second bar.
+    """
+    trained_name = None if trained is None else trained[0].removeprefix("baseline_").replace("_", "-")
+    trained_value = None if trained is None else trained[1]
 
     def verdict(promote: bool, reason: str) -> Decision:
-        return Decision(promote, reason, cfg.metric, challenger, champion, baseline, cfg.tolerance)
+        return Decision(
+            promote, reason, cfg.metric, challenger, champion, baseline, cfg.tolerance, trained_value, trained_name
+        )
 
     name = baseline_key(cfg.metric).removeprefix("baseline_").replace("_", "-")
     lower = cfg.metric in LOWER_IS_BETTER
     if not parity_ok:
         return verdict(False, "ONNX parity check failed: the exported model does not match the trained one")
     if champion is None:
-        if (challenger < baseline) if lower else (challenger > baseline):
-            return verdict(True, f"first model: {cfg.metric} {challenger:.4f} beats the {name} baseline {baseline:.4f}")
-        return verdict(False, f"first model: {cfg.metric} {challenger:.4f} does not beat the {name} baseline {baseline:.4f}")
+        if not ((challenger < baseline) if lower else (challenger > baseline)):
+            return verdict(
+                False, f"first model: {cfg.metric} {challenger:.4f} does not beat the {name} baseline {baseline:.4f}"
+            )
+        reason = f"first model: {cfg.metric} {challenger:.4f} beats the {name} baseline {baseline:.4f}"
+        if trained_value is None:
+            return verdict(True, reason)
+        if lower:
+            if challenger <= trained_value + cfg.tolerance:
+                return verdict(
+                    True, f"{reason} and is <= the {trained_name} baseline {trained_value:.4f} + tolerance {cfg.tolerance}"
+                )
+            return verdict(
+                False,
+                f"first model: {cfg.metric} {challenger:.4f} > the {trained_name} baseline {trained_value:.4f} "
+                f"+ tolerance {cfg.tolerance} (training went wrong? check train.lr and the loss curve)",
+            )
+        if challenger >= trained_value - cfg.tolerance:
+            return verdict(
+                True, f"{reason} and is >= the {trained_name} baseline {trained_value:.4f} - tolerance {cfg.tolerance}"
+            )
+        return verdict(
+            False,
+            f"first model: {cfg.metric} {challenger:.4f} < the {trained_name} baseline {trained_value:.4f} "
+            f"- tolerance {cfg.tolerance} (training went wrong? check train.lr and the loss curve)",
+        )
     if lower:
         if challenger <= champion + cfg.tolerance:
             return verdict(True, f"{cfg.metric} {challenger:.4f} <= champion {champion:.4f} + tolerance {cfg.tolerance}")
@@ -69,3 +138,38 @@ def decide(challenger: float, champion: float | None, baseline: float, parity_ok
     if challenger >= champion - cfg.tolerance:
         return verdict(True, f"{cfg.metric} {challenger:.4f} >= champion {champion:.4f} - tolerance {cfg.tolerance}")
     return verdict(False, f"{cfg.metric} {challenger:.4f} < champion {champion:.4f} - tolerance {cfg.tolerance}")
+
+
+def lineage(card: ModelCard) -> dict[str, Any]:
+    """What must match for two models to be scored on the same test split: kind, task, target, inputs.
+
+    Inputs by name and ONNX type (and a window's features), not by known categories or ranges: those
+    change with every retrain on new data without making the models incomparable.
+    """
+    inputs = []
+    for item in getattr(card, "inputs", ()):
+        entry = [item.name, item.onnx_type]
+        if hasattr(item, "features"):
+            entry.append(list(item.features))
+        inputs.append(entry)
+    return {"kind": card.KIND, "task": card.task, "target": card.target, "inputs": inputs}
+
+
+def comparable(challenger: ModelCard, champion: ModelCard) -> str | None:
+    """None when the champion can be gated against the challenger; else one line saying what differs."""
+    new, old = lineage(challenger), lineage(champion)
+    for key in ("kind", "task", "target"):
+        if new[key] != old[key]:
+            return f"the champion's {key} is {old[key]!r}, the challenger's {new[key]!r}"
+    if new["inputs"] != old["inputs"]:
+        old_names = [entry[0] for entry in old["inputs"]]
+        new_names = [entry[0] for entry in new["inputs"]]
+        gone = [n for n in old_names if n not in new_names]
+        added = [n for n in new_names if n not in old_names]
+        detail = (
+            f"inputs only the champion takes: {gone[:5]}; only the challenger: {added[:5]}"
+            if gone or added
+            else ("the same input names with other types or features")
+        )
+        return f"the champion's input schema differs ({detail})"
+    return None

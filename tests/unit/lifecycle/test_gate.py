@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.lifecycle.gate import decide, parity_passed
+from pipeline.lifecycle.gate import decide, parity_passed, trained_baseline
 from pipeline.params import GateParams
 
 CFG = GateParams(metric="accuracy", tolerance=0.01)
@@ -49,3 +49,24 @@ def test_a_first_regression_model_must_beat_the_seasonal_naive_baseline():
     assert decide(0.20, None, 0.25, True, cfg).promote
     rejected = decide(0.26, None, 0.25, True, cfg)
     assert not rejected.promote and "seasonal-naive baseline" in rejected.reason
+
+
+def test_the_trained_baseline_is_the_strongest_other_baseline_for_the_metric():
+    forecast = {
+        "model": {"mae": 0.06},
+        "baseline_seasonal_naive": {"mae": 0.33, "rmse": 0.48},
+        "baseline_persistence": {"mae": 0.09, "rmse": 0.12},
+    }
+    assert trained_baseline(forecast, "mae") == ("baseline_persistence", 0.09)
+    assert trained_baseline({"baseline_majority": {"accuracy": 0.5}}, "accuracy") is None  # sequence classification
+    images = {"baseline_majority": {"accuracy": 0.1}, "baseline_logreg": {"accuracy": 0.9, "macro_f1": 0.89}}
+    assert trained_baseline(images, "macro_f1") == ("baseline_logreg", 0.89)
+
+
+def test_a_first_forecaster_must_also_come_within_the_tolerance_of_persistence():
+    cfg = GateParams(metric="mae", tolerance=0.01)
+    trained = ("baseline_persistence", 0.09)
+    assert decide(0.0995, None, 0.33, True, cfg, trained).promote
+    rejected = decide(0.12, None, 0.33, True, cfg, trained)
+    assert not rejected.promote and "> the persistence baseline 0.0900 + tolerance 0.01" in rejected.reason
+    assert rejected.trained_baseline == 0.09 and rejected.trained_baseline_name == "persistence"
