@@ -64,6 +64,14 @@ class ServeParams(Section):
     reload_interval_seconds: float = Field(default=2.0, gt=0)
     onnx_threads: int = Field(default=1, ge=1)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # NORMAL: survives SIGKILL, not power loss
+    # A production model or pointer that cannot be loaded at start: "unready" serves nothing and says why on
+    # /ready (the gate chose that version; serving another one silently would be skew nobody decided);
+    # "fallback" serves the newest earlier production version that verifies, and says so on /ready.
+    on_bad_model: Literal["unready", "fallback"] = "unready"
+    header_timeout_seconds: float = Field(default=10.0, gt=0)  # a request's header must be in within this
+    body_timeout_seconds: float = Field(default=30.0, gt=0)  # and its body within this (408 after it)
+    max_header_bytes: int = Field(default=16_384, ge=1024)  # request line + headers; more gets 431
+    max_label_chars: int = Field(default=256, ge=1, le=256)  # /labels: longest label (the log's column holds 256)
 
     @field_validator("database_url")
     @classmethod
