@@ -1,13 +1,72 @@
 """Start the prediction service: ``python -m serving [--host H] [--port P] [--database-url URL]``.
 
-Defaults come from the ``serve`` section of params.yaml (127.0.0.1:8000, SQLite log in data/).
+Defaults come from the ``serve`` section of params.yaml (127.0.0.1:8000, SQLite log in data/). With
+``$EVERGREEN_API_TOKEN`` set, /predict, /labels and /metrics need ``Authorization: Bearer <token>``;
+binding a non-loopback address without one logs a warning.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from pipeline.params import ServeParams
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
+
+
+def api_token() -> str | None:
+    """The bearer token from $EVERGREEN_API_TOKEN; unset or empty: no token check."""
+    from serving.app import API_TOKEN_ENV
+
+    return os.environ.get(API_TOKEN_ENV) or None
+
+
+def warn_if_exposed(host: str, token: str | None) -> None:
+    from serving.app import API_TOKEN_ENV
+
+    if token is None and not is_loopback(host):
+        log.warning(
+            "binding %s, reachable beyond this machine, with no token: anyone who reaches it can predict, post labels "
+            "and read metrics; set $%s to require Authorization: Bearer",
+            host,
+            API_TOKEN_ENV,
+        )
+
+
+def server_config(settings: ServeParams, registry: str | Path, token: str | None) -> uvicorn.Config:
+    """The uvicorn configuration of the service: its app, address and the guarded HTTP protocol."""
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.protocol import guarded_protocol
+
+    warn_if_exposed(settings.host, token)
+    return uvicorn.Config(
+        create_app(settings, registry, api_token=token),
+        host=settings.host,
+        port=settings.port,
+        http=guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds, settings.max_header_bytes),
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def main() -> None:
@@ -16,7 +75,6 @@ def main() -> None:
 
     from pipeline.core.cli import setup_logging
     from pipeline.params import load_params, prediction_log_url
-    from serving.app import create_app
 
     params = load_params()
     parser = argparse.ArgumentParser(prog="python -m serving", description="Evergreen prediction service")
@@ -40,7 +98,7 @@ def main() -> None:
     )
     setup_logging()
     logging.getLogger("uvicorn.access").disabled = True
-    uvicorn.run(create_app(settings, args.registry), host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.Server(server_config(settings, args.registry, api_token())).run()
 
 
 if __name__ == "__main__":

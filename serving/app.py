@@ -10,13 +10,23 @@ started with. Records become the model's feed by its kind's runtime (``KindRunti
 once per model, ``build_feed`` per request); a production model of a kind the service cannot score
 yet leaves it unready, ``/ready`` answering 503 with the reason. No torch on this path:
 onnxruntime, numpy and the model card only.
+
+The edges (issue 9): a production model or pointer that cannot be loaded never stops the service:
+it starts unready (503 with the reason on ``/ready``) or, with ``serve.on_bad_model: fallback``, serves
+the newest earlier production version that verifies. ``/ready`` is 503 too while the prediction log
+cannot commit. Every refused request is a one-line JSON ``detail`` naming the field; every unexpected
+error a JSON 500 counted in ``evergreen_errors_total{reason="internal"}``. ``/labels`` accepts only
+labels of requests in the log, records they scored, classes of the model that scored them. With
+``$EVERGREEN_API_TOKEN`` set, ``/predict``, ``/labels`` and ``/metrics`` need ``Authorization: Bearer``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,29 +38,49 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline import kinds
 from pipeline.kinds.base import FeedSchema, NotSupportedYet, RecordError
-from pipeline.lifecycle.registry import Registry
+from pipeline.lifecycle.registry import ModelVersion, Registry, RegistryError, parse_version, version_name
 from pipeline.onnxio.card import ModelCard
 from pipeline.onnxio.session import ort_session
 from pipeline.params import ServeParams
-from serving.predlog import PredictionLog
+from serving.predlog import PredictionLog, commit_error
 
 log = logging.getLogger(__name__)
+
+API_TOKEN_ENV = "EVERGREEN_API_TOKEN"
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # what /predict hands out: uuid4().hex
+# The metrics' reason label for each refusal status; anything else is an invalid request.
+REASONS = {
+    401: "unauthorized",
+    408: "body_timeout",
+    413: "payload_too_large",
+    499: "client_disconnected",
+    503: "unavailable",
+}
 
 
 class RequestError(Exception):
     """A bad request: carries the HTTP status and a message naming the field."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message with whitespace collapsed, or its type when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -69,8 +99,10 @@ class LoadedModel:
     @classmethod
     def load(cls, registry: Registry, threads: int) -> LoadedModel | None:
         version = registry.production()
-        if version is None:
-            return None
+        return None if version is None else cls.from_version(version, threads)
+
+    @classmethod
+    def from_version(cls, version: ModelVersion, threads: int) -> LoadedModel:
         version.verify()
         card = ModelCard.load(version.card)
         runtime = kinds.get(card.KIND).runtime
@@ -78,6 +110,26 @@ class LoadedModel:
         session = ort_session(version.serving_onnx, threads)  # int8 when the gate chose it
         variant = "int8" if version.serving_onnx == version.onnx_int8 else "fp32"
         return cls(version.name, card, session, inputs, runtime.build_feed, card.classes, version.metrics(), variant)
+
+
+def load_fallback(registry: Registry, threads: int) -> LoadedModel | None:
+    """The newest earlier production version that verifies and loads, or None.
+
+    Only versions the gate once put in production qualify (their promote or rollback is in the history):
+    the newest registered version may be a candidate the gate rejected."""
+    served: set[int] = set()
+    for event in registry.history():
+        if event.get("event") in ("promote", "rollback") and isinstance(event.get("version"), str):
+            try:
+                served.add(parse_version(event["version"]))
+            except RegistryError:  # a hand-edited history line names no version: it cannot be a fallback
+                continue
+    for number in sorted(served, reverse=True):
+        try:
+            return LoadedModel.from_version(registry.get(number), threads)
+        except Exception as exc:  # this one is damaged too: try the next older one, saying why
+            log.warning("fallback: %s cannot be served either: %s", version_name(number), one_line(exc))
+    return None
 
 
 # ---------------------------------------------------------------- the log
@@ -105,6 +157,12 @@ class ServiceMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self.records = Counter("evergreen_records_scored_total", "Records scored and logged", registry=self.registry)
+        self.internal = Counter(
+            "evergreen_internal_errors_total",
+            "Unexpected errors answered with a JSON 500",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.model = Gauge(
             "evergreen_model_info", "The model version being served (value 1)", ["version"], registry=self.registry
         )
@@ -129,8 +187,11 @@ class Service:
         self.model: LoadedModel | None = None
         self.log: PredictionLog | None = None
         self.metrics = ServiceMetrics()
-        self.refused: str | None = None  # why the production model is not served (a kind the service cannot score yet)
-        self._pointer_seen: str | None = None
+        self.refused: str | None = None  # why the production model is not served (its kind, a damaged file, ...)
+        self.fallback = False  # serving an earlier production version because the production one cannot load
+        self._pointer_seen: bytes | None = None
+        self._settled = False  # the model for _pointer_seen is served, or can never be (not: may load on a retry)
+        self._classes: dict[str, tuple[str, ...]] = {}  # model version -> its classes, for /labels
 
     @property
     def prediction_log(self) -> PredictionLog:
@@ -139,66 +200,238 @@ class Service:
             raise RuntimeError("the prediction log is not open; requests are served only inside the app's lifespan")
         return self.log
 
-    def _pointer(self) -> str | None:
-        """The production pointer's bytes: cheap to read every few seconds, changes on every switch."""
+    def _pointer(self) -> bytes | None:
+        """The production pointer's bytes: cheap to read every few seconds, changes on every switch.
+        Bytes, not text: a pointer overwritten with garbage must not fail here but in the loader, with its reason."""
         try:
-            return self.registry.pointer_file.read_text()
+            return self.registry.pointer_file.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:  # unreadable (permissions, a folder in its place): the loader says why
+            return f"unreadable: {exc}".encode()
 
     @property
     def unready(self) -> str:
-        """Why no model is served: the production model's kind refused, or there is none yet."""
-        return self.refused or "no production model loaded"
+        """Why no model is served: the production model cannot be loaded or served, or there is none yet."""
+        return self.refused or "no production model in the registry yet"
 
     async def reload_if_changed(self) -> bool:
-        """Load the production model when the pointer changed; swap only once the new one is ready."""
+        """Load the production model when the pointer changed; swap only once the new one is ready.
+        Never raises: a model that cannot be loaded leaves the current one serving (or none) and says why."""
         pointer = self._pointer()
-        if pointer == self._pointer_seen and (self.model is not None or self.refused is not None):
+        if self._settled and pointer == self._pointer_seen:
             return False
         try:
             loaded = await run_in_threadpool(LoadedModel.load, self.registry, self.settings.onnx_threads)
         except NotSupportedYet as exc:
-            # Not a failure to retry: this version can never be served. Keep serving the previous model, if any,
-            # and say why on /ready until the pointer moves.
-            self._pointer_seen, self.refused = pointer, str(exc)
-            log.error("production model not served, still serving %s: %s", self.model.version if self.model else None, exc)
-            return False
-        self._pointer_seen, self.refused = pointer, None
+            # Not a failure to retry: this version can never be served. Say why on /ready until the pointer moves.
+            self._settled, self._pointer_seen = True, pointer
+            return await self._not_served(str(exc))
+        except Exception as exc:
+            # A damaged file or pointer can be repaired in place (restored from a backup): retried every interval.
+            self._settled = False
+            return await self._not_served(f"the production model cannot be loaded: {one_line(exc)}")
+        self._settled, self._pointer_seen, self.refused, self.fallback = True, pointer, None, False
         if loaded is None or (self.model is not None and loaded.version == self.model.version):
             return False
+        self._swap(loaded)
+        return True
+
+    async def _not_served(self, reason: str) -> bool:
+        """Keep serving the current model (if any) and say why; with no model and the fallback policy,
+        serve the newest earlier production version that loads."""
+        if reason != self.refused:  # one line per new reason, not one per retry
+            log.error("production model not served (serving %s): %s", self.model.version if self.model else None, reason)
+        self.refused = reason
+        if self.model is not None or self.settings.on_bad_model != "fallback":
+            return False
+        try:
+            loaded = await run_in_threadpool(load_fallback, self.registry, self.settings.onnx_threads)
+        except Exception as exc:  # the history itself is unreadable: stay unready, saying both
+            self.refused = f"{reason}; no fallback: {one_line(exc)}"
+            return False
+        if loaded is None:
+            self.refused = f"{reason}; no earlier production version verifies"
+            return False
+        self.fallback = True
+        self._swap(loaded)
+        log.warning("fallback: serving %s, the newest earlier production version that verifies", loaded.version)
+        return True
+
+    def _swap(self, loaded: LoadedModel) -> None:
         previous, self.model = self.model, loaded  # one reference swap: in-flight requests keep theirs
         self.metrics.serving(loaded.version, previous.version if previous else None)
         self.metrics.reloads.inc()
         log.info("serving model %s (was %s)", loaded.version, previous.version if previous else None)
-        return True
 
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reload_interval_seconds)
-            try:
-                await self.reload_if_changed()
-            except Exception as exc:  # a broken new version must not take the service down: keep serving the old one
-                log.error("model reload failed, still serving %s: %s", self.model.version if self.model else None, exc)
+            await self.reload_if_changed()
+
+    def classes_of(self, version: str) -> tuple[str, ...]:
+        """The classes of the model version that scored a request (empty for a forecaster)."""
+        model = self.model
+        if model is not None and model.version == version:
+            return model.classes
+        if version not in self._classes:
+            self._classes[version] = ModelCard.load(self.registry.get(version).card).classes
+        return self._classes[version]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes (never read whole first)."""
+def parse_labels(body: bytes, max_items: int, max_label_chars: int) -> list[dict[str, Any]]:
+    """The /labels body, each item checked on its own (the log is checked next): 422 naming the item."""
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(422, f"body is not valid JSON: {exc}") from None
+    if not isinstance(items, list) or not items:
+        raise RequestError(422, "body must be a non-empty JSON list of {request_id, index, label}")
+    if len(items) > max_items:
+        raise RequestError(413, f"{len(items)} labels is over the batch limit of {max_items}")
+    seen: dict[tuple[str, int], int] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != {"request_id", "index", "label"}:
+            raise RequestError(422, f"item {i}: expected exactly the fields request_id, index, label")
+        request_id, index, label = item["request_id"], item["index"], item["label"]
+        if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
+            raise RequestError(422, f"item {i}: request_id must be the 32 hex characters /predict returned")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise RequestError(422, f"item {i}: index must be a record's position in its request, an integer from 0")
+        if not isinstance(label, str) or not label:
+            raise RequestError(422, f"item {i}: label must be a non-empty string")
+        if len(label) > max_label_chars:
+            raise RequestError(422, f"item {i}: label is {len(label)} characters, over the limit of {max_label_chars}")
+        first = seen.setdefault((request_id, index), i)
+        if first != i:
+            raise RequestError(422, f"item {i}: request_id {request_id} index {index} repeats item {first}")
+    return items
+
+
+def check_labels(service: Service, items: list[dict[str, Any]]) -> None:
+    """Each label against the log: its request was scored, its index is one of that request's records,
+    and it is a class of the model that scored it. Runs in a worker thread (database reads)."""
+    scored = service.prediction_log.scored([item["request_id"] for item in items])
+    for i, item in enumerate(items):
+        request_id, index, label = item["request_id"], item["index"], item["label"]
+        if request_id not in scored:
+            raise RequestError(422, f"item {i}: request_id {request_id} is not in the prediction log")
+        version, count = scored[request_id]
+        if index >= count:
+            raise RequestError(422, f"item {i}: index {index} is out of range; request {request_id} scored {count} record(s)")
+        classes = service.classes_of(version)
+        if classes and label not in classes:
+            raise RequestError(422, f"item {i}: label {label!r} is not a class of model {version} ({', '.join(classes)})")
+
+
+class CatchAll:
+    """Innermost guard against the unexpected: an exception no handler knows becomes a JSON 500, counted and
+    logged once with its traceback (Starlette's own guard answers plain text and logs it twice)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            endpoint = scope["path"]
+            log.exception("internal error answering %s %s", scope["method"], endpoint)
+            self.metrics.internal.labels(endpoint).inc()
+            self.metrics.errors.labels(endpoint, "internal").inc()
+            self.metrics.requests.labels(endpoint, "500").inc()
+            if started:  # half a response is out: uvicorn closes the connection, the client sees it cut
+                return
+            body = orjson.dumps({"detail": f"internal error ({type(exc).__name__}); the service log has the traceback"})
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (never read whole first)
+    and with 408 when it is not all in within ``timeout`` seconds (a slow sender holds no handler)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+        raise RequestError(413, f"request body of {declared} bytes is over the limit of {limit} bytes", CLOSE)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(413, f"request body is over the limit of {limit} bytes", CLOSE)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(408, f"request body not received within {timeout:g} s", CLOSE) from None
+    except ClientDisconnect:
+        raise RequestError(499, "the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
-def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
-    """The FastAPI application for one registry and one prediction log."""
+CLOSE = {"connection": "close"}  # the rest of a refused body is not worth reading: uvicorn closes after the answer
+
+# The documented bodies (the handlers read the raw body themselves, for the size limit): they are what
+# /docs shows and what a schemathesis run generates requests from.
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"type": "array", "minItems": 1, "items": {"type": "object"}, "description": "raw records"}
+        }
+    },
+}
+LABELS_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["request_id", "index", "label"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "request_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                        "index": {"type": "integer", "minimum": 0},
+                        "label": {"type": "string", "minLength": 1, "maxLength": 256},
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+def create_app(settings: ServeParams, registry_root: str | Path, api_token: str | None = None) -> FastAPI:
+    """The FastAPI application for one registry and one prediction log; with ``api_token``, /predict,
+    /labels and /metrics need ``Authorization: Bearer <api_token>``."""
     service = Service(settings, Path(registry_root))
+    bearer = HTTPBearer(auto_error=False)
+
+    async def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if api_token is None:
+            return
+        challenge = {"www-authenticate": "Bearer"}
+        if credentials is None:
+            raise RequestError(401, f"missing header Authorization: Bearer <token> (${API_TOKEN_ENV} is set)", challenge)
+        # Constant time: the comparison must not tell a caller how much of a guess was right.
+        if not hmac.compare_digest(credentials.credentials.encode(), api_token.encode()):
+            raise RequestError(401, "header Authorization: the bearer token is not valid", challenge)
+
+    guarded = [Depends(authorised)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -217,21 +450,24 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
 
     app = FastAPI(title="Evergreen prediction service", lifespan=lifespan)
     app.state.service = service
+    app.add_middleware(CatchAll, metrics=service.metrics)
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
         endpoint = request.url.path
         service.metrics.requests.labels(endpoint, str(exc.status)).inc()
-        service.metrics.errors.labels(endpoint, "payload_too_large" if exc.status == 413 else "invalid").inc()
-        return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+        service.metrics.errors.labels(endpoint, REASONS.get(exc.status, "invalid")).inc()
+        if exc.status == 499:  # nobody to answer: one line in the log instead of a traceback
+            log.info("%s %s: %s", request.method, endpoint, exc)
+        return JSONResponse(status_code=exc.status, content={"detail": str(exc)}, headers=exc.headers)
 
-    @app.post("/predict")
+    @app.post("/predict", dependencies=guarded, openapi_extra={"requestBody": PREDICT_BODY})
     async def predict(request: Request):
         started = time.perf_counter()
         model = service.model  # this request's model, whatever gets promoted meanwhile
         if model is None:
-            raise RequestError(503, service.refused or "no production model in the registry yet")
-        body = await read_body(request, settings.max_body_bytes)
+            raise RequestError(503, service.unready)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         try:
             records = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -266,7 +502,10 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
             }
             for i, record in enumerate(records)
         ]
-        await service.prediction_log.write(rows)  # answered only once committed
+        try:
+            await service.prediction_log.write(rows)  # answered only once committed
+        except Exception as exc:  # no answer without its log record; the client may retry elsewhere
+            raise RequestError(503, f"prediction log cannot commit: {commit_error(exc)}") from None
         service.metrics.records.inc(len(records))
         service.metrics.requests.labels("/predict", "200").inc()
         service.metrics.latency.observe(time.perf_counter() - started)
@@ -285,24 +524,11 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
             media_type="application/json",
         )
 
-    @app.post("/labels")
+    @app.post("/labels", dependencies=guarded, openapi_extra={"requestBody": LABELS_BODY})
     async def add_labels(request: Request):
-        body = await read_body(request, settings.max_body_bytes)
-        try:
-            items = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(422, f"body is not valid JSON: {exc}") from None
-        if not isinstance(items, list) or not items:
-            raise RequestError(422, "body must be a non-empty JSON list of {request_id, index, label}")
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or set(item) != {"request_id", "index", "label"}:
-                raise RequestError(422, f"item {i}: expected exactly the fields request_id, index, label")
-            if (
-                not isinstance(item["index"], int)
-                or not isinstance(item["label"], str)
-                or not isinstance(item["request_id"], str)
-            ):
-                raise RequestError(422, f"item {i}: request_id and label must be strings, index an integer")
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
+        items = parse_labels(body, settings.max_records, settings.max_label_chars)
+        await run_in_threadpool(check_labels, service, items)
         count = await run_in_threadpool(service.prediction_log.add_labels, items, datetime.now(UTC).isoformat())
         service.metrics.requests.labels("/labels", "200").inc()
         return {"stored": count}
@@ -313,9 +539,16 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
 
     @app.get("/ready")
     async def ready():
-        if service.model is None:
+        model, failing = service.model, service.prediction_log.failing
+        if model is None:
             return JSONResponse(status_code=503, content={"ready": False, "detail": service.unready})
-        return {"ready": True, "model_version": service.model.version}
+        if failing is not None:
+            detail = f"prediction log cannot commit: {failing}"
+            return JSONResponse(status_code=503, content={"ready": False, "detail": detail})
+        if service.refused is None:
+            return {"ready": True, "model_version": model.version}
+        # Serving, but not the production model: ready, and saying which and why.
+        return {"ready": True, "model_version": model.version, "fallback": service.fallback, "detail": service.refused}
 
     @app.get("/model")
     async def model_info():
@@ -324,7 +557,7 @@ def create_app(settings: ServeParams, registry_root: str | Path) -> FastAPI:
             raise RequestError(503, service.unready)
         return {"version": model.version, "variant": model.variant, "card": model.card.to_dict(), "metrics": model.metrics}
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=guarded)
     async def metrics():
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -7,7 +7,11 @@ commit), then releases every waiting request. A request is answered only after i
 in a committed transaction, so killing the server loses no acknowledged record.
 
 Labels that arrive later are stored by (request id, record index) and joined when the monitor
-reads the log.
+reads the log; storing the same label again changes nothing (an upsert, safe under concurrent posts).
+
+While commits fail (a full disk, a lost database), ``failing`` holds the reason and the writer
+probes the database every ``PROBE_SECONDS`` with a one-row write, so the service turns ready again on
+its own once a commit succeeds, with or without traffic.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import asyncio
 import json
 import logging
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,15 @@ labels = sa.Table(
     sa.Column("received_at", sa.String(40), nullable=False),
 )
 
+# One row, rewritten by the probe commit while commits fail: a real write, as small as one can be.
+heartbeat = sa.Table(
+    "log_heartbeat",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+PROBE_SECONDS = 1.0  # how often a failing log retries a commit when no request does
 
 INSERT_COLUMNS = ("request_id", "record_index", "logged_at", "model_version", "inputs", "label", "probabilities")
 
@@ -90,9 +106,10 @@ class PredictionLog:
         self._insert_sql = (
             f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join([marker] * len(INSERT_COLUMNS))})"
         )
+        self.commits = 0
+        self.failing: str | None = None  # why the last commit failed; None once one succeeds
         self._writer = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._writer.start()
-        self.commits = 0
 
     async def write(self, rows: list[dict[str, Any]]) -> None:
         """Queue rows and wait until the transaction holding them has committed."""
@@ -109,10 +126,14 @@ class PredictionLog:
         while True:
             with self._wake:
                 while not self._queue and not self._stopping:
-                    self._wake.wait()
+                    if not self._wake.wait(timeout=PROBE_SECONDS if self.failing else None):
+                        break  # a failing log with no traffic: probe below
                 if not self._queue and self._stopping:
                     return
                 batch, self._queue = self._queue, []
+            if not batch:
+                self._probe()
+                continue
             try:
                 with self.engine.begin() as connection:
                     # Driver-level executemany: the Core insert's per-row overhead holds the GIL the
@@ -120,13 +141,35 @@ class PredictionLog:
                     connection.exec_driver_sql(
                         self._insert_sql, [tuple(row[c] for c in INSERT_COLUMNS) for item in batch for row in item.rows]
                     )
-                self.commits += 1
+                self._committed()
                 outcome: BaseException | None = None
             except Exception as exc:  # every waiter must learn the commit failed, whatever the cause
-                log.error("prediction log commit failed: %s", exc)
+                self._failed(exc)
                 outcome = exc
             for item in batch:
                 item.loop.call_soon_threadsafe(_settle, item.future, outcome)
+
+    def _probe(self) -> None:
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(heartbeat.delete())
+                connection.execute(heartbeat.insert(), {"id": 1, "at": time.time()})
+        except Exception as exc:  # the database is still failing: keep saying why
+            self._failed(exc)
+        else:
+            self._committed()
+
+    def _committed(self) -> None:
+        self.commits += 1
+        if self.failing is not None:
+            log.warning("prediction log commits succeed again (after: %s)", self.failing)
+            self.failing = None
+
+    def _failed(self, exc: Exception) -> None:
+        reason = commit_error(exc)
+        if reason != self.failing:  # one line per new reason, not one per retry
+            log.error("prediction log commit failed: %s", reason)
+        self.failing = reason
 
     def close(self) -> None:
         with self._wake:
@@ -135,25 +178,50 @@ class PredictionLog:
         self._writer.join(timeout=30)
         self.engine.dispose()
 
+    def scored(self, request_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """For each of these request ids that is in the log: (model version, number of records scored)."""
+        query = (
+            sa.select(predictions.c.request_id, sa.func.min(predictions.c.model_version), sa.func.count())
+            .where(predictions.c.request_id.in_(sorted(set(request_ids))))
+            .group_by(predictions.c.request_id)
+        )
+        with self.engine.connect() as connection:
+            return {request_id: (version, count) for request_id, version, count in connection.execute(query)}
+
     def add_labels(self, items: list[dict[str, Any]], received_at: str) -> int:
-        """Store late labels (request id, record index, label); a repeated one replaces the earlier."""
+        """Store late labels (request id, record index, label); a repeated one replaces the earlier.
+
+        An upsert where the dialect has one: two concurrent posts of the same label both succeed
+        (a delete-then-insert could collide on the key between them)."""
+        rows = [
+            {"request_id": i["request_id"], "record_index": i["index"], "label": i["label"], "received_at": received_at}
+            for i in items
+        ]
+        dialect = self.engine.dialect.name
         with self.engine.begin() as connection:
-            for item in items:
-                key = (labels.c.request_id == item["request_id"]) & (labels.c.record_index == item["index"])
-                connection.execute(labels.delete().where(key))
-            connection.execute(
-                labels.insert(),
-                [
-                    {
-                        "request_id": i["request_id"],
-                        "record_index": i["index"],
-                        "label": i["label"],
-                        "received_at": received_at,
-                    }
-                    for i in items
-                ],
-            )
+            if dialect in ("sqlite", "postgresql"):
+                insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(labels)
+                connection.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[labels.c.request_id, labels.c.record_index],
+                        set_={"label": insert.excluded.label, "received_at": insert.excluded.received_at},
+                    ),
+                    rows,
+                )
+            else:
+                for row in rows:
+                    key = (labels.c.request_id == row["request_id"]) & (labels.c.record_index == row["record_index"])
+                    connection.execute(labels.delete().where(key))
+                connection.execute(labels.insert(), rows)
         return len(items)
+
+
+def commit_error(exc: BaseException) -> str:
+    """The database's own one-line reason ("database or disk is full"), without SQLAlchemy's statement,
+    parameters (the logged inputs) and help link."""
+    original = getattr(exc, "orig", None)
+    reason = str(original if original is not None else exc) or type(exc).__name__
+    return " ".join(reason.split())
 
 
 def _settle(future: asyncio.Future, outcome: BaseException | None) -> None:
