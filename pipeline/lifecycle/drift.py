@@ -23,7 +23,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ _EVIDENTLY_KIND = {"numeric": "num", "categorical": "cat"}
 
 
 class DriftInputError(DataError, ValueError):
-    """The frames cannot be compared: no rows, a listed column missing or entirely empty."""
+    """The frames cannot be compared: no rows, a listed column missing, or every listed column entirely empty."""
 
 
 class DriftParamsError(ParamsError, ValueError):
@@ -72,6 +72,15 @@ class ColumnDrift:
 
 
 @dataclass(frozen=True)
+class ExcludedColumn:
+    """A listed column that was not compared, and why (e.g. no value at all in the current frame)."""
+
+    column: str
+    kind: FeatureKind
+    reason: str
+
+
+@dataclass(frozen=True)
 class DriftResult:
     """Per-column drift, the drifted share and Evidently's dataset-level verdict."""
 
@@ -82,6 +91,7 @@ class DriftResult:
     current_rows: int
     evidently_version: str
     drift_share: float = 0.5  # the share at which Evidently declares dataset drift
+    excluded: tuple[ExcludedColumn, ...] = ()  # listed but not compared; not in ``columns`` nor the share
 
     def column(self, name: str) -> ColumnDrift:
         """The result for column ``name``; KeyError naming it if it was not compared."""
@@ -106,6 +116,7 @@ class DriftResult:
             "current_rows": self.current_rows,
             "evidently_version": self.evidently_version,
             "columns": [{**asdict(item), "score": item.score if math.isfinite(item.score) else None} for item in self.columns],
+            "excluded_columns": [asdict(item) for item in self.excluded],
         }
 
     def markdown_table(self) -> str:
@@ -115,6 +126,9 @@ class DriftResult:
             cells = [item.column, item.kind, item.method, f"{item.score:.4g}", f"{item.threshold:.4g}"]
             cells = [cell.replace("|", "\\|") for cell in cells]  # a "|" in a name would split the cell
             lines.append("| " + " | ".join(cells) + f" | {'yes' if item.drifted else 'no'} |")
+        for excluded in self.excluded:
+            cells = [excluded.column, excluded.kind, f"not compared: {excluded.reason}"]
+            lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |  |  | n/a |")
         return "\n".join(lines)
 
 
@@ -138,7 +152,8 @@ def detect_drift(
 
     Only ``numeric`` and ``categorical`` columns are compared, declared to Evidently with those kinds;
     other columns of the frames are ignored and the frames are not modified. Missing values (NaN,
-    None, pd.NA) are allowed; a column with no value at all in either frame is an error.
+    None, pd.NA) are allowed; a column with no value at all in either frame (after sampling) is left out
+    and named in ``DriftResult.excluded``; when every column is, that is an error.
 
     ``method``/``threshold`` override Evidently's per-column defaults for every column (``method``
     must then apply to both kinds, e.g. "psi", "jensenshannon", "hellinger"); ``num_method`` /
@@ -158,10 +173,17 @@ def detect_drift(
     streams = np.random.default_rng(seed).spawn(2)
     ref = _sample(reference, columns, reference_sample, streams[0], "reference_sample")
     cur = _sample(current, columns, current_sample, streams[1], "current_sample")
-    for frame, name in ((ref, "reference"), (cur, "current")):
-        empty = [column for column in columns if frame[column].isna().all()]
-        if empty:
-            raise DriftInputError(f"column {empty[0]!r} has no values in the {name} frame (all missing)")
+    kinds: dict[str, FeatureKind] = {**{c: "numeric" for c in numeric}, **{c: "categorical" for c in categorical}}
+    # An all-missing column would crash Evidently; it is left out and named in the result instead, so one
+    # empty column (a broken feed) never stops the check of the others. Landing screening quarantines such
+    # batches, so this guards the other sources (the prediction log) and a sample that drew only missing values.
+    excluded = _all_missing(ref, cur, columns, kinds)
+    if len(excluded) == len(columns):
+        raise DriftInputError(f"no column to compare: {'; '.join(f'{e.column!r} {e.reason}' for e in excluded)}")
+    skip = {item.column for item in excluded}
+    numeric = [c for c in numeric if c not in skip]
+    categorical = [c for c in categorical if c not in skip]
+    kinds = {c: kind for c, kind in kinds.items() if c not in skip}
 
     snapshot, version = _run_evidently(
         ref,
@@ -176,8 +198,9 @@ def detect_drift(
             drift_share=drift_share,
         ),
     )
-    kinds: dict[str, FeatureKind] = {**{c: "numeric" for c in numeric}, **{c: "categorical" for c in categorical}}
     result = parse_snapshot(snapshot.dict(), kinds, len(ref), len(cur), version, drift_share)
+    if excluded:
+        result = replace(result, excluded=excluded)
     if html_path is not None:
         path = Path(html_path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,6 +320,20 @@ def _check_columns(
         if missing:
             raise DriftInputError(f"column {missing[0]!r} is missing from the {name} frame")
     return columns
+
+
+def _all_missing(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], kinds: Mapping[str, FeatureKind]
+) -> tuple[ExcludedColumn, ...]:
+    """The columns with no value at all in either frame, each with a reason naming the frame."""
+    excluded = []
+    for column in columns:
+        empty = [name for frame, name in ((reference, "reference"), (current, "current")) if frame[column].isna().all()]
+        if empty:
+            reason = f"has no values in the {' and '.join(empty)} frame{'s' if len(empty) > 1 else ''} (all missing)"
+            log.warning("drift: column %r %s; left out of the comparison", column, reason)
+            excluded.append(ExcludedColumn(column, kinds[column], reason))
+    return tuple(excluded)
 
 
 def _check_options(

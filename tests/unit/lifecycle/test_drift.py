@@ -263,10 +263,21 @@ def test_missing_column_names_the_column_and_the_frame(frames, frame_name):
         detect_drift(reference, current, NUMERIC, CATEGORICAL)
 
 
-def test_all_missing_column_names_the_column_and_the_frame(frames):
+def test_an_all_missing_column_is_left_out_and_named_in_the_result(frames):
     reference, current = (frame.copy() for frame in frames)
     current["num_same"] = np.nan
-    with pytest.raises(ValueError, match="'num_same' has no values in the current frame"):
+    result = detect_drift(reference, current, NUMERIC, CATEGORICAL, reference_sample=300, current_sample=300)
+    assert [c.column for c in result.columns] == ["num_shift", "cat_shift", "cat_same"]
+    assert result.drifted_share == pytest.approx(2 / 3)  # over the compared columns only
+    [excluded] = result.to_dict()["excluded_columns"]
+    assert excluded == {"column": "num_same", "kind": "numeric", "reason": "has no values in the current frame (all missing)"}
+    assert result.markdown_table().splitlines()[-1].startswith("| num_same | numeric | not compared: has no values")
+
+
+def test_every_column_all_missing_names_them_all(frames):
+    reference, current = (frame.copy() for frame in frames)
+    current[NUMERIC + CATEGORICAL] = np.nan
+    with pytest.raises(ValueError, match="no column to compare: 'num_shift' has no values in the current frame.*'cat_same'"):
         detect_drift(reference, current, NUMERIC, CATEGORICAL)
 
 
