@@ -5,6 +5,8 @@ landed batch under the source rows. Before a retrain or a drift check, ``screen`
 batch with the pipeline's kind (``KindRuntime.landing_screen``: for tables, readable and matching the
 source's columns and types) and moves any that fails to ``paths.quarantine``, next to a
 ``<name>.reason.txt`` saying why: a bad batch never stops the loop and is never silently dropped.
+Every entry is screened, not only the batch-looking ones: links (never followed), folders, pipes,
+hidden, compressed or unknown files are quarantined too, so nothing stays behind for ingest to trip on.
 
 Command line (the demo and tests use it to make real data arrive)::
 
@@ -17,8 +19,12 @@ Command line (the demo and tests use it to make real data arrive)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import os
+import re
 import shutil
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +35,11 @@ import pandas as pd
 from pipeline import kinds
 from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError, ParamsError
-from pipeline.core.io import atomic_path, atomic_write, file_sha256
+from pipeline.core.io import TEMP_SUFFIX, atomic_path, atomic_write, file_sha256
 from pipeline.kinds.base import BatchScreen
 from pipeline.kinds.tabular.ingest import read_source
 from pipeline.params import Params, TabularParams, load_params
-from pipeline.shared.tables import TABLE_SUFFIXES, as_time, batch_files, read_table_file, sortable_time
+from pipeline.shared.tables import TABLE_SUFFIXES, as_time, batch_files, first_line, read_table_file, sortable_time
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +53,137 @@ class Batch:
     sha256: str
 
 
+# Compressed batches are refused by name: pandas would open batch.csv.gz transparently, but ingest
+# and the monitor read plain CSV/Parquet only, so it would be used by one and ignored by the other.
+COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip", ".tar", ".tgz", ".7z"})
+# A quarantined entry whose name is longer than this (in bytes) is renamed to a short hash: with the
+# ".reason.txt" suffix and atomic_write's temporary prefix and suffix (~35 bytes) the names would
+# otherwise pass the file system's 255-byte limit and the reason could not be written.
+MAX_KEPT_NAME = 150
+# atomic_path's temporary for a target: ".<name>.<pid>-<8 hex>.tmp" (see pipeline.core.io.atomic_path).
+_TEMPORARY = re.compile(rf"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)}$")
+
+
 def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
-    """Move a bad batch aside with a reason file; the name gets a suffix if it is already taken."""
+    """Move a bad landing entry (file, link, folder, pipe) aside with a reason file, never following a link.
+
+    The name gets a counter if it is already taken; a very long name is replaced by a short hash of it
+    (the reason file then says what the entry was called)."""
     quarantine_dir.mkdir(parents=True, exist_ok=True)
-    target = quarantine_dir / path.name
-    counter = 1
-    while target.exists():
-        target = quarantine_dir / f"{path.stem}.{counter}{path.suffix}"
+    name, note = path.name, ""
+    if len(os.fsencode(name)) > MAX_KEPT_NAME:
+        suffix = path.suffix if len(path.suffix) <= 16 else ""
+        name = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16] + suffix
+        note = f" (landed as {path.name!r})"
+    first = quarantine_dir / name
+    target, counter = first, 1
+    while os.path.lexists(target):  # lexists: a dangling quarantined link still takes its name
+        target = quarantine_dir / f"{first.stem}.{counter}{first.suffix}"
         counter += 1
-    atomic_write(quarantine_dir / f"{target.name}{REASON_SUFFIX}", reason.rstrip() + "\n")
-    shutil.move(str(path), target)
-    log.warning("quarantined %s: %s", path.name, reason)
+    # backslashreplace: a name that is not valid UTF-8 is itself a poison entry; its reason must still be written.
+    text = (reason.rstrip() + note + "\n").encode("utf-8", "backslashreplace")
+    atomic_write(quarantine_dir / f"{target.name}{REASON_SUFFIX}", text)
+    # shutil.move renames (same file system) or re-creates a link as a link: a link's target is never read.
+    shutil.move(path, target)
+    log.warning("quarantined %r: %s", path.name, reason)
     return target
 
 
+def entry_problem(path: Path) -> str | None:
+    """Why an entry of the landing area is not a batch to read (None: a CSV or Parquet regular file).
+
+    Looks at the entry itself (``lstat``): a link is refused without following it, so a batch can never
+    point the pipeline at a file outside the landing area, nor a link loop hang it; a pipe is never opened."""
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        return "symbolic link: links are not followed out of the landing area; land the file itself"
+    if stat.S_ISDIR(mode):
+        return "a directory, not a batch file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a pipe, socket or device)"
+    if _TEMPORARY.match(path.name):
+        return "left over by an interrupted write (its writer is gone)"
+    if path.name.startswith("."):
+        return "hidden file: land batches under a plain name"
+    suffix = path.suffix.lower()
+    if suffix in COMPRESSED_SUFFIXES:
+        return f"compressed file ({suffix}): land the uncompressed CSV or Parquet file"
+    if suffix not in TABLE_SUFFIXES:
+        return f"unsupported file type {suffix!r}; use one of {sorted(TABLE_SUFFIXES)}"
+    return None
+
+
+def being_written(path: Path) -> bool:
+    """True for ``atomic_path``'s temporary of a writer that is still running (it will rename it when done);
+    a dead writer's leftover is not, so it is quarantined like any other hidden file."""
+    match = _TEMPORARY.match(path.name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match["pid"]), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except (OverflowError, OSError):  # a "pid" too large to be one
+        return False
+    return True
+
+
 def screen(landing: Path, quarantine_dir: Path, batch_screen: BatchScreen) -> tuple[list[Batch], list[Path]]:
-    """Quarantine every landed batch that ``batch_screen`` finds problems with; return the good ones and the quarantined paths."""
-    good, moved = [], []
-    for path in batch_files(landing):
-        problems = batch_screen(path)
-        if problems:
+    """Screen every entry of the landing area: a readable batch that ``batch_screen`` finds no problem with
+    is returned, anything else (links, folders, hidden, compressed or unknown files, unreadable or bad
+    batches) is quarantined with its reason. One bad entry never stops the others.
+
+    Only a batch that cannot even be moved aside (the landing or quarantine folder is not writable) is an
+    error, raised once every entry has been screened: left in place, ingest would read it."""
+    good: list[Batch] = []
+    moved: list[Path] = []
+    stuck: list[str] = []
+    for path in landing_entries(landing, quarantine_dir):
+        if being_written(path):
+            log.info("%s is being written by a running process; it is screened once it has landed", path.name)
+            continue
+        try:
+            problem = entry_problem(path)
+            problems = [problem] if problem is not None else batch_screen(path)
+            if not problems:
+                good.append(Batch(path, len(read_table_file(path)), file_sha256(path)))
+                continue
+        except DataError as exc:
+            problems = [str(exc).removeprefix(f"{path}: ")]
+        except OSError as exc:
+            problems = [f"unreadable: {exc.strerror or first_line(exc)}"]
+        except Exception as exc:  # a batch that breaks a check in an unforeseen way is still one bad batch
+            log.warning("screening %r failed", path.name, exc_info=True)
+            problems = [f"could not be screened ({type(exc).__name__}: {first_line(exc)})"]
+        try:
             moved.append(quarantine(path, quarantine_dir, "; ".join(problems)))
-        else:
-            good.append(Batch(path, len(read_table_file(path)), file_sha256(path)))
+        except OSError as exc:
+            if not os.path.lexists(path):  # another screening moved it first: nothing left to do
+                log.info("%s: already moved by another screening", path.name)
+                continue
+            stuck.append(f"{path.name!r} ({exc.strerror or first_line(exc)})")
+            log.error("could not quarantine %r (%s): %s", path.name, "; ".join(problems), exc)
+    if stuck:
+        raise DataError(
+            f"{quarantine_dir}: {len(stuck)} bad landed batch(es) could not be quarantined: {', '.join(stuck)}; "
+            f"make {landing} and {quarantine_dir} writable"
+        )
     return good, moved
+
+
+def landing_entries(landing: Path, quarantine_dir: Path | None = None) -> list[Path]:
+    """Every entry of the landing area, in name order (a quarantine folder placed inside it excepted)."""
+    if not landing.is_dir():
+        return []
+    try:
+        entries = sorted(landing.iterdir())
+    except OSError as exc:
+        raise DataError(f"{landing}: cannot list the landing area ({exc.strerror or first_line(exc)})") from None
+    if quarantine_dir is not None and quarantine_dir.resolve().parent == landing.resolve():
+        entries = [p for p in entries if p.name != quarantine_dir.name]
+    return entries
 
 
 def screen_landed(params: Params, root: Path = Path(".")) -> tuple[list[Batch], list[Path]]:
@@ -82,10 +195,7 @@ def screen_landed(params: Params, root: Path = Path(".")) -> tuple[list[Batch], 
 
 def land_frame(frame: pd.DataFrame, landing: Path, name: str) -> Path:
     """Write a batch atomically and durably: a hidden temporary name first, renamed when complete."""
-    if not name or Path(name).name != name or name.startswith("."):
-        raise DataError(f"batch name {name!r}: give a plain file name (no folder, not hidden); batches land in {landing}")
-    if Path(name).suffix.lower() not in TABLE_SUFFIXES:
-        name = f"{name}.parquet"
+    name = batch_name(name, landing)
     landing.mkdir(parents=True, exist_ok=True)
     target = landing / name
     if target.exists():
@@ -97,6 +207,18 @@ def land_frame(frame: pd.DataFrame, landing: Path, name: str) -> Path:
             frame.to_parquet(temporary, index=False)
     log.info("landed %s (%d rows)", target, len(frame))
     return target
+
+
+def batch_name(name: str, landing: Path) -> str:
+    """``name`` as a landed batch's file name (``.parquet`` added without a table suffix), or a one-line
+    error: a folder or an absolute path would write outside the landing area, a dot-name is never read."""
+    if not name or Path(name).name != name or name.startswith("."):
+        raise DataError(f"batch name {name!r}: give a plain file name (no folder, not hidden); batches land in {landing}")
+    if Path(name).suffix.lower() not in TABLE_SUFFIXES:
+        name = f"{name}.parquet"
+    if len(os.fsencode(name)) > MAX_KEPT_NAME:
+        raise DataError(f"batch name {name[:40]!r}...: {len(os.fsencode(name))} bytes; keep it under {MAX_KEPT_NAME}")
+    return name
 
 
 def tabular_params(params: Params) -> TabularParams:
@@ -115,7 +237,13 @@ def latest_time(params: TabularParams, source_times: pd.Series | None = None):
         source_times = sortable_time(read_source(cfg.source)[cfg.time_column], cfg.time_column)
     times = [as_time(cfg.time_cutoff, source_times)] if cfg.time_cutoff is not None else []
     for path in batch_files(Path(params.paths.landing)):
-        frame = read_table_file(path)
+        try:
+            if entry_problem(path) is not None:  # a link, or anything else screening will quarantine
+                continue
+            frame = read_table_file(path)
+        except (DataError, OSError) as exc:
+            log.warning("%s: not counted for the latest period (%s); screening will quarantine it", path.name, exc)
+            continue
         if cfg.time_column in frame.columns:
             times.append(sortable_time(frame[cfg.time_column], cfg.time_column).max())
     return max(times) if times else None
@@ -187,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
             for period, frame in next_periods(tabular, args.waves):
                 land_frame(frame, landing, f"{tabular.ingest.time_column}_{period}.parquet")
         elif args.command == "sample":
-            name = args.name or f"sample_seed{args.seed}" + ("_shifted" if args.shift else "")
+            # Checked before the source is read: a bad --name fails at once, naming itself.
+            name = batch_name(args.name or f"sample_seed{args.seed}" + ("_shifted" if args.shift else ""), landing)
             land_frame(reference_sample(tabular_params(params), args.rows, args.seed, _parse_shift(args.shift)), landing, name)
         elif args.command == "file":
             land_frame(read_table_file(args.path), landing, args.path.name)

@@ -11,6 +11,7 @@ a hash of the batches' hashes).
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,9 +19,12 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from pipeline.core.errors import DataError
 from pipeline.core.io import file_sha256
 from pipeline.params import MonitorParams
 from pipeline.shared.tables import batch_files, read_table_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,23 @@ class LandingSource:
     name: str = "landing"
 
     def pending(self, seen: set[str]) -> CurrentData:
+        """The unseen batches. Screening (``landing.screen``) runs first and quarantines bad ones; a batch
+        that still cannot be read here (a link, or one that changed since) is left out and stays pending,
+        so the next screening quarantines it, and the others are compared."""
         frames, keys, names = [], [], []
         for path in batch_files(self.landing):
-            digest = file_sha256(path)
-            if digest in seen:
+            if path.is_symlink():  # never followed out of the landing area
+                log.warning("%s: a symbolic link, not compared; screening quarantines it", path.name)
                 continue
-            frames.append(read_table_file(path))
+            try:
+                digest = file_sha256(path)
+                if digest in seen:
+                    continue
+                frame = read_table_file(path)
+            except (DataError, OSError) as exc:
+                log.warning("%s: not compared (%s); screening quarantines it", path.name, exc)
+                continue
+            frames.append(frame)
             keys.append(digest)
             names.append(path.name)
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -124,11 +124,12 @@ def feed_schema(card: ModelCard) -> FeedSchema:
 
 def landing_screen(params: Params) -> BatchScreen:
     """A landed table's problems against ``ingest.source``'s columns and types (the source is read once, here)."""
-    cfg = _tabular_params(params).ingest
+    tabular = _tabular_params(params)
+    cfg = tabular.ingest
     columns, numeric = expected_source_columns(cfg)
 
     def problems(path: Path) -> list[str]:
-        return batch_problems(path, columns, numeric, cfg)
+        return batch_problems(path, columns, numeric, cfg, tabular.clean)
 
     return problems
 
