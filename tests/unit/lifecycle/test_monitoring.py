@@ -76,6 +76,18 @@ def test_landing_source_returns_only_unseen_batches(tmp_path):
     assert again.empty and again.frame.empty
 
 
+def test_landing_source_never_follows_a_link_and_leaves_an_unreadable_batch_pending(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    pd.DataFrame({"a": [1, 2]}).to_csv(landing / "b1.csv", index=False)
+    pd.DataFrame({"a": [9]}).to_csv(tmp_path / "outside.csv", index=False)
+    (landing / "link.csv").symlink_to(tmp_path / "outside.csv")
+    (landing / "corrupt.parquet").write_bytes(b"\x00garbage")  # landed after the screening ran
+    current = LandingSource(landing).pending(set())
+    assert current.sources == ("b1.csv",) and current.frame["a"].tolist() == [1, 2]
+    assert len(current.keys) == 1  # the corrupt batch has no key: still pending for the next screening
+
+
 def test_model_inputs_are_typed_like_training():
     inputs = [NumericInput.of("n"), CategoricalInput.of("c", ("441",))]
     frame = pd.DataFrame({"n": ["1.5", "x"], "c": [441.0, None], "other": [1, 2]})
