@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from flows import TELEMETRY_OFF
 from pipeline.core.errors import DataError, EvergreenError, LockTimeout
-from pipeline.core.io import file_lock, write_json
+from pipeline.core.io import atomic_write, file_lock, write_json
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,121 @@ def dvc_env() -> dict[str, str]:
     return env
 
 
-def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=dvc_env(), capture_output=True, text=True)
+SUPERVISOR = Path(__file__).with_name("supervise.py")
+# DVC's messages when another process holds its repo lock or one of a stage's paths: a retry can succeed.
+DVC_LOCK_MESSAGES = ("Unable to acquire lock", "is busy, it is being blocked by")
+DVC_RWLOCK = Path(".dvc/tmp/rwlock")
+
+
+def run_in_group(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``command`` in a process group of its own that never outlives this call or this process.
+
+    The group is SIGKILLed when the call returns, raises, times out (``subprocess.TimeoutExpired``)
+    or the thread is interrupted; and, through ``flows/supervise.py`` (the group's leader, see its
+    docstring), when this process dies, even by SIGKILL: no ``dvc repro`` or training is left running
+    to block the next retrain.
+    """
+    process = subprocess.Popen(
+        [sys.executable, str(SUPERVISOR), str(os.getpid()), "--", *command],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own session and group: killpg reaches everything it starts
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # stragglers (a daemonised grandchild), or all on error
+        except ProcessLookupError:
+            pass  # the group ended with the command: the usual case
+        except PermissionError:
+            pass  # macOS reports an exited group this way
+        if process.poll() is None:
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def dvc(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``dvc <args>`` in ``root``, in a process group that ends with the flow (``run_in_group``)."""
+    return run_in_group([sys.executable, "-m", "dvc", *args], root, dvc_env(), timeout)
+
+
+def is_lock_contention(output: str) -> bool:
+    """True when DVC failed only because another process holds its lock or one of the stage's paths."""
+    return any(message in output for message in DVC_LOCK_MESSAGES)
+
+
+def _owner_gone(pid: int) -> bool:
+    """The process that took a DVC lock entry has ended: no such pid, a zombie, or the pid now runs something else."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # another user's live process: leave its entry alone
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():
+        return False  # no procfs (macOS): alive is all we can tell
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except FileNotFoundError:
+        return True  # it ended a moment ago
+    return state == "Z" or b"dvc" not in cmdline  # a zombie, or a reused pid that is not a DVC process
+
+
+def clear_stale_dvc_locks(root: Path) -> list[str]:
+    """Remove entries of DVC's ``.dvc/tmp/rwlock`` whose owner is gone, with a warning each; returns them.
+
+    DVC drops entries of pids that no longer exist by itself, but not those of a pid reused by
+    another process, which then blocks every stage with "is busy". The edit is made under DVC's own
+    guard (``rwlock.lock``) and written atomically. ``.dvc/tmp/lock`` needs nothing: it is an flock,
+    released by the kernel when its owner dies.
+    """
+    from dvc.lock import LockError, make_lock
+
+    path = root / DVC_RWLOCK
+    if not path.exists():
+        return []
+    guard = make_lock(str(path.with_name("rwlock.lock")), tmp_dir=str(path.parent))
+    try:
+        guard.lock()
+    except LockError:
+        return []  # a DVC process is editing it right now: it is alive, and it checks the owners itself
+    try:
+        try:
+            lock = json.loads(path.read_text())
+            writes, reads = lock.get("write", {}), lock.get("read", {})
+            if not isinstance(writes, dict) or not isinstance(reads, dict):
+                raise ValueError("'write' and 'read' must be objects")
+        except ValueError as exc:
+            raise DataError(f"{path}: DVC's lock file is damaged ({exc}); remove it when no dvc command runs") from None
+        cleared = []
+        for target, owner in list(writes.items()):
+            if isinstance(owner, dict) and _owner_gone(int(owner.get("pid", 0))):
+                cleared.append(f"write {target} (pid {owner.get('pid')}: {owner.get('cmd')})")
+                del writes[target]
+        for target, owners in list(reads.items()):
+            kept = [o for o in owners if not (isinstance(o, dict) and _owner_gone(int(o.get("pid", 0))))]
+            cleared += [f"read {target} (pid {o.get('pid')}: {o.get('cmd')})" for o in owners if o not in kept]
+            if kept:
+                reads[target] = kept
+            else:
+                del reads[target]
+        if cleared:
+            atomic_write(path, json.dumps(lock))
+            for entry in cleared:
+                log.warning("%s: cleared a stale DVC lock whose owner is gone: %s", path, entry)
+        return cleared
+    finally:
+        guard.unlock()
 
 
 @dataclass

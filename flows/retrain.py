@@ -26,7 +26,15 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
-from flows.common import dvc, retrain_lock, update_state, utc_now, workspace_root
+from flows.common import (
+    clear_stale_dvc_locks,
+    dvc,
+    is_lock_contention,
+    retrain_lock,
+    update_state,
+    utc_now,
+    workspace_root,
+)
 from pipeline.core.errors import DataError
 from pipeline.core.gitinfo import git_revision
 from pipeline.core.io import INIT_ENCODER_FILE, INIT_FILE, INT8_FILE, file_sha256, read_json
@@ -40,7 +48,6 @@ from pipeline.params import Params, load_params
 
 Reason = Literal["schedule", "drift", "manual"]
 Start = Literal["cold", "warm"]
-LOCK_ERROR = "Unable to acquire lock"
 
 
 class StageFailed(RuntimeError):
@@ -57,15 +64,27 @@ def stage_order(root: Path) -> list[str]:
         return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
 
 
+class DvcLockBusy(StageFailed):
+    """DVC could not take its repo lock or one of the stage's paths ("is busy"): another DVC process holds it."""
+
+
 def _lock_contention(task, task_run, state) -> bool:
-    """Retry only when DVC could not take its repo lock: that can succeed later; a failing stage cannot."""
+    """Retry only when DVC's lock was busy: that can succeed later; a failing stage cannot."""
     try:
         state.result()
-    except StageFailed as exc:
-        return LOCK_ERROR in str(exc)
+    except DvcLockBusy:
+        return True
     except Exception:
         return False
     return False
+
+
+def stage_failure(stage: str, output: str) -> StageFailed:
+    """The error for a failed ``dvc repro`` with this output: DvcLockBusy (retried) or StageFailed."""
+    tail = " | ".join(line for line in output.strip().splitlines()[-5:] if line.strip())
+    if is_lock_contention(output):
+        return DvcLockBusy(f"stage {stage!r}: DVC's lock is busy: {tail}")
+    return StageFailed(f"stage {stage!r} failed: {tail}")
 
 
 @task(retries=3, retry_delay_seconds=10, retry_condition_fn=_lock_contention, task_run_name="dvc-{stage}")
@@ -73,12 +92,12 @@ def run_stage(stage: str, root: str) -> dict[str, Any] | State:
     """``dvc repro --single-item <stage>``; Skipped when DVC finds it up to date."""
     logger = get_run_logger()
     started = time.perf_counter()
+    clear_stale_dvc_locks(Path(root))  # a lock left by a killed run would block this stage for good
     result = dvc(Path(root), "repro", "--single-item", stage)
     seconds = round(time.perf_counter() - started, 2)
     output = result.stdout + result.stderr
     if result.returncode != 0:
-        tail = " | ".join(line for line in output.strip().splitlines()[-5:] if line.strip())
-        raise StageFailed(f"stage {stage!r} failed: {tail}")
+        raise stage_failure(stage, output)
     if f"Running stage '{stage}'" in output:
         logger.info("stage %s ran in %.1fs", stage, seconds)
         return {"stage": stage, "status": "ran", "seconds": seconds}

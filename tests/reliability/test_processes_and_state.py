@@ -9,12 +9,14 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from prefect.states import Failed
 
-from flows.common import MonitorState, update_state
-from flows.retrain import champion
+from flows.common import MonitorState, clear_stale_dvc_locks, dvc, run_in_group, update_state
+from flows.retrain import DvcLockBusy, _lock_contention, champion, stage_failure
 from pipeline.core.io import write_json
 from pipeline.lifecycle.gate import comparable, decide, trained_baseline
 from pipeline.lifecycle.registry import Registry, RegistryError
@@ -177,3 +179,120 @@ def test_a_version_published_without_its_history_line_is_reconciled_on_open(tmp_
     ]
     assert events[-1]["onnx_sha256"] == version.onnx_sha256 and events[-1]["time"] == version.meta["created"]
     assert Registry(registry.root).history() == events  # idempotent
+
+
+# ---------------------------------------------------------------- the retrain's processes and DVC's lock
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+
+# A stage's command: starts a grandchild (as dvc starts `python -m pipeline.stages.train`), reports both pids.
+STAGE = """
+import os, subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(sys.argv[1] + ".tmp", "w") as handle:
+    handle.write(f"{os.getpid()} {grandchild.pid}")
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)
+"""
+# The flow's process: runs the stage through run_in_group, as run_stage runs `dvc repro`.
+FLOW = """
+import os, sys
+from pathlib import Path
+from flows.common import run_in_group
+run_in_group([sys.executable, "-c", sys.argv[1], sys.argv[2]], Path.cwd(), dict(os.environ))
+"""
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a container's init may never reap a killed orphan)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not within {seconds:g}s")
+        time.sleep(0.05)
+
+
+@linux_only
+def test_a_sigkilled_flow_takes_its_dvc_process_and_their_children_down(tmp_path):
+    pids_file = tmp_path / "pids"
+    flow = subprocess.Popen([sys.executable, "-c", FLOW, STAGE, str(pids_file)], cwd=REPO, env=dict(os.environ))
+    try:
+        wait_for(pids_file.exists, 60, "the stage's pids")
+        stage, grandchild = map(int, pids_file.read_text().split())
+        assert running(stage) and running(grandchild)
+
+        flow.kill()  # what an OOM kill, `kill -9` or a lost worker does: no finally runs
+        flow.wait()
+
+        wait_for(lambda: not running(stage) and not running(grandchild), 30, "the stage and its child ending")
+    finally:
+        flow.kill()
+        flow.wait()
+
+
+@linux_only
+def test_a_timed_out_command_ends_with_its_whole_group(tmp_path):
+    pids_file = tmp_path / "pids"
+    command = [sys.executable, "-c", STAGE + "\n", str(pids_file)]
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_in_group(command, tmp_path, dict(os.environ), timeout=6)
+    stage, grandchild = map(int, pids_file.read_text().split())
+    wait_for(lambda: not running(stage) and not running(grandchild), 30, "the stage and its child ending")
+
+
+def dvc_workspace(root: Path) -> Path:
+    """A DVC project with one stage whose output ``out.txt`` a lock entry can claim."""
+    root.mkdir()
+    assert dvc(root, "init", "--no-scm", "-q").returncode == 0
+    (root / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo hi > out.txt\n    outs:\n      - out.txt\n")
+    return root
+
+
+def claim(root: Path, pid: int) -> None:
+    """An entry of DVC's rwlock as `dvc repro` writes it while it runs the stage."""
+    owner = {"pid": pid, "cmd": "/venv/lib/python3.11/site-packages/dvc/__main__.py repro"}
+    out = str(root / "out.txt")
+    (root / ".dvc/tmp").mkdir(exist_ok=True)
+    (root / ".dvc/tmp/rwlock").write_text(json.dumps({"write": {out: owner}, "read": {out: [owner]}}))
+
+
+def test_a_dvc_lock_left_by_a_killed_run_is_reported_and_cleared(tmp_path, caplog):
+    root = dvc_workspace(tmp_path / "ws")
+    # The killed run's pid now belongs to another program (pids are reused): DVC would see it alive, "busy".
+    other = subprocess.Popen(["sleep", "600"])
+    try:
+        claim(root, other.pid)
+        with caplog.at_level(logging.WARNING, logger="flows.common"):
+            cleared = clear_stale_dvc_locks(root)
+        assert len(cleared) == 2 and f"pid {other.pid}" in caplog.text and "stale DVC lock" in caplog.text
+        assert json.loads((root / ".dvc/tmp/rwlock").read_text()) == {"write": {}, "read": {}}
+        result = dvc(root, "repro", "--single-item", "s")
+        assert result.returncode == 0, result.stderr
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_dvc_lock_held_by_a_live_dvc_process_is_kept_and_counts_as_contention(tmp_path):
+    root = dvc_workspace(tmp_path / "ws")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "dvc", "repro"])
+    try:
+        claim(root, holder.pid)
+        assert clear_stale_dvc_locks(root) == []
+        result = dvc(root, "repro", "--single-item", "s")
+        assert result.returncode != 0
+        error = stage_failure("s", result.stdout + result.stderr)
+        assert isinstance(error, DvcLockBusy) and "is busy" in str(error)
+        assert _lock_contention(None, None, Failed(data=error))  # run_stage retries it
+        assert not _lock_contention(None, None, Failed(data=stage_failure("s", "ERROR: failed to reproduce 's'")))
+    finally:
+        holder.kill()
+        holder.wait()
