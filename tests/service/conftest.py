@@ -15,10 +15,21 @@ from tests.conftest import copy_repo, tool_env
 SLICE = {"ingest": {"max_rows": 4000}, "train": {"epochs": 3}, "evaluate": {"baseline_max_iter": 30}}
 
 
+# Built once per test session, whichever suite asks first: tests/reliability imports the fixture too,
+# and pytest would otherwise run the pipeline once per place the fixture is defined.
+_BUILT: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def served_workspace(tmp_path_factory) -> Path:
     """A workspace whose registry has the slice model promoted (v0001) and registered again, int8 served (v0002)."""
-    root = copy_repo(tmp_path_factory.mktemp("service"), **SLICE)
+    if "root" not in _BUILT:
+        _BUILT["root"] = build_served_workspace(tmp_path_factory.mktemp("service"))
+    return _BUILT["root"]
+
+
+def build_served_workspace(destination: Path) -> Path:
+    root = copy_repo(destination, **SLICE)
     result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=tool_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     paths = load_params(root / "params.yaml").paths
