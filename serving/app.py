@@ -267,7 +267,10 @@ class Service:
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reload_interval_seconds)
-            await self.reload_if_changed()
+            try:
+                await self.reload_if_changed()
+            except Exception:  # reload_if_changed handles what it expects; a watcher that died would never reload again
+                log.exception("model watcher: unexpected error, still serving %s", self.model.version if self.model else None)
 
     def classes_of(self, version: str) -> tuple[str, ...]:
         """The classes of the model version that scored a request (empty for a forecaster)."""
