@@ -162,8 +162,8 @@ class PredictionLog:
     def _committed(self) -> None:
         self.commits += 1
         if self.failing is not None:
-            log.warning("prediction log commits succeed again (after: %s)", self.failing)
-            self.failing = None
+            reason, self.failing = self.failing, None  # ready again before the line says so
+            log.warning("prediction log commits succeed again (after: %s)", reason)
 
     def _failed(self, exc: Exception) -> None:
         reason = commit_error(exc)

@@ -79,8 +79,10 @@ class LiveServer:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2):
                     break
             except (urllib.error.URLError, ConnectionError):
-                assert self.process.poll() is None, self.output
-                assert time.monotonic() < deadline, self.output
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.process.kill()
+                    self.process.wait()
+                    raise AssertionError(f"the server did not start:\n{self.output}") from None
                 time.sleep(0.1)  # the server is starting: nothing to await but its port
 
     def _collect(self) -> None:
