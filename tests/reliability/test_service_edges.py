@@ -320,9 +320,10 @@ def read_until_closed(connection: socket.socket) -> bytes:
 
 @pytest.mark.slow
 def test_slow_senders_are_cut_off_at_the_header_deadline(bare_server):
+    """The issue's 1,100 held connections: silent ones, half-sent headers and a byte-a-tick slowloris."""
     started = time.monotonic()
-    silent = [socket.create_connection(("127.0.0.1", bare_server.port)) for _ in range(150)]
-    partial = [socket.create_connection(("127.0.0.1", bare_server.port)) for _ in range(150)]
+    silent = [socket.create_connection(("127.0.0.1", bare_server.port)) for _ in range(550)]
+    partial = [socket.create_connection(("127.0.0.1", bare_server.port)) for _ in range(550)]
     for connection in partial:
         connection.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
     dripping = socket.create_connection(("127.0.0.1", bare_server.port))
