@@ -112,7 +112,7 @@ def test_later_waves_trigger_a_retrain_that_records_its_decision(stack, params):
 
 def test_rollback_restores_the_previous_production_model(stack, params):
     registry = Registry(params.paths.registry)
-    assert registry.production().name == "v0002", "the drift retrain was expected to be promoted (gate tolerance 0.05)"
+    assert registry.production().name == "v0002", "the drift retrain was expected to be promoted (gate tolerance 0.1)"
     result = subprocess.run(
         [
             sys.executable,
