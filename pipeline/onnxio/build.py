@@ -11,19 +11,13 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+# The graph's names live with the card (torch-free: ingest checks feature names against them); re-exported here.
+from pipeline.onnxio.card import LABEL as LABEL
+from pipeline.onnxio.card import NET_PREFIX as NET_PREFIX
+from pipeline.onnxio.card import PROBABILITIES as PROBABILITIES
+
 ML_DOMAIN = "ai.onnx.ml"
-
-
 ML_OPSET = 3
-
-
-PROBABILITIES = "probabilities"
-
-
-LABEL = "label"
-
-
-NET_PREFIX = "net/"
 
 
 class Probabilities(torch.nn.Module):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, Validati
 from pipeline.core.errors import ParamsError
 from pipeline.params.base import DEFAULT_SOURCE, Section
 from pipeline.params.data import (
+    MISSING_TOKENS,
     AugmentParams,
     CleanParams,
     FeatureParams,
@@ -339,6 +340,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
 
 
 __all__ = [
+    "MISSING_TOKENS",
     "ARCHITECTURES",
     "DATABASE_URL_ENV",
     "DEFAULT_PARAMS_FILE",

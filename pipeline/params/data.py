@@ -46,6 +46,11 @@ class TabularIngest(Section):
     window_periods: int | None = Field(default=None, ge=3)
     min_rows: int = Field(default=100, ge=1)
     max_rows: int | None = Field(default=None, ge=10)  # a seeded random slice for quick runs
+    # A text column is numeric when at least this share of its values (missing tokens aside) are numbers;
+    # clean then turns the rest ("12k", "-") into missing and counts them. Below it, the column is a category.
+    min_numeric_share: float = Field(default=0.8, gt=0, le=1)
+    # strftime format of a text time column (e.g. "%d/%m/%Y"); null: ISO dates, or pandas' guess from the values.
+    time_format: str | None = None
 
     @model_validator(mode="after")
     def _overrides_disjoint(self) -> TabularIngest:
@@ -148,6 +153,15 @@ class TabularClean(Section):
     labels: tuple[str, ...] | None = None  # an allow-list of valid labels; rows with others are dropped
     missing_tokens: tuple[str, ...] = MISSING_TOKENS
     valid_ranges: dict[str, Range] = {}  # values outside [min, max] are impossible: they become missing
+    # A feature with no value left after cleaning (all missing, all infinite, all out of range) teaches nothing
+    # and breaks imputation: drop it (with a warning in the clean report) or refuse the data.
+    empty_columns: Literal["drop", "refuse"] = "drop"
+    # Every class needs rows in train, val and test: a class with fewer rows is refused naming it
+    # (list the classes to keep in clean.labels), or its rows are dropped ("drop").
+    min_class_rows: int = Field(default=10, ge=1)
+    rare_classes: Literal["refuse", "drop"] = "refuse"
+    # More distinct labels than this means the target is not a set of classes (a continuous column?).
+    max_classes: int = Field(default=200, ge=2)
 
     @field_validator("valid_ranges")
     @classmethod

@@ -22,8 +22,10 @@ TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 # A text column is read as numeric when at least this share of its values parse as numbers;
-# the rest become missing in clean (and are counted there).
+# the rest become missing in clean (and are counted there). ``ingest.min_numeric_share`` sets it for tables.
 NUMERIC_TEXT_SHARE = 0.95
+# Models compute in float32: a number beyond its range would be infinite there, so it counts as unusable.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
@@ -72,11 +74,14 @@ def batch_files(folder: Path) -> list[Path]:
     """The CSV/Parquet files of a batch folder, in name order (names usually carry the arrival time).
 
     Hidden files are skipped: a batch being written lands under a dot-name and is renamed when complete.
+    Links are never followed (the landing screen quarantines them): one could point anywhere on the machine.
     """
     if not folder.is_dir():
         return []
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TABLE_SUFFIXES
+        p
+        for p in folder.iterdir()
+        if not p.is_symlink() and p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TABLE_SUFFIXES
     )
 
 
@@ -105,17 +110,27 @@ def read_table_source(source: str) -> pd.DataFrame:
     return read_table_file(path)
 
 
-def looks_numeric(column: pd.Series) -> bool:
+def looks_numeric(column: pd.Series, min_share: float = NUMERIC_TEXT_SHARE, missing_tokens: tuple[str, ...] = ()) -> bool:
     """True for numeric dtypes, and for text columns whose values are almost all numbers."""
+    share = numeric_share(column, missing_tokens)
+    return share is not None and share >= min_share
+
+
+def numeric_share(column: pd.Series, missing_tokens: tuple[str, ...] = ()) -> float | None:
+    """The share of a column's present values (missing tokens aside) that are numbers: 1.0 for a numeric
+    dtype, None for bools, dates and columns with no value to judge."""
     if pd.api.types.is_bool_dtype(column):
-        return False
+        return None
     if pd.api.types.is_numeric_dtype(column):
-        return True
+        return 1.0
     values = column.dropna()
-    if values.empty or not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
-        return False
-    parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
-    return bool(parsed.notna().mean() >= NUMERIC_TEXT_SHARE)
+    if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+        return None
+    text = values.astype(str).str.strip()
+    text = text[~text.isin(missing_tokens)]
+    if text.empty:
+        return None
+    return float(pd.to_numeric(text, errors="coerce").notna().mean())
 
 
 def require_columns(wanted, columns: set, key: str) -> None:
@@ -133,13 +148,18 @@ def slice_indices(n: int, max_rows: int | None, seed: int) -> np.ndarray:
 
 
 def time_filter(
-    frame: pd.DataFrame, time_column: str | None, *, cutoff: Any = None, window_periods: int | None = None
+    frame: pd.DataFrame,
+    time_column: str | None,
+    *,
+    cutoff: Any = None,
+    window_periods: int | None = None,
+    time_format: str | None = None,
 ) -> pd.DataFrame:
     """The time column parsed to sortable times, rows after ``cutoff`` dropped and, with ``window_periods``,
     only the most recent periods kept (``ingest.time_cutoff``, ``ingest.window_periods``)."""
     if time_column is None:
         return frame
-    time = sortable_time(frame[time_column], time_column)
+    time = sortable_time(frame[time_column], time_column, time_format)
     keep = pd.Series(True, index=frame.index)
     if cutoff is not None:
         keep &= time <= as_time(cutoff, time)
@@ -158,16 +178,29 @@ def as_time(value, times: pd.Series):
     return value
 
 
-def sortable_time(column: pd.Series, name: str) -> pd.Series:
-    """The time column as numbers or datetimes (text dates are parsed); unusable values are an error."""
+def sortable_time(column: pd.Series, name: str, time_format: str | None = None) -> pd.Series:
+    """The time column as numbers or datetimes; unusable values are an error naming one.
+
+    Text dates are parsed with ``time_format`` (``ingest.time_format``) when given; otherwise as ISO 8601
+    when every value is, else with pandas' inference, which guesses day-first or month-first once, from
+    the values, and would read "03/04/2021" as March or April for the whole column."""
     if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
         result = column
     else:
-        result = pd.to_datetime(column, errors="coerce")
-    if result.isna().all():
-        raise DataError(f"ingest.time_column {name!r}: values are neither numbers nor dates")
-    if result.isna().any():
-        raise DataError(f"ingest.time_column {name!r}: {int(result.isna().sum())} rows have no usable time")
+        text = column.astype("string").str.strip()
+        if time_format is not None:
+            result = pd.to_datetime(text, format=time_format, errors="coerce")
+        else:
+            result = pd.to_datetime(text, format="ISO8601", errors="coerce")
+            if result.isna().all():
+                result = pd.to_datetime(text, errors="coerce")
+    bad = result.isna()
+    if bad.any():
+        example = column[bad].iloc[0]
+        how = f"with ingest.time_format {time_format!r}" if time_format is not None else "as numbers or dates"
+        if bad.all():
+            raise DataError(f"ingest.time_column {name!r}: no value parses {how} (e.g. {example!r})")
+        raise DataError(f"ingest.time_column {name!r}: {int(bad.sum())} row(s) have no usable time {how} (e.g. {example!r})")
     return result
 
 
@@ -179,18 +212,27 @@ def warn_if_untracked(source: str, paths: Paths) -> None:
         )
 
 
-def to_numbers(column: pd.Series) -> tuple[pd.Series, int]:
-    """float64 values (unparseable text and infinities become missing) and how many values that lost."""
-    text = column if pd.api.types.is_numeric_dtype(column) else column.astype("string").str.strip()
-    numbers = pd.to_numeric(text, errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
+def to_numbers(column: pd.Series, missing_tokens: tuple[str, ...] = ()) -> tuple[pd.Series, int]:
+    """float64 values and how many values were lost: unparseable text, infinities and numbers beyond
+    float32's range (infinite in the model) become missing. Missing-value tokens are missing, not lost."""
+    if not pd.api.types.is_numeric_dtype(column):
+        column = column.astype("string").str.strip()
+        column = column.mask(column.isin(missing_tokens))
+    text = column
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    numbers = numbers.mask(numbers.abs() > FLOAT32_MAX)  # also catches +-inf
     return numbers, int((numbers.isna() & column.notna()).sum())
 
 
 def outside_range(values: pd.Series, low: float | None, high: float | None) -> pd.Series:
-    """True where a value is below ``low`` or above ``high`` (None: no bound); missing values are not outside."""
-    outside = pd.Series(False, index=values.index)
+    """True where a value is below ``low`` or above ``high`` (None: no bound); missing values are not outside.
+
+    Compared in float32, as the model and the rules inside the exported graph see values, so a value a
+    hair beyond a bound is judged alike in training and in serving."""
+    as_float32 = values.to_numpy(dtype=np.float32, na_value=np.nan)
+    outside = np.zeros(len(values), dtype=bool)
     if low is not None:
-        outside |= values < low
+        outside |= as_float32 < np.float32(low)
     if high is not None:
-        outside |= values > high
-    return outside
+        outside |= as_float32 > np.float32(high)
+    return pd.Series(outside, index=values.index)

@@ -20,10 +20,12 @@ import pandas as pd
 from pipeline.core.errors import DataError
 from pipeline.core.io import file_sha256, frame_sha256, write_json
 from pipeline.kinds.tabular.schema import Feature, FeatureKind, Schema, write_dataset
-from pipeline.params import DEFAULT_SOURCE, Paths, TabularIngest
+from pipeline.onnxio.card import graph_name_clashes
+from pipeline.params import DEFAULT_SOURCE, MISSING_TOKENS, Paths, TabularIngest
 from pipeline.shared.tables import (
     batch_files,
     looks_numeric,
+    numeric_share,
     read_table_file,
     read_table_source,
     require_columns,
@@ -73,14 +75,41 @@ def infer_schema(frame: pd.DataFrame, cfg: TabularIngest) -> Schema:
         elif name in cfg.numeric:
             kind = "numeric"
         else:
-            kind = "numeric" if looks_numeric(frame[name]) else "categorical"
+            kind = "numeric" if looks_numeric(frame[name], cfg.min_numeric_share, MISSING_TOKENS) else "categorical"
         features.append(Feature(str(name), kind))
     if not features:
         raise DataError("no feature columns left after removing the target and ingest.drop_columns")
+    clash = graph_name_clashes([f.name for f in features])
+    if clash:
+        raise DataError(
+            f"feature column(s) {clash} take names reserved inside the exported ONNX graph; rename them in the source"
+            " (or list them in ingest.drop_columns)"
+        )
     extra = tuple(cfg.id_columns)
     if cfg.time_column is not None and not cfg.time_as_feature:
         extra += (cfg.time_column,)
     return Schema(target=cfg.target, features=tuple(features), time_column=cfg.time_column, extra_columns=extra)
+
+
+def numeric_text_columns(frame: pd.DataFrame, schema: Schema, cfg: TabularIngest) -> dict[str, dict[str, Any]]:
+    """For every text column holding numbers: the share of its values that are not numbers, and the rule
+    applied (``ingest.min_numeric_share``): numeric, the rest becoming missing in clean, or categorical."""
+    out = {}
+    for name in schema.feature_names:
+        column = frame[name]
+        share = numeric_share(column, MISSING_TOKENS)
+        if share is None or share == 1.0 or share == 0.0 or pd.api.types.is_numeric_dtype(column):
+            continue
+        kind = schema_kind(schema, name)
+        if name in cfg.numeric or name in cfg.categorical:
+            rule = f"{kind} (ingest.{kind})"
+        elif kind == "numeric":
+            rule = f"numeric (at least ingest.min_numeric_share = {cfg.min_numeric_share} are numbers): clean makes the rest missing"
+        else:
+            rule = f"categorical (fewer than ingest.min_numeric_share = {cfg.min_numeric_share} are numbers)"
+        out[name] = {"unparseable_share": round(1.0 - share, 6), "rule": rule}
+        log.warning("column %r: %.1f%% of its values are not numbers; read as %s", name, 100 * (1 - share), rule)
+    return out
 
 
 def identifier_like(frame: pd.DataFrame, schema: Schema) -> list[str]:
@@ -171,9 +200,11 @@ def ingest(
     frame: pd.DataFrame, cfg: TabularIngest, seed: int, batches: Sequence[tuple[Path, pd.DataFrame]] = ()
 ) -> tuple[pd.DataFrame, Schema]:
     """Source rows (up to the cutoff) plus landed batches, windowed, validated, with their schema."""
-    combined = add_batches(time_filter(frame, cfg.time_column, cutoff=cfg.time_cutoff), list(batches), cfg)
+    combined = add_batches(
+        time_filter(frame, cfg.time_column, cutoff=cfg.time_cutoff, time_format=cfg.time_format), list(batches), cfg
+    )
     schema = infer_schema(combined, cfg)
-    combined = time_filter(combined, cfg.time_column, window_periods=cfg.window_periods)
+    combined = time_filter(combined, cfg.time_column, window_periods=cfg.window_periods, time_format=cfg.time_format)
     kept = [c for c in combined.columns if c not in cfg.drop_columns]
     out = select_rows(combined[kept], cfg.max_rows, seed)
     if len(out) < cfg.min_rows:
@@ -197,6 +228,7 @@ def run(cfg: TabularIngest, paths: Paths, seed: int) -> dict[str, Any]:
         )
     write_dataset(paths.ingested, frame, schema)
     report = profile(frame, schema, source)
+    report["numbers_in_text"] = numeric_text_columns(frame, schema, cfg)
     report["landed_batches"] = [
         {"file": path.name, "rows": len(batch), "sha256": file_sha256(path)} for path, batch in batches
     ]

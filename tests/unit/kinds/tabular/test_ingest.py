@@ -196,11 +196,14 @@ def test_text_of_numbers_with_a_little_junk_is_numeric():
     assert kinds(infer_schema(frame, TabularIngest(target="label"))) == {"income": "numeric"}
 
 
-def test_text_with_more_junk_is_categorical():
+def test_text_with_more_junk_than_min_numeric_share_allows_is_categorical():
     values = [str(v) for v in range(18)] + ["junk", "more junk"]  # 90% parse as numbers
     frame = pd.DataFrame({"income": values, "label": ["x", "y"] * 10})
 
-    assert kinds(infer_schema(frame, TabularIngest(target="label"))) == {"income": "categorical"}
+    assert kinds(infer_schema(frame, TabularIngest(target="label"))) == {"income": "numeric"}
+    assert kinds(infer_schema(frame, TabularIngest(target="label", min_numeric_share=0.95))) == {"income": "categorical"}
+    mostly_text = pd.DataFrame({"income": values[:6] + ["x"] * 14, "label": ["x", "y"] * 10})
+    assert kinds(infer_schema(mostly_text, TabularIngest(target="label"))) == {"income": "categorical"}
 
 
 def test_params_override_inferred_kinds():
@@ -336,7 +339,7 @@ def test_unusable_time_values_are_counted():
     message = one_line_error(ingest, frame, TabularIngest(target="label", time_column="year", min_rows=1), 0)
 
     assert "ingest.time_column 'year'" in message
-    assert "1 rows" in message
+    assert "1 row(s) have no usable time" in message and "'someday'" in message
 
 
 def test_target_without_values_is_refused():
