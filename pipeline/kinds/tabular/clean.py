@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.core.canon import category_text
+from pipeline.core.canon import category_text, is_number_column
 from pipeline.core.errors import DataError
 from pipeline.core.io import write_json
 from pipeline.kinds.tabular.schema import Schema, read_dataset, write_dataset
@@ -43,7 +43,7 @@ def coerce_types(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tupl
     changed: dict[str, int] = {}
     columns = {}
     for name in schema.numeric:
-        columns[name], changed[name] = to_numbers(frame[name])
+        columns[name], changed[name] = to_numbers(frame[name], cfg.missing_tokens)
     for name in schema.categorical:
         before = frame[name]
         text = category_text(before, cfg.missing_tokens)
@@ -66,20 +66,65 @@ def apply_ranges(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tupl
     return frame.assign(**columns), counts
 
 
+def empty_features(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> list[str]:
+    """Features with no value left (all missing, unparseable, infinite or out of range): nothing to learn or
+    impute from. Dropped with a warning, or refused (``clean.empty_columns``)."""
+    empty = [name for name in schema.feature_names if not frame[name].notna().any()]
+    if empty and cfg.empty_columns == "refuse":
+        raise DataError(f"feature column(s) {empty} have no usable value after cleaning (clean.empty_columns = refuse)")
+    if len(empty) == len(schema.feature_names):
+        raise DataError(f"every feature column {empty} is empty after cleaning; nothing to learn from")
+    for name in empty:
+        log.warning("feature column %r has no usable value after cleaning: dropped", name)
+    return empty
+
+
+def check_classes(
+    frame: pd.DataFrame, target: str, numeric_target: bool, cfg: TabularClean
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """A classification target: at most ``clean.max_classes`` labels, each with ``clean.min_class_rows`` rows
+    (or rare classes dropped, by ``clean.rare_classes``), and at least two classes."""
+    counts = frame[target].value_counts()
+    if len(counts) > cfg.max_classes:
+        hint = "its values are numbers: it looks continuous, and " if numeric_target else ""
+        raise DataError(
+            f"target {target!r} has {len(counts)} distinct values after cleaning; {hint}a classification target"
+            f" has at most clean.max_classes = {cfg.max_classes} classes"
+        )
+    rare = counts[counts < cfg.min_class_rows].sort_index()
+    dropped: dict[str, int] = {}
+    if len(rare) and cfg.rare_classes == "refuse":
+        shown = ", ".join(f"{label!r} ({n})" for label, n in list(rare.items())[:5])
+        raise DataError(
+            f"target {target!r}: class(es) {shown} have fewer than clean.min_class_rows = {cfg.min_class_rows} rows,"
+            " too few to appear in train, val and test; keep the others with clean.labels or set clean.rare_classes: drop"
+        )
+    if len(rare):
+        dropped = {str(label): int(n) for label, n in rare.items()}
+        log.warning("dropped the rows of rare class(es) %s (clean.rare_classes = drop)", dropped)
+        frame = frame.loc[~frame[target].isin(list(rare.index))]
+    if frame[target].nunique() < 2:
+        raise DataError(f"target {target!r} has {frame[target].nunique()} class(es) after cleaning; need at least 2")
+    return frame, dropped
+
+
 def clean(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, Schema, dict[str, Any]]:
-    """All row-level cleaning; returns the clean table, its schema with the classes, and the counts."""
+    """All row-level cleaning; returns the clean table, its schema with the classes and row rules, and the counts."""
     rows_in = len(frame)
+    numeric_target = is_number_column(frame[schema.target])
     out, dropped = clean_labels(frame, schema, cfg)
     out, coerced = coerce_types(out, schema, cfg)
     out, out_of_range = apply_ranges(out, schema, cfg)
+    empty = empty_features(out, schema, cfg)
+    if empty:
+        out, schema = out.drop(columns=empty), schema.without(empty)
     duplicates = int(out.duplicated().sum()) if cfg.drop_duplicates else 0
     if duplicates:
         out = out.drop_duplicates()
+    out, rare = check_classes(out, schema.target, numeric_target, cfg)
     out = out.reset_index(drop=True)
     classes = tuple(sorted(out[schema.target].unique()))
-    if len(classes) < 2:
-        raise DataError(f"target {schema.target!r} has {len(classes)} class(es) after cleaning; need at least 2")
-    report = {
+    report: dict[str, Any] = {
         "rows_in": rows_in,
         "rows_out": len(out),
         "dropped": {**dropped, "duplicate": duplicates},
@@ -89,7 +134,11 @@ def clean(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.Da
         },
         "classes": list(classes),
     }
-    return out, schema.with_classes(classes), report
+    if empty:
+        report["dropped_columns"] = {name: "no usable value after cleaning" for name in empty}
+    if rare:
+        report["dropped"]["rare_class"] = rare
+    return out, schema.with_classes(classes).with_rules(cfg.valid_ranges, cfg.missing_tokens), report
 
 
 def run(cfg: TabularClean, paths: Paths) -> dict[str, Any]:

@@ -28,6 +28,10 @@ class Schema:
     time_column: str | None = None
     classes: tuple[str, ...] = ()
     extra_columns: tuple[str, ...] = field(default=())  # kept for splitting (time, group), not features
+    # clean's row rules, written by clean so that the encoder and the exported graph apply them to raw
+    # inputs too (serving cannot skew): (column, min, max) per valid range, and the missing-value tokens.
+    valid_ranges: tuple[tuple[str, float | None, float | None], ...] = ()
+    missing_tokens: tuple[str, ...] = ()
 
     @property
     def numeric(self) -> list[str]:
@@ -44,6 +48,17 @@ class Schema:
     def with_classes(self, classes: tuple[str, ...]) -> Schema:
         return replace(self, classes=classes)
 
+    def without(self, columns: list[str]) -> Schema:
+        """The schema less some feature columns (clean drops features left without a value)."""
+        return replace(self, features=tuple(f for f in self.features if f.name not in columns))
+
+    def with_rules(
+        self, valid_ranges: dict[str, tuple[float | None, float | None]], missing_tokens: tuple[str, ...]
+    ) -> Schema:
+        kept = set(self.numeric)
+        ranges = tuple((name, low, high) for name, (low, high) in sorted(valid_ranges.items()) if name in kept)
+        return replace(self, valid_ranges=ranges, missing_tokens=tuple(missing_tokens))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -55,6 +70,8 @@ class Schema:
             time_column=data.get("time_column"),
             classes=tuple(data.get("classes", ())),
             extra_columns=tuple(data.get("extra_columns", ())),
+            valid_ranges=tuple((name, low, high) for name, low, high in data.get("valid_ranges", ())),
+            missing_tokens=tuple(data.get("missing_tokens", ())),
         )
 
 

@@ -18,6 +18,11 @@ SCHEMA = Schema(
 )
 
 
+def small(**keys) -> TabularClean:
+    """These tables have a row or two per class: the per-class minimum (its own tests below) is off."""
+    return TabularClean(min_class_rows=1, **keys)
+
+
 def frame(**columns) -> pd.DataFrame:
     """Four valid rows with two classes; keyword arguments replace whole columns."""
     base = {
@@ -43,7 +48,7 @@ def test_missing_and_token_labels_are_dropped_and_counted():
         }
     )
 
-    out, schema, report = clean(raw, SCHEMA, TabularClean())
+    out, schema, report = clean(raw, SCHEMA, small())
 
     assert out["label"].tolist() == ["x", "y", "x"]
     assert out["age"].tolist() == [20.0, 60.0, 70.0]
@@ -56,7 +61,7 @@ def test_missing_and_token_labels_are_dropped_and_counted():
 def test_labels_outside_the_allow_list_are_dropped_and_counted():
     raw = frame(label=["x", "y", "maybe", "x"])
 
-    out, schema, report = clean(raw, SCHEMA, TabularClean(labels=("x", "y")))
+    out, schema, report = clean(raw, SCHEMA, small(labels=("x", "y")))
 
     assert out["label"].tolist() == ["x", "y", "x"]
     assert report["dropped"]["invalid_label"] == 1
@@ -67,7 +72,7 @@ def test_labels_outside_the_allow_list_are_dropped_and_counted():
 def test_numeric_labels_become_canonical_text():
     raw = frame(label=[1.0, 0.0, 1.0, 0.0])
 
-    out, schema, _ = clean(raw, SCHEMA, TabularClean(labels=("0", "1")))
+    out, schema, _ = clean(raw, SCHEMA, small(labels=("0", "1")))
 
     assert out["label"].tolist() == ["1", "0", "1", "0"]
     assert schema.classes == ("0", "1")
@@ -79,7 +84,7 @@ def test_numeric_labels_become_canonical_text():
 def test_exact_duplicates_are_dropped_and_counted():
     raw = pd.concat([frame(), frame().iloc[[0, 0, 3]]], ignore_index=True)
 
-    out, _, report = clean(raw, SCHEMA, TabularClean())
+    out, _, report = clean(raw, SCHEMA, small())
 
     pd.testing.assert_frame_equal(out[["age", "income"]], frame()[["age", "income"]])
     assert report["dropped"]["duplicate"] == 3
@@ -89,7 +94,7 @@ def test_exact_duplicates_are_dropped_and_counted():
 def test_near_duplicates_are_kept():
     raw = pd.concat([frame(), frame().iloc[[0]].assign(income=1000.5)], ignore_index=True)
 
-    out, _, report = clean(raw, SCHEMA, TabularClean())
+    out, _, report = clean(raw, SCHEMA, small())
 
     assert len(out) == 5
     assert report["dropped"]["duplicate"] == 0
@@ -98,7 +103,7 @@ def test_near_duplicates_are_kept():
 def test_duplicates_are_kept_when_switched_off():
     raw = pd.concat([frame(), frame().iloc[[0]]], ignore_index=True)
 
-    out, _, report = clean(raw, SCHEMA, TabularClean(drop_duplicates=False))
+    out, _, report = clean(raw, SCHEMA, small(drop_duplicates=False))
 
     assert len(out) == 5
     assert report["dropped"]["duplicate"] == 0
@@ -110,7 +115,7 @@ def test_duplicates_are_kept_when_switched_off():
 def test_numeric_text_is_coerced_and_unparseable_values_counted():
     raw = frame(income=["1000", " 2000 ", "lots", "4e3"])
 
-    out, _, report = clean(raw, SCHEMA, TabularClean())
+    out, _, report = clean(raw, SCHEMA, small())
 
     assert out["income"].dtype == "float64"
     np.testing.assert_array_equal(out["income"].to_numpy(), [1000.0, 2000.0, np.nan, 4000.0])
@@ -121,7 +126,7 @@ def test_numeric_text_is_coerced_and_unparseable_values_counted():
 def test_infinities_become_missing_and_are_counted():
     raw = frame(age=[25.0, np.inf, -np.inf, 55.0])
 
-    out, _, report = clean(raw, SCHEMA, TabularClean())
+    out, _, report = clean(raw, SCHEMA, small())
 
     assert out["age"].isna().tolist() == [False, True, True, False]
     assert report["set_missing"]["unparseable_or_infinite"] == {"age": 2}
@@ -130,7 +135,7 @@ def test_infinities_become_missing_and_are_counted():
 def test_values_already_missing_are_not_counted_as_changes():
     raw = frame(age=[25.0, np.nan, 45.0, 55.0], occ=["a", None, "a", "b"])
 
-    _, _, report = clean(raw, SCHEMA, TabularClean())
+    _, _, report = clean(raw, SCHEMA, small())
 
     assert report["set_missing"]["unparseable_or_infinite"] == {}
 
@@ -138,7 +143,7 @@ def test_values_already_missing_are_not_counted_as_changes():
 def test_categorical_missing_tokens_become_missing():
     raw = frame(occ=["a", "?", " b ", "N/A"])
 
-    out, _, report = clean(raw, SCHEMA, TabularClean())
+    out, _, report = clean(raw, SCHEMA, small())
 
     assert out["occ"].tolist()[0] == "a"
     assert out["occ"].tolist()[2] == "b"
@@ -149,7 +154,7 @@ def test_categorical_missing_tokens_become_missing():
 def test_categorical_numbers_become_canonical_text():
     raw = frame(occ=[441.0, 5620.0, 441.0, np.nan])
 
-    out, _, _ = clean(raw, SCHEMA, TabularClean())
+    out, _, _ = clean(raw, SCHEMA, small())
 
     assert out["occ"].tolist()[:3] == ["441", "5620", "441"]
     assert pd.isna(out["occ"].iloc[3])
@@ -180,7 +185,7 @@ def test_category_text_of_very_large_integral_codes():
 
 def test_values_outside_valid_ranges_become_missing_and_are_counted():
     raw = frame(age=[10.0, 35.0, 89.0, 120.0], income=[-5.0, 0.0, 3000.0, 4000.0])
-    cfg = TabularClean(valid_ranges={"age": (18.0, 89.0), "income": (0.0, None)})
+    cfg = small(valid_ranges={"age": (18.0, 89.0), "income": (0.0, None)})
 
     out, _, report = clean(raw, SCHEMA, cfg)
 
@@ -191,7 +196,7 @@ def test_values_outside_valid_ranges_become_missing_and_are_counted():
 
 
 def test_valid_range_on_a_non_numeric_column_is_refused_by_name():
-    cfg = TabularClean(valid_ranges={"occ": (0.0, 10.0)})
+    cfg = small(valid_ranges={"occ": (0.0, 10.0)})
 
     with pytest.raises(DataError) as info:
         clean(frame(), SCHEMA, cfg)
@@ -202,7 +207,7 @@ def test_valid_range_on_a_non_numeric_column_is_refused_by_name():
 
 
 def test_valid_range_on_an_unknown_column_is_refused_by_name():
-    cfg = TabularClean(valid_ranges={"childs": (0.0, 8.0)})
+    cfg = small(valid_ranges={"childs": (0.0, 8.0)})
 
     with pytest.raises(DataError) as info:
         clean(frame(), SCHEMA, cfg)
@@ -217,7 +222,7 @@ def test_fewer_than_two_classes_is_refused():
     raw = frame(label=["x", "x", None, "NA"])
 
     with pytest.raises(DataError) as info:
-        clean(raw, SCHEMA, TabularClean())
+        clean(raw, SCHEMA, small())
 
     assert "'label'" in str(info.value)
     assert "1 class(es)" in str(info.value)
@@ -227,7 +232,7 @@ def test_fewer_than_two_classes_is_refused():
 def test_classes_in_the_schema_are_sorted():
     raw = frame(label=["zebra", "ant", "mole", "ant"])
 
-    _, schema, report = clean(raw, SCHEMA, TabularClean())
+    _, schema, report = clean(raw, SCHEMA, small())
 
     assert schema.classes == ("ant", "mole", "zebra")
     assert report["classes"] == ["ant", "mole", "zebra"]
@@ -239,6 +244,6 @@ def test_clean_does_not_mutate_its_input():
     raw = pd.concat([raw, raw.iloc[[0]], raw.iloc[[1]].assign(label="NA")], ignore_index=True)
     before = raw.copy(deep=True)
 
-    clean(raw, SCHEMA, TabularClean(valid_ranges={"age": (18.0, 89.0)}))
+    clean(raw, SCHEMA, small(valid_ranges={"age": (18.0, 89.0)}))
 
     pd.testing.assert_frame_equal(raw, before)
