@@ -28,6 +28,7 @@ import enum
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_path, file_sha256
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
-from pipeline.kinds.tabular.runtime import OnnxModel, onnx_feed
+from pipeline.kinds.tabular.runtime import OnnxModel, coerced_values, onnx_feed
 from pipeline.onnxio.card import TabularCard, TabularInput
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Chunk:
     rows: int
     feed: dict[str, np.ndarray]
     keep: list[pa.Array]
+    coerced: dict[str, int]  # per input: present values the model takes as missing (coerced_values)
 
 
 # ---------------------------------------------------------------- feeds
@@ -147,7 +149,7 @@ def _check_columns(path: Path, available: list[str], inputs: list[str], keep: li
 
 
 def open_parquet(
-    path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int
+    path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int, missing_tokens: Sequence[str] = ()
 ) -> tuple[list[pa.Field], Iterator[Chunk]]:
     """The passthrough fields and an iterator of chunks, reading only the needed columns."""
     try:
@@ -165,13 +167,15 @@ def open_parquet(
             for batch in file.iter_batches(batch_size=chunk_rows, columns=columns):
                 # Strings arrive as Categoricals: decoded once per distinct value, not per row.
                 frame = batch.select(names).to_pandas(strings_to_categorical=True)
-                yield Chunk(batch.num_rows, chunk_feed(frame, inputs), [batch.column(name) for name in keep])
+                feed = chunk_feed(frame, inputs)
+                coerced = coerced_values(frame, feed, inputs, missing_tokens)
+                yield Chunk(batch.num_rows, feed, [batch.column(name) for name in keep], coerced)
 
     return [schema.field(name) for name in keep], _reading(path, "Parquet", chunks())
 
 
 def open_csv(
-    path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int
+    path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int, missing_tokens: Sequence[str] = ()
 ) -> tuple[list[pa.Field], Iterator[Chunk]]:
     """The passthrough fields (text) and an iterator of chunks.
 
@@ -196,7 +200,8 @@ def open_csv(
             for frame in reader:
                 model_frame = frame[names].assign(**{name: infer_like_read_csv(frame[name]) for name in categorical})
                 passthrough = [pa.array(frame[name], type=pa.string(), from_pandas=True) for name in keep]
-                yield Chunk(len(frame), chunk_feed(model_frame, inputs), passthrough)
+                feed = chunk_feed(model_frame, inputs)
+                yield Chunk(len(frame), feed, passthrough, coerced_values(model_frame, feed, inputs, missing_tokens))
 
     return [pa.field(name, pa.string()) for name in keep], _reading(path, "CSV", chunks())
 
@@ -210,7 +215,7 @@ def _reading(path: Path, kind: str, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
 
 
 def open_input(
-    path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int
+    path: Path, inputs: Sequence[TabularInput], keep: list[str], chunk_rows: int, missing_tokens: Sequence[str] = ()
 ) -> tuple[list[pa.Field], Iterator[Chunk]]:
     suffix = path.suffix.lower()
     if suffix not in PARQUET_SUFFIXES + CSV_SUFFIXES:
@@ -220,7 +225,7 @@ def open_input(
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     opener = open_parquet if suffix in PARQUET_SUFFIXES else open_csv
-    return opener(path, inputs, keep, chunk_rows)
+    return opener(path, inputs, keep, chunk_rows, missing_tokens)
 
 
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
@@ -341,7 +346,8 @@ def score_file(
 ) -> dict[str, Any]:
     """Score every row of ``input_path`` into ``output_path`` (Parquet), one chunk at a time.
 
-    Returns a summary: rows, chunks, seconds, rows_per_s.
+    Returns a summary: rows, chunks, seconds, rows_per_s, and per column the values the model took as
+    missing by training's rules (``coerced``: unparseable, not finite in float32, out of range, tokens).
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if chunk_rows < 1:
@@ -351,11 +357,12 @@ def score_file(
     if output_path.resolve() == input_path.resolve():
         raise DataError(f"{output_path}: the output would overwrite the input")
     columns = list(dict.fromkeys(keep))
-    keep_fields, chunks = open_input(input_path, model.card.inputs, columns, chunk_rows)
+    keep_fields, chunks = open_input(input_path, model.card.inputs, columns, chunk_rows, model.card.missing_tokens)
     schema = output_schema(keep_fields, model.classes)
 
     start = last_report = time.perf_counter()
     rows = count = 0
+    coerced: Counter[str] = Counter()
     try:
         with (
             atomic_path(output_path) as temporary,
@@ -365,13 +372,24 @@ def score_file(
                 writer.write_table(score_chunk(model, chunk, schema, version))
                 rows += chunk.rows
                 count += 1
+                coerced.update(chunk.coerced)
                 if time.perf_counter() - last_report >= PROGRESS_EVERY_S:
                     last_report = time.perf_counter()
                     log.info("%s: %d rows scored so far (%.0f rows/s)", input_path, rows, rows / (last_report - start))
     except OSError as exc:
         raise DataError(f"{output_path}: cannot write the output ({exc.strerror or first_line(exc)})") from None
     seconds = time.perf_counter() - start
-    return {"rows": rows, "chunks": count, "seconds": seconds, "rows_per_s": rows / seconds if seconds > 0 else 0.0}
+    if coerced:
+        log.warning(
+            "%s: values taken as missing by the model's rules, per column: %s", input_path, dict(sorted(coerced.items()))
+        )
+    return {
+        "rows": rows,
+        "chunks": count,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds if seconds > 0 else 0.0,
+        "coerced": dict(sorted(coerced.items())),
+    }
 
 
 # ---------------------------------------------------------------- command line

@@ -26,6 +26,20 @@ from pipeline.core.errors import DataError
 from pipeline.core.io import read_json, write_json
 
 TABULAR: Final = "tabular"  # the kind of a card that names none (tabular cards never did)
+# Names inside every exported graph: its outputs and the prefixes of its internal tensors. A raw input
+# (a table's feature column) may not take one, or the merged graph would wire it to the wrong tensor.
+PROBABILITIES: Final = "probabilities"
+LABEL: Final = "label"
+NET_PREFIX: Final = "net/"
+GRAPH_PREFIXES: Final = ("prep/", "post/", NET_PREFIX)
+GRAPH_NAMES: Final = frozenset({PROBABILITIES, LABEL, "x_num", "x_cat"})
+
+
+def graph_name_clashes(names: list[str]) -> list[str]:
+    """The input names that an exported graph cannot take (see ``GRAPH_NAMES``, ``GRAPH_PREFIXES``)."""
+    return sorted(name for name in names if name in GRAPH_NAMES or name.startswith(GRAPH_PREFIXES))
+
+
 # JSON numbers that are written back as they came (an int stays an int: the card's bytes must not change).
 Number = int | float
 Dim = str | int  # "N" (the batch axis) or a fixed size
@@ -34,6 +48,10 @@ Task = Literal["classification", "regression"]
 
 def _is_none(value: object) -> bool:
     return value is None
+
+
+def _is_empty(value: tuple) -> bool:
+    return not value
 
 
 class _Frozen(BaseModel):
@@ -53,10 +71,13 @@ class NumericInput(_Frozen):
     onnx_type: Literal["float32"]
     shape: tuple[Dim, ...]
     missing: str
+    # clean.valid_ranges: the graph makes values outside [min, max] missing (null: no bound); absent: none.
+    valid_range: tuple[Number | None, Number | None] | None = Field(default=None, exclude_if=_is_none)
 
     @classmethod
-    def of(cls, name: str) -> NumericInput:
-        return cls(name=name, kind="numeric", onnx_type="float32", shape=("N", 1), missing="NaN")
+    def of(cls, name: str, low: float | None = None, high: float | None = None) -> NumericInput:
+        bounds = None if low is None and high is None else (low, high)
+        return cls(name=name, kind="numeric", onnx_type="float32", shape=("N", 1), missing="NaN", valid_range=bounds)
 
 
 class CategoricalInput(_Frozen):
@@ -228,6 +249,9 @@ class TabularCard(ModelCard):
     # Not written: tabular cards never had a kind, and a card's bytes must not change.
     kind: Literal["tabular"] = Field(default=TABULAR, exclude=True)
     inputs: tuple[TabularInput, ...]
+    # clean.missing_tokens: texts that mean "missing" in any field (the graph maps them in categorical
+    # inputs; a service maps them to NaN in numeric ones). Absent on cards written before.
+    missing_tokens: tuple[str, ...] = Field(default=(), exclude_if=_is_empty)
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -6,6 +6,9 @@
 (which writes the same arithmetic into the ONNX graph) and by serving.
 
 Encoding, per column:
+- first clean's row rules, so that raw values meet the same rules in every consumer (the exported
+  graph writes them out too): a numeric value that is not finite in float32 or lies outside its
+  ``clean.valid_ranges`` bounds is missing, and so is a category equal to a ``clean.missing_tokens`` text;
 - numeric: ``x -> (where(isnan(x), fill, x) - mean) / std`` in float32, plus a 0/1 missing
   indicator for columns that had missing values in training;
 - categorical: index 0 = rare or unseen category, 1..K = the K categories seen at least
@@ -42,6 +45,18 @@ class NumericColumn:
     mean: float
     std: float
     indicator: bool
+    low: float | None = None  # clean.valid_ranges: values outside [low, high] are missing
+    high: float | None = None
+
+    def valid(self, x: np.ndarray) -> np.ndarray:
+        """float32 values with clean's rules applied: non-finite or out-of-range values become NaN."""
+        bad = ~np.isfinite(x)
+        with np.errstate(invalid="ignore"):
+            if self.low is not None:
+                bad |= x < np.float32(self.low)
+            if self.high is not None:
+                bad |= x > np.float32(self.high)
+        return np.where(bad, np.float32(np.nan), x)
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,7 @@ class Preprocessor:
     categorical: tuple[CategoricalColumn, ...]
     classes: tuple[str, ...]
     target: str
+    missing_tokens: tuple[str, ...] = ()  # clean.missing_tokens: a category equal to one is missing
 
     @property
     def n_numeric_inputs(self) -> int:
@@ -82,11 +98,13 @@ class Preprocessor:
         """Learn every encoding statistic from the training rows only."""
         if not schema.classes:
             raise DataError("schema has no classes; run the clean stage first")
+        ranges = {name: (low, high) for name, low, high in schema.valid_ranges}
         return cls(
-            numeric=tuple(fit_numeric(train[name], features) for name in schema.numeric),
+            numeric=tuple(fit_numeric(train[name], features, *ranges.get(name, (None, None))) for name in schema.numeric),
             categorical=tuple(fit_categorical(train[name], features) for name in schema.categorical),
             classes=schema.classes,
             target=schema.target,
+            missing_tokens=tuple(dict.fromkeys(t for t in schema.missing_tokens if t != MISSING_TEXT)),
         )
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +116,8 @@ class Preprocessor:
         blocks, indicators = [], []
         for col in self.numeric:
             # float32 first, exactly as the ONNX graph receives it, so both paths round alike.
-            x = frame[col.name].to_numpy(dtype=np.float32, na_value=np.nan)
+            with np.errstate(over="ignore"):
+                x = col.valid(frame[col.name].to_numpy(dtype=np.float32, na_value=np.nan))
             isnan = np.isnan(x)
             filled = np.where(isnan, np.float32(col.fill), x)
             blocks.append((filled - np.float32(col.mean)) / np.float32(col.std))
@@ -108,7 +127,7 @@ class Preprocessor:
         x_cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, category in enumerate(self.categorical):
             values = frame[category.name].astype("string")
-            is_missing = values.isna() | (values == MISSING_TEXT)
+            is_missing = values.isna() | (values == MISSING_TEXT) | values.isin(self.missing_tokens)
             codes = pd.Categorical(values.fillna(MISSING_TEXT), categories=list(category.vocabulary)).codes + 1
             x_cat[:, j] = np.where(is_missing.to_numpy(), category.missing_index, codes)
         return x_num, x_cat
@@ -133,6 +152,7 @@ class Preprocessor:
             ),
             classes=tuple(data["classes"]),
             target=data["target"],
+            missing_tokens=tuple(data.get("missing_tokens", ())),
         )
 
 
@@ -147,15 +167,17 @@ def _numeric_fill(values: pd.Series, cfg: TabularFeatures) -> float:
     return float(present.mode().iloc[0])  # most_frequent; mode() is sorted, so ties pick the smallest
 
 
-def fit_numeric(values: pd.Series, cfg: TabularFeatures) -> NumericColumn:
-    """Imputation value, scaling statistics (of the imputed column) and whether to add an indicator."""
+def fit_numeric(values: pd.Series, cfg: TabularFeatures, low: float | None = None, high: float | None = None) -> NumericColumn:
+    """Imputation value, scaling statistics (of the imputed column) and whether to add an indicator;
+    ``low`` and ``high`` (clean.valid_ranges) travel with the column so serving applies them."""
     as_float = values.astype("float64")
     fill = _numeric_fill(as_float, cfg)
     imputed = as_float.fillna(fill)
     mean, std = (float(imputed.mean()), float(imputed.std(ddof=0))) if cfg.scale else (0.0, 1.0)
     if not np.isfinite(std) or std < 1e-12:
         std = 1.0  # a constant column carries no information; avoid dividing by zero
-    return NumericColumn(values.name, fill, mean, std, bool(cfg.missing_indicators and as_float.isna().any()))
+    indicator = bool(cfg.missing_indicators and as_float.isna().any())
+    return NumericColumn(str(values.name), fill, mean, std, indicator, low, high)
 
 
 def fit_categorical(values: pd.Series, cfg: TabularFeatures) -> CategoricalColumn:

@@ -1,9 +1,10 @@
 """Tabular export: one self-contained ONNX model from raw columns to class probabilities, verified.
 
 The graph has one input per raw feature column, named after it and shaped [N, 1]: float32 for
-numeric columns (NaN = missing) and string for categorical ones ("" = missing). Inside it, the
-fitted encoder's arithmetic (imputation, missing indicators, scaling, category lookup) is written
-out with ONNX operators, followed by the exported network and a softmax; outputs are
+numeric columns (NaN = missing) and string for categorical ones ("" = missing). Inside it, clean's
+row rules (non-finite and out-of-range numbers, missing-value tokens -> missing: so every consumer of
+the model applies them, and serving cannot skew from training) and the fitted encoder's arithmetic
+(imputation, missing indicators, scaling, category lookup) are written out with ONNX operators, followed by the exported network and a softmax; outputs are
 ``probabilities`` [N, K] float32 and ``label`` [N] string. Serving needs nothing but onnxruntime.
 
 The stage checks the graph with ``onnx.checker``, scores the raw test rows with onnxruntime and
@@ -32,13 +33,12 @@ from torch import nn
 
 from pipeline.core.errors import ExportError
 from pipeline.core.io import SPLITS, file_sha256, read_json, read_table, split_file
-from pipeline.kinds.tabular.encoder import MISSING_TEXT, Preprocessor, load_preprocessor
+from pipeline.kinds.tabular.encoder import MISSING_TEXT, NumericColumn, Preprocessor, load_preprocessor
 from pipeline.kinds.tabular.evaluate import predict_proba
 from pipeline.kinds.tabular.runtime import onnx_feed
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.models import load_model
 from pipeline.onnxio.build import (
-    LABEL,
     ML_DOMAIN,
     ML_OPSET,
     NET_PREFIX,
@@ -50,7 +50,7 @@ from pipeline.onnxio.build import (
     postprocessing_graph,
     torch_graph,
 )
-from pipeline.onnxio.card import CategoricalInput, NumericInput, TabularCard, TabularInput
+from pipeline.onnxio.card import CategoricalInput, NumericInput, TabularCard, TabularInput, graph_name_clashes
 from pipeline.onnxio.describe import card_fields
 from pipeline.onnxio.verify import publish, save_models, verify_feed
 from pipeline.params import ExportParams, Paths
@@ -65,6 +65,25 @@ def network_graph(model: nn.Module, preprocessor: Preprocessor, opset: int) -> o
     return torch_graph(Probabilities(model.eval()), (x_num, x_cat), ["x_num", "x_cat"], [PROBABILITIES], opset)
 
 
+def row_rules(numeric: tuple[NumericColumn, ...], raw: str, out: str) -> list[onnx.NodeProto]:
+    """clean's row rules on the raw [N, F] numeric block, as ``NumericColumn.valid``: a value that is not
+    finite, or lies outside its column's ``clean.valid_ranges`` bounds, becomes NaN (missing)."""
+    lows = np.array([-np.inf if c.low is None else c.low for c in numeric], dtype=np.float32)
+    highs = np.array([np.inf if c.high is None else c.high for c in numeric], dtype=np.float32)
+    nodes = [
+        const("prep/nan", np.array([np.nan], dtype=np.float32)),
+        helper.make_node("IsInf", [raw], ["prep/is_inf"]),
+        const("prep/low", lows),
+        const("prep/high", highs),
+        helper.make_node("Less", [raw, "prep/low"], ["prep/below"]),
+        helper.make_node("Greater", [raw, "prep/high"], ["prep/above"]),
+        helper.make_node("Or", ["prep/below", "prep/above"], ["prep/outside"]),
+        helper.make_node("Or", ["prep/is_inf", "prep/outside"], ["prep/invalid"]),
+        helper.make_node("Where", ["prep/invalid", "prep/nan", raw], [out]),
+    ]
+    return nodes
+
+
 def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int) -> onnx.ModelProto:
     """Raw [N, 1] columns -> x_num float32 [N, F] and x_cat int64 [N, C], as ``Preprocessor.transform``."""
     inputs, nodes, outputs = [], [], []
@@ -75,8 +94,9 @@ def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int)
         fills = np.array([c.fill for c in numeric], dtype=np.float32)
         means = np.array([c.mean for c in numeric], dtype=np.float32)
         stds = np.array([c.std for c in numeric], dtype=np.float32)
+        nodes.append(helper.make_node("Concat", [c.name for c in numeric], ["prep/input"], axis=1))
+        nodes += row_rules(numeric, "prep/input", "prep/raw")
         nodes += [
-            helper.make_node("Concat", [c.name for c in numeric], ["prep/raw"], axis=1),
             helper.make_node("IsNaN", ["prep/raw"], ["prep/isnan"]),
             const("prep/fill", fills),
             const("prep/mean", means),
@@ -99,8 +119,10 @@ def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int)
     codes = []
     for j, category in enumerate(preprocessor.categorical):
         inputs.append(helper.make_tensor_value_info(category.name, TensorProto.STRING, ["N", 1]))
-        keys = list(category.vocabulary) + [MISSING_TEXT]
-        values = list(range(1, len(category.vocabulary) + 1)) + [category.missing_index]
+        # clean.missing_tokens are missing, like "" (clean removed them, so none is in the vocabulary)
+        tokens = [t for t in preprocessor.missing_tokens if t not in category.vocabulary]
+        keys = list(category.vocabulary) + [MISSING_TEXT] + tokens
+        values = list(range(1, len(category.vocabulary) + 1)) + [category.missing_index] * (1 + len(tokens))
         nodes.append(
             helper.make_node(
                 "LabelEncoder",
@@ -133,8 +155,7 @@ def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int)
 
 def build_onnx(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
     """Preprocessing, network and label lookup joined into one graph with raw-column inputs."""
-    reserved = {PROBABILITIES, LABEL, "x_num", "x_cat"}
-    clash = sorted(c for c in preprocessor.input_columns if c in reserved or c.startswith(("prep/", "post/", NET_PREFIX)))
+    clash = graph_name_clashes(preprocessor.input_columns)  # ingest refuses these; a hand-made preprocessor may not
     if clash:
         raise ExportError(f"feature column(s) {clash} clash with names inside the ONNX graph; rename them")
     net = network_graph(model, preprocessor, opset)
@@ -153,7 +174,7 @@ def build_onnx(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx
 
 def card_inputs(preprocessor: Preprocessor) -> tuple[TabularInput, ...]:
     """The graph's inputs as the model card lists them: the numeric columns, then the categorical ones."""
-    numeric = tuple(NumericInput.of(c.name) for c in preprocessor.numeric)
+    numeric = tuple(NumericInput.of(c.name, c.low, c.high) for c in preprocessor.numeric)
     return numeric + tuple(CategoricalInput.of(c.name, c.vocabulary) for c in preprocessor.categorical)
 
 
@@ -179,7 +200,9 @@ def model_card(
 ) -> TabularCard:
     """What a consumer of ``model.onnx`` needs to call it and to trust it."""
     common = card_fields(preprocessor.classes, checkpoint, metrics, hashes, parity, int8)
-    return TabularCard(**common, target=preprocessor.target, inputs=card_inputs(preprocessor))
+    return TabularCard(
+        **common, target=preprocessor.target, inputs=card_inputs(preprocessor), missing_tokens=preprocessor.missing_tokens
+    )
 
 
 def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:

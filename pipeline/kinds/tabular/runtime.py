@@ -19,7 +19,7 @@ from pipeline.kinds.tabular.encoder import MISSING_TEXT
 from pipeline.kinds.tabular.landing import batch_problems, expected_source_columns
 from pipeline.kinds.tabular.records import FeedSchema
 from pipeline.kinds.tabular.records import build_feed as build_feed  # KindRuntime.build_feed, as it is (the hot path)
-from pipeline.onnxio.card import ModelCard, TabularCard, TabularInput
+from pipeline.onnxio.card import ModelCard, NumericInput, TabularCard, TabularInput
 from pipeline.onnxio.session import ort_session
 from pipeline.params import Params, TabularClean, TabularParams
 from pipeline.shared.metrics import label_scores
@@ -41,11 +41,38 @@ def onnx_feed(frame: pd.DataFrame, inputs: Sequence[TabularInput]) -> dict[str, 
         if spec.kind == "numeric":
             # numpy or nullable numbers go straight through; bools and text are parsed
             source = column if column.dtype.kind in "iuf" else pd.to_numeric(column, errors="coerce")
-            values = source.to_numpy(dtype=np.float32, na_value=np.nan)
+            with np.errstate(over="ignore"):  # beyond float32 is infinite: the graph's rules make it missing
+                values = source.to_numpy(dtype=np.float32, na_value=np.nan)
         else:
             values = category_array(column, MISSING_TEXT)
         feed[spec.name] = values.reshape(-1, 1)
     return feed
+
+
+def coerced_values(
+    frame: pd.DataFrame, feed: dict[str, np.ndarray], inputs: Sequence[TabularInput], missing_tokens: Sequence[str] = ()
+) -> dict[str, int]:
+    """Per input, how many present raw values the model takes as missing, by training's rules: text that
+    is no number, numbers not finite in float32 or outside the column's valid range (the graph's rules),
+    and missing-value tokens. Batch scoring reports these counts, so coercion is never silent."""
+    tokens = np.array([t for t in missing_tokens if t], dtype=object)
+    counts = {}
+    for spec in inputs:
+        values = feed[spec.name][:, 0]
+        if isinstance(spec, NumericInput):
+            bad = ~np.isfinite(values)  # NaN: unparseable text; inf: beyond float32
+            low, high = spec.valid_range or (None, None)
+            with np.errstate(invalid="ignore"):
+                if low is not None:
+                    bad |= values < np.float32(low)
+                if high is not None:
+                    bad |= values > np.float32(high)
+            count = int((bad & frame[spec.name].notna().to_numpy()).sum())
+        else:
+            count = int(np.isin(values, tokens).sum()) if len(tokens) else 0
+        if count:
+            counts[spec.name] = count
+    return counts
 
 
 @dataclass
