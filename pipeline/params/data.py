@@ -120,6 +120,7 @@ class SequenceIngest(Section):
     season_length: int = Field(default=48, ge=1)  # the seasonal-naive baseline's period (48: daily, half-hourly)
     frequency: str | None = None  # pandas offset alias of the time grid, e.g. "30min"; null: the most common step
     time_cutoff: int | float | str | None = None  # source rows later than this are left out (they land later)
+    time_format: str | None = None  # strftime format of a text time column; null: ISO dates, or pandas' guess
     min_rows: int = Field(default=100, ge=1)
     max_rows: int | None = Field(default=None, ge=10)  # the first rows of each series, for quick runs
 
