@@ -157,15 +157,18 @@ def fit(
     callbacks = callbacks_for(run, seed, logger, checkpoint_dir, fingerprint)
     for callback in callbacks:
         callback.on_start(state)
+    val_batch = max(cfg.batch_size, 4096)
+    reference_loss = divergence_reference(run, task, val_batch, dist)
     for epoch in range(state.epoch, cfg.epochs):
         if state.history.stopped_early:
             break
         started = time.perf_counter()
         train_values, lr = train_epoch(run, state)
-        val_values = validate(run.model, run.val, task, run.val_loss_fn, max(cfg.batch_size, 4096), dist)
+        val_values = validate(run.model, run.val, task, run.val_loss_fn, val_batch, dist)
         values = {**train_values, **{f"val_{name}": value for name, value in val_values.items()}, "lr": lr}
         values["epoch_seconds"] = time.perf_counter() - started
         check_finite(epoch, values)
+        check_diverged(epoch, values["val_loss"], reference_loss, cfg.divergence_factor)
         state.history.epochs.append(values)
         for callback in callbacks:
             callback.on_epoch_end(epoch, values, state)
@@ -199,6 +202,25 @@ def check_finite(epoch: int, values: dict[str, float]) -> None:
         shown = ", ".join(f"{name} = {value}" for name, value in bad.items())
         raise TrainError(
             f"epoch {epoch}: {shown}: the training diverged; lower train.lr, set train.grad_clip, or check the inputs for extreme values"
+        )
+
+
+def divergence_reference(run: Setup, task: Task, batch_size: int, dist: Distributed) -> float:
+    """The yardstick of divergence: the network's val loss before (more) training, and for a classifier at
+    least a uniform guess's (log K), so a warm start from a near-perfect model has room to move. No
+    randomness is drawn, so runs stay identical."""
+    loss = validate(run.model, run.val, task, run.val_loss_fn, batch_size, dist)["loss"]
+    if task == "classification" and len(run.val):
+        loss = max(loss, math.log(max(int(run.val.y.max()) + 1, 2)))
+    return loss
+
+
+def check_diverged(epoch: int, val_loss: float, reference: float, factor: float) -> None:
+    """Stop when the val loss has grown past ``factor`` times the untrained network's (``train.divergence_factor``)."""
+    if math.isfinite(reference) and reference > 0 and val_loss > factor * reference:
+        raise TrainError(
+            f"epoch {epoch}: val_loss = {val_loss:.4g} is over train.divergence_factor = {factor:g} times the untrained"
+            f" network's ({reference:.4g}): the training diverged; lower train.lr or set train.grad_clip"
         )
 
 

@@ -61,4 +61,11 @@ def load_model(path: str | Path) -> torch.nn.Module:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(config_from_dict(checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model_state"])
+    broken = [
+        name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not tensor.isfinite().all()
+    ]
+    if broken:  # a diverged run's weights: evaluating or exporting them would publish nonsense
+        raise DataError(
+            f"{path}: weight(s) {broken[:3]} hold NaN or infinity (a diverged training); retrain with a lower train.lr"
+        )
     return model.eval()

@@ -60,6 +60,9 @@ class TrainParams(Section):
     batch_size: int = Field(default=512, ge=1)
     epochs: int = Field(default=30, ge=1)
     grad_clip: float | None = Field(default=None, gt=0)
+    # Stop with an error when an epoch's val loss exceeds this multiple of the untrained network's:
+    # a diverged run (lr far too high) can keep finite but absurd losses (3e30) and must not become a model.
+    divergence_factor: float = Field(default=10.0, gt=1)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     class_weight: Literal["none", "balanced"] = "none"
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()

@@ -8,6 +8,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from pipeline.core.errors import DataError, ParamsError, TrainError
@@ -16,6 +17,7 @@ from pipeline.engine.callbacks import is_improvement
 from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.train import tabular_config
 from pipeline.lifecycle.landing import land_frame
+from pipeline.models import load_model
 from pipeline.params import TabularFeatures, TrainParams, load_params, parse_params
 from pipeline.shared.tables import read_table_file
 
@@ -85,3 +87,27 @@ def test_a_landed_batch_name_is_a_plain_file_name(tmp_path, name):
     with pytest.raises(DataError, match="give a plain file name"):
         land_frame(pd.DataFrame({"a": [1]}), landing, name)
     assert not (tmp_path / "outside.parquet").exists()
+
+
+def test_a_run_that_diverges_to_finite_but_absurd_losses_stops_with_one_line(table, schema):
+    """train.lr: 1e6 kept the losses finite (val_loss 3e30) and every stage exited 0; now the run stops."""
+    pre = Preprocessor.fit(table.iloc[:480], schema, TabularFeatures())
+    train, val = Tensors.encode(table.iloc[:480], pre), Tensors.encode(table.iloc[480:], pre)
+    cfg = TrainParams.model_validate(
+        {"model": {"architecture": "mlp", "hidden": (8,)}, "epochs": 3, "warmup_epochs": 0, "lr": 1e6, "grad_clip": None}
+    )
+    with pytest.raises(TrainError, match=r"epoch \d: val_loss = .* over train\.divergence_factor = 10 times the untrained"):
+        fit(train, val, tabular_config(pre, cfg), cfg, seed=0, task="classification")
+
+
+def test_evaluate_and_export_refuse_a_model_whose_weights_are_nan(tmp_path, table, schema):
+    pre = Preprocessor.fit(table.iloc[:480], schema, TabularFeatures())
+    cfg = TrainParams.model_validate({"model": {"architecture": "mlp", "hidden": (8,)}, "epochs": 1, "warmup_epochs": 0})
+    train, val = Tensors.encode(table.iloc[:480], pre), Tensors.encode(table.iloc[480:], pre)
+    model, best, _ = fit(train, val, tabular_config(pre, cfg), cfg, seed=0, task="classification")
+    best["model_state"] = {
+        k: v.clone().fill_(math.nan) if v.is_floating_point() else v for k, v in best["model_state"].items()
+    }
+    torch.save(best, tmp_path / "model.pt")
+    with pytest.raises(DataError, match=r"model\.pt: weight\(s\) .* hold NaN or infinity \(a diverged training\)"):
+        load_model(tmp_path / "model.pt")  # what evaluate and export load the model with

@@ -117,7 +117,9 @@ def ingest_frame(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -> 
     if cfg.features is not None:
         require_columns(cfg.features, columns, "ingest.features")
     frame = frame.drop(columns=list(cfg.drop_columns))
-    frame = time_filter(frame, cfg.time_column, cutoff=cfg.time_cutoff, time_format=cfg.time_format)  # parses the time column; applies time_cutoff
+    frame = time_filter(
+        frame, cfg.time_column, cutoff=cfg.time_cutoff, time_format=cfg.time_format
+    )  # parses the time column; applies time_cutoff
     frame, series = _series_column(frame, cfg, source_name)
     features = _input_features(frame, cfg, series)
     forecast = cfg.task == "forecast"
