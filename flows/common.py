@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,10 +74,10 @@ def run_in_group(
 ) -> subprocess.CompletedProcess:
     """Run ``command`` in a process group of its own that never outlives this call or this process.
 
-    The group is SIGKILLed when the call returns, raises, times out (``subprocess.TimeoutExpired``)
-    or the thread is interrupted; and, through ``flows/supervise.py`` (the group's leader, see its
-    docstring), when this process dies, even by SIGKILL: no ``dvc repro`` or training is left running
-    to block the next retrain.
+    ``flows/supervise.py`` (see its docstring) runs the command and SIGKILLs the command's group when
+    the command exits (stragglers), when this call times out (``subprocess.TimeoutExpired``) or is
+    interrupted (it is sent SIGTERM), and when this process dies, even by SIGKILL: no ``dvc repro``
+    or training is left running to block the next retrain.
     """
     process = subprocess.Popen(
         [sys.executable, str(SUPERVISOR), str(os.getpid()), "--", *command],
@@ -92,14 +91,13 @@ def run_in_group(
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # stragglers (a daemonised grandchild), or all on error
-        except ProcessLookupError:
-            pass  # the group ended with the command: the usual case
-        except PermissionError:
-            pass  # macOS reports an exited group this way
-        if process.poll() is None:
-            process.wait()
+        if process.poll() is None:  # timed out or interrupted: the supervisor ends the command's group
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()  # a supervisor that did not react; its command's group is then on its own
+                process.wait()
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
@@ -158,20 +156,20 @@ def clear_stale_dvc_locks(root: Path) -> list[str]:
             writes, reads = lock.get("write", {}), lock.get("read", {})
             if not isinstance(writes, dict) or not isinstance(reads, dict):
                 raise ValueError("'write' and 'read' must be objects")
-        except ValueError as exc:
+            cleared = []
+            for target, owner in list(writes.items()):
+                if isinstance(owner, dict) and _owner_gone(int(owner.get("pid", 0))):
+                    cleared.append(f"write {target} (pid {owner.get('pid')}: {owner.get('cmd')})")
+                    del writes[target]
+            for target, owners in list(reads.items()):
+                kept = [o for o in owners if not (isinstance(o, dict) and _owner_gone(int(o.get("pid", 0))))]
+                cleared += [f"read {target} (pid {o.get('pid')}: {o.get('cmd')})" for o in owners if o not in kept]
+                if kept:
+                    reads[target] = kept
+                else:
+                    del reads[target]
+        except (ValueError, TypeError, AttributeError) as exc:  # bad JSON, no object, a pid that is no number
             raise DataError(f"{path}: DVC's lock file is damaged ({exc}); remove it when no dvc command runs") from None
-        cleared = []
-        for target, owner in list(writes.items()):
-            if isinstance(owner, dict) and _owner_gone(int(owner.get("pid", 0))):
-                cleared.append(f"write {target} (pid {owner.get('pid')}: {owner.get('cmd')})")
-                del writes[target]
-        for target, owners in list(reads.items()):
-            kept = [o for o in owners if not (isinstance(o, dict) and _owner_gone(int(o.get("pid", 0))))]
-            cleared += [f"read {target} (pid {o.get('pid')}: {o.get('cmd')})" for o in owners if o not in kept]
-            if kept:
-                reads[target] = kept
-            else:
-                del reads[target]
         if cleared:
             atomic_write(path, json.dumps(lock))
             for entry in cleared:

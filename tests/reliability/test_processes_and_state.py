@@ -248,6 +248,17 @@ def test_a_timed_out_command_ends_with_its_whole_group(tmp_path):
     wait_for(lambda: not running(stage) and not running(grandchild), 30, "the stage and its child ending")
 
 
+@linux_only
+def test_a_command_that_leaves_a_background_child_returns_and_the_child_is_ended(tmp_path):
+    """A straggler holding the output pipes open must neither hang the call nor outlive it."""
+    pid_file = tmp_path / "straggler"
+    script = f"sleep 600 & echo $! > {pid_file}; echo started"
+    result = run_in_group(["sh", "-c", script], tmp_path, dict(os.environ), timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "started"
+    straggler = int(pid_file.read_text())
+    wait_for(lambda: not running(straggler), 30, "the backgrounded child ending")
+
+
 def dvc_workspace(root: Path) -> Path:
     """A DVC project with one stage whose output ``out.txt`` a lock entry can claim."""
     root.mkdir()
@@ -296,3 +307,13 @@ def test_a_dvc_lock_held_by_a_live_dvc_process_is_kept_and_counts_as_contention(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_registry_whose_history_cannot_be_read_still_opens(tmp_path, caplog):
+    """Opening a registry (the service does at start) never fails on a damaged history: reads say why later."""
+    root = tmp_path / "registry"
+    (root / "versions" / "v0001").mkdir(parents=True)
+    (root / "history.jsonl").mkdir()  # not a file: reading it is an OSError
+    with caplog.at_level(logging.WARNING):
+        Registry(root)
+    assert "history not reconciled with the versions" in caplog.text
