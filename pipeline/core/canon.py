@@ -6,8 +6,8 @@ The rule (clean writes it into the training data, so the exported model was trai
   written as an integer ("441" for 441 and 441.0), any other number as Python writes the float64
   ("1.5", "1e+20", "inf"); NaN is missing;
 * anything else (text, bools, the values of an object, string or categorical column) is its ``str``
-  with surrounding whitespace stripped; None, NaN, NaT and pd.NA are missing, and so is a text equal
-  to one of ``missing_tokens``.
+  with surrounding whitespace stripped; None, NaN, NaT and pd.NA are missing;
+* in both branches, a text equal to one of ``missing_tokens`` is missing.
 
 Which branch applies is decided by a column's dtype (``category_text``, ``category_array``) or by a
 value's own type (``category_value``, for JSON fields). The two agree on every column pandas infers
@@ -39,7 +39,9 @@ def category_text(column: pd.Series, missing_tokens: tuple[str, ...] = ()) -> pd
         numbers = column.astype("float64")
         integral = np.isfinite(numbers) & (numbers == np.round(numbers)) & (numbers.abs() < _EXACT)
         as_int = numbers.where(integral).astype("Int64").astype("string")
-        return as_int.fillna(numbers.where(~integral & numbers.notna()).astype("string"))
+        text = as_int.fillna(numbers.where(~integral & numbers.notna()).astype("string"))
+        # A sentinel code ("-1", "999") listed as a missing token is missing in a number column too.
+        return text.mask(text.isin(missing_tokens)) if missing_tokens else text
     text = column.astype("string").str.strip()
     if missing_tokens:
         text = text.mask(text.isin(missing_tokens))
@@ -68,21 +70,19 @@ def category_value(value: Any, missing_tokens: tuple[str, ...] = ()) -> str | No
     """One value (a JSON field) as ``category_text`` writes the one-value column holding it; None if missing."""
     kind = type(value)  # exact types first: this runs for every field of every request
     if kind is str:
-        text = value.strip()
-        return None if text in missing_tokens else text
-    if kind is int and -_EXACT < value < _EXACT:
-        return str(value)
-    if kind is float:
-        return number_text(value)
-    if isinstance(value, float | np.floating):
-        return number_text(float(value))
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        value = int(value)
-        if -_EXACT < value < _EXACT:
-            return str(value)
-        if _INT64_MIN <= value <= _UINT64_MAX:
-            return number_text(float(value))
-    return text_value(value, missing_tokens)
+        text: str | None = value.strip()
+    elif kind is int and -_EXACT < value < _EXACT:
+        text = str(value)
+    elif kind is float:
+        text = number_text(value)
+    elif isinstance(value, float | np.floating):
+        text = number_text(float(value))
+    elif isinstance(value, int | np.integer) and not isinstance(value, bool) and _INT64_MIN <= int(value) <= _UINT64_MAX:
+        number = int(value)
+        text = str(number) if -_EXACT < number < _EXACT else number_text(float(number))
+    else:
+        return text_value(value, missing_tokens)
+    return None if text in missing_tokens else text
 
 
 def category_array(column: pd.Series, missing: str, missing_tokens: tuple[str, ...] = ()) -> np.ndarray:

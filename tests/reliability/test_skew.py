@@ -9,6 +9,7 @@ no 500, no NaN in a 200, identical encoded inputs."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from pipeline.kinds.tabular.encoder import Preprocessor, load_preprocessor
 from pipeline.kinds.tabular.export import build_onnx, card_inputs, preprocessing_graph
 from pipeline.kinds.tabular.records import FeedSchema, build_feed
 from pipeline.kinds.tabular.runtime import onnx_feed
-from pipeline.kinds.tabular.schema import read_schema
+from pipeline.kinds.tabular.schema import Feature, read_schema
 from pipeline.kinds.tabular.train import tabular_config
 from pipeline.lifecycle.registry import Registry
 from pipeline.onnxio.card import ModelCard, TabularCard
@@ -34,7 +35,8 @@ from pipeline.onnxio.session import ort_session
 from pipeline.params import TabularClean, TabularFeatures, TrainParams, load_params
 from serving.app import create_app
 
-RULES = TabularClean(valid_ranges={"x": (-1.5, 2.0), "noise": (0.0, None)}, missing_tokens=("", "NA", "?", "unknown"))
+# "-1": a sentinel code of the numeric-coded category ``code`` (a number column that is a category).
+RULES = TabularClean(valid_ranges={"x": (-1.5, 2.0), "noise": (0.0, None)}, missing_tokens=("", "NA", "?", "unknown", "-1"))
 # Raw rows that hit every rule: below and above a range, infinities, float32 overflow, tokens, a hair
 # beyond a bound (float64 outside, float32 on it: the rule is judged in float32 everywhere).
 POISON = pd.DataFrame(
@@ -42,6 +44,7 @@ POISON = pd.DataFrame(
         "x": [-1.6, 2.5, np.inf, -np.inf, 1e39, np.nan, 0.3, 2.0000000001, -1.5, 2.0],
         "noise": [-5.0, 50.0, 3.0, 7.0, 1e39, -np.inf, np.nan, 1.0, 0.0, 1e38],
         "colour": ["red", "NA", "?", "unknown", "blue", None, "violet", "never-seen", " red ", "green"],
+        "code": [-1, 1, 2, -1, 3, 7, 1, 2, 3, -1],
     }
 )
 
@@ -62,6 +65,8 @@ def graph_path(raw: pd.DataFrame, pre: Preprocessor) -> tuple[np.ndarray, np.nda
 
 @pytest.fixture
 def fitted(table, schema):
+    table = table.assign(code=np.random.default_rng(0).choice([-1, 1, 2, 3], size=len(table)))
+    schema = replace(schema, features=(*schema.features, Feature("code", "categorical")))
     schema = schema.with_rules(RULES.valid_ranges, RULES.missing_tokens)
     cleaned, _ = coerce_types(table, schema, RULES)
     cleaned, _ = apply_ranges(cleaned, schema, RULES)
@@ -79,8 +84,9 @@ def test_every_clean_rule_is_applied_alike_by_the_exported_graph_and_the_trainin
     indicator = pre.numeric[0].indicator  # the rows made missing carry the missing indicator of x
     if indicator:
         assert list(got_num[:, len(pre.numeric)][:6]) == [1.0] * 6
-    colour = pre.categorical[0]
+    colour, code = pre.categorical
     assert list(got_cat[1:4, 0]) == [colour.missing_index] * 3  # "NA", "?", "unknown": missing, not rare
+    assert "-1" not in code.vocabulary and got_cat[0, 1] == got_cat[3, 1] == code.missing_index  # the sentinel
 
 
 def test_the_full_model_answers_finite_probabilities_for_poison_rows(fitted):
@@ -106,7 +112,7 @@ def test_the_full_model_answers_finite_probabilities_for_poison_rows(fitted):
 def test_a_service_record_whose_number_overflows_float32_is_refused_naming_the_field(fitted):
     _, _, pre = fitted
     inputs = FeedSchema(tuple(pre.input_columns), frozenset(pre.input_columns), frozenset(["x", "noise"]))
-    record = {"x": 1e39, "noise": 1.0, "colour": "red"}
+    record = {"x": 1e39, "noise": 1.0, "colour": "red", "code": 1}
     with pytest.raises(RecordError, match=r"record 0: field 'x' = 1e\+39 is not a finite float32 number"):
         build_feed([record], inputs)
     with pytest.raises(RecordError, match=r"record 0: field 'noise' must be a number or null, got '12k'"):

@@ -119,10 +119,11 @@ def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int)
     codes = []
     for j, category in enumerate(preprocessor.categorical):
         inputs.append(helper.make_tensor_value_info(category.name, TensorProto.STRING, ["N", 1]))
-        # clean.missing_tokens are missing, like "" (clean removed them, so none is in the vocabulary)
-        tokens = [t for t in preprocessor.missing_tokens if t not in category.vocabulary]
-        keys = list(category.vocabulary) + [MISSING_TEXT] + tokens
-        values = list(range(1, len(category.vocabulary) + 1)) + [category.missing_index] * (1 + len(tokens))
+        # clean.missing_tokens are missing, like "", and win over a vocabulary entry (as in transform)
+        tokens = [t for t in preprocessor.missing_tokens if t != MISSING_TEXT]
+        known = [(value, i + 1) for i, value in enumerate(category.vocabulary) if value not in tokens]
+        keys = [value for value, _ in known] + [MISSING_TEXT] + tokens
+        values = [code for _, code in known] + [category.missing_index] * (1 + len(tokens))
         nodes.append(
             helper.make_node(
                 "LabelEncoder",
