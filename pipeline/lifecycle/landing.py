@@ -234,7 +234,7 @@ def latest_time(params: TabularParams, source_times: pd.Series | None = None):
     if cfg.time_column is None:
         raise DataError("the latest landed period needs ingest.time_column")
     if source_times is None:
-        source_times = sortable_time(read_source(cfg.source)[cfg.time_column], cfg.time_column)
+        source_times = sortable_time(read_source(cfg.source)[cfg.time_column], cfg.time_column, cfg.time_format)
     times = [as_time(cfg.time_cutoff, source_times)] if cfg.time_cutoff is not None else []
     for path in batch_files(Path(params.paths.landing)):
         try:
@@ -245,7 +245,7 @@ def latest_time(params: TabularParams, source_times: pd.Series | None = None):
             log.warning("%s: not counted for the latest period (%s); screening will quarantine it", path.name, exc)
             continue
         if cfg.time_column in frame.columns:
-            times.append(sortable_time(frame[cfg.time_column], cfg.time_column).max())
+            times.append(sortable_time(frame[cfg.time_column], cfg.time_column, cfg.time_format).max())
     return max(times) if times else None
 
 
@@ -255,7 +255,7 @@ def next_periods(params: TabularParams, waves: int) -> list[tuple[object, pd.Dat
     if cfg.time_column is None or cfg.time_cutoff is None:
         raise DataError("landing the next period needs ingest.time_column and ingest.time_cutoff")
     source = read_source(cfg.source)
-    times = sortable_time(source[cfg.time_column], cfg.time_column)
+    times = sortable_time(source[cfg.time_column], cfg.time_column, cfg.time_format)
     latest = latest_time(params, times)
     later = times > latest
     periods = sorted(times[later].unique())[:waves]
@@ -269,7 +269,7 @@ def reference_sample(params: TabularParams, rows: int, seed: int, shift: dict[st
     cfg = params.ingest
     source = read_source(cfg.source)
     if cfg.time_column is not None and cfg.time_cutoff is not None:
-        times = sortable_time(source[cfg.time_column], cfg.time_column)
+        times = sortable_time(source[cfg.time_column], cfg.time_column, cfg.time_format)
         source = source[times <= as_time(cfg.time_cutoff, times)]
     picked = source.iloc[np.random.default_rng(seed).choice(len(source), size=min(rows, len(source)), replace=False)]
     for column, delta in shift.items():

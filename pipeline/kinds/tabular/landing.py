@@ -12,7 +12,7 @@ import pandas as pd
 from pipeline.core.canon import category_text
 from pipeline.core.errors import DataError
 from pipeline.kinds.tabular.ingest import check_batch_columns, read_source
-from pipeline.params import TabularClean, TabularIngest
+from pipeline.params import MISSING_TOKENS, TabularClean, TabularIngest
 from pipeline.shared.tables import looks_numeric, outside_range, read_table_file, time_filter, to_numbers
 
 
@@ -29,8 +29,13 @@ def batch_problems(
     except DataError as exc:
         return [str(exc).removeprefix(f"{path}: ")]
     problems = check_batch_columns(path, frame, expected_columns, cfg)
-    text = [n for n in numeric if n in frame.columns and frame[n].notna().any() and not looks_numeric(frame[n])]
-    problems += [f"column {name!r} should be numeric but is mostly text" for name in text]
+    tokens = clean.missing_tokens if clean is not None else MISSING_TOKENS
+    text = [
+        n
+        for n in numeric
+        if n in frame.columns and frame[n].notna().any() and not looks_numeric(frame[n], cfg.min_numeric_share, tokens)
+    ]
+    problems += [f"column {name!r} should be numeric but is mostly text (ingest.min_numeric_share)" for name in text]
     optional = {cfg.target, *cfg.drop_columns}
     checked = [c for c in expected_columns if c in frame.columns and c not in optional]
     empty = [c for c in checked if frame[c].isna().all()]
@@ -41,7 +46,7 @@ def batch_problems(
         problems += cleaned_away(frame, rest, numeric, clean)
     if cfg.time_column is not None and cfg.time_column in frame.columns:
         try:
-            time_filter(frame[[cfg.time_column]], cfg.time_column)
+            time_filter(frame[[cfg.time_column]], cfg.time_column, time_format=cfg.time_format)
         except DataError as exc:
             problems.append(str(exc))
     return problems
@@ -69,6 +74,8 @@ def expected_source_columns(cfg: TabularIngest) -> tuple[list[str], list[str]]:
     numeric = [
         c
         for c in source.columns
-        if c not in cfg.categorical and (c in cfg.numeric or looks_numeric(source[c])) and c != cfg.target
+        if c not in cfg.categorical
+        and (c in cfg.numeric or looks_numeric(source[c], cfg.min_numeric_share, MISSING_TOKENS))
+        and c != cfg.target
     ]
     return list(map(str, source.columns)), numeric
