@@ -48,6 +48,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline import kinds
+from pipeline.core.errors import DataError
 from pipeline.kinds.base import FeedSchema, NotSupportedYet, RecordError
 from pipeline.lifecycle.registry import ModelVersion, Registry, RegistryError, parse_version, version_name
 from pipeline.onnxio.card import ModelCard
@@ -278,7 +279,10 @@ class Service:
         if model is not None and model.version == version:
             return model.classes
         if version not in self._classes:
-            self._classes[version] = ModelCard.load(self.registry.get(version).card).classes
+            try:
+                self._classes[version] = ModelCard.load(self.registry.get(version).card).classes
+            except (RegistryError, DataError) as exc:  # removed or damaged since it scored the request
+                raise RequestError(422, f"model version {version} that scored the request cannot be read: {exc}") from None
         return self._classes[version]
 
 
@@ -532,7 +536,10 @@ def create_app(settings: ServeParams, registry_root: str | Path, api_token: str 
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         items = parse_labels(body, settings.max_records, settings.max_label_chars)
         await run_in_threadpool(check_labels, service, items)
-        count = await run_in_threadpool(service.prediction_log.add_labels, items, datetime.now(UTC).isoformat())
+        try:
+            count = await run_in_threadpool(service.prediction_log.add_labels, items, datetime.now(UTC).isoformat())
+        except Exception as exc:  # as /predict: the log cannot commit now, the client may retry
+            raise RequestError(503, f"prediction log cannot commit: {commit_error(exc)}") from None
         service.metrics.requests.labels("/labels", "200").inc()
         return {"stored": count}
 

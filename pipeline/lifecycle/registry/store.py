@@ -163,15 +163,15 @@ class Registry:
         lock is left alone: its holder runs the same repair (``_recover``) on entry. A registry this
         process may not write (a server running as another user) is only warned about.
         """
-        if not self._unlogged_versions():
-            return
         try:
+            if not self._unlogged_versions():
+                return
             with file_lock(self.root / LOCK_FILE, 0, poll_interval=0.02):
                 self._recover()
         except LockTimeout:
             return
-        except OSError as exc:
-            log.warning("%s: versions without a history line, not reconciled (%s)", self.root, exc)
+        except (OSError, RegistryError) as exc:  # opening a registry never fails on a damaged history:
+            log.warning("%s: history not reconciled with the versions (%s)", self.root, exc)  # reads say why
 
     # ------------------------------------------------------------ writing (under the lock)
 
