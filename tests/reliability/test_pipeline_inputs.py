@@ -12,6 +12,7 @@ from pipeline.kinds.tabular.clean import clean
 from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.evaluate import gradient_boosting_proba
 from pipeline.kinds.tabular.ingest import infer_schema, ingest, numeric_text_columns
+from pipeline.kinds.tabular.landing import batch_problems
 from pipeline.kinds.tabular.schema import Feature, Schema
 from pipeline.params import EvaluateParams, TabularClean, TabularFeatures, TabularIngest
 from pipeline.shared.tables import sortable_time
@@ -94,3 +95,13 @@ def test_dates_are_parsed_with_ingest_time_format_not_guessed_from_the_first_val
     with pytest.raises(DataError, match=r"ingest.time_column 'day': 1 row\(s\) have no usable time with ingest.time_format"):
         sortable_time(pd.Series(["03/04/2021", "2021-04-13"]), "day", "%d/%m/%Y")
     assert TabularIngest(target="label", time_column="day", time_format="%d/%m/%Y").time_format == "%d/%m/%Y"
+
+
+def test_a_landed_batch_is_screened_with_ingest_time_format_too(tmp_path):
+    """A day-first batch that ingest reads with ingest.time_format must not be quarantined by the screen."""
+    batch = tmp_path / "batch.csv"
+    batch.write_text("day,x,label\n01/04/2021,1.5,a\n13/04/2021,2.5,b\n")
+    day_first = TabularIngest(target="label", time_column="day", time_format="%d/%m/%Y", min_rows=1)
+    assert batch_problems(batch, ["day", "x", "label"], ["x"], day_first) == []
+    guessed = batch_problems(batch, ["day", "x", "label"], ["x"], day_first.model_copy(update={"time_format": None}))
+    assert guessed and "ingest.time_column 'day'" in guessed[0]
