@@ -17,18 +17,15 @@ import yaml
 from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
 
 from pipeline.core.errors import ParamsError
+from pipeline.params import data
 from pipeline.params.base import DEFAULT_SOURCE, Section
 from pipeline.params.data import (
     MISSING_TOKENS,
-    AugmentParams,
-    CleanParams,
-    FeatureParams,
     FlipParams,
     ImageAugment,
     ImageClean,
     ImageFeatures,
     ImageIngest,
-    IngestParams,
     JitterParams,
     MixupParams,
     NoiseParams,
@@ -74,15 +71,29 @@ from pipeline.params.models import (
     ModelParams,
     RNNParams,
     SeqTransformerParams,
+    TextLSTMParams,
+    TextTransformerParams,
 )
 from pipeline.params.paths import Paths
+from pipeline.params.text import TextAugment, TextClean, TextFeatures, TextIngest, TokenDropoutParams, TokenSwapParams
 from pipeline.params.train import DDPParams, EarlyStoppingParams, LoaderParams, TrainParams, WarmStartParams
+
+# Each data section's variants: the kinds of pipeline.params.data and the text kind (pipeline.params.text).
+IngestParams = data.IngestParams | TextIngest
+CleanParams = data.CleanParams | TextClean
+AugmentParams = data.AugmentParams | TextAugment
+FeatureParams = data.FeatureParams | TextFeatures
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 KINDS = tuple(ARCHITECTURES)
 # Split methods each kind supports: images have no time or group column; a series is split in time
 # (forecasts) or kept whole in one split (classification by series, split.group_column = the series).
-SPLIT_METHODS = {"tabular": ("stratified", "time", "group"), "image": ("stratified",), "sequence": ("time", "group")}
+SPLIT_METHODS = {
+    "tabular": ("stratified", "time", "group"),
+    "image": ("stratified",),
+    "sequence": ("time", "group"),
+    "text": ("time", "stratified"),
+}
 
 
 class _Common(Section):
@@ -148,8 +159,20 @@ class SequenceParams(_Common):
     features: SequenceFeatures = SequenceFeatures()
 
 
-Params = TabularParams | ImageParams | SequenceParams
-_BY_KIND: dict[str, type[_Common]] = {"tabular": TabularParams, "image": ImageParams, "sequence": SequenceParams}
+class TextParams(_Common):
+    ingest: TextIngest
+    clean: TextClean = TextClean()
+    augment: TextAugment = TextAugment()
+    features: TextFeatures = TextFeatures()
+
+
+Params = TabularParams | ImageParams | SequenceParams | TextParams
+_BY_KIND: dict[str, type[_Common]] = {
+    "tabular": TabularParams,
+    "image": ImageParams,
+    "sequence": SequenceParams,
+    "text": TextParams,
+}
 
 
 def _kind_of(data: Any) -> str:
@@ -163,7 +186,8 @@ _ADAPTER: TypeAdapter[Params] = TypeAdapter(
     Annotated[
         Annotated[TabularParams, Tag("tabular")]
         | Annotated[ImageParams, Tag("image")]
-        | Annotated[SequenceParams, Tag("sequence")],
+        | Annotated[SequenceParams, Tag("sequence")]
+        | Annotated[TextParams, Tag("text")],
         Discriminator(_kind_of),
     ]
 )
@@ -290,7 +314,15 @@ def _allowed_keys(error: Any, root: type[BaseModel], train: Any) -> str:
 
 _MODEL_BY_ARCHITECTURE: dict[str, type[BaseModel]] = {
     name: variant
-    for variant in (MLPParams, FTTransformerParams, CNNParams, RNNParams, SeqTransformerParams)
+    for variant in (
+        MLPParams,
+        FTTransformerParams,
+        CNNParams,
+        RNNParams,
+        SeqTransformerParams,
+        TextTransformerParams,
+        TextLSTMParams,
+    )
     for name in get_args(variant.model_fields["architecture"].annotation)
 }
 
@@ -399,6 +431,15 @@ __all__ = [
     "TabularFeatures",
     "TabularIngest",
     "TabularParams",
+    "TextAugment",
+    "TextClean",
+    "TextFeatures",
+    "TextIngest",
+    "TextLSTMParams",
+    "TextParams",
+    "TextTransformerParams",
+    "TokenDropoutParams",
+    "TokenSwapParams",
     "TrainParams",
     "TuneParams",
     "WarmStartParams",

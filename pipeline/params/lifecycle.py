@@ -177,6 +177,16 @@ DEFAULT_SPACES: dict[str, dict[str, SearchDimension]] = {
     ),
 }
 DEFAULT_SPACES["gru"] = DEFAULT_SPACES["lstm"]
+DEFAULT_SPACES["text_transformer"] = _dims(
+    lr=_SLOW_LR,
+    batch_size={"choices": (32, 64, 128)},
+    weight_decay=_DECAY,
+    model__dropout={"low": 0.0, "high": 0.3},
+    model__layers={"choices": (1, 2, 3)},
+)
+DEFAULT_SPACES["text_lstm"] = _dims(
+    lr=_LR, batch_size={"choices": (32, 64, 128)}, weight_decay=_DECAY, model__hidden={"choices": (32, 64, 128)}
+)
 
 # Train keys a search may not vary: the objective is the early-stopping metric, which must be the
 # same for every trial to compare them, and the epochs of a trial are capped by tune.epochs.

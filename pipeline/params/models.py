@@ -97,8 +97,37 @@ class SeqTransformerParams(Section):
         return self
 
 
+class TextTransformerParams(Section):
+    """Text: token embeddings + positions -> pre-norm Transformer blocks (padding masked) -> [CLS] or mean -> head."""
+
+    architecture: Literal["text_transformer"]
+    d_model: int = Field(default=64, ge=8)
+    layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=4, ge=1)
+    ffn_factor: float = Field(default=2.0, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    pooling: Literal["cls", "mean"] = "cls"
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TextTransformerParams:
+        if self.d_model % self.heads:
+            raise ValueError(f"train.model.d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+class TextLSTMParams(Section):
+    """Text: token embeddings -> LSTM (bidirectional: a second LSTM reads each text backwards) -> masked mean -> head."""
+
+    architecture: Literal["text_lstm"]
+    embedding_dim: int = Field(default=64, ge=1)
+    hidden: int = Field(default=64, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)  # on the embeddings and the pooled state
+    bidirectional: bool = True
+
+
 ModelParams = Annotated[
-    MLPParams | FTTransformerParams | CNNParams | RNNParams | SeqTransformerParams, Field(discriminator="architecture")
+    MLPParams | FTTransformerParams | CNNParams | RNNParams | SeqTransformerParams | TextTransformerParams | TextLSTMParams,
+    Field(discriminator="architecture"),
 ]
 
 # The architectures each data kind can train (checked against ingest.kind when params load).
@@ -106,4 +135,5 @@ ARCHITECTURES: dict[str, tuple[str, ...]] = {
     "tabular": ("mlp", "ft_transformer"),
     "image": ("cnn",),
     "sequence": ("lstm", "gru", "seq_transformer"),
+    "text": ("text_transformer", "text_lstm"),
 }
