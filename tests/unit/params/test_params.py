@@ -21,6 +21,7 @@ from pipeline.params import (
     SequenceParams,
     ServeParams,
     TabularParams,
+    TextParams,
     TuneParams,
     load_params,
     parse_params,
@@ -32,8 +33,9 @@ FILES = {
     "tabular": REPO / "params.yaml",
     "image": REPO / "examples/digits/params.yaml",
     "sequence": REPO / "examples/elecdemand/params.yaml",
+    "text": REPO / "examples/tweets/params.yaml",
 }
-CLASSES = {"tabular": TabularParams, "image": ImageParams, "sequence": SequenceParams}
+CLASSES = {"tabular": TabularParams, "image": ImageParams, "sequence": SequenceParams, "text": TextParams}
 RAW = {kind: yaml.safe_load(path.read_text()) for kind, path in FILES.items()}
 PARAMS_FILE = FILES["tabular"]
 
@@ -264,12 +266,12 @@ def test_valid_range_with_min_above_max_is_refused():
 
 def test_an_unknown_kind_lists_the_kinds():
     raw = raw_params()
-    raw["ingest"]["kind"] = "text"
+    raw["ingest"]["kind"] = "video"
 
-    message = parse_error(raw, "ingest.kind = 'text'")
+    message = parse_error(raw, "ingest.kind = 'video'")
 
     assert "unknown data kind" in message
-    assert "tabular, image, sequence" in message
+    assert "tabular, image, sequence, text" in message
 
 
 @pytest.mark.parametrize(
