@@ -1,14 +1,17 @@
 """The prediction service: the registry's production model under onnxruntime, behind FastAPI.
 
-Endpoints: ``POST /predict`` (a JSON list of raw records -> label, class probabilities, model
-version and request id; every record logged and committed before the answer), ``POST /labels``
+Endpoints: ``POST /predict`` (a JSON list of raw records -> per record the model kind's answer: a
+classifier's label and class probabilities, a regressor's value, a forecaster's values and times; with
+the model version and request id; every record logged and committed before the answer), ``POST /labels``
 (late ground truth, joined by request id), ``GET /health``, ``GET /ready``, ``GET /model``,
 ``GET /metrics`` (Prometheus text). A background task watches the registry's production pointer
 and swaps in a newly promoted (or rolled-back) model without a restart: the new session is
 loaded first, then one reference is replaced, so a request in flight finishes on the model it
-started with. Records become the model's feed by its kind's runtime (``KindRuntime.feed_schema``
-once per model, ``build_feed`` per request); a production model of a kind the service cannot score
-yet leaves it unready, ``/ready`` answering 503 with the reason. No torch on this path:
+started with. Everything kind-specific is the model's kind's runtime (``KindRuntime``): ``feed_schema``
+once per model; per request ``build_feed`` (records -> feed), the ONNX outputs it names, ``answer``
+(outputs -> answers and the log's label and vector) and ``log_inputs`` (what the log keeps of a record:
+tabular fields, image statistics, a window's newest step). A production model the service cannot score
+leaves it unready, ``/ready`` answering 503 with the reason. No torch on this path:
 onnxruntime, numpy and the model card only.
 
 The edges (issue 9): a production model or pointer that cannot be loaded never stops the service:
@@ -29,7 +32,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline import kinds
 from pipeline.core.errors import DataError
-from pipeline.kinds.base import FeedSchema, NotSupportedYet, RecordError
+from pipeline.kinds.base import Answers, FeedSchema, KindRuntime, NotSupportedYet, RecordError
 from pipeline.lifecycle.registry import ModelVersion, Registry, RegistryError, parse_version, version_name
 from pipeline.onnxio.card import ModelCard
 from pipeline.onnxio.session import ort_session
@@ -92,7 +95,8 @@ class LoadedModel:
     card: ModelCard
     session: Any
     inputs: FeedSchema  # the kind's own schema, worked out once here
-    build_feed: Callable[[Sequence[Any], Any], dict[str, np.ndarray]]  # the kind's records -> feed, called per request
+    runtime: KindRuntime[Any]  # the kind's hooks, called per request with ``inputs``
+    outputs: list[str]  # the ONNX outputs ``runtime.answer`` takes
     classes: tuple[str, ...]
     metrics: dict[str, Any]
     variant: str  # "fp32" or "int8"
@@ -110,7 +114,16 @@ class LoadedModel:
         inputs = runtime.feed_schema(card)  # before the session: a kind the service cannot score yet stops here
         session = ort_session(version.serving_onnx, threads)  # int8 when the gate chose it
         variant = "int8" if version.serving_onnx == version.onnx_int8 else "fp32"
-        return cls(version.name, card, session, inputs, runtime.build_feed, card.classes, version.metrics(), variant)
+        outputs = list(inputs.outputs)
+        return cls(version.name, card, session, inputs, runtime, outputs, card.classes, version.metrics(), variant)
+
+
+def score(model: LoadedModel, records: Sequence[Any]) -> tuple[dict[str, np.ndarray], Answers, list[str]]:
+    """Records -> (feed, answers, what the log keeps), by the model's kind; a bad record is a ``RecordError``."""
+    runtime, inputs = model.runtime, model.inputs
+    feed = runtime.build_feed(records, inputs)
+    answers = runtime.answer(model.session.run(model.outputs, feed), records, inputs)
+    return feed, answers, runtime.log_inputs(records, feed, inputs)
 
 
 def load_fallback(registry: Registry, threads: int) -> LoadedModel | None:
@@ -131,14 +144,6 @@ def load_fallback(registry: Registry, threads: int) -> LoadedModel | None:
         except Exception as exc:  # this one is damaged too: try the next older one, saying why
             log.warning("fallback: %s cannot be served either: %s", version_name(number), one_line(exc))
     return None
-
-
-# ---------------------------------------------------------------- the log
-
-
-def model_fields(record: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    """Only the model's input fields go into the log (validation already refused anything else)."""
-    return {name: record[name] for name in names}
 
 
 # ---------------------------------------------------------------- metrics
@@ -395,7 +400,12 @@ PREDICT_BODY = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": {"type": "array", "minItems": 1, "items": {"type": "object"}, "description": "raw records"}
+            "schema": {
+                "type": "array",
+                "minItems": 1,
+                "description": "raw records, by the model's kind: tabular, an object of fields; image, base64 "
+                "PNG/JPEG text or nested arrays of pixels; sequence, a list of `lookback` rows of the long table",
+            }
         }
     },
 }
@@ -485,29 +495,30 @@ def create_app(settings: ServeParams, registry_root: str | Path, api_token: str 
             raise RequestError(422, "body is an empty list: send at least one record")
         if len(records) > settings.max_records:
             raise RequestError(413, f"{len(records)} records is over the batch limit of {settings.max_records}")
+        # Small requests run inline (a thread hop costs more than they do); large ones, or any decoding
+        # of images, leave the event loop free meanwhile.
+        inline = len(records) <= 16 and model.card.KIND == "tabular"
         try:
-            feed = model.build_feed(records, model.inputs)
+            if inline:
+                _, answers, logged = score(model, records)
+            else:
+                _, answers, logged = await run_in_threadpool(score, model, records)
         except RecordError as exc:
             raise RequestError(422, str(exc)) from None
-        probabilities, labels = (
-            model.session.run(["probabilities", "label"], feed)
-            if len(records) <= 16
-            else await run_in_threadpool(model.session.run, ["probabilities", "label"], feed)
-        )
         request_id = uuid.uuid4().hex
         now = datetime.now(UTC).isoformat()
-        names = model.inputs.names
+        labels, vectors = answers.labels, answers.vectors
         rows = [
             {
                 "request_id": request_id,
                 "record_index": i,
                 "logged_at": now,
                 "model_version": model.version,
-                "inputs": orjson.dumps(model_fields(record, names)).decode(),
-                "label": str(labels[i]),
-                "probabilities": orjson.dumps(probabilities[i].tolist()).decode(),
+                "inputs": logged[i],
+                "label": labels[i],
+                "probabilities": orjson.dumps(vectors[i]).decode(),
             }
-            for i, record in enumerate(records)
+            for i in range(len(records))
         ]
         try:
             await service.prediction_log.write(rows)  # answered only once committed
@@ -516,16 +527,12 @@ def create_app(settings: ServeParams, registry_root: str | Path, api_token: str 
         service.metrics.records.inc(len(records))
         service.metrics.requests.labels("/predict", "200").inc()
         service.metrics.latency.observe(time.perf_counter() - started)
-        classes = model.classes
         return Response(
             orjson.dumps(
                 {
                     "request_id": request_id,
                     "model_version": model.version,
-                    "predictions": [
-                        {"index": i, "label": str(labels[i]), "probabilities": dict(zip(classes, probabilities[i].tolist()))}
-                        for i in range(len(records))
-                    ],
+                    "predictions": [{"index": i, **item} for i, item in enumerate(answers.answers)],
                 }
             ),
             media_type="application/json",
@@ -536,10 +543,8 @@ def create_app(settings: ServeParams, registry_root: str | Path, api_token: str 
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         items = parse_labels(body, settings.max_records, settings.max_label_chars)
         await run_in_threadpool(check_labels, service, items)
-        try:
-            count = await run_in_threadpool(service.prediction_log.add_labels, items, datetime.now(UTC).isoformat())
-        except Exception as exc:  # as /predict: the log cannot commit now, the client may retry
-            raise RequestError(503, f"prediction log cannot commit: {commit_error(exc)}") from None
+        # A failure here is unexpected (a JSON 500, counted): labels are written in the request, not by the writer.
+        count = await run_in_threadpool(service.prediction_log.add_labels, items, datetime.now(UTC).isoformat())
         service.metrics.requests.labels("/labels", "200").inc()
         return {"stored": count}
 

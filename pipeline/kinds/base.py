@@ -5,8 +5,9 @@ A kind is a package under ``pipeline/kinds/`` with two halves:
 * ``stages``: the seven DVC stages' work for this kind (``KindStages``). It may use torch; a stage
   module loads it through ``kinds.get(name).stages()`` and calls one function.
 * ``runtime``: what the lifecycle needs without torch (``KindRuntime``): score an exported model on a
-  split (the champion/challenger gate), turn raw records into its ONNX feed (the service), screen a
-  landed batch (landing), and the frame a drift check compares (the monitor). The registry, the gate,
+  split (the champion/challenger gate), turn raw records into its ONNX feed and the model's outputs into
+  per-record answers and log rows (the service), screen a landed batch (landing), and the frame a drift
+  check compares (the monitor). The registry, the gate,
   the monitor and the service import only this half, through the kind table. A step a kind does not
   provide yet raises ``NotSupportedYet``: one line naming the kind and the step.
 
@@ -51,6 +52,26 @@ Report = dict[str, Any]
 T = TypeVar("T")
 # Why a landed file cannot be used (empty: it can); built once per screening by ``KindRuntime.landing_screen``.
 BatchScreen = Callable[[Path], list[str]]
+
+
+@dataclass(frozen=True)
+class LandingScreen:
+    """A kind's whole landing rule, returned by ``KindRuntime.landing_screen`` where plain table files are not
+    its batches (a plain ``BatchScreen`` means: CSV/Parquet files, read as tables). Called, it is the check.
+
+    ``suffixes``: the file types a batch may have (anything else is quarantined unread); ``folders``: whether
+    a folder is one batch (an ImageFolder tree); ``rows``: the rows (images, steps) of a usable batch;
+    ``read``: a batch, or the registry's reference (the training split file), as the frame
+    ``KindRuntime.drift_frame`` takes (images: one row of statistics per image, never the pixels)."""
+
+    problems: BatchScreen
+    rows: Callable[[Path], int]
+    read: Callable[[Path], pd.DataFrame]
+    suffixes: frozenset[str]
+    folders: bool = False
+
+    def __call__(self, path: Path) -> list[str]:
+        return self.problems(path)
 
 
 class NotSupportedYet(DataError):
@@ -131,8 +152,30 @@ class FeedSchema(Protocol):
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The record fields the model takes, in the card's order (the service logs these)."""
+        """The record fields the model takes, in the card's order (tabular: the fields the log keeps)."""
         ...
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The ONNX outputs the service runs, in the order ``KindRuntime.answer`` takes them."""
+        ...
+
+
+@dataclass(frozen=True)
+class Answers:
+    """One request's results, record by record (all three lists in record order).
+
+    ``answers``: each record's answer as JSON-ready fields (the service adds ``index``): a classifier's
+    ``label`` and ``probabilities`` by class, a numeric prediction's ``value`` (tabular regression) or
+    ``forecast`` and ``times`` (sequences), in target units. ``labels`` and ``vectors`` fill the prediction
+    log's ``label`` (text) and ``probabilities`` (JSON list) columns: a classifier's label and its
+    probabilities in class order; a numeric prediction's first value as text and the whole output vector
+    (a forecast's H values), so the log's schema is the same for every kind.
+    """
+
+    answers: list[dict[str, Any]]
+    labels: list[str]
+    vectors: list[list[float]]
 
 
 SchemaT = TypeVar("SchemaT", bound=FeedSchema)
@@ -159,14 +202,26 @@ class KindRuntime(Protocol[SchemaT]):
         a record the model cannot take is a ``RecordError``."""
         ...
 
+    def answer(self, outputs: Sequence[np.ndarray], records: Sequence[Any], schema: SchemaT) -> Answers:
+        """The model's outputs (``schema.outputs``, in that order) for ``records`` (which ``build_feed``
+        accepted) as per-record answers and log values."""
+        ...
+
+    def log_inputs(self, records: Sequence[Any], feed: dict[str, np.ndarray], schema: SchemaT) -> list[str]:
+        """What the prediction log keeps of each record, as JSON text, in a form the drift monitor can read
+        (tabular: the model's fields; images: summary statistics and a hash, never the pixels)."""
+        ...
+
     def landing_screen(self, params: Params) -> BatchScreen:
-        """The check of one landed file for this pipeline: its problems, empty when the batch is usable.
+        """The check of one landed file for this pipeline: its problems, empty when the batch is usable (a
+        ``LandingScreen`` where the kind's batches are not plain tables: it says which entries it takes and reads them).
         What every batch is checked against (e.g. the source's columns) is read once, here; a kind that
         takes no landed data raises ``NotSupportedYet``."""
         ...
 
     def drift_frame(self, frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
-        """The columns of raw rows ``frame`` that a drift check compares, prepared as training prepared them:
+        """The columns of raw rows ``frame`` (a ``LandingScreen.read`` frame, or the prediction log's rows) that a
+        drift check compares, prepared as training prepared them:
         numbers float64, categories pandas strings (the check picks each column's test by its dtype);
         ``NotSupportedYet`` for a kind whose drift is not checked yet."""
         ...

@@ -1,20 +1,24 @@
-"""The image kind's torch-free runtime: gate scores of an exported model.
+"""The image kind's torch-free runtime: gate scores of an exported model, and the service's hooks
+(records -> feed, outputs -> answers, what the log keeps: ``pipeline.kinds.image.records``).
 
-The service, landing and the drift monitor take tabular data only for now: the other ``KindRuntime``
-steps refuse in one line, where they are first reached (the service: when it loads the model)."""
+Landing and the drift monitor take tabular data only for now: those ``KindRuntime`` steps refuse in one
+line, where they are first reached."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DataError
-from pipeline.kinds.base import FeedSchema, NotSupportedYet
+from pipeline.kinds.base import Answers, NotSupportedYet
 from pipeline.kinds.image.data import IMAGE_INPUT, SCORING_BATCH, read_images, split_path
+from pipeline.kinds.image.records import ImageFeedSchema
+from pipeline.kinds.image.records import build_feed as build_feed  # KindRuntime.build_feed
+from pipeline.kinds.image.records import log_inputs as log_inputs  # KindRuntime.log_inputs
 from pipeline.onnxio.card import ImageCard, ModelCard
 from pipeline.onnxio.session import ort_session
 from pipeline.params import Params
@@ -37,12 +41,20 @@ def score_split(onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -
     return label_scores(y, predicted, list(card.classes))
 
 
-def feed_schema(card: ModelCard) -> NoReturn:
-    raise NotSupportedYet("the service cannot score image models yet: it takes tabular models only")
+def feed_schema(card: ModelCard) -> ImageFeedSchema:
+    """The card's image shape, mode and raw pixel scale, as ``build_feed`` checks records against them."""
+    if not isinstance(card, ImageCard):
+        raise DataError(f"the card is of a {card.KIND} model, not an image one")
+    return ImageFeedSchema.of(card)
 
 
-def build_feed(records: Sequence[Any], schema: FeedSchema) -> NoReturn:
-    raise NotSupportedYet("the service cannot score image models yet: it takes tabular models only")
+def answer(outputs: Sequence[np.ndarray], records: Sequence[object], schema: ImageFeedSchema) -> Answers:
+    """(probabilities [N, K], label [N]) -> each image's label and probabilities by class."""
+    probabilities, labels = outputs
+    vectors = np.asarray(probabilities).tolist()
+    texts = [str(label) for label in labels]
+    answers = [{"label": t, "probabilities": dict(zip(schema.classes, v))} for t, v in zip(texts, vectors)]
+    return Answers(answers, texts, vectors)
 
 
 def landing_screen(params: Params) -> NoReturn:

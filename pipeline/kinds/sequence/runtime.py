@@ -1,21 +1,25 @@
-"""The sequence kind's torch-free runtime: gate scores of an exported model.
+"""The sequence kind's torch-free runtime: gate scores of an exported model, and the service's hooks
+(window records -> feed, outputs -> forecasts or labels, what the log keeps: ``pipeline.kinds.sequence.records``).
 
-The service, landing and the drift monitor take tabular data only for now: the other ``KindRuntime``
-steps refuse in one line, where they are first reached (the service: when it loads the model)."""
+Landing and the drift monitor take tabular data only for now: those ``KindRuntime`` steps refuse in one
+line, where they are first reached."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DataError
-from pipeline.kinds.base import FeedSchema, NotSupportedYet
+from pipeline.kinds.base import NotSupportedYet
 from pipeline.kinds.sequence.data import FORECAST, WINDOW_INPUT, SequenceSchema
 from pipeline.kinds.sequence.metrics import forecast_errors
+from pipeline.kinds.sequence.records import WindowSchema
+from pipeline.kinds.sequence.records import answer as answer  # KindRuntime.answer
+from pipeline.kinds.sequence.records import build_feed as build_feed  # KindRuntime.build_feed
+from pipeline.kinds.sequence.records import log_inputs as log_inputs  # KindRuntime.log_inputs
 from pipeline.kinds.sequence.windows import read_split_windows
 from pipeline.onnxio.card import ModelCard, SequenceCard
 from pipeline.onnxio.session import ort_session
@@ -62,12 +66,11 @@ def score_split(onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -
     return {k: scores[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")} | {"rows": len(windows)}
 
 
-def feed_schema(card: ModelCard) -> NoReturn:
-    raise NotSupportedYet("the service cannot score sequence models yet: it takes tabular models only")
-
-
-def build_feed(records: Sequence[Any], schema: FeedSchema) -> NoReturn:
-    raise NotSupportedYet("the service cannot score sequence models yet: it takes tabular models only")
+def feed_schema(card: ModelCard) -> WindowSchema:
+    """The card's window length, fields and time grid, as ``build_feed`` checks records against them."""
+    if not isinstance(card, SequenceCard):
+        raise DataError(f"the card is of a {card.KIND} model, not a sequence one")
+    return WindowSchema.of(card)
 
 
 def landing_screen(params: Params) -> NoReturn:

@@ -1,4 +1,5 @@
-"""Raw JSON records -> the tabular model's ONNX feed: what the prediction service runs on every request (no torch)."""
+"""Raw JSON records -> the tabular model's ONNX feed, and its outputs -> answers and log rows: what the
+prediction service runs on every request (no torch)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from pipeline.core.canon import category_value
-from pipeline.kinds.base import RecordError
+from pipeline.kinds.base import Answers, NotSupportedYet, RecordError
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
-from pipeline.onnxio.card import TabularCard
+from pipeline.onnxio.card import LABEL, PROBABILITIES, TabularCard
 from pipeline.shared.tables import FLOAT32_MAX
 
 _BIG_INT = 2**1000
@@ -27,11 +29,22 @@ class FeedSchema:
     known: frozenset[str]
     numeric: frozenset[str]
     missing_tokens: frozenset[str] = frozenset()
+    # A classifier runs (probabilities, label); a regressor its one output, the value in target units.
+    outputs: tuple[str, ...] = (PROBABILITIES, LABEL)
+    classes: tuple[str, ...] = ()
+
+    @property
+    def regression(self) -> bool:
+        return not self.classes
 
     @classmethod
     def of(cls, card: TabularCard) -> FeedSchema:
         tokens = frozenset(card.missing_tokens) | {MISSING_TEXT}
-        return cls(card.input_names, frozenset(card.input_names), frozenset(card.numeric_names), tokens)
+        outputs = (PROBABILITIES, LABEL) if card.task == "classification" else tuple(o.name for o in card.outputs)
+        if len(outputs) != 1 and card.task == "regression":  # a multi-output regressor has no answer shape yet
+            raise NotSupportedYet(f"the service scores tabular regressors with one output; this card names {list(outputs)}")
+        classes = card.classes if card.task == "classification" else ()
+        return cls(card.input_names, frozenset(card.input_names), frozenset(card.numeric_names), tokens, outputs, classes)
 
 
 def number_field(value: Any, tokens: frozenset[str]) -> float | None:
@@ -96,6 +109,29 @@ def build_feed(records: Sequence[Any], schema: FeedSchema) -> dict[str, np.ndarr
         name: (np.array(values, dtype=np.float32) if name in numeric else np.array(values, dtype=object)).reshape(-1, 1)
         for name, values in columns.items()
     }
+
+
+def answer(outputs: Sequence[np.ndarray], records: Sequence[Any], schema: FeedSchema) -> Answers:
+    """Per record: a classifier's label and probabilities by class; a regressor's value in target units
+    (logged as its text, with the one-value vector)."""
+    if schema.regression:
+        values = np.asarray(outputs[0], dtype=np.float64).reshape(len(outputs[0]), -1)[:, 0].tolist()
+        return Answers([{"value": v} for v in values], [repr(v) for v in values], [[v] for v in values])
+    probabilities, labels = outputs
+    classes = schema.classes
+    vectors = probabilities.tolist()
+    texts = [str(label) for label in labels]
+    return Answers(
+        [{"label": text, "probabilities": dict(zip(classes, vector))} for text, vector in zip(texts, vectors)],
+        texts,
+        vectors,
+    )
+
+
+def log_inputs(records: Sequence[Any], feed: dict[str, np.ndarray], schema: FeedSchema) -> list[str]:
+    """The model's input fields of each record, as sent (validation already refused anything else)."""
+    names = schema.names
+    return [orjson.dumps({name: record[name] for name in names}).decode() for record in records]
 
 
 def shorten(value: Any, limit: int = 80) -> str:

@@ -185,3 +185,9 @@ def as_model_inputs(frame: pd.DataFrame, inputs: Sequence[TabularInput], clean: 
 def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
     """The model's input columns of ``frame``, cleaned with ``params.clean`` as the training rows were."""
     return as_model_inputs(frame, _tabular_card(card).inputs, _tabular_params(params).clean)
+
+
+# ---------------------------------------------------------------- the service's hooks (KindRuntime)
+# The per-request hooks live in records.py beside build_feed (one module for the hot path); re-exported as KindRuntime's.
+from pipeline.kinds.tabular.records import answer as answer  # noqa: E402
+from pipeline.kinds.tabular.records import log_inputs as log_inputs  # noqa: E402
