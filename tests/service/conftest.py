@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from pipeline.kinds import training_split_file
 from pipeline.lifecycle.registry import Registry
 from pipeline.params import load_params
-from tests.conftest import copy_repo, tool_env
+from tests.conftest import copy_repo, edit_params, tool_env
 
 SLICE = {"ingest": {"max_rows": 4000}, "train": {"epochs": 3}, "evaluate": {"baseline_max_iter": 30}}
 
@@ -45,4 +47,60 @@ def build_served_workspace(destination: Path) -> Path:
     registry.promote(registry.register(**files).number, reason="test fixture")
     # v0002: the same model with its int8 variant chosen for serving, to promote in reload tests.
     registry.register(**files, onnx_int8=root / paths.onnx_int8 / "model.onnx", extra={"serve": "int8"})
+    return root
+
+
+# The image and sequence kinds: their documented examples on slices (as tests/pipeline/test_*_repro.py),
+# promoted as v0001. Built once per session, whichever test asks first.
+KIND_EXAMPLES = {
+    "image": ("examples/digits/params.yaml", {"ingest": {"max_rows": 600, "min_rows": 100}, "train": {"epochs": 2}}),
+    "sequence": (
+        "examples/elecdemand/params.yaml",
+        {
+            "ingest": {"max_rows": 1200, "min_rows": 100},
+            "train": {
+                "epochs": 2,
+                "model": {"architecture": "lstm", "hidden": 16, "layers": 1, "dropout": 0.0, "bidirectional": False},
+            },
+        },
+    ),
+}
+
+
+def kind_workspace(kind: str, tmp_path_factory) -> Path:
+    if kind not in _BUILT:
+        _BUILT[kind] = build_kind_workspace(tmp_path_factory.mktemp(kind), kind)
+    return _BUILT[kind]
+
+
+@pytest.fixture(scope="session")
+def image_workspace(tmp_path_factory) -> Path:
+    """A workspace whose registry serves the digits CNN (a 600-image slice, two epochs) as v0001."""
+    return kind_workspace("image", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sequence_workspace(tmp_path_factory) -> Path:
+    """A workspace whose registry serves the elecdemand LSTM forecaster (1,200 steps, two epochs) as v0001."""
+    return kind_workspace("sequence", tmp_path_factory)
+
+
+def build_kind_workspace(destination: Path, kind: str) -> Path:
+    example, overrides = KIND_EXAMPLES[kind]
+    root = copy_repo(destination)
+    shutil.copy(root / example, root / "params.yaml")
+    edit_params(root, **overrides)
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=tool_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    paths = load_params(root / "params.yaml").paths
+    registry = Registry(root / paths.registry)
+    version = registry.register(
+        onnx=root / paths.onnx,
+        model_card=root / paths.model_card,
+        metrics=root / paths.eval_metrics,
+        params=root / "params.yaml",
+        dvc_lock=root / "dvc.lock",
+        reference=training_split_file(root / paths.split),
+    )
+    registry.promote(version.number, reason="test fixture")
     return root
