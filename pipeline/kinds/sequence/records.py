@@ -96,18 +96,24 @@ def parse_times(values: list[Any], schema: WindowSchema, where: str) -> np.ndarr
 
 def check_grid(times: np.ndarray, schema: WindowSchema, where: str) -> None:
     """The window's times lie on the card's grid from its first time: in order, no repeats, no gaps."""
+    column = schema.time_column
+    unordered = np.flatnonzero(times[1:] <= times[:-1])
+    if len(unordered):
+        j = int(unordered[0]) + 1
+        previous = f"row {j - 1}'s {_time_text(times[j - 1])}"
+        problem = "repeats" if times[j] == times[j - 1] else "is before"
+        raise RecordError(
+            f"{where}: row {j}: field {column!r} = {_time_text(times[j])} {problem} {previous}: rows are steps in time order, oldest first"
+        )
     expected = grid(times[0], len(times), schema.frequency)
     wrong = np.flatnonzero(times != expected)
     if not len(wrong):
         return
     j = int(wrong[0])
-    column, previous = schema.time_column, _time_text(times[j - 1])
-    if times[j] < times[j - 1]:
-        problem = f"is before row {j - 1}'s {previous}: rows must be in time order, oldest first"
-    elif times[j] == times[j - 1]:
-        problem = f"repeats row {j - 1}'s time"
-    elif times[j] > expected[j]:
-        problem = f"leaves a gap after {previous}: expected {_time_text(expected[j])} (frequency {schema.frequency})"
+    if times[j] > expected[j]:
+        problem = (
+            f"leaves a gap after {_time_text(times[j - 1])}: expected {_time_text(expected[j])} (frequency {schema.frequency})"
+        )
     else:
         problem = f"is off the {schema.frequency} grid: expected {_time_text(expected[j])}"
     raise RecordError(f"{where}: row {j}: field {column!r} = {_time_text(times[j])} {problem}")
