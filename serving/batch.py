@@ -1,5 +1,9 @@
 """Batch scoring: a CSV or Parquet file of raw rows in, a Parquet file of predictions out, streamed.
 
+The model card's kind picks the input: this module scores tables (below); image models score a folder
+of PNG/JPEG files or an ``.npz``, sequence models a long table's latest window per series (every window
+with ``--every-window``): ``serving.batch_kinds``, same command, same output conventions.
+
 The input is read in chunks of ``--chunk-rows`` rows (Parquet: only the columns needed, via
 ``ParquetFile.iter_batches``; CSV: ``pandas.read_csv(chunksize=...)``), each chunk is scored by one
 onnxruntime session (in cache-sized slices of ``RUN_ROWS``) and appended to the output with
@@ -18,7 +22,7 @@ Inputs:  INPUT (.csv, .parquet or .pq); the registry's production model (``paths
 Outputs: OUTPUT (.parquet or .pq)
 Params:  ``paths.registry`` only, and only when scoring with the production model
 Command: ``python -m serving.batch INPUT OUTPUT [--model production|PATH.onnx] [--card PATH]
-         [--chunk-rows N] [--keep COL]... [--registry DIR] [--threads N]``
+         [--chunk-rows N] [--keep COL]... [--registry DIR] [--threads N] [--every-window]``
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_path, file_sha256
 from pipeline.kinds.tabular.encoder import MISSING_TEXT
 from pipeline.kinds.tabular.runtime import OnnxModel, coerced_values, onnx_feed
-from pipeline.onnxio.card import TabularCard, TabularInput
+from pipeline.onnxio.card import ImageCard, ModelCard, SequenceCard, TabularCard, TabularInput
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +403,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving.batch", description="Score a CSV or Parquet file into a Parquet file of predictions."
     )
-    parser.add_argument("input", help="rows to score (.csv, .parquet or .pq)")
+    parser.add_argument(
+        "input", help="rows to score (.csv, .parquet or .pq); images: a folder or .npz; sequences: a long table"
+    )
     parser.add_argument("output", help="predictions to write (.parquet or .pq)")
     parser.add_argument(
         "--model", default=PRODUCTION, help="'production' (the registry's production version, default) or an .onnx file"
@@ -415,7 +421,37 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=DEFAULT_THREADS, help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS})"
     )
+    parser.add_argument(
+        "--every-window", action="store_true", help="sequence models: score every complete window, not each series' latest"
+    )
     return parser
+
+
+def check_output(input_path: Path, output_path: Path) -> None:
+    if output_path.suffix.lower() not in PARQUET_SUFFIXES:
+        raise DataError(f"{output_path}: the output is Parquet; name it with one of {list(PARQUET_SUFFIXES)}")
+    if output_path.resolve() == input_path.resolve():
+        raise DataError(f"{output_path}: the output would overwrite the input")
+
+
+def run_other_kind(args: argparse.Namespace, onnx_path: Path, card: ModelCard, version: str) -> dict[str, Any]:
+    """An image or sequence model: one session, the kind's reader (``serving.batch_kinds``)."""
+    from pipeline.onnxio.session import ort_session
+    from serving.batch_kinds import score_images, score_windows
+
+    recorded = card.onnx_hashes
+    if recorded and file_sha256(onnx_path) not in recorded:
+        raise DataError(
+            f"{args.card or onnx_path}: the card describes another model (its onnx_sha256 does not match {onnx_path})"
+        )
+    input_path, output_path = Path(args.input), Path(args.output)
+    check_output(input_path, output_path)
+    session = ort_session(onnx_path, args.threads)
+    if isinstance(card, ImageCard):
+        return score_images(input_path, output_path, session, card, version)
+    if isinstance(card, SequenceCard):
+        return score_windows(input_path, output_path, session, card, version, every_window=args.every_window)
+    raise DataError(f"batch scoring takes tabular, image and sequence models, not {card.KIND!r} ones")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -423,6 +459,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads < 1:
         raise DataError(f"--threads must be at least 1, got {args.threads}")
     onnx_path, card_path, version = resolve_model(args.model, args.card, args.registry)
+    card = ModelCard.load(card_path)
+    if not isinstance(card, TabularCard):
+        return {**run_other_kind(args, onnx_path, card, version), "model_version": version}
     model = load_model(onnx_path, card_path, args.threads)
     summary = score_file(args.input, args.output, model, version, chunk_rows=args.chunk_rows, keep=tuple(args.keep))
     return {**summary, "model_version": version}
@@ -438,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
         args.input,
         args.output,
         summary["rows"],
-        summary["chunks"],
+        summary.get("chunks", 1),
         summary["seconds"],
         summary["rows_per_s"],
         summary["model_version"],

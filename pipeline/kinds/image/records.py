@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.kinds.base import RecordError
 from pipeline.kinds.image.data import IMAGE_INPUT
@@ -71,6 +71,8 @@ def decode_bytes(data: bytes, schema: ImageFeedSchema, where: str) -> np.ndarray
             if image.size != (schema.width, schema.height):
                 image = image.resize((schema.width, schema.height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32)
+    except UnidentifiedImageError:  # its message names a BytesIO object: no help to the caller
+        raise RecordError(f"{where}: not a readable PNG or JPEG image (neither format recognised)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # what Pillow raises for bad bytes
         raise RecordError(f"{where}: not a readable PNG or JPEG image ({_first_line(exc)})") from None
     pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # [C, H, W]
