@@ -62,6 +62,7 @@ def image_sources(path: Path) -> tuple[list[tuple[str, str | None, Path]], list[
     """(name under the folder, class folder or None, file) of every PNG/JPEG file, in name order; and the other files."""
     entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     folders = [p for p in entries if p.is_dir()]
+    files: list[tuple[Path, str | None]]
     if folders:  # ImageFolder: one folder per class
         files = [(f, d.name) for d in folders for f in sorted(d.iterdir()) if f.is_file() and not f.name.startswith(".")]
     else:

@@ -143,8 +143,7 @@ def window_values(rows: list[Any], schema: WindowSchema, where: str) -> tuple[li
         step = []
         for name in features:
             value = row.get(name)
-            kind = type(value)
-            if kind is float or kind is int:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 if not np.isfinite(value) or abs(value) > 3.4e38:
                     raise RecordError(f"{where}: row {j}: field {name!r} = {value!r} is not a finite float32 number")
                 step.append(float(value))
