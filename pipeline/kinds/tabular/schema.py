@@ -11,6 +11,10 @@ import pandas as pd
 from pipeline.core.io import DATA_FILE, SCHEMA_FILE, read_json, read_table, write_json, write_table
 
 FeatureKind = Literal["numeric", "categorical"]
+# A regressor's ONNX output, named as the sequence forecaster's (kinds are peers: the name is repeated, not
+# imported), so a consumer reads "a numeric prediction" alike; a regression's feature may not take it.
+FORECAST = "forecast"
+Task = Literal["classification", "regression"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +25,8 @@ class Feature:
 
 @dataclass(frozen=True)
 class Schema:
-    """What the columns of a table mean: the label, the time column, the features and the classes."""
+    """What the columns of a table mean: the label, the time column, the features, the task and the classes
+    (a regression target has none)."""
 
     target: str
     features: tuple[Feature, ...]
@@ -32,6 +37,11 @@ class Schema:
     # inputs too (serving cannot skew): (column, min, max) per valid range, and the missing-value tokens.
     valid_ranges: tuple[tuple[str, float | None, float | None], ...] = ()
     missing_tokens: tuple[str, ...] = ()
+    task: Task = "classification"  # decided by ingest (ingest.task), read by every later stage
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def numeric(self) -> list[str]:
@@ -60,7 +70,11 @@ class Schema:
         return replace(self, valid_ranges=ranges, missing_tokens=tuple(missing_tokens))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.regression:
+            # A classifier's schema.json stays as it was before tasks existed (same bytes, same DVC hashes).
+            del data["task"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schema:
@@ -72,6 +86,7 @@ class Schema:
             extra_columns=tuple(data.get("extra_columns", ())),
             valid_ranges=tuple((name, low, high) for name, low, high in data.get("valid_ranges", ())),
             missing_tokens=tuple(data.get("missing_tokens", ())),
+            task=data.get("task", "classification"),
         )
 
 
