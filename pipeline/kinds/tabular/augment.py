@@ -9,7 +9,8 @@ Techniques, each switched on in ``augment``:
   random partner of the same class with lambda ~ Beta(alpha, alpha) folded so the anchor dominates,
   categories taken from the partner with probability 1 - lambda. Mixing within a class keeps hard
   labels valid (the SMOTE idea, without nearest neighbours, which missing values make ill-defined).
-All off: the training table is written out unchanged.
+All off: the training table is written out unchanged. A regression target has no classes, so only
+``gaussian_noise`` applies to it (oversample and mixup are refused, naming the key).
 
 Inputs:  ``paths.split``/train.parquet and schema.json
 Outputs: ``paths.augmented``/train.parquet, ``paths.augment_report``
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.core.errors import ParamsError
 from pipeline.core.io import read_table, split_file, write_json, write_table
 from pipeline.kinds.tabular.schema import Schema, read_schema
 from pipeline.params import MixupParams, NoiseParams, OversampleParams, Paths, TabularAugment
@@ -86,6 +88,13 @@ def mixup(train: pd.DataFrame, schema: Schema, cfg: MixupParams, rng: np.random.
 def augment(train: pd.DataFrame, schema: Schema, cfg: TabularAugment, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
     """The training rows first and unchanged, then the rows each enabled technique adds."""
     added: dict[str, pd.DataFrame] = {}
+    if schema.regression:
+        by_class = [name for name in ("oversample", "mixup") if getattr(cfg, name).enabled]
+        if by_class:
+            raise ParamsError(
+                f"augment.{by_class[0]}.enabled: works within classes, and regression target {schema.target!r} has none;"
+                " switch it off (augment.gaussian_noise applies)"
+            )
     # Each technique has its own stream derived from (seed, technique) and draws from the original
     # rows, so switching one technique on or off never changes what another one adds.
     if cfg.oversample.enabled:
@@ -106,13 +115,10 @@ def run(cfg: TabularAugment, paths: Paths, seed: int) -> dict[str, Any]:
     train = read_table(split_file(paths.split, "train"))
     out, added = augment(train, schema, cfg, seed)
     write_table(split_file(paths.augmented, "train"), out)
-    report = {
-        "rows_in": len(train),
-        "rows_out": len(out),
-        "added": added,
-        "class_balance_before": {str(k): int(v) for k, v in train[schema.target].value_counts().sort_index().items()},
-        "class_balance_after": {str(k): int(v) for k, v in out[schema.target].value_counts().sort_index().items()},
-    }
+    report: dict[str, Any] = {"rows_in": len(train), "rows_out": len(out), "added": added}
+    if not schema.regression:  # a regression target's values are no balance to report
+        report["class_balance_before"] = {str(k): int(v) for k, v in train[schema.target].value_counts().sort_index().items()}
+        report["class_balance_after"] = {str(k): int(v) for k, v in out[schema.target].value_counts().sort_index().items()}
     write_json(paths.augment_report, report)
     log.info("augment: %d -> %d training rows (%s)", len(train), len(out), added or "no technique enabled")
     return report

@@ -1,13 +1,14 @@
 """Tabular clean: row-level cleaning that learns nothing from the data.
 
-Drops rows with a missing or invalid label and exact duplicates, coerces every feature to its
+Drops rows with a missing or invalid label (a regression target: missing, not a number, or outside
+its ``clean.valid_ranges`` bounds) and exact duplicates, coerces every feature to its
 schema type (numbers to float, categories to text), and turns impossible values (outside
 ``clean.valid_ranges``, infinities, missing-value tokens) into missing. The learned half of
 clean/impute - imputation values, rare-category grouping, scaling - is fitted on the training
 split only (``pipeline.kinds.tabular.encoder``, inside train), so no statistic comes from validation or test rows.
 
 Inputs:  ``paths.ingested``
-Outputs: ``paths.clean`` (data.parquet, schema.json with the classes), ``paths.clean_report``
+Outputs: ``paths.clean`` (data.parquet, schema.json with the classes: none for a regression), ``paths.clean_report``
 Params:  ``clean``
 """
 
@@ -38,6 +39,23 @@ def clean_labels(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tupl
     return out, {"missing_label": int(missing.sum()), "invalid_label": int(invalid.sum())}
 
 
+def clean_target_values(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, dict[str, int]]:
+    """A regression target: drop rows whose value is missing, not a number (or infinite), or outside its
+    ``clean.valid_ranges`` bounds; the rest become float64. Each reason is counted."""
+    raw = frame[schema.target]
+    values, not_a_number = to_numbers(raw, cfg.missing_tokens)
+    low, high = cfg.valid_ranges.get(schema.target, (None, None))
+    outside = outside_range(values, low, high)
+    missing = values.isna()
+    keep = ~(missing | outside)
+    counts = {
+        "missing_target": int(missing.sum()) - not_a_number,
+        "not_a_number_target": not_a_number,
+        "out_of_range_target": int(outside.sum()),
+    }
+    return frame.loc[keep].assign(**{schema.target: values[keep]}), counts
+
+
 def coerce_types(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, dict[str, int]]:
     """Numbers to float64 (unparseable text and infinities become missing), categories to text."""
     changed: dict[str, int] = {}
@@ -53,13 +71,17 @@ def coerce_types(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tupl
 
 
 def apply_ranges(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Values outside ``clean.valid_ranges`` are impossible: make them missing, count them."""
+    """Values outside ``clean.valid_ranges`` are impossible: make them missing, count them (a regression
+    target's range drops its rows instead: ``clean_target_values``)."""
     numeric = set(schema.numeric)
+    allowed = numeric | ({schema.target} if schema.regression else set())
     for name in cfg.valid_ranges:
-        if name not in numeric:
+        if name not in allowed:
             raise DataError(f"clean.valid_ranges: {name!r} is not a numeric feature; numeric features are {sorted(numeric)}")
     columns, counts = {}, {}
     for name, (low, high) in cfg.valid_ranges.items():
+        if name not in numeric:
+            continue  # the regression target
         outside = outside_range(frame[name], low, high)
         columns[name] = frame[name].mask(outside)
         counts[name] = int(outside.sum())
@@ -108,11 +130,23 @@ def check_classes(
     return frame, dropped
 
 
+def check_values(frame: pd.DataFrame, target: str) -> None:
+    """A regression target needs rows and more than one value to learn from."""
+    if frame[target].nunique() < 2:
+        raise DataError(
+            f"regression target {target!r} has {frame[target].nunique()} distinct value(s) in {len(frame)} rows after cleaning;"
+            " need at least 2"
+        )
+
+
 def clean(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, Schema, dict[str, Any]]:
     """All row-level cleaning; returns the clean table, its schema with the classes and row rules, and the counts."""
     rows_in = len(frame)
     numeric_target = is_number_column(frame[schema.target])
-    out, dropped = clean_labels(frame, schema, cfg)
+    if schema.regression:
+        out, dropped = clean_target_values(frame, schema, cfg)
+    else:
+        out, dropped = clean_labels(frame, schema, cfg)
     out, coerced = coerce_types(out, schema, cfg)
     out, out_of_range = apply_ranges(out, schema, cfg)
     empty = empty_features(out, schema, cfg)
@@ -121,9 +155,13 @@ def clean(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.Da
     duplicates = int(out.duplicated().sum()) if cfg.drop_duplicates else 0
     if duplicates:
         out = out.drop_duplicates()
-    out, rare = check_classes(out, schema.target, numeric_target, cfg)
+    rare: dict[str, int] = {}
+    if schema.regression:
+        check_values(out, schema.target)  # no classes: the class rules (max_classes, min_class_rows) do not apply
+    else:
+        out, rare = check_classes(out, schema.target, numeric_target, cfg)
     out = out.reset_index(drop=True)
-    classes = tuple(sorted(out[schema.target].unique()))
+    classes = () if schema.regression else tuple(sorted(out[schema.target].unique()))
     report: dict[str, Any] = {
         "rows_in": rows_in,
         "rows_out": len(out),
@@ -134,6 +172,9 @@ def clean(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.Da
         },
         "classes": list(classes),
     }
+    if schema.regression:
+        report["task"] = "regression"
+        report["target_summary"] = {k: float(v) for k, v in out[schema.target].describe().items()}
     if empty:
         report["dropped_columns"] = {name: "no usable value after cleaning" for name in empty}
     if rare:
@@ -147,5 +188,5 @@ def run(cfg: TabularClean, paths: Paths) -> dict[str, Any]:
     out, schema, report = clean(frame, schema, cfg)
     write_dataset(paths.clean, out, schema)
     write_json(paths.clean_report, report)
-    log.info("clean: %d -> %d rows, dropped %s", report["rows_in"], report["rows_out"], report["dropped"])
+    log.info("clean (%s): %d -> %d rows, dropped %s", schema.task, report["rows_in"], report["rows_out"], report["dropped"])
     return report

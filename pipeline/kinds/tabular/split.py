@@ -1,6 +1,7 @@
 """Tabular split: assign every clean row to exactly one of train / val / test.
 
-Methods (``split.method``): ``stratified`` (seeded random, class balance kept in each split),
+Methods (``split.method``): ``stratified`` (seeded random, class balance kept in each split; for a
+regression target, the balance of its quantile bins),
 ``time`` (oldest periods train, the most recent ones validate and test; a period is never cut in
 two), ``group`` (all rows of a group land in the same split).
 
@@ -26,10 +27,22 @@ from pipeline.shared.splits import group_assign, stratified_assign, time_assign
 log = logging.getLogger(__name__)
 
 
+# A regression target is stratified on this many equal-count bins of its values: every split then spans
+# the same range (the rare expensive houses are not all in train). A design constant, not a knob: it
+# shapes no result beyond which random rows land where.
+TARGET_BINS = 10
+
+
+def target_bins(values: pd.Series, bins: int = TARGET_BINS) -> pd.Series:
+    """Quantile-bin index per row of a numeric target (ties may merge bins; a constant target is one bin)."""
+    return pd.Series(pd.qcut(values.rank(method="first"), q=min(bins, len(values)), labels=False), index=values.index)
+
+
 def assign(frame: pd.DataFrame, schema: Schema, cfg: SplitParams, seed: int) -> np.ndarray:
     """One split name per row, by ``split.method``."""
     if cfg.method == "stratified":
-        return stratified_assign(frame[schema.target], cfg, seed)
+        strata = target_bins(frame[schema.target]) if schema.regression else frame[schema.target]
+        return stratified_assign(strata, cfg, seed)
     if cfg.method == "time":
         if schema.time_column is None:
             raise DataError("split.method 'time' needs ingest.time_column")
@@ -53,11 +66,11 @@ def summarise(parts: dict[str, pd.DataFrame], schema: Schema, cfg: SplitParams) 
     total = sum(len(p) for p in parts.values())
     report: dict[str, Any] = {"method": cfg.method, "rows": total, "splits": {}}
     for name, part in parts.items():
-        entry: dict[str, Any] = {
-            "rows": len(part),
-            "share": round(len(part) / total, 6),
-            "class_balance": {str(k): int(v) for k, v in part[schema.target].value_counts().sort_index().items()},
-        }
+        entry: dict[str, Any] = {"rows": len(part), "share": round(len(part) / total, 6)}
+        if schema.regression:
+            entry["target_summary"] = {k: float(v) for k, v in part[schema.target].describe().drop("count").items()}
+        else:
+            entry["class_balance"] = {str(k): int(v) for k, v in part[schema.target].value_counts().sort_index().items()}
         if schema.time_column is not None:
             entry["time_range"] = [str(part[schema.time_column].min()), str(part[schema.time_column].max())]
         report["splits"][name] = entry
