@@ -1,6 +1,7 @@
-"""Classification metrics shared by train (validation), evaluate and the gate.
+"""Classification and regression metrics shared by train (validation), evaluate and the gate.
 
-Pure functions of label and probability arrays; classes are integer indices 0..K-1.
+Pure functions of label and probability arrays (classes are integer indices 0..K-1), or of
+predicted and actual values in the target's units.
 """
 
 from __future__ import annotations
@@ -97,4 +98,21 @@ def label_scores(truth, predicted, classes: list[str]) -> dict[str, float]:
         "balanced_accuracy": scores["balanced_accuracy"],
         "macro_f1": scores["macro_f1"],
         "rows": int(len(truth)),
+    }
+
+
+def regression_scores(actual, predicted) -> dict[str, float]:
+    """MAE, RMSE and R^2 of predicted against actual values (float64; any data kind). R^2 is 1 - SSE/SST
+    around the actual values' own mean: 0 for predicting that mean, negative for worse; NaN when the
+    actual values are constant (nothing to explain)."""
+    y = np.asarray(actual, dtype=np.float64).reshape(-1)
+    error = np.asarray(predicted, dtype=np.float64).reshape(-1) - y
+    if len(y) == 0:
+        raise ValueError("regression_scores needs at least one value")
+    total = float(((y - y.mean()) ** 2).sum())
+    return {
+        "mae": float(np.abs(error).mean()),
+        "rmse": float(np.sqrt((error**2).mean())),
+        "r2": 1.0 - float((error**2).sum()) / total if total > 0 else float("nan"),
+        "rows": int(len(y)),
     }

@@ -13,7 +13,9 @@ Encoding, per column:
   indicator for columns that had missing values in training;
 - categorical: index 0 = rare or unseen category, 1..K = the K categories seen at least
   ``features.rare_min_count`` times, and missing -> K+1 (``constant``) or the most frequent
-  category's index (``most_frequent``).
+  category's index (``most_frequent``);
+- a regression target: ``y -> (y - target_mean) / target_std`` (training rows' statistics), so the
+  network learns values near 0 whatever the units; the exported graph undoes it after the network.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pandas as pd
 
 from pipeline.core.errors import DataError
 from pipeline.core.io import read_json
-from pipeline.kinds.tabular.schema import Schema
+from pipeline.kinds.tabular.schema import Schema, Task
 from pipeline.params import TabularFeatures
 
 if TYPE_CHECKING:
@@ -80,6 +82,18 @@ class Preprocessor:
     classes: tuple[str, ...]
     target: str
     missing_tokens: tuple[str, ...] = ()  # clean.missing_tokens: a category equal to one is missing
+    task: Task = "classification"
+    target_mean: float = 0.0  # a regression target's training mean and std (identity for classes)
+    target_std: float = 1.0
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def n_outputs(self) -> int:
+        """The network's output width: one logit per class, or the one scaled value."""
+        return 1 if self.regression else len(self.classes)
 
     @property
     def n_numeric_inputs(self) -> int:
@@ -96,15 +110,19 @@ class Preprocessor:
     @classmethod
     def fit(cls, train: pd.DataFrame, schema: Schema, features: TabularFeatures) -> Preprocessor:
         """Learn every encoding statistic from the training rows only."""
-        if not schema.classes:
+        if not schema.classes and not schema.regression:
             raise DataError("schema has no classes; run the clean stage first")
         ranges = {name: (low, high) for name, low, high in schema.valid_ranges}
+        target_mean, target_std = fit_target(train[schema.target]) if schema.regression else (0.0, 1.0)
         return cls(
             numeric=tuple(fit_numeric(train[name], features, *ranges.get(name, (None, None))) for name in schema.numeric),
             categorical=tuple(fit_categorical(train[name], features) for name in schema.categorical),
             classes=schema.classes,
             target=schema.target,
             missing_tokens=tuple(dict.fromkeys(t for t in schema.missing_tokens if t != MISSING_TEXT)),
+            task=schema.task,
+            target_mean=target_mean,
+            target_std=target_std,
         )
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +158,24 @@ class Preprocessor:
             raise DataError(f"labels {unknown} of {self.target!r} are not among the model's classes")
         return codes.astype(np.int64)
 
+    def encode_target(self, values: pd.Series) -> np.ndarray:
+        """Regression target values -> float32 [N, 1] in training stds around the training mean."""
+        y = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isnan(y).any():
+            raise DataError(f"target {self.target!r} has {int(np.isnan(y).sum())} missing or non-numeric value(s)")
+        return ((y - self.target_mean) / self.target_std).astype(np.float32).reshape(-1, 1)
+
+    def decode_target(self, scaled: np.ndarray) -> np.ndarray:
+        """The network's scaled outputs [N, 1] -> values [N] in the target's units (float32, as the graph computes)."""
+        return (scaled.reshape(-1) * np.float32(self.target_std) + np.float32(self.target_mean)).astype(np.float32)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.regression:
+            # A classifier's preprocessor.json stays as it was before tasks existed (same bytes, same hashes).
+            for key in ("task", "target_mean", "target_std"):
+                del data[key]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
@@ -153,7 +187,19 @@ class Preprocessor:
             classes=tuple(data["classes"]),
             target=data["target"],
             missing_tokens=tuple(data.get("missing_tokens", ())),
+            task=data.get("task", "classification"),
+            target_mean=float(data.get("target_mean", 0.0)),
+            target_std=float(data.get("target_std", 1.0)),
         )
+
+
+def fit_target(values: pd.Series) -> tuple[float, float]:
+    """A regression target's mean and std on the training rows (std 1 for a constant target)."""
+    y = values.astype("float64")
+    mean, std = float(y.mean()), float(y.std(ddof=0))
+    if not np.isfinite(std) or std < 1e-12:
+        std = 1.0
+    return mean, std
 
 
 def _numeric_fill(values: pd.Series, cfg: TabularFeatures) -> float:

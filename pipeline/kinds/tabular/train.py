@@ -6,6 +6,9 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+
 from pipeline.core.errors import ParamsError
 from pipeline.core.io import read_table, split_file
 from pipeline.engine import Prepared, Tensors, keeps_encoder
@@ -17,11 +20,11 @@ from pipeline.params import FTTransformerParams, MLPParams, Paths, TabularFeatur
 
 
 def tabular_config(preprocessor: Preprocessor, cfg: TrainParams) -> ModelConfig | FTTransformerConfig:
-    """The network ``train.model`` describes, sized for the fitted encoder's inputs and classes."""
+    """The network ``train.model`` describes, sized for the fitted encoder's inputs and classes (or one output)."""
     shape: dict[str, Any] = dict(
         n_numeric=preprocessor.n_numeric_inputs,
         cardinalities=tuple(preprocessor.cardinalities),
-        n_classes=len(preprocessor.classes),
+        n_classes=preprocessor.n_outputs,  # a regressor's one value
     )
     model = cfg.model
     if isinstance(model, MLPParams):
@@ -45,6 +48,15 @@ def input_columns(preprocessor: Preprocessor) -> tuple[tuple[str, ...], tuple[st
     return tuple(c.name for c in preprocessor.numeric), tuple(c.name for c in preprocessor.categorical)
 
 
+def encode(frame: pd.DataFrame, preprocessor: Preprocessor) -> Tensors:
+    """Rows -> tensors: class indices int64 [N], or a regression target float32 [N, 1] in training stds."""
+    if not preprocessor.regression:
+        return Tensors.encode(frame, preprocessor)
+    x_num, x_cat = preprocessor.transform(frame)
+    y = preprocessor.encode_target(frame[preprocessor.target])
+    return Tensors((torch.from_numpy(x_num), torch.from_numpy(x_cat)), torch.from_numpy(y))
+
+
 def prepare(features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
     """Fit the encoder on the real training rows (augmented rows are training-time noise), encode.
 
@@ -52,14 +64,15 @@ def prepare(features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: 
     schema = read_schema(paths.split)
     old = Preprocessor.from_dict(encoder) if encoder is not None else None
     inputs = (tuple(schema.numeric), tuple(schema.categorical))
-    if old is not None and keeps_encoder(old.classes, schema.classes, input_columns(old), inputs):
+    # A regressor's encoder also holds the target scaling; a warm start keeps it only for the same task.
+    if old is not None and old.task == schema.task and keeps_encoder(old.classes, schema.classes, input_columns(old), inputs):
         preprocessor = old
     else:
         preprocessor = Preprocessor.fit(read_table(split_file(paths.split, "train")), schema, features)
     return Prepared(
-        train=Tensors.encode(read_table(split_file(paths.augmented, "train")), preprocessor),
-        val=Tensors.encode(read_table(split_file(paths.split, "val")), preprocessor),
-        task="classification",  # the target column's classes
+        train=encode(read_table(split_file(paths.augmented, "train")), preprocessor),
+        val=encode(read_table(split_file(paths.split, "val")), preprocessor),
+        task=schema.task,
         config=tabular_config(preprocessor, cfg),
         encoder=preprocessor.to_dict(),
         # The encoding code too, so a change to it must not resume an earlier run's checkpoint.
