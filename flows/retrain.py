@@ -179,7 +179,7 @@ def gate(root: str) -> dict[str, Any]:
     challenger_scores = score_test(root_path / paths.onnx, root_path / paths.model_card, test_split)
     metrics = read_json(root_path / paths.eval_metrics)
     metric = params.gate.metric
-    floor = baseline_key(metric)
+    floor = baseline_key(metric, metrics)
     if not isinstance(metrics.get(floor), dict) or metric not in metrics[floor]:
         raise DataError(f"{root_path / paths.eval_metrics}: no {floor}.{metric} for the gate (run dvc repro evaluate)")
     baseline = metrics[floor][metric]
@@ -198,6 +198,7 @@ def gate(root: str) -> dict[str, Any]:
         parity_passed(parity, params.export.tolerance),
         params.gate,
         trained_baseline(metrics, metric),
+        floor,
     )
     if new_lineage is not None:
         decision = replace(decision, reason=f"new lineage ({new_lineage}): {decision.reason}")

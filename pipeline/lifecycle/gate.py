@@ -3,9 +3,9 @@
 Both models are scored on the same, newest test data. The challenger is promoted when its
 primary metric (``gate.metric``) is at least the champion's minus ``gate.tolerance`` and its
 ONNX parity check passed. With no champion yet, it must beat the majority-class baseline
-(for mae/rmse: the seasonal-naive forecast) and, where evaluate trained one, come within
-``gate.tolerance`` of the trained baseline too (HGB for tables, the pixel logistic regression for
-images, the stronger naive forecast for mae/rmse): a diverged network predicts one class and can
+(for mae/rmse: the seasonal-naive forecast, or a table regressor's training mean) and, where evaluate
+trained one, come within ``gate.tolerance`` of the trained baseline too (HGB for tables, regression
+included, the pixel logistic regression for images, the stronger naive forecast for forecasts): a diverged network predicts one class and can
 still edge past the majority class, never past a fitted model.
 Every decision carries both models' numbers and the reason.
 
@@ -54,21 +54,27 @@ def parity_passed(parity: dict, tolerance: float) -> bool:
 LOWER_IS_BETTER = {"mae", "rmse"}
 # The baseline a first model must beat, as evaluate names it in its metrics.
 BASELINE_KEY = {"mae": "baseline_seasonal_naive", "rmse": "baseline_seasonal_naive"}
+# A table regressor's naive floor: the training mean (it has no seasons).
+MEAN_BASELINE = "baseline_mean"
 
 
-def baseline_key(metric: str) -> str:
-    """Where evaluate's metrics.json keeps the baseline for ``metric``."""
-    return BASELINE_KEY.get(metric, "baseline_majority")
+def baseline_key(metric: str, metrics: dict[str, Any] | None = None) -> str:
+    """Where evaluate's metrics.json keeps the baseline for ``metric``: for an error metric, the
+    seasonal-naive forecast, or the training mean where ``metrics`` (evaluate's) hold that and no forecast."""
+    key = BASELINE_KEY.get(metric, "baseline_majority")
+    if metrics is not None and metric in LOWER_IS_BETTER and key not in metrics and MEAN_BASELINE in metrics:
+        return MEAN_BASELINE
+    return key
 
 
 def trained_baseline(metrics: dict[str, Any], metric: str) -> tuple[str, float] | None:
     """The strongest baseline in evaluate's metrics other than ``baseline_key(metric)``, as (key, value).
 
-    Tables: ``baseline_hgb``; images: ``baseline_logreg``; forecasts: ``baseline_persistence``
-    (the stronger of the naive forecasts is taken, whichever it is). None when evaluate reports only
-    the naive floor (sequence classification).
+    Tables: ``baseline_hgb`` (classifier or regressor); images: ``baseline_logreg``; forecasts:
+    ``baseline_persistence`` (the stronger of the naive forecasts is taken, whichever it is). None when
+    evaluate reports only the naive floor (sequence classification).
     """
-    floor = baseline_key(metric)
+    floor = baseline_key(metric, metrics)
     found = [
         (key, float(value[metric]))
         for key, value in sorted(metrics.items())
@@ -87,10 +93,12 @@ def decide(
     parity_ok: bool,
     cfg: GateParams,
     trained: tuple[str, float] | None = None,
+    floor: str | None = None,
 ) -> Decision:
     """The promotion rule; pure, so every branch is unit-tested. Errors (mae, rmse) are lower-better.
 
-    ``trained``: ``trained_baseline(metrics, cfg.metric)``, the first model's second bar.
+    ``trained``: ``trained_baseline(metrics, cfg.metric)``, the first model's second bar; ``floor``:
+    ``baseline_key(cfg.metric, metrics)``, the name of ``baseline`` (None: ``baseline_key(cfg.metric)``).
     """
     trained_name = None if trained is None else trained[0].removeprefix("baseline_").replace("_", "-")
     trained_value = None if trained is None else trained[1]
@@ -100,7 +108,7 @@ def decide(
             promote, reason, cfg.metric, challenger, champion, baseline, cfg.tolerance, trained_value, trained_name
         )
 
-    name = baseline_key(cfg.metric).removeprefix("baseline_").replace("_", "-")
+    name = (floor or baseline_key(cfg.metric)).removeprefix("baseline_").replace("_", "-")
     lower = cfg.metric in LOWER_IS_BETTER
     if not parity_ok:
         return verdict(False, "ONNX parity check failed: the exported model does not match the trained one")

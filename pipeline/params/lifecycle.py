@@ -30,9 +30,16 @@ class GateParams(Section):
 
     # accuracy | balanced_accuracy | macro_f1 (higher is better); mae | rmse (regression, lower is better)
     metric: Literal["accuracy", "balanced_accuracy", "macro_f1", "mae", "rmse"] = "accuracy"
-    tolerance: float = Field(default=0.005, ge=0, lt=1)
+    # In the metric's units: a share below 1 for accuracies, the target's units for errors (dollars, MW).
+    tolerance: float = Field(default=0.005, ge=0)
     # Serve the int8 model when its test accuracy is at most this far below the fp32 model's.
     int8_max_accuracy_loss: float = Field(default=0.005, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _share_tolerance(self) -> GateParams:
+        if self.metric not in ("mae", "rmse") and self.tolerance >= 1:
+            raise ValueError(f"gate.tolerance = {self.tolerance} must be below 1 for gate.metric {self.metric} (a share)")
+        return self
 
 
 class MonitorParams(Section):

@@ -5,11 +5,14 @@ numeric columns (NaN = missing) and string for categorical ones ("" = missing). 
 row rules (non-finite and out-of-range numbers, missing-value tokens -> missing: so every consumer of
 the model applies them, and serving cannot skew from training) and the fitted encoder's arithmetic
 (imputation, missing indicators, scaling, category lookup) are written out with ONNX operators, followed by the exported network and a softmax; outputs are
-``probabilities`` [N, K] float32 and ``label`` [N] string. Serving needs nothing but onnxruntime.
+``probabilities`` [N, K] float32 and ``label`` [N] string. A regressor's network is followed by the target
+scaling undone instead, and its one output is ``forecast`` float32 [N, 1] in the target's units (the
+sequence forecaster's name, so a consumer reads any numeric prediction alike). Serving needs nothing but onnxruntime.
 
 The stage checks the graph with ``onnx.checker``, scores the raw test rows with onnxruntime and
 fails unless every probability is within ``export.tolerance`` of the PyTorch path and every
-predicted label is identical. A model card (input schema, classes, metrics, hashes) is written
+predicted label is identical (a regressor: every value within ``export.tolerance`` training stds of
+the target; no int8 twin is written for it). A model card (input schema, classes, metrics, hashes) is written
 beside the model. The shared pieces (``torch_graph``, ``postprocessing_graph``, ``finish_graph``,
 ``verify_feed``, ``save_models``, ``card_fields``, ``publish``, the ``ModelCard``) live in ``pipeline.onnxio``.
 
@@ -32,11 +35,11 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from pipeline.core.errors import ExportError
-from pipeline.core.io import SPLITS, file_sha256, read_json, read_table, split_file
+from pipeline.core.io import SPLITS, file_sha256, read_json, read_table, split_file, write_json
 from pipeline.kinds.tabular.encoder import MISSING_TEXT, NumericColumn, Preprocessor, load_preprocessor
-from pipeline.kinds.tabular.evaluate import predict_proba
+from pipeline.kinds.tabular.evaluate import predict_proba, predict_values
 from pipeline.kinds.tabular.runtime import onnx_feed
-from pipeline.kinds.tabular.schema import read_schema
+from pipeline.kinds.tabular.schema import FORECAST, read_schema
 from pipeline.models import load_model
 from pipeline.onnxio.build import (
     ML_DOMAIN,
@@ -50,19 +53,47 @@ from pipeline.onnxio.build import (
     postprocessing_graph,
     torch_graph,
 )
-from pipeline.onnxio.card import CategoricalInput, NumericInput, TabularCard, TabularInput, graph_name_clashes
+from pipeline.onnxio.card import CategoricalInput, NumericInput, Output, TabularCard, TabularInput, graph_name_clashes
 from pipeline.onnxio.describe import card_fields
-from pipeline.onnxio.verify import publish, save_models, verify_feed
+from pipeline.onnxio.session import ort_session
+from pipeline.onnxio.verify import publish, save_models, single_record_latency, verify_feed, without_timing
 from pipeline.params import ExportParams, Paths
 
 log = logging.getLogger(__name__)
 
 
+class ScaledRegressor(nn.Module):
+    """The network with the target scaling undone: encoded tensors in, values [N, 1] in target units out."""
+
+    def __init__(self, model: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.model = model
+        self.mean, self.std = float(mean), float(std)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        return self.model(x_num, x_cat) * self.std + self.mean
+
+
 def network_graph(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
-    """The trained network followed by softmax as ONNX: encoded tensors in, probabilities out."""
+    """The trained network followed by softmax (a regressor: the target scaling undone) as ONNX: encoded
+    tensors in, probabilities (values) out."""
     x_num = torch.zeros(2, preprocessor.n_numeric_inputs, dtype=torch.float32)
     x_cat = torch.zeros(2, len(preprocessor.categorical), dtype=torch.int64)
+    if preprocessor.regression:
+        wrapped = ScaledRegressor(model.eval(), preprocessor.target_mean, preprocessor.target_std)
+        return torch_graph(wrapped, (x_num, x_cat), ["x_num", "x_cat"], [FORECAST], opset)
     return torch_graph(Probabilities(model.eval()), (x_num, x_cat), ["x_num", "x_cat"], [PROBABILITIES], opset)
+
+
+def regression_output_graph(opset: int, ir_version: int) -> onnx.ModelProto:
+    """The merged network's prefixed output -> ``forecast`` [N, 1], the graph's one output."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [f"{NET_PREFIX}{FORECAST}"], [FORECAST])],
+        "postprocess",
+        [helper.make_tensor_value_info(f"{NET_PREFIX}{FORECAST}", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info(FORECAST, TensorProto.FLOAT, ["N", 1])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
 
 
 def row_rules(numeric: tuple[NumericColumn, ...], raw: str, out: str) -> list[onnx.NodeProto]:
@@ -157,19 +188,28 @@ def preprocessing_graph(preprocessor: Preprocessor, opset: int, ir_version: int)
 def build_onnx(model: nn.Module, preprocessor: Preprocessor, opset: int) -> onnx.ModelProto:
     """Preprocessing, network and label lookup joined into one graph with raw-column inputs."""
     clash = graph_name_clashes(preprocessor.input_columns)  # ingest refuses these; a hand-made preprocessor may not
+    if preprocessor.regression and FORECAST in preprocessor.input_columns:
+        clash.append(FORECAST)
     if clash:
         raise ExportError(f"feature column(s) {clash} clash with names inside the ONNX graph; rename them")
     net = network_graph(model, preprocessor, opset)
     prep = preprocessing_graph(preprocessor, opset, net.ir_version)
-    post = postprocessing_graph(preprocessor.classes, opset, net.ir_version)
+    if preprocessor.regression:
+        post = regression_output_graph(opset, net.ir_version)
+        net_output = f"{NET_PREFIX}{FORECAST}"
+    else:
+        post = postprocessing_graph(preprocessor.classes, opset, net.ir_version)
+        net_output = f"{NET_PREFIX}{PROBABILITIES}"
     net_inputs = {i.name for i in net.graph.input}
     io_map = [(name, name) for name in ("x_num", "x_cat") if name in net_inputs]
     merged = onnx.compose.merge_models(prep, net, io_map=io_map, prefix2=NET_PREFIX)
-    merged = onnx.compose.merge_models(merged, post, io_map=[(f"{NET_PREFIX}{PROBABILITIES}",) * 2])
+    merged = onnx.compose.merge_models(merged, post, io_map=[(net_output, net_output)])
     # Network inputs that the preprocessing does not feed (none today) must not leak out as raw inputs.
     leaked = [i.name for i in merged.graph.input if i.name.startswith(NET_PREFIX)]
     if leaked:
         raise ExportError(f"network inputs {leaked} are not fed by the preprocessing graph")
+    if preprocessor.regression:
+        return finish_graph(merged, f"Raw feature columns -> forecast [N, 1]: {preprocessor.target} in its units (Evergreen)")
     return finish_graph(merged, "Raw feature columns -> class probabilities and label (Evergreen)")
 
 
@@ -191,6 +231,32 @@ def verify(
     return verify_feed(model_bytes, expected, raw_inputs(frame, preprocessor), preprocessor.classes, tolerance)
 
 
+def verify_regression(
+    model_bytes: bytes, expected: np.ndarray, feed: dict[str, np.ndarray], target_std: float, tolerance: float
+) -> dict[str, Any]:
+    """Check the graph, run it on raw rows, compare with the PyTorch values ``expected`` [N] in units of the
+    target's training std (as the sequence forecaster's check: one tolerance fits any target scale); raise
+    if they disagree."""
+    onnx.checker.check_model(onnx.load_model_from_string(model_bytes), full_check=True)
+    session = ort_session(model_bytes)
+    (values,) = session.run([FORECAST], feed)
+    max_diff = float(np.abs(values.reshape(-1) - expected).max()) if len(expected) else 0.0
+    report = {
+        "rows": len(expected),
+        "max_abs_diff": max_diff,
+        "max_scaled_diff": max_diff / target_std,
+        "label_mismatches": 0,
+        "tolerance": tolerance,
+        "single_record_latency_us": single_record_latency(session, feed),
+    }
+    if report["max_scaled_diff"] > tolerance:
+        raise ExportError(
+            f"ONNX and PyTorch disagree on the test split: max |forecast diff| = {max_diff:.2e} "
+            f"({report['max_scaled_diff']:.2e} target stds, tolerance {tolerance:.0e})"
+        )
+    return report
+
+
 def model_card(
     preprocessor: Preprocessor,
     checkpoint: dict[str, Any],
@@ -201,6 +267,9 @@ def model_card(
 ) -> TabularCard:
     """What a consumer of ``model.onnx`` needs to call it and to trust it."""
     common = card_fields(preprocessor.classes, checkpoint, metrics, hashes, parity, int8)
+    if preprocessor.regression:
+        common["task"] = "regression"
+        common["outputs"] = (Output(name=FORECAST, onnx_type="float32", shape=("N", 1), units=f"{preprocessor.target}, raw"),)
     return TabularCard(
         **common, target=preprocessor.target, inputs=card_inputs(preprocessor), missing_tokens=preprocessor.missing_tokens
     )
@@ -216,6 +285,8 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
 
     graph = build_onnx(model, preprocessor, cfg.opset)
     model_bytes = graph.SerializeToString()
+    if preprocessor.regression:
+        return run_regression(model_bytes, model, preprocessor, checkpoint, test, cfg, paths)
     expected = predict_proba(model, preprocessor, test[schema.feature_names])
     feed = raw_inputs(test, preprocessor)
     parity = verify_feed(model_bytes, expected, feed, preprocessor.classes, cfg.tolerance)
@@ -226,3 +297,39 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
     }
     card = model_card(preprocessor, checkpoint, read_json(paths.eval_metrics), hashes, parity, int8)
     return publish(card.to_dict(), parity, len(model_bytes), cfg, paths)
+
+
+def run_regression(
+    model_bytes: bytes,
+    model: nn.Module,
+    preprocessor: Preprocessor,
+    checkpoint: dict[str, Any],
+    test: pd.DataFrame,
+    cfg: ExportParams,
+    paths: Paths,
+) -> dict[str, Any]:
+    """A regressor's export: parity in target stds, no int8 twin (its check compares labels, which a
+    regressor has none of), the card with the ``forecast`` output."""
+    expected = predict_values(model, preprocessor, test)
+    feed = raw_inputs(test, preprocessor)
+    parity = verify_regression(model_bytes, expected, feed, preprocessor.target_std, cfg.tolerance)
+    if cfg.int8:
+        log.info("export.int8 is on, but a regressor gets no int8 twin (the int8 check compares labels)")
+    _, hashes = save_models(model_bytes, cfg.model_copy(update={"int8": False}), paths, {}, np.array([]))
+    hashes |= {
+        **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
+        "preprocessor_sha256": file_sha256(paths.preprocessor),
+    }
+    model_card(preprocessor, checkpoint, read_json(paths.eval_metrics), hashes, parity, None).write(paths.model_card)
+    report = {**without_timing(parity), "onnx_bytes": len(model_bytes), "opset": cfg.opset, "int8": None}
+    write_json(paths.export_report, report)
+    log.info(
+        "exported %s (%d bytes): max |forecast diff| %.1e (%.1e target stds) on %d test rows, %.0f us per record",
+        paths.onnx,
+        len(model_bytes),
+        parity["max_abs_diff"],
+        parity["max_scaled_diff"],
+        parity["rows"],
+        parity["single_record_latency_us"],
+    )
+    return report

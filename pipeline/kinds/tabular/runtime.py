@@ -19,10 +19,11 @@ from pipeline.kinds.tabular.encoder import MISSING_TEXT
 from pipeline.kinds.tabular.landing import batch_problems, expected_source_columns
 from pipeline.kinds.tabular.records import FeedSchema
 from pipeline.kinds.tabular.records import build_feed as build_feed  # KindRuntime.build_feed, as it is (the hot path)
+from pipeline.kinds.tabular.schema import FORECAST
 from pipeline.onnxio.card import ModelCard, NumericInput, TabularCard, TabularInput
 from pipeline.onnxio.session import ort_session
 from pipeline.params import Params, TabularClean, TabularParams
-from pipeline.shared.metrics import label_scores
+from pipeline.shared.metrics import label_scores, regression_scores
 
 
 def onnx_feed(frame: pd.DataFrame, inputs: Sequence[TabularInput]) -> dict[str, np.ndarray]:
@@ -121,15 +122,28 @@ def score(model: OnnxModel, frame: pd.DataFrame) -> dict[str, float]:
     return label_scores(rows[target].to_numpy(), predicted, model.classes)
 
 
+def score_values(model: OnnxModel, frame: pd.DataFrame) -> dict[str, float]:
+    """MAE, RMSE and R^2 (in the target's units) of a regressor on the rows whose target is a number."""
+    target = model.card.target
+    actual = pd.to_numeric(frame[target], errors="coerce") if target in frame.columns else pd.Series(dtype="float64")
+    rows = frame.loc[actual.notna()] if target in frame.columns else frame.iloc[:0]
+    if rows.empty:
+        raise DataError(f"no rows with a numeric target (column {target!r}) to score the model on")
+    (predicted,) = model.session.run([FORECAST], onnx_feed(rows, model.card.inputs))
+    return regression_scores(actual[actual.notna()].to_numpy(dtype=np.float64), predicted)
+
+
 def score_split(onnx_path: str | Path, card: ModelCard, split_dir: str | Path) -> dict[str, float]:
-    """Accuracy, balanced accuracy and macro F1 of an exported tabular model on ``split_dir``'s test rows."""
+    """Accuracy, balanced accuracy and macro F1 of an exported tabular model on ``split_dir``'s test rows
+    (a regressor: MAE, RMSE and R^2)."""
     path = Path(onnx_path)
     if not path.exists():
         raise DataError(f"{path}: model not found")
     if not isinstance(card, TabularCard):
         raise DataError(f"{path}: the card is of a {card.KIND} model, not a tabular one")
     model = OnnxModel(path, card, ort_session(path))
-    return score(model, read_table(split_file(split_dir, "test")))
+    test = read_table(split_file(split_dir, "test"))
+    return score_values(model, test) if card.task == "regression" else score(model, test)
 
 
 def _tabular_card(card: ModelCard) -> TabularCard:
