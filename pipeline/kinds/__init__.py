@@ -40,7 +40,13 @@ def _sequence() -> Kind:
     return KIND
 
 
-KINDS: dict[str, Callable[[], Kind]] = {"tabular": _tabular, "image": _image, "sequence": _sequence}
+def _text() -> Kind:
+    from pipeline.kinds.text import KIND
+
+    return KIND
+
+
+KINDS: dict[str, Callable[[], Kind]] = {"tabular": _tabular, "image": _image, "sequence": _sequence, "text": _text}
 
 
 def get(name: str) -> Kind:

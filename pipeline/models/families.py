@@ -12,6 +12,7 @@ from pipeline.core.errors import DataError
 from pipeline.models.cnn import CNNConfig, ImageCNN
 from pipeline.models.sequence import RNNConfig, SeqTransformerConfig, SequenceRNN, SequenceTransformer
 from pipeline.models.tabular import FTTransformer, FTTransformerConfig, ModelConfig, TabularMLP
+from pipeline.models.text import TextLSTM, TextLSTMConfig, TextTransformer, TextTransformerConfig
 
 
 class NetworkConfig(Protocol):
@@ -32,6 +33,8 @@ FAMILIES: dict[str, tuple[type[NetworkConfig], type[nn.Module]]] = {
     CNNConfig.family: (CNNConfig, ImageCNN),
     RNNConfig.family: (RNNConfig, SequenceRNN),
     SeqTransformerConfig.family: (SeqTransformerConfig, SequenceTransformer),
+    TextTransformerConfig.family: (TextTransformerConfig, TextTransformer),
+    TextLSTMConfig.family: (TextLSTMConfig, TextLSTM),
 }
 
 

@@ -7,7 +7,8 @@ A card is ``model_card.json`` beside ``model.onnx``; one class per data kind, to
 * ``TabularCard``: one [N, 1] input per raw column, ``NumericInput`` (float32, NaN = missing) or
   ``CategoricalInput`` (string, "" = missing, with the categories seen in training);
 * ``ImageCard``: one ``ImageInput``, raw pixels float32 [N, C, H, W] (the normalisation is inside the graph);
-* ``SequenceCard``: one ``WindowInput``, raw windows float32 [N, lookback, features], and the windowing.
+* ``SequenceCard``: one ``WindowInput``, raw windows float32 [N, lookback, features], and the windowing;
+* ``TextCard``: one ``TextInput``, raw strings [N] (the tokeniser is inside the graph).
 
 ``ModelCard.load(path)`` validates a card of any version written so far (the registry keeps old ones) and
 fails with one line naming the file and the field; ``card.write(path)`` writes the same deterministic JSON
@@ -141,6 +142,24 @@ class WindowInput(_Frozen):
     features: tuple[str, ...]
     units: str
     missing: str
+
+
+class Tokenisation(_Frozen):
+    """How the graph cuts a text into token ids (the saved tokeniser's settings, not its vocabulary)."""
+
+    pattern: str  # the RE2 / Python regular expression whose every match is a token
+    lowercase: bool  # A-Z -> a-z first (ASCII only)
+    max_length: int  # ids the network reads per text, [CLS] included; longer texts are cut
+    vocab_size: int  # special ids included
+
+
+class TextInput(_Frozen):
+    """Raw texts, string [N]: one UTF-8 string per record, tokenised inside the graph."""
+
+    name: str
+    onnx_type: Literal["string"]
+    shape: tuple[Dim, ...]
+    tokenisation: Tokenisation
 
 
 # ---------------------------------------------------------------- the fields every kind shares
@@ -287,6 +306,13 @@ class SequenceCard(ModelCard):
     int8_note: str
 
 
+class TextCard(ModelCard):
+    KIND: ClassVar[str] = "text"
+    kind: Literal["text"]
+    inputs: tuple[TextInput]
+    text_column: str
+
+
 def _card_kind(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("kind", TABULAR))
@@ -294,14 +320,17 @@ def _card_kind(value: Any) -> str:
 
 
 AnyCard = Annotated[
-    Annotated[TabularCard, Tag("tabular")] | Annotated[ImageCard, Tag("image")] | Annotated[SequenceCard, Tag("sequence")],
+    Annotated[TabularCard, Tag("tabular")]
+    | Annotated[ImageCard, Tag("image")]
+    | Annotated[SequenceCard, Tag("sequence")]
+    | Annotated[TextCard, Tag("text")],
     Discriminator(_card_kind),
 ]
-KINDS = ("tabular", "image", "sequence")
-_CARDS: TypeAdapter[TabularCard | ImageCard | SequenceCard] = TypeAdapter(AnyCard)
+KINDS = ("tabular", "image", "sequence", "text")
+_CARDS: TypeAdapter[TabularCard | ImageCard | SequenceCard | TextCard] = TypeAdapter(AnyCard)
 
 
-def parse_card(data: Any, source: str | Path = "model card") -> TabularCard | ImageCard | SequenceCard:
+def parse_card(data: Any, source: str | Path = "model card") -> TabularCard | ImageCard | SequenceCard | TextCard:
     """A card from its JSON data (``source`` names it in errors)."""
     if not isinstance(data, dict):
         raise DataError(f"{source}: a model card is a JSON object, not {type(data).__name__}")
