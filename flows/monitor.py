@@ -1,8 +1,11 @@
 """The drift-monitor flow: compare newly landed data with the production model's training data.
 
-Reference: the exact training rows of the production model (stored, hash-pinned, in its registry
+Reference: the exact training data of the production model (stored, hash-pinned, in its registry
 version), sampled if large. Current: the batches landed since the last check (the source is
-pluggable). Evidently's DataDriftPreset gives per-column verdicts from its test statuses; when
+pluggable). Both are read and prepared by the pipeline's kind (``KindRuntime.landing_screen`` reads
+them, ``drift_frame`` picks the columns): tables compare the model's inputs, images per-image
+statistics (brightness, contrast, sharpness, size), sequences the steps' inputs and target.
+Evidently's DataDriftPreset gives per-column verdicts from its test statuses; when
 the new data carries labels, the production model is scored on it too. ``decide_retrain`` applies
 the policy and, if it says so, the ``retrain/retrain`` deployment is started with reason
 ``drift`` and a link to the report. Reports: ``reports/drift/<time>/report.html`` and
@@ -24,10 +27,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.common import MonitorState, locked_state, retrain_in_progress, update_state, utc_now, workspace_root
 from pipeline import kinds
-from pipeline.core.io import read_table, write_json
+from pipeline.core.io import write_json
+from pipeline.kinds.base import LandingScreen
 from pipeline.kinds.tabular.runtime import OnnxModel, labelled_rows, score
 from pipeline.lifecycle.drift import detect_drift
-from pipeline.lifecycle.landing import screen_landed
+from pipeline.lifecycle.landing import landing_rules, screen_landed
 from pipeline.lifecycle.monitoring import (
     CurrentSource,
     LandingSource,
@@ -51,7 +55,9 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     root_path = Path(root)
     params = load_params(root_path / "params.yaml")
     paths, cfg = params.paths, params.monitor
-    screen_landed(params, root_path)  # the kind's check; NotSupportedYet for a kind that takes no landed data
+    # The kind's landing rule, built once: it screens, lists and reads the batches, and reads the reference.
+    rules = landing_rules(kinds.get(params.ingest.kind).runtime.landing_screen(params))  # NotSupportedYet: no landing
+    screen_landed(params, root_path, rules)
 
     production = Registry(root_path / paths.registry).production()
     if production is None:
@@ -63,14 +69,15 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
 
     state = MonitorState.load(root_path / paths.monitor_state)
     current = combine(
-        [source.pending(set(state.checked_batches)) for source in current_sources(params, root_path, card.target)]
+        [source.pending(set(state.checked_batches)) for source in current_sources(params, root_path, card.target, rules)]
     )
     if current.empty:
         logger.info("no new data since the last check (%s)", cfg.source)
         return None
 
     current_inputs = runtime.drift_frame(current.frame, card, params)  # NotSupportedYet for a kind not checked yet
-    reference = runtime.drift_frame(read_table(production.reference), card, params)
+    # The training split as the kind reads a batch (images: per-image statistics of train.npz).
+    reference = runtime.drift_frame(rules.read(production.reference), card, params)
     numeric_cols, categorical_cols = drift_columns(reference)
     html = Path(report_dir) / "report.html"
     drift = detect_drift(
@@ -88,7 +95,10 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         seed=params.seed,
         html_path=html,
     )
-    labelled = labelled_rows(current.frame, card.target)
+    # Accuracy on labelled new rows: tabular classifiers only for now (scoring images or windows from
+    # landed batches is the kind's; its drift is judged on the inputs meanwhile).
+    tabular_classifier = card.KIND == kinds.TABULAR and "accuracy" in card.test_metrics
+    labelled = labelled_rows(current.frame, card.target) if tabular_classifier else current.frame.iloc[:0]
     accuracy = None
     if len(labelled) >= cfg.min_rows:
         accuracy = score(OnnxModel.load(production.onnx, production.card), labelled)["accuracy"]
@@ -100,17 +110,18 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         "rows": len(current.frame),
         "labelled_rows": len(labelled),
         "accuracy": accuracy,
-        "reference_accuracy": card.test_metrics["accuracy"],
+        "reference_accuracy": card.test_metrics.get("accuracy"),
         "production_version": production.name,
         "report": str(html),
     }
 
 
-def current_sources(params, root: Path, target: str) -> list[CurrentSource]:
-    """The sources ``monitor.source`` names: landed batches, the service's prediction log, or both."""
+def current_sources(params, root: Path, target: str, rules: LandingScreen | None = None) -> list[CurrentSource]:
+    """The sources ``monitor.source`` names: landed batches (listed and read by the kind's ``rules``), the
+    service's prediction log, or both."""
     sources: list[CurrentSource] = []
     if params.monitor.source in ("landing", "both"):
-        sources.append(LandingSource(root / params.paths.landing))
+        sources.append(LandingSource(root / params.paths.landing, rules=rules))
     if params.monitor.source in ("prediction_log", "both"):
         url = prediction_log_url(params.serve)
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
@@ -202,6 +213,7 @@ def drift_monitor(
         verdict = f"no retrain: {decision.blocked_by}"
     else:
         verdict = "no retrain"
+    reference_text = "n/a" if result["reference_accuracy"] is None else f"{result['reference_accuracy']:.4f}"
     create_markdown_artifact(
         key="drift-report",
         description="Evergreen drift check",
@@ -212,7 +224,7 @@ def drift_monitor(
                 f"{result['rows']} new rows in {', '.join(result['batches'])} vs the training data of {result['production_version']}.",
                 f"Drifted columns: {result['drift']['drifted_share']:.0%}; dataset drift: {result['drift']['dataset_drift']}; "
                 f"accuracy on labelled new rows: {result['accuracy'] if result['accuracy'] is not None else 'n/a'} "
-                f"(test accuracy {result['reference_accuracy']:.4f}).",
+                f"(test accuracy {reference_text}).",
                 "",
                 "Reasons: " + "; ".join(decision.reasons),
                 "",

@@ -1,12 +1,15 @@
 """The landing area: where new batches arrive, how they are screened, and how bad ones are quarantined.
 
-New data arrives as CSV or Parquet files in ``paths.landing``; the ingest stage stacks every
-landed batch under the source rows. Before a retrain or a drift check, ``screen`` checks each new
-batch with the pipeline's kind (``KindRuntime.landing_screen``: for tables, readable and matching the
-source's columns and types) and moves any that fails to ``paths.quarantine``, next to a
-``<name>.reason.txt`` saying why: a bad batch never stops the loop and is never silently dropped.
-Every entry is screened, not only the batch-looking ones: links (never followed), folders, pipes,
-hidden, compressed or unknown files are quarantined too, so nothing stays behind for ingest to trip on.
+New data arrives in ``paths.landing``; the ingest stage stacks every landed batch under the source
+rows. What a batch is belongs to the pipeline's kind (``KindRuntime.landing_screen``): tables take CSV or
+Parquet files matching the source's columns and types, sequences long tables of new steps or corrections,
+images ``.npz`` files or ImageFolder folders matching the source's image shape and pixel scale (a kind
+returns a ``LandingScreen`` saying which entry types it takes; a plain check means table files). Before a
+retrain or a drift check, ``screen`` checks each new batch with it and moves any that fails to
+``paths.quarantine``, next to a ``<name>.reason.txt`` saying why: a bad batch never stops the loop and is
+never silently dropped. Every entry is screened, not only the batch-looking ones: links (never followed),
+folders a kind does not take, pipes, hidden, compressed or unknown files are quarantined too, so nothing
+stays behind for ingest to trip on.
 
 Command line (the demo and tests use it to make real data arrive)::
 
@@ -36,7 +39,7 @@ from pipeline import kinds
 from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import TEMP_SUFFIX, atomic_path, atomic_write, file_sha256
-from pipeline.kinds.base import BatchScreen
+from pipeline.kinds.base import BatchScreen, LandingScreen
 from pipeline.kinds.tabular.ingest import read_source
 from pipeline.params import Params, TabularParams, load_params
 from pipeline.shared.tables import TABLE_SUFFIXES, as_time, batch_files, first_line, read_table_file, sortable_time
@@ -89,15 +92,29 @@ def quarantine(path: Path, quarantine_dir: Path, reason: str) -> Path:
     return target
 
 
-def entry_problem(path: Path) -> str | None:
-    """Why an entry of the landing area is not a batch to read (None: a CSV or Parquet regular file).
+def landing_rules(check: BatchScreen | LandingScreen) -> LandingScreen:
+    """A kind's landing rule in full: a ``LandingScreen`` as it is; a plain check means CSV/Parquet files,
+    read as tables (the tabular kind's batches)."""
+    if isinstance(check, LandingScreen):
+        return check
+    return LandingScreen(
+        problems=check, rows=lambda path: len(read_table_file(path)), read=read_table_file, suffixes=frozenset(TABLE_SUFFIXES)
+    )
+
+
+def entry_problem(path: Path, rules: LandingScreen | None = None) -> str | None:
+    """Why an entry of the landing area is not a batch to read (None: a regular file of a suffix ``rules``
+    takes, CSV or Parquet without rules, or a folder where ``rules.folders``).
 
     Looks at the entry itself (``lstat``): a link is refused without following it, so a batch can never
     point the pipeline at a file outside the landing area, nor a link loop hang it; a pipe is never opened."""
+    suffixes = rules.suffixes if rules is not None else frozenset(TABLE_SUFFIXES)
     mode = path.lstat().st_mode
     if stat.S_ISLNK(mode):
         return "symbolic link: links are not followed out of the landing area; land the file itself"
     if stat.S_ISDIR(mode):
+        if rules is not None and rules.folders and not path.name.startswith("."):
+            return None
         return "a directory, not a batch file"
     if not stat.S_ISREG(mode):
         return "not a regular file (a pipe, socket or device)"
@@ -107,9 +124,10 @@ def entry_problem(path: Path) -> str | None:
         return "hidden file: land batches under a plain name"
     suffix = path.suffix.lower()
     if suffix in COMPRESSED_SUFFIXES:
-        return f"compressed file ({suffix}): land the uncompressed CSV or Parquet file"
-    if suffix not in TABLE_SUFFIXES:
-        return f"unsupported file type {suffix!r}; use one of {sorted(TABLE_SUFFIXES)}"
+        what = "CSV or Parquet file" if suffixes == frozenset(TABLE_SUFFIXES) else f"file (one of {sorted(suffixes)})"
+        return f"compressed file ({suffix}): land the uncompressed {what}"
+    if suffix not in suffixes:
+        return f"unsupported file type {suffix!r}; use one of {sorted(suffixes)}"
     return None
 
 
@@ -130,25 +148,26 @@ def being_written(path: Path) -> bool:
     return True
 
 
-def screen(landing: Path, quarantine_dir: Path, batch_screen: BatchScreen) -> tuple[list[Batch], list[Path]]:
+def screen(landing: Path, quarantine_dir: Path, batch_screen: BatchScreen | LandingScreen) -> tuple[list[Batch], list[Path]]:
     """Screen every entry of the landing area: a readable batch that ``batch_screen`` finds no problem with
-    is returned, anything else (links, folders, hidden, compressed or unknown files, unreadable or bad
-    batches) is quarantined with its reason. One bad entry never stops the others.
+    is returned, anything else (links, entry types the kind does not take, hidden, compressed or unknown
+    files, unreadable or bad batches) is quarantined with its reason. One bad entry never stops the others.
 
     Only a batch that cannot even be moved aside (the landing or quarantine folder is not writable) is an
     error, raised once every entry has been screened: left in place, ingest would read it."""
     good: list[Batch] = []
     moved: list[Path] = []
     stuck: list[str] = []
+    rules = landing_rules(batch_screen)
     for path in landing_entries(landing, quarantine_dir):
         if being_written(path):
             log.info("%s is being written by a running process; it is screened once it has landed", path.name)
             continue
         try:
-            problem = entry_problem(path)
-            problems = [problem] if problem is not None else batch_screen(path)
+            problem = entry_problem(path, rules)
+            problems = [problem] if problem is not None else rules.problems(path)
             if not problems:
-                good.append(Batch(path, len(read_table_file(path)), file_sha256(path)))
+                good.append(Batch(path, rules.rows(path), entry_sha256(path)))
                 continue
         except DataError as exc:
             problems = [str(exc).removeprefix(f"{path}: ")]
@@ -186,11 +205,24 @@ def landing_entries(landing: Path, quarantine_dir: Path | None = None) -> list[P
     return entries
 
 
-def screen_landed(params: Params, root: Path = Path(".")) -> tuple[list[Batch], list[Path]]:
-    """Screen ``root``'s landing area with the check of the pipeline's kind (``ingest.kind``); a kind that
-    takes no landed data yet raises ``NotSupportedYet``."""
-    batch_screen = kinds.get(params.ingest.kind).runtime.landing_screen(params)
+def screen_landed(
+    params: Params, root: Path = Path("."), rules: LandingScreen | None = None
+) -> tuple[list[Batch], list[Path]]:
+    """Screen ``root``'s landing area with the check of the pipeline's kind (``ingest.kind``), or with
+    ``rules`` already built from it; a kind that takes no landed data yet raises ``NotSupportedYet``."""
+    batch_screen = rules if rules is not None else kinds.get(params.ingest.kind).runtime.landing_screen(params)
     return screen(root / params.paths.landing, root / params.paths.quarantine, batch_screen)
+
+
+def entry_sha256(path: Path) -> str:
+    """A landed batch's content hash: the file's, or for a folder batch a hash over its files' relative
+    paths and hashes (in name order), so a changed or added image makes a new batch for the monitor."""
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+        digest.update(f"{item.relative_to(path).as_posix()}\0{file_sha256(item)}\n".encode())
+    return digest.hexdigest()
 
 
 def land_frame(frame: pd.DataFrame, landing: Path, name: str) -> Path:

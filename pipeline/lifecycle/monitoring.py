@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import pandas as pd
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import file_sha256
+from pipeline.kinds.base import LandingScreen
+from pipeline.lifecycle.landing import being_written, entry_problem, entry_sha256, landing_entries
 from pipeline.params import MonitorParams
 from pipeline.shared.tables import batch_files, read_table_file
 
@@ -51,25 +52,30 @@ class CurrentSource(Protocol):
 
 @dataclass(frozen=True)
 class LandingSource:
-    """Batches in the landing area that the monitor has not compared yet."""
+    """Batches in the landing area that the monitor has not compared yet.
+
+    ``rules`` is the kind's landing rule (``landing.landing_rules``): which entries are batches and how one
+    is read into the rows its drift frame takes (images: per-image statistics). Without it, batches are
+    CSV/Parquet tables, read as they are."""
 
     landing: Path
     name: str = "landing"
+    rules: LandingScreen | None = None
 
     def pending(self, seen: set[str]) -> CurrentData:
         """The unseen batches. Screening (``landing.screen``) runs first and quarantines bad ones; a batch
         that still cannot be read here (a link, or one that changed since) is left out and stays pending,
         so the next screening quarantines it, and the others are compared."""
         frames, keys, names = [], [], []
-        for path in batch_files(self.landing):
+        for path in self._entries():
             if path.is_symlink():  # never followed out of the landing area
                 log.warning("%s: a symbolic link, not compared; screening quarantines it", path.name)
                 continue
             try:
-                digest = file_sha256(path)
+                digest = entry_sha256(path)
                 if digest in seen:
                     continue
-                frame = read_table_file(path)
+                frame = self.rules.read(path) if self.rules is not None else read_table_file(path)
             except (DataError, OSError) as exc:
                 log.warning("%s: not compared (%s); screening quarantines it", path.name, exc)
                 continue
@@ -78,6 +84,19 @@ class LandingSource:
             names.append(path.name)
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return CurrentData(frame, tuple(keys), tuple(names))
+
+    def _entries(self) -> list[Path]:
+        if self.rules is None:
+            return batch_files(self.landing)
+        entries = []
+        for path in landing_entries(self.landing):
+            try:
+                if being_written(path) or entry_problem(path, self.rules) is not None:
+                    continue  # still being written, or not a batch of this kind: screening's business
+            except OSError:
+                continue
+            entries.append(path)
+        return entries
 
 
 @dataclass(frozen=True)

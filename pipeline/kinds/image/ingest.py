@@ -5,6 +5,8 @@ Inputs:  ``ingest.source`` - ``default``, scikit-learn's bundled handwritten dig
          per class (the ImageFolder layout, decoded with Pillow, ``ingest.mode`` grayscale or
          RGB, resized to ``ingest.size`` when set); or a ``.npz`` file with arrays ``x``
          (images [N, H, W], [N, H, W, C] or [N, C, H, W], C = 1 or 3) and ``y`` (labels [N]).
+         Plus every batch in ``paths.landing`` (.npz or ImageFolder folders, ``pipeline.kinds.image.landing``):
+         labelled ones are stacked under the source's slice, unlabelled ones are left to the drift monitor.
 Outputs: ``paths.ingested``/images.npz and schema.json, ``paths.ingest_report`` (profile).
 Params:  ``ingest``, ``seed``.
 """
@@ -24,7 +26,7 @@ from pipeline.core.errors import DataError
 from pipeline.core.io import write_json
 from pipeline.kinds.image.data import KIND, ImageSchema, class_balance, images_sha256, write_dataset
 from pipeline.params import DEFAULT_SOURCE, ImageIngest, Paths
-from pipeline.shared.tables import batch_files, first_line, slice_indices, warn_if_untracked
+from pipeline.shared.tables import first_line, slice_indices, warn_if_untracked
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +180,22 @@ def read_source(cfg: ImageIngest) -> tuple[np.ndarray, np.ndarray, tuple[float, 
 
 
 def run(cfg: ImageIngest, paths: Paths, seed: int) -> dict[str, Any]:
-    """Read the images, take the ``max_rows`` slice, check ``min_rows``, write them with their schema and a profile."""
+    """Read the images, take the ``max_rows`` slice, stack the labelled landed batches under it, check
+    ``min_rows``, write them with their schema and a profile."""
+    # Imported here: the landing module builds on this one (it reads batches as the source is read).
+    from pipeline.kinds.image.landing import SourceImages, landed_batches
+
     x, y, value_range, about = read_source(cfg)
     warn_if_untracked(cfg.source, paths)
-    landed = batch_files(Path(paths.landing))
-    if landed:  # landed batches are tables; images have no landing path yet
-        log.warning("%d landed batch(es) in %s are tables and were not read for image data", len(landed), paths.landing)
     keep = slice_indices(len(x), cfg.max_rows, seed)
     x, y = x[keep], y[keep]
+    # Landed batches are the data after the source: always kept whole (never sliced), checked as the
+    # landing screen checks them. Unlabelled ones are for the drift monitor only: nothing to learn here.
+    batches = landed_batches(Path(paths.landing), cfg, SourceImages(value_range, x.shape[1:]))
+    labelled = [(path, batch) for path, batch in batches if batch.y is not None]
+    if labelled:
+        x = np.concatenate([x, *(batch.x for _, batch in labelled)])
+        y = np.concatenate([y, *(batch.y for _, batch in labelled if batch.y is not None)])
     if len(x) < cfg.min_rows:
         raise DataError(f"only {len(x)} images; ingest.min_rows requires at least {cfg.min_rows}")
     schema = ImageSchema(cfg.target, x.shape[1], x.shape[2], x.shape[3], value_range)
@@ -203,8 +213,16 @@ def run(cfg: ImageIngest, paths: Paths, seed: int) -> dict[str, Any]:
         "target": cfg.target,
         "class_balance": class_balance(y),
         "data_sha256": images_sha256(x, y),
-        "landed_batches_not_read": [p.name for p in landed],
+        "landed_batches": [
+            {"entry": path.name, "images": len(batch.x), "labelled": batch.y is not None} for path, batch in batches
+        ],
     }
     write_json(paths.ingest_report, report)
-    log.info("ingested %d images %s from %s", len(x), "x".join(map(str, schema.shape)), about["source"])
+    log.info(
+        "ingested %d images %s from %s and %d labelled landed batch(es)",
+        len(x),
+        "x".join(map(str, schema.shape)),
+        about["source"],
+        len(labelled),
+    )
     return report

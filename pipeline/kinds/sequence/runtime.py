@@ -1,19 +1,17 @@
 """The sequence kind's torch-free runtime: gate scores of an exported model, and the service's hooks
 (window records -> feed, outputs -> forecasts or labels, what the log keeps: ``pipeline.kinds.sequence.records``).
 
-Landing and the drift monitor take tabular data only for now: those ``KindRuntime`` steps refuse in one
-line, where they are first reached."""
+Landing and the drift monitor: ``pipeline.kinds.sequence.landing`` (landed long tables: new steps and
+corrections) and ``pipeline.kinds.sequence.drift`` (the steps' inputs and target)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import DataError
-from pipeline.kinds.base import NotSupportedYet
 from pipeline.kinds.sequence.data import FORECAST, WINDOW_INPUT, SequenceSchema
 from pipeline.kinds.sequence.metrics import forecast_errors
 from pipeline.kinds.sequence.records import WindowSchema
@@ -73,9 +71,29 @@ def feed_schema(card: ModelCard) -> WindowSchema:
     return WindowSchema.of(card)
 
 
-def landing_screen(params: Params) -> NoReturn:
-    raise NotSupportedYet(f"ingest.kind = {params.ingest.kind!r}: landed data is not screened yet (landing takes tables only)")
+# ---------------------------------------------------------------- landing and the drift monitor (KindRuntime)
+# Imported here, not at the top: the service's hooks above are edited by others at the same time.
+from pipeline.core.errors import ParamsError  # noqa: E402
+from pipeline.kinds.base import LandingScreen  # noqa: E402
+from pipeline.kinds.sequence import landing as sequence_landing  # noqa: E402
+from pipeline.kinds.sequence.drift import step_columns  # noqa: E402
+from pipeline.params import SequenceParams  # noqa: E402
 
 
-def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> NoReturn:
-    raise NotSupportedYet("the drift monitor cannot check sequence data yet: it checks tables only")
+def _sequence_params(params: Params) -> SequenceParams:
+    if not isinstance(params, SequenceParams):
+        raise ParamsError(f"ingest.kind = {params.ingest.kind!r}: these params are not a sequence pipeline's")
+    return params
+
+
+def landing_screen(params: Params) -> LandingScreen:
+    """Landed long tables (new steps, corrections) checked against the source's columns and types
+    (``pipeline.kinds.sequence.landing``)."""
+    return sequence_landing.landing_screen(_sequence_params(params).ingest)
+
+
+def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
+    """The steps' window inputs (and a classifier's label), cleaned as training rows were (``pipeline.kinds.sequence.drift``)."""
+    if not isinstance(card, SequenceCard):
+        raise DataError(f"the card is of a {card.KIND} model, not a sequence one")
+    return step_columns(frame, card, _sequence_params(params).clean)

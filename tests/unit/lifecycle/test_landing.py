@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline import kinds
 from pipeline.core.errors import DataError, ParamsError
 from pipeline.kinds.base import NotSupportedYet
 from pipeline.kinds.tabular.ingest import ingest
@@ -72,9 +73,21 @@ def test_the_landing_area_is_screened_by_the_pipelines_kind(params, tmp_path):
 
     images = make_params(yaml.safe_load((REPO / "examples/digits/params.yaml").read_text()), tmp_path / "digits")
     land_frame(make_table(50), Path(images.paths.landing), "table.parquet")
-    with pytest.raises(NotSupportedYet, match=r"^ingest.kind = 'image': landed data is not screened yet"):
-        screen_landed(images)
-    assert (Path(images.paths.landing) / "table.parquet").exists()  # refused before anything moved
+    good, moved = screen_landed(images)  # the image kind takes .npz files and ImageFolder folders, not tables
+    assert not good and [p.name for p in moved] == ["table.parquet"]
+    reason = (Path(images.paths.quarantine) / f"table.parquet{REASON_SUFFIX}").read_text()
+    assert reason == "unsupported file type '.parquet'; use one of ['.npz']\n"
+
+
+def test_a_kind_that_takes_no_landed_data_is_refused_before_anything_moves(params, monkeypatch):
+    def refuse(_params):
+        raise NotSupportedYet("ingest.kind = 'tabular': landed data is not screened yet")
+
+    monkeypatch.setattr(kinds.get("tabular").runtime, "landing_screen", refuse)
+    land_frame(make_table(50), Path(params.paths.landing), "good.parquet")
+    with pytest.raises(NotSupportedYet, match=r"^ingest.kind = 'tabular': landed data is not screened yet"):
+        screen_landed(params)
+    assert (Path(params.paths.landing) / "good.parquet").exists()
 
 
 def test_landing_is_atomic_and_never_overwrites(tmp_path):

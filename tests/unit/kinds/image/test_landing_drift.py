@@ -1,0 +1,137 @@
+"""Landing and drift for images, on real digits: batches screened and quarantined with a reason, ingest
+stacking the landed ones, and per-image statistics that drift when the brightness shifts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import kinds
+from pipeline.core.errors import DataError
+from pipeline.kinds.image import stages
+from pipeline.kinds.image.data import read_images
+from pipeline.kinds.image.ingest import load_digits_images
+from pipeline.lifecycle.drift import detect_drift
+from pipeline.lifecycle.landing import REASON_SUFFIX, screen_landed
+from pipeline.lifecycle.monitoring import LandingSource, drift_columns
+from pipeline.onnxio.card import parse_card
+from tests.unit.kinds.image.conftest import image_params
+from tests.unit.onnxio.fixtures import old_card_data
+
+RUNTIME = kinds.get("image").runtime
+
+
+def write_png_folder(root: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """Digits [N, 1, 8, 8] in 0..16 as 8-bit PNGs in the ImageFolder layout root/<class>/<i>.png."""
+    for i, (image, label) in enumerate(zip(x, y)):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(image[0] * 255 / 16).astype(np.uint8), mode="L").save(root / str(label) / f"{i}.png")
+    return root
+
+
+def reasons(params) -> dict[str, str]:
+    folder = Path(params.paths.quarantine)
+    return {p.name.removesuffix(REASON_SUFFIX): p.read_text().strip() for p in folder.glob(f"*{REASON_SUFFIX}")}
+
+
+def test_image_batches_are_screened_and_bad_ones_quarantined_with_a_reason(tmp_path):
+    x, y = load_digits_images()
+    params = image_params(tmp_path, ingest={"source": str(write_png_folder(tmp_path / "raw" / "digits", x[:150], y[:150]))})
+    landing = Path(params.paths.landing)
+    write_png_folder(landing / "folder_batch", x[150:170], y[150:170])
+    bytes_x = np.round(x[170:200, 0] * 255 / 16).astype(np.uint8)  # [N, H, W] uint8, as a camera would give
+    np.savez(landing / "labelled.npz", x=bytes_x, y=y[170:200])
+    np.savez(landing / "unlabelled.npz", x=bytes_x)  # no y: for drift only
+    np.savez(landing / "too_big.npz", x=np.zeros((5, 16, 16), np.uint8), y=np.array(["1"] * 5))
+    np.savez(landing / "nan.npz", x=np.full((5, 8, 8), np.nan, np.float32))
+    np.savez(landing / "over_scale.npz", x=np.full((5, 8, 8), 300.0, np.float32))
+    (landing / "corrupt.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    (landing / "table.csv").write_text("a,b\n1,2\n")
+    write_png_folder(landing / "broken_folder", x[:3], y[:3])
+    (landing / "broken_folder" / "0" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+    good, moved = screen_landed(params)
+
+    assert {b.path.name: b.rows for b in good} == {"folder_batch": 20, "labelled.npz": 30, "unlabelled.npz": 30}
+    assert sorted(p.name for p in moved) == [
+        "broken_folder",
+        "corrupt.npz",
+        "nan.npz",
+        "over_scale.npz",
+        "table.csv",
+        "too_big.npz",
+    ]
+    why = reasons(params)
+    assert "images are 1x16x16 (channels x height x width), the source's 1x8x8" in why["too_big.npz"]
+    assert "pixel values are not finite" in why["nan.npz"]
+    assert "pixel values span [300, 300], outside the source's scale [0, 255]" in why["over_scale.npz"]
+    assert why["corrupt.npz"].startswith("not a readable .npz file")
+    assert why["table.csv"] == "unsupported file type '.csv'; use one of ['.npz']"
+    assert "bad.png: unreadable image" in why["broken_folder"]
+
+
+def test_a_batch_in_another_pixel_scale_than_the_source_is_quarantined(tmp_path):
+    params = image_params(tmp_path)  # the default source: digits in 0..16
+    landing = Path(params.paths.landing)
+    landing.mkdir(parents=True)
+    np.savez(landing / "bytes.npz", x=np.full((4, 8, 8), 200, np.uint8), y=np.array(["1"] * 4))
+    good, moved = screen_landed(params)
+    assert not good and [p.name for p in moved] == ["bytes.npz"]
+    assert "outside the source's scale [0, 16]" in reasons(params)["bytes.npz"]
+
+
+def test_ingest_stacks_labelled_landed_images_under_the_source_and_leaves_unlabelled_ones(tmp_path):
+    x, y = load_digits_images()
+    params = image_params(tmp_path, ingest={"max_rows": 200})
+    landing = Path(params.paths.landing)
+    landing.mkdir(parents=True)
+    np.savez(landing / "a.npz", x=x[1000:1040], y=y[1000:1040])
+    np.savez(landing / "b_unlabelled.npz", x=x[1040:1060])
+    report = stages.ingest(params.ingest, params.paths, params.seed)
+    stacked, labels = read_images(Path(params.paths.ingested) / "images.npz")
+    assert len(stacked) == 240 and report["rows"] == 240
+    np.testing.assert_array_equal(stacked[-40:], x[1000:1040])
+    assert list(labels[-40:]) == list(y[1000:1040])
+    assert report["landed_batches"] == [
+        {"entry": "a.npz", "images": 40, "labelled": True},
+        {"entry": "b_unlabelled.npz", "images": 20, "labelled": False},
+    ]
+    np.savez(landing / "c_bad.npz", x=np.zeros((3, 16, 16), np.float32))  # landed after the screen ran
+    with pytest.raises(DataError, match=r"c_bad.npz: landed batch cannot be used: images are 1x16x16"):
+        stages.ingest(params.ingest, params.paths, params.seed)
+
+
+def image_card():
+    return parse_card(old_card_data("image"))
+
+
+@pytest.mark.parametrize(("shift", "drifts"), [(0.0, False), (5.0, True)])
+def test_a_brightness_shifted_batch_drifts_and_an_unshifted_one_does_not(tmp_path, shift, drifts):
+    x, y = load_digits_images()
+    params = image_params(tmp_path)
+    rules = RUNTIME.landing_screen(params)
+    reference_file = tmp_path / "train.npz"
+    # The training split is a random draw of the digits (split.method random), so the batch is too: the
+    # digits are ordered by writer, and a later slice of them differs from an earlier one on its own.
+    order = np.random.default_rng(0).permutation(len(x))
+    np.savez(reference_file, x=x[order[:900]], y=y[order[:900]])
+    landing = Path(params.paths.landing)
+    landing.mkdir(parents=True)
+    # Brighter, clipped at the scale's top as a camera's exposure would be: the batch still passes the screen.
+    np.savez(landing / "batch.npz", x=np.clip(x[order[900:1300]] + shift, 0, 16))
+    good, moved = screen_landed(params, rules=rules)
+    assert [b.path.name for b in good] == ["batch.npz"] and moved == []
+
+    card = image_card()
+    reference = RUNTIME.drift_frame(rules.read(reference_file), card, params)
+    current = LandingSource(landing, rules=rules).pending(set())
+    assert current.sources == ("batch.npz",) and len(current.frame) == 400
+    frame = RUNTIME.drift_frame(current.frame, card, params)
+    assert list(frame.columns) == ["brightness", "contrast", "sharpness", "height", "width"]
+    assert all(str(t) == "float64" for t in frame.dtypes)
+    result = detect_drift(reference, frame, *drift_columns(reference))
+    assert result.dataset_drift is drifts
+    assert ("brightness" in result.drifted_columns) is drifts
