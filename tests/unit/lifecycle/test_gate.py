@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.lifecycle.gate import decide, parity_passed, trained_baseline
+from pipeline.lifecycle.gate import baseline_key, decide, parity_passed, trained_baseline
 from pipeline.params import GateParams
 
 CFG = GateParams(metric="accuracy", tolerance=0.01)
@@ -70,3 +70,38 @@ def test_a_first_forecaster_must_also_come_within_the_tolerance_of_persistence()
     rejected = decide(0.12, None, 0.33, True, cfg, trained)
     assert not rejected.promote and "> the persistence baseline 0.0900 + tolerance 0.01" in rejected.reason
     assert rejected.trained_baseline == 0.09 and rejected.trained_baseline_name == "persistence"
+
+
+TABLE_REGRESSION = {
+    "model": {"mae": 16985.0, "rmse": 35097.0},
+    "baseline_mean": {"mae": 57964.0, "rmse": 78550.0},
+    "baseline_hgb": {"mae": 16621.0, "rmse": 29274.0},
+}
+
+
+def test_a_table_regressors_floor_is_the_training_mean_and_its_trained_baseline_hgb():
+    assert baseline_key("mae", TABLE_REGRESSION) == "baseline_mean"
+    assert baseline_key("rmse", TABLE_REGRESSION) == "baseline_mean"
+    assert trained_baseline(TABLE_REGRESSION, "mae") == ("baseline_hgb", 16621.0)
+    forecast = {"baseline_seasonal_naive": {"mae": 0.3}, "baseline_persistence": {"mae": 0.1}}
+    assert baseline_key("mae", forecast) == "baseline_seasonal_naive"
+    assert baseline_key("mae") == "baseline_seasonal_naive"  # callers without metrics keep the old answer
+    assert baseline_key("accuracy", TABLE_REGRESSION) == "baseline_majority"
+
+
+def test_a_first_table_regressor_is_gated_on_mae_in_target_units():
+    cfg = GateParams(metric="mae", tolerance=500.0)  # dollars: errors take a tolerance in the target's units
+    floor = baseline_key("mae", TABLE_REGRESSION)
+    trained = trained_baseline(TABLE_REGRESSION, "mae")
+    passed = decide(16985.0, None, 57964.0, True, cfg, trained, floor)
+    assert passed.promote and "beats the mean baseline 57964.0000" in passed.reason
+    assert "<= the hgb baseline 16621.0000 + tolerance 500.0" in passed.reason
+    rejected = decide(17200.0, None, 57964.0, True, cfg, trained, floor)
+    assert not rejected.promote and "> the hgb baseline" in rejected.reason
+    worse_than_mean = decide(60000.0, None, 57964.0, True, cfg, trained, floor)
+    assert not worse_than_mean.promote and "does not beat the mean baseline" in worse_than_mean.reason
+
+
+def test_a_share_metric_still_refuses_a_tolerance_of_one_or_more():
+    with pytest.raises(ValueError, match=r"gate.tolerance = 2.0 must be below 1 for gate.metric accuracy"):
+        GateParams(metric="accuracy", tolerance=2.0)

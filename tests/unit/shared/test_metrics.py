@@ -1,8 +1,17 @@
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    r2_score,
+    roc_auc_score,
+)
 
-from pipeline.shared.metrics import all_metrics, classification_scores, expected_calibration_error
+from pipeline.shared.metrics import all_metrics, classification_scores, expected_calibration_error, regression_scores
 
 
 @pytest.fixture
@@ -44,3 +53,16 @@ def test_expected_calibration_error():
     # Right only half the time at confidence 0.8: ECE = 0.3.
     ece, _ = expected_calibration_error(np.array([0] * 5 + [1] * 5), proba, bins=10)
     assert ece == pytest.approx(0.3)
+
+
+def test_regression_scores_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    actual = rng.normal(100, 20, size=200)
+    predicted = actual + rng.normal(0, 5, size=200)
+    scores = regression_scores(actual, predicted.astype(np.float32))
+    assert scores["mae"] == pytest.approx(mean_absolute_error(actual, predicted), rel=1e-5)
+    assert scores["rmse"] == pytest.approx(np.sqrt(mean_squared_error(actual, predicted)), rel=1e-5)
+    assert scores["r2"] == pytest.approx(r2_score(actual, predicted), rel=1e-5)
+    assert scores["rows"] == 200
+    assert regression_scores(actual, np.full(200, actual.mean()))["r2"] == pytest.approx(0.0)
+    assert np.isnan(regression_scores(np.ones(5), np.zeros(5))["r2"])  # a constant target: nothing to explain
