@@ -2,8 +2,8 @@
 that kind, and every ``pipeline`` module a stage imports is one of that stage's deps.
 
 Each kind gets a temporary copy of the repo with its params (tabular: params.yaml; image:
-examples/digits/params.yaml merged over it; sequence: examples/elecdemand/params.yaml copied over
-it). Nothing is trained: every output gets a placeholder and ``dvc commit --force`` records the
+examples/digits/params.yaml merged over it; sequence: examples/elecdemand/params.yaml, text:
+examples/tweets/params.yaml, copied over it). Nothing is trained: every output gets a placeholder and ``dvc commit --force`` records the
 current deps, so ``dvc status`` then answers "what would re-run" in about a second.
 """
 
@@ -22,7 +22,7 @@ import yaml
 
 from tests.conftest import REPO, clone_workspace, copy_repo, tool_env
 
-KINDS = ("tabular", "image", "sequence")
+KINDS = ("tabular", "image", "sequence", "text")
 MODEL_STAGES = {"train", "evaluate", "export"}  # the stages that use the training engine
 
 pytestmark = pytest.mark.slow
@@ -43,6 +43,8 @@ def kind_workspace(destination: Path, kind: str) -> Path:
     root = copy_repo(destination)
     if kind == "sequence":
         shutil.copy(root / "examples/elecdemand/params.yaml", root / "params.yaml")
+    if kind == "text":
+        shutil.copy(root / "examples/tweets/params.yaml", root / "params.yaml")
     return root
 
 

@@ -21,6 +21,7 @@ TORCH_FREE = [
     "pipeline.kinds.tabular.runtime",
     "pipeline.kinds.image.runtime",
     "pipeline.kinds.sequence.runtime",
+    "pipeline.kinds.text.runtime",
     "pipeline.lifecycle.registry",
     "pipeline.lifecycle.gate",
     "pipeline.lifecycle.landing",
@@ -55,7 +56,7 @@ def test_a_stage_loads_only_the_kind_it_runs():
     )
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert any(name.startswith("pipeline.kinds.tabular.") for name in loaded)
-    assert not any(name.startswith(("pipeline.kinds.image", "pipeline.kinds.sequence")) for name in loaded)
+    assert not any(name.startswith(("pipeline.kinds.image", "pipeline.kinds.sequence", "pipeline.kinds.text")) for name in loaded)
 
 
 @pytest.mark.parametrize("name", sorted(kinds.KINDS))
@@ -73,5 +74,5 @@ def test_every_kind_implements_the_whole_contract(name):
 
 
 def test_an_unknown_kind_is_one_line_naming_the_known_ones():
-    with pytest.raises(DataError, match=r"unknown data kind 'video'; known: \['image', 'sequence', 'tabular'\]"):
+    with pytest.raises(DataError, match=r"unknown data kind 'video'; known: \['image', 'sequence', 'tabular', 'text'\]"):
         kinds.get("video")
