@@ -1,0 +1,101 @@
+"""Benchmark: the drift check per kind, on 10,000 images and on 100,000 sequence steps.
+
+Each check is timed as the monitor runs it: read the reference (the training split file) and one landed
+batch with the kind's ``LandingScreen.read``, take the kind's drift frame of each, and run Evidently with
+the monitor's default samples (20,000 rows each, seeded). Images: real digits (8x8, 0..16), drawn with
+replacement to 10,000, and the same at 64x64 (``ingest.size``, resized on read) to show how reading
+scales with pixels; the batch is brightened by 3 units. Sequences: real elecdemand, six copies as six
+series (105,120 steps) as the reference and 100,000 steps with +5 deg C and +0.5 GW as the batch.
+Evidently's import (once per process) is paid before the clocks start.
+
+    python bench/drift_kinds.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline import kinds  # noqa: E402
+from pipeline.kinds.image.ingest import load_digits_images  # noqa: E402
+from pipeline.kinds.sequence.ingest import load_elecdemand  # noqa: E402
+from pipeline.lifecycle.drift import _import_evidently, detect_drift  # noqa: E402
+from pipeline.lifecycle.monitoring import drift_columns  # noqa: E402
+from pipeline.onnxio.card import parse_card  # noqa: E402
+from pipeline.params import Params  # noqa: E402
+from tests.conftest import make_params  # noqa: E402
+from tests.unit.onnxio.fixtures import old_card_data  # noqa: E402
+
+
+def params_for(example: str, tmp: Path, **ingest) -> Params:
+    raw = yaml.safe_load((REPO / "examples" / example / "params.yaml").read_text())
+    return make_params(raw, tmp, ingest=ingest) if ingest else make_params(raw, tmp)
+
+
+def check(kind: str, params: Params, reference: Path, batch: Path) -> tuple[float, float, object]:
+    """(seconds to read and prepare both frames, seconds for Evidently, the result)."""
+    runtime = kinds.get(kind).runtime
+    card = parse_card(old_card_data(kind))
+    start = time.perf_counter()
+    rules = runtime.landing_screen(params)
+    ref = runtime.drift_frame(rules.read(reference), card, params)
+    cur = runtime.drift_frame(rules.read(batch), card, params)
+    read = time.perf_counter() - start
+    cfg = params.monitor
+    start = time.perf_counter()
+    result = detect_drift(
+        ref,
+        cur,
+        *drift_columns(ref),
+        drift_share=cfg.drift_share,
+        reference_sample=cfg.reference_sample,
+        current_sample=cfg.current_sample,
+        seed=params.seed,
+    )
+    return read, time.perf_counter() - start, result
+
+
+def main() -> None:
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    started = time.perf_counter()
+    version = _import_evidently()
+    print(f"evidently {version}, {os.cpu_count()} CPU cores; import (once per process): {time.perf_counter() - started:.2f} s")
+    print(f"{'check':<44}{'ref':>8}{'cur':>8}{'read s':>8}{'check s':>9}{'total s':>9}  drifted")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        x, y = load_digits_images()
+        for size in (None, (64, 64)):
+            pick, batch_pick = rng.integers(0, len(x), 10_000), rng.integers(0, len(x), 10_000)
+            np.savez(tmp / "train.npz", x=x[pick], y=y[pick])
+            np.savez(tmp / "batch.npz", x=np.clip(x[batch_pick] + 3, 0, 16))
+            params = params_for("digits", tmp / f"img{size}", **({"size": list(size)} if size else {}))
+            read, took, result = check("image", params, tmp / "train.npz", tmp / "batch.npz")
+            name = f"images 10k, {'8x8' if size is None else '8x8 read as 64x64'}, brightened"
+            print(
+                f"{name:<44}{result.reference_rows:>8}{result.current_rows:>8}{read:>8.2f}{took:>9.2f}{read + took:>9.2f}  {result.drifted_columns}"
+            )
+
+        source = load_elecdemand("time")
+        series = pd.concat([source.assign(series=f"s{k}") for k in range(6)], ignore_index=True)
+        series.to_parquet(tmp / "train.parquet")
+        batch = series.sample(100_000, random_state=0)
+        batch.assign(Temperature=batch["Temperature"] + 5, Demand=batch["Demand"] + 0.5).to_parquet(tmp / "steps.parquet")
+        params = params_for("elecdemand", tmp / "seq")
+        read, took, result = check("sequence", params, tmp / "train.parquet", tmp / "steps.parquet")
+        name = "sequence steps 100k, warmer, more demand"
+        print(f"{name:<44}{len(series):>8}{100_000:>8}{read:>8.2f}{took:>9.2f}{read + took:>9.2f}  {result.drifted_columns}")
+
+
+if __name__ == "__main__":
+    main()
