@@ -214,7 +214,7 @@ def run(cfg: ImageIngest, paths: Paths, seed: int) -> dict[str, Any]:
         "class_balance": class_balance(y),
         "data_sha256": images_sha256(x, y),
         "landed_batches": [
-            {"entry": path.name, "images": len(batch.x), "labelled": batch.y is not None} for path, batch in batches
+            {"file": path.name, "images": len(batch.x), "labelled": batch.y is not None} for path, batch in batches
         ],
     }
     write_json(paths.ingest_report, report)

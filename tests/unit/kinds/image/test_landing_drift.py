@@ -96,8 +96,8 @@ def test_ingest_stacks_labelled_landed_images_under_the_source_and_leaves_unlabe
     np.testing.assert_array_equal(stacked[-40:], x[1000:1040])
     assert list(labels[-40:]) == list(y[1000:1040])
     assert report["landed_batches"] == [
-        {"entry": "a.npz", "images": 40, "labelled": True},
-        {"entry": "b_unlabelled.npz", "images": 20, "labelled": False},
+        {"file": "a.npz", "images": 40, "labelled": True},
+        {"file": "b_unlabelled.npz", "images": 20, "labelled": False},
     ]
     np.savez(landing / "c_bad.npz", x=np.zeros((3, 16, 16), np.float32))  # landed after the screen ran
     with pytest.raises(DataError, match=r"c_bad.npz: landed batch cannot be used: images are 1x16x16"):
