@@ -15,7 +15,7 @@ Command line (the demo and tests use it to make real data arrive)::
 
     python -m pipeline.lifecycle.landing next [--waves N]     # the next time period(s) of ingest.source after what is there
     python -m pipeline.lifecycle.landing sample --rows N      # rows from before the cutoff (a batch that should not drift)
-    python -m pipeline.lifecycle.landing file PATH            # land a file you have
+    python -m pipeline.lifecycle.landing file PATH            # land a file (or an image folder) you have
     python -m pipeline.lifecycle.landing status               # landed and quarantined batches
 """
 
@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import stat
 import sys
@@ -38,7 +39,7 @@ import pandas as pd
 from pipeline import kinds
 from pipeline.core.cli import run_or_exit, setup_logging
 from pipeline.core.errors import DataError, ParamsError
-from pipeline.core.io import TEMP_SUFFIX, atomic_path, atomic_write, file_sha256
+from pipeline.core.io import TEMP_SUFFIX, atomic_path, atomic_write, file_sha256, fsync_dir
 from pipeline.kinds.base import BatchScreen, LandingScreen
 from pipeline.kinds.tabular.ingest import read_source
 from pipeline.params import Params, TabularParams, load_params
@@ -241,6 +242,34 @@ def land_frame(frame: pd.DataFrame, landing: Path, name: str) -> Path:
     return target
 
 
+def land_entry(source: Path, landing: Path) -> Path:
+    """Land a batch as it is (an image ``.npz``, an ImageFolder folder): copied under a hidden name and
+    renamed when complete, so screening and ingest never see half a batch."""
+    if source.name.startswith(".") or len(os.fsencode(source.name)) > MAX_KEPT_NAME:
+        raise DataError(f"{source}: land a batch under a plain name (not hidden, under {MAX_KEPT_NAME} bytes)")
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    target = landing / source.name
+    if os.path.lexists(target):
+        raise DataError(f"{target}: a batch with this name has already landed")
+    landing.mkdir(parents=True, exist_ok=True)
+    if not source.is_dir():
+        with atomic_path(target) as temporary:
+            shutil.copyfile(source, temporary)
+    else:
+        # The temporary's name is atomic_path's pattern: a copy cut short is quarantined as a leftover.
+        temporary = landing / f".{source.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            shutil.copytree(source, temporary, symlinks=True)
+            os.rename(temporary, target)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        fsync_dir(landing)
+    log.info("landed %s", target)
+    return target
+
+
 def batch_name(name: str, landing: Path) -> str:
     """``name`` as a landed batch's file name (``.parquet`` added without a table suffix), or a one-line
     error: a folder or an absolute path would write outside the landing area, a dot-name is never read."""
@@ -351,10 +380,14 @@ def main(argv: list[str] | None = None) -> None:
             name = batch_name(args.name or f"sample_seed{args.seed}" + ("_shifted" if args.shift else ""), landing)
             land_frame(reference_sample(tabular_params(params), args.rows, args.seed, _parse_shift(args.shift)), landing, name)
         elif args.command == "file":
-            land_frame(read_table_file(args.path), landing, args.path.name)
+            if args.path.suffix.lower() in TABLE_SUFFIXES:
+                land_frame(read_table_file(args.path), landing, args.path.name)
+            else:  # another kind's batch (an image .npz or folder): landed as it is, screened by its kind
+                land_entry(args.path, landing)
         else:
-            for path in batch_files(landing):
-                sys.stdout.write(f"landed      {path.name}\n")
+            for path in landing_entries(landing):
+                if not path.name.startswith("."):
+                    sys.stdout.write(f"landed      {path.name}\n")
             for path in sorted(Path(params.paths.quarantine).glob(f"*{REASON_SUFFIX}")):
                 sys.stdout.write(f"quarantined {path.name.removesuffix(REASON_SUFFIX)}: {path.read_text().strip()}\n")
 

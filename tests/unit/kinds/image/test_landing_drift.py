@@ -15,7 +15,7 @@ from pipeline.kinds.image import stages
 from pipeline.kinds.image.data import read_images
 from pipeline.kinds.image.ingest import load_digits_images
 from pipeline.lifecycle.drift import detect_drift
-from pipeline.lifecycle.landing import REASON_SUFFIX, screen_landed
+from pipeline.lifecycle.landing import REASON_SUFFIX, land_entry, screen_landed
 from pipeline.lifecycle.monitoring import LandingSource, drift_columns
 from pipeline.onnxio.card import parse_card
 from tests.unit.kinds.image.conftest import image_params
@@ -71,6 +71,24 @@ def test_image_batches_are_screened_and_bad_ones_quarantined_with_a_reason(tmp_p
     assert why["corrupt.npz"].startswith("not a readable .npz file")
     assert why["table.csv"] == "unsupported file type '.csv'; use one of ['.npz']"
     assert "bad.png: unreadable image" in why["broken_folder"]
+
+
+def test_an_image_folder_and_an_npz_land_whole_and_pass_the_screen(tmp_path):
+    x, y = load_digits_images()
+    params = image_params(tmp_path)
+    landing = Path(params.paths.landing)
+    folder = tmp_path / "incoming" / "scans"
+    for i, (image, label) in enumerate(zip(x[:12], y[:12])):  # 0..16 digits as 16-bit PNGs keep the source's scale
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].astype(np.uint16)).save(folder / str(label) / f"{i}.png")
+    np.savez(tmp_path / "incoming" / "more.npz", x=x[12:40], y=y[12:40])
+    assert land_entry(folder, landing) == landing / "scans"
+    assert land_entry(tmp_path / "incoming" / "more.npz", landing) == landing / "more.npz"
+    with pytest.raises(DataError, match="a batch with this name has already landed"):
+        land_entry(folder, landing)
+    assert sorted(p.name for p in landing.iterdir()) == ["more.npz", "scans"]  # no temporary left behind
+    good, moved = screen_landed(params)
+    assert {b.path.name: b.rows for b in good} == {"more.npz": 28, "scans": 12} and moved == []
 
 
 def test_a_batch_in_another_pixel_scale_than_the_source_is_quarantined(tmp_path):
