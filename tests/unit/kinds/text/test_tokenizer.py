@@ -35,6 +35,7 @@ TRICKY = [
     "don't DON'T 'quoted'",
     "a\u00a0b\u2028c",  # white space outside ASCII is a token of its own, in both engines
     "<pad> <unk> <cls>",  # the special tokens' names are just text
+    "a\x00great",  # a NUL travels into onnxruntime's strings intact
     " ".join(["great"] * 100),  # longer than max_length: cut
 ]
 
