@@ -56,7 +56,9 @@ def test_a_stage_loads_only_the_kind_it_runs():
     )
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert any(name.startswith("pipeline.kinds.tabular.") for name in loaded)
-    assert not any(name.startswith(("pipeline.kinds.image", "pipeline.kinds.sequence", "pipeline.kinds.text")) for name in loaded)
+    assert not any(
+        name.startswith(("pipeline.kinds.image", "pipeline.kinds.sequence", "pipeline.kinds.text")) for name in loaded
+    )
 
 
 @pytest.mark.parametrize("name", sorted(kinds.KINDS))
