@@ -181,7 +181,7 @@ def _two_images(card):
         (
             "tabular",
             _unknown_kind,
-            r"model card field 'kind': unknown kind 'audio'; known: \['tabular', 'image', 'sequence'\]",
+            r"model card field 'kind': unknown kind 'audio'; known: \['tabular', 'image', 'sequence', 'text'\]",
         ),
         ("tabular", _bad_input_kind, r"model card field 'inputs\.0': Input tag 'text'"),
         ("image", _two_images, r"model card field 'inputs': Tuple should have at most 1 item"),
