@@ -109,6 +109,16 @@ def test_a_log_row_holds_statistics_and_a_hash_never_pixels(served, test_images)
     assert rows[1]["label"] == answer["label"] and rows[1]["probabilities"] == list(answer["probabilities"].values())
 
 
+def png_of(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+# A decompression bomb: 16 kB of base64 claiming 10^8 pixels (about 0.5 GB and a second of CPU once decoded).
+BOMB = png_of(Image.new("1", (10_000, 10_000)))
+
+
 @pytest.mark.parametrize(
     ("bad", "detail"),
     [
@@ -118,6 +128,7 @@ def test_a_log_row_holds_statistics_and_a_hash_never_pixels(served, test_images)
         ([[200.0] * 8] * 8, "record 1: pixel values span 200..200, outside the model's raw scale 0..16"),
         ([[1, "x"] * 4] * 8, "record 1: nested arrays must be rectangular and hold only numbers"),
         ({"image": "..."}, "record 1: expected an image as base64 PNG/JPEG text or nested arrays of pixels, got dict"),
+        (BOMB, "record 1: the image is 10000 x 10000 pixels, over the limit of 16,777,216"),
     ],
 )
 def test_a_bad_image_is_a_422_naming_the_record(served, test_images, bad, detail):

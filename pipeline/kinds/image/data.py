@@ -10,6 +10,8 @@ shape, the classes and the pixel ``value_range``.
 from __future__ import annotations
 
 import hashlib
+import math
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,27 @@ def images_sha256(x: np.ndarray, y: np.ndarray) -> str:
 def class_balance(y: np.ndarray) -> dict[str, int]:
     labels, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
     return {str(k): int(v) for k, v in zip(labels, counts)}
+
+
+# An .npz is a zip: a few MB of zeros can unpack to tens of GB. Landed and scored archives are sized from
+# their .npy headers before any array is read (4 GiB unpacked, a little over a million 32x32 RGB images).
+MAX_NPZ_ARRAY_BYTES = 4 * 2**30
+
+
+def refuse_oversized_npz(path: Path, limit: int = MAX_NPZ_ARRAY_BYTES) -> None:
+    """A one-line error when an array of the .npz at ``path`` would unpack to more than ``limit`` bytes.
+    Reads only the headers; a file that is no zip raises what ``np.load`` would (callers report it)."""
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if not name.endswith(".npy"):
+                continue
+            with archive.open(name) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(member)
+            size = math.prod(shape) * dtype.itemsize
+            if size > limit:
+                raise DataError(
+                    f"{path}: array {name[:-4]!r} {list(shape)} would unpack to {size / 2**30:.1f} GiB,"
+                    f" over the {limit / 2**30:g} GiB limit; land it in smaller batches"
+                )

@@ -28,6 +28,7 @@ from PIL import Image
 
 from pipeline.core.errors import DataError
 from pipeline.kinds.base import LandingScreen
+from pipeline.kinds.image.data import refuse_oversized_npz
 from pipeline.kinds.image.ingest import (
     BYTE_RANGE,
     DIGITS_RANGE,
@@ -87,6 +88,7 @@ def source_images(cfg: ImageIngest) -> SourceImages:
 def read_npz_batch(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """A landed .npz: ``x`` [N, C, H, W] float32 and ``y`` (None when the batch has no labels)."""
     try:
+        refuse_oversized_npz(path)
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files:
                 raise DataError(
@@ -105,7 +107,11 @@ def read_npz_batch(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 def read_folder_batch(folder: Path, cfg: ImageIngest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A landed ImageFolder tree: images [N, C, H, W], labels, sizes as landed [N, 2]. An unreadable file
-    makes the whole batch bad (it names the file): a batch is landed whole, or not at all."""
+    makes the whole batch bad (it names the file): a batch is landed whole, or not at all. A link anywhere
+    in it makes it bad too: links are never followed out of the landing area."""
+    links = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_symlink())
+    if links:
+        raise DataError(f"{folder}: holds symbolic link(s) {links[:3]}; a landed batch holds its own files only")
     files, others = image_files(folder)
     if others:
         log.warning("%s: %d file(s) that are not images were not read, e.g. %s", folder.name, len(others), others[0])

@@ -62,11 +62,22 @@ class ImageFeedSchema:
         return cls(channels, height, width, (float(low), float(high)), card.classes)
 
 
+# Decoding cost grows with the pixels an image claims, not with the bytes sent: cap it (16.7 M, 4096^2),
+# far above any model input, so a decompression bomb is refused before it is decoded.
+MAX_DECODED_PIXELS = 4096 * 4096
+
+
 def decode_bytes(data: bytes, schema: ImageFeedSchema, where: str) -> np.ndarray:
     """A PNG or JPEG file's bytes -> float32 [C, H, W] in the card's mode, size and raw pixel scale;
     ``where`` names the record (or file) in errors."""
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as opened:
+            # The header's size, before a single pixel is decoded: a 12 kB PNG can claim 10000 x 10000.
+            if opened.width * opened.height > MAX_DECODED_PIXELS:
+                raise RecordError(
+                    f"{where}: the image is {opened.width} x {opened.height} pixels, over the limit of"
+                    f" {MAX_DECODED_PIXELS:,} (the model takes {schema.width} x {schema.height})"
+                )
             image = opened.convert(schema.mode)
             if image.size != (schema.width, schema.height):
                 image = image.resize((schema.width, schema.height), Image.Resampling.BILINEAR)

@@ -3,6 +3,7 @@ stacking the landed ones, and per-image statistics that drift when the brightnes
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 from pipeline import kinds
 from pipeline.core.errors import DataError
 from pipeline.kinds.image import stages
-from pipeline.kinds.image.data import read_images
+from pipeline.kinds.image.data import read_images, refuse_oversized_npz
 from pipeline.kinds.image.ingest import load_digits_images
 from pipeline.lifecycle.drift import detect_drift
 from pipeline.lifecycle.landing import REASON_SUFFIX, land_entry, screen_landed
@@ -153,3 +154,31 @@ def test_a_brightness_shifted_batch_drifts_and_an_unshifted_one_does_not(tmp_pat
     result = detect_drift(reference, frame, *drift_columns(reference))
     assert result.dataset_drift is drifts
     assert ("brightness" in result.drifted_columns) is drifts
+
+
+def test_a_folder_batch_holding_a_link_is_quarantined_and_the_link_never_read(tmp_path):
+    x, y = load_digits_images()
+    params = image_params(tmp_path, ingest={"source": str(write_png_folder(tmp_path / "raw" / "digits", x[:50], y[:50]))})
+    landing = Path(params.paths.landing)
+    outside = write_png_folder(tmp_path / "elsewhere", x[50:53], y[50:53])
+    batch = write_png_folder(landing / "linked", x[60:70], y[60:70])
+    (batch / str(y[60]) / "stolen.png").symlink_to(next((outside / str(y[50])).iterdir()))
+    (batch / "loop").symlink_to(batch)  # a folder link back into itself
+    before = sorted(outside.rglob("*"))
+
+    good, moved = screen_landed(params)
+
+    assert good == [] and [p.name for p in moved] == ["linked"]
+    assert "holds symbolic link(s)" in reasons(params)["linked"]
+    assert sorted(outside.rglob("*")) == before  # the link's target is untouched
+
+
+def test_an_npz_that_would_unpack_to_gigabytes_is_refused_from_its_header(tmp_path):
+    """A zip bomb: a few kB of compressed zeros whose 'x' header claims 6 GiB."""
+    bomb = tmp_path / "bomb.npz"
+    header = {"descr": "|u1", "fortran_order": False, "shape": (6 * 2**20, 32, 32)}
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive, archive.open("x.npy", "w") as member:
+        np.lib.format.write_array_header_2_0(member, header)
+        member.write(b"\0" * 1024)  # the claimed pixels are never read: the header alone refuses it
+    with pytest.raises(DataError, match=r"bomb\.npz: array 'x' \[6291456, 32, 32\] would unpack to 6\.0 GiB"):
+        refuse_oversized_npz(bomb)
