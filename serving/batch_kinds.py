@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_path
 from pipeline.kinds.base import RecordError
-from pipeline.kinds.image.data import IMAGE_INPUT, SCORING_BATCH
+from pipeline.kinds.image.data import IMAGE_INPUT, SCORING_BATCH, refuse_oversized_npz
 from pipeline.kinds.image.records import ImageFeedSchema, decode_bytes
 from pipeline.kinds.sequence.data import WINDOW_INPUT
 from pipeline.kinds.sequence.records import WindowSchema
@@ -77,14 +77,17 @@ def image_sources(path: Path) -> tuple[list[tuple[str, str | None, Path]], list[
 def npz_images(path: Path, schema: ImageFeedSchema) -> tuple[np.ndarray, np.ndarray | None]:
     """x float32 [N, C, H, W] in the model's raw scale (checked) and the labels y, when the archive has them."""
     try:
+        refuse_oversized_npz(path)
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files:
                 raise DataError(f"{path}: needs an array 'x' of images; found {sorted(archive.files)}")
             x, y = archive["x"], (archive["y"].astype(str) if "y" in archive.files else None)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
         raise DataError(
             f"{path}: not a readable .npz file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating) or x.dtype == bool:
+        raise DataError(f"{path}: x has dtype {x.dtype}; expected real numbers (pixels)")
     c, h, w = schema.shape
     if x.ndim == 3 and c == 1:
         x = x[:, None]
@@ -119,8 +122,8 @@ def image_chunks(path: Path, schema: ImageFeedSchema) -> Iterator[tuple[dict[str
             for name, label, file in sources[start : start + SCORING_BATCH]:
                 try:
                     pixels.append(decode_bytes(file.read_bytes(), schema, str(file)))
-                except RecordError as exc:  # counted and reported; too many stop the run (below)
-                    log.warning("%s", exc)
+                except (RecordError, OSError) as exc:  # counted and reported; too many stop the run (below)
+                    log.warning("%s", exc if isinstance(exc, RecordError) else f"{file}: unreadable ({exc.strerror or exc})")
                     unreadable.append(name)
                     continue
                 names.append(name)
