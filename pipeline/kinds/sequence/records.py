@@ -74,6 +74,9 @@ def grid(first: Any, periods: int, frequency: str | int) -> np.ndarray:
     return first + frequency * np.arange(periods, dtype=np.int64)
 
 
+_TIME_LIMIT = 2**62
+
+
 def parse_times(values: list[Any], schema: WindowSchema, where: str) -> np.ndarray:
     """A window's time values -> datetime64[ns] (ISO 8601 text) or int64 (whole numbers)."""
     column = schema.time_column
@@ -91,6 +94,8 @@ def parse_times(values: list[Any], schema: WindowSchema, where: str) -> np.ndarr
     for j, value in enumerate(values):
         if type(value) is not int and not (type(value) is float and value.is_integer()):
             raise RecordError(f"{where}: row {j}: field {column!r} must be a whole number, got {_short(value)}")
+        if not -_TIME_LIMIT < value < _TIME_LIMIT:  # int64 with room for the grid's steps: 1e30 would overflow
+            raise RecordError(f"{where}: row {j}: field {column!r} = {_short(value)} is out of range for a time step")
     return np.array(values, dtype=np.int64)
 
 
