@@ -543,8 +543,13 @@ def create_app(settings: ServeParams, registry_root: str | Path, api_token: str 
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
         items = parse_labels(body, settings.max_records, settings.max_label_chars)
         await run_in_threadpool(check_labels, service, items)
-        # A failure here is unexpected (a JSON 500, counted): labels are written in the request, not by the writer.
-        count = await run_in_threadpool(service.prediction_log.add_labels, items, datetime.now(UTC).isoformat())
+        try:
+            count = await run_in_threadpool(service.prediction_log.add_labels, items, datetime.now(UTC).isoformat())
+        except Exception as exc:
+            failing = service.prediction_log.failing
+            if failing is None:
+                raise  # not the log's known commit failure (e.g. its schema damaged): a JSON 500, counted
+            raise RequestError(503, f"prediction log cannot commit: {failing}") from exc  # as /predict answers
         service.metrics.requests.labels("/labels", "200").inc()
         return {"stored": count}
 

@@ -202,13 +202,17 @@ def test_ready_is_503_while_log_commits_fail_and_200_once_one_succeeds(served_re
     server = LiveServer(tmp_path, served_registry)
     body, headers = json.dumps(some_records).encode(), {"content-type": "application/json"}
     try:
-        assert call("POST", f"{server.url}/predict", body, headers)[0] == 200
+        status, scored = call("POST", f"{server.url}/predict", body, headers)
+        assert status == 200
+        label = json.dumps([{"request_id": scored["request_id"], "index": 0, "label": scored["predictions"][0]["label"]}])
         limits = resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE)
         resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE, (0, limits[1]))
         status, answer = call("POST", f"{server.url}/predict", body, headers)
         assert status == 503 and answer["detail"].startswith("prediction log cannot commit: ")
         assert "\n" not in answer["detail"] and "INSERT" not in answer["detail"]  # no statement, no logged inputs
         status, answer = call("GET", f"{server.url}/ready")
+        assert status == 503 and answer["detail"].startswith("prediction log cannot commit: "), answer
+        status, answer = call("POST", f"{server.url}/labels", label.encode(), headers)  # late labels: the same 503
         assert status == 503 and answer["detail"].startswith("prediction log cannot commit: "), answer
 
         resource.prlimit(server.process.pid, resource.RLIMIT_FSIZE, limits)  # space again, and no request sent
