@@ -85,7 +85,15 @@ def resolve_task(target: pd.Series, cfg: TabularIngest) -> Task:
         return "regression"
     if cfg.task == "classification":
         return "classification"
-    if numeric and target.nunique(dropna=True) >= cfg.regression_min_distinct:
+    distinct = target.nunique(dropna=True)
+    if numeric and distinct >= cfg.regression_min_distinct:
+        # Said aloud: numeric class codes (region, occupation) would want ingest.task: classification.
+        log.warning(
+            "ingest.task auto: target %r holds numbers with %d distinct values, so this trains a regressor"
+            " (set ingest.task: classification if they are class codes)",
+            cfg.target,
+            distinct,
+        )
         return "regression"
     return "classification"
 
