@@ -31,6 +31,7 @@ TABULAR: Final = "tabular"  # the kind of a card that names none (tabular cards 
 # (a table's feature column) may not take one, or the merged graph would wire it to the wrong tensor.
 PROBABILITIES: Final = "probabilities"
 LABEL: Final = "label"
+FORECAST: Final = "forecast"  # a forecaster's or regressor's values [N, H], in target units
 NET_PREFIX: Final = "net/"
 GRAPH_PREFIXES: Final = ("prep/", "post/", NET_PREFIX)
 GRAPH_NAMES: Final = frozenset({PROBABILITIES, LABEL, "x_num", "x_cat"})

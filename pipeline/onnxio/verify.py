@@ -14,6 +14,7 @@ import onnx
 from pipeline.core.errors import ExportError
 from pipeline.core.io import INT8_FILE, atomic_write, file_sha256, write_json
 from pipeline.onnxio.build import LABEL, PROBABILITIES
+from pipeline.onnxio.card import FORECAST
 from pipeline.onnxio.session import ort_session
 from pipeline.params import ExportParams, Paths
 
@@ -42,6 +43,40 @@ def verify_feed(
         raise ExportError(
             f"ONNX and PyTorch disagree on the test split: max |dp| = {max_diff:.2e} "
             f"(tolerance {tolerance:.0e}), {mismatched} label mismatches"
+        )
+    return report
+
+
+def verify_values(
+    model_bytes: bytes,
+    expected: np.ndarray,
+    feed: dict[str, np.ndarray],
+    target_std: float,
+    tolerance: float,
+    what: str = "the test split",
+) -> dict[str, Any]:
+    """``verify_feed`` for a model of numbers (a forecaster, a regressor): check the graph, run it on ``feed``,
+    compare its ``forecast`` with the PyTorch values ``expected``; raise if they disagree.
+
+    Values are compared in units of the target's training std (``max_scaled_diff``), so one
+    ``export.tolerance`` fits any target scale; the raw difference is reported beside it.
+    """
+    onnx.checker.check_model(onnx.load_model_from_string(model_bytes), full_check=True)
+    session = ort_session(model_bytes)
+    (values,) = session.run([FORECAST], feed)
+    max_diff = float(np.abs(values.reshape(expected.shape) - expected).max()) if len(expected) else 0.0
+    report = {
+        "rows": len(expected),
+        "max_abs_diff": max_diff,
+        "max_scaled_diff": max_diff / target_std,
+        "label_mismatches": 0,
+        "tolerance": tolerance,
+        "single_record_latency_us": single_record_latency(session, feed),
+    }
+    if report["max_scaled_diff"] > tolerance:
+        raise ExportError(
+            f"ONNX and PyTorch disagree on {what}: max |forecast diff| = {max_diff:.2e} "
+            f"({report['max_scaled_diff']:.2e} target stds, tolerance {tolerance:.0e})"
         )
     return report
 

@@ -10,12 +10,12 @@ from typing import Any, Literal
 import pandas as pd
 
 from pipeline.core.io import DATA_FILE, SCHEMA_FILE, read_json, read_table, write_json, write_table
+from pipeline.onnxio.card import FORECAST as FORECAST  # a forecast's or regression's output; graph names live with the card
 
 KIND = "sequence"
 DEFAULT_SERIES = "series"  # the series column added when ingest.series_column is null
 WINDOWS_FILE = "train_windows.npz"  # in paths.augmented: the (augmented) training windows
 WINDOW_INPUT = "window"  # the ONNX model's input
-FORECAST = "forecast"  # the ONNX forecaster's output
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import onnx
 import torch
 from torch import nn
 
-from pipeline.core.errors import ExportError
 from pipeline.core.io import SPLITS, file_sha256, read_json, split_file, write_json
 from pipeline.kinds.sequence.data import FORECAST, WINDOW_INPUT
 from pipeline.kinds.sequence.encoder import SequenceEncoder, load_encoder
@@ -32,8 +31,7 @@ from pipeline.models import load_model
 from pipeline.onnxio.build import NET_PREFIX, PROBABILITIES, finish_graph, postprocessing_graph, torch_graph
 from pipeline.onnxio.card import Output, SequenceCard, WindowInput
 from pipeline.onnxio.describe import card_fields
-from pipeline.onnxio.session import ort_session
-from pipeline.onnxio.verify import save_models, single_record_latency, verify_feed, without_timing
+from pipeline.onnxio.verify import save_models, verify_feed, verify_values, without_timing
 from pipeline.params import ExportParams, Paths
 
 log = logging.getLogger(__name__)
@@ -91,25 +89,9 @@ def verify_forecast(
     Forecasts are compared in units of the target's training std (``max_scaled_diff``), so one
     ``export.tolerance`` fits any target scale; the raw difference is reported beside it.
     """
-    onnx.checker.check_model(onnx.load_model_from_string(model_bytes), full_check=True)
-    session = ort_session(model_bytes)
-    feed = {WINDOW_INPUT: x.astype(np.float32)}
-    (forecast,) = session.run([FORECAST], feed)
-    max_diff = float(np.abs(forecast - expected).max()) if len(x) else 0.0
-    report = {
-        "rows": len(x),
-        "max_abs_diff": max_diff,
-        "max_scaled_diff": max_diff / target_std,
-        "label_mismatches": 0,
-        "tolerance": tolerance,
-        "single_record_latency_us": single_record_latency(session, feed),
-    }
-    if report["max_scaled_diff"] > tolerance:
-        raise ExportError(
-            f"ONNX and PyTorch disagree on the test windows: max |forecast diff| = {max_diff:.2e} "
-            f"({report['max_scaled_diff']:.2e} target stds, tolerance {tolerance:.0e})"
-        )
-    return report
+    return verify_values(
+        model_bytes, expected, {WINDOW_INPUT: x.astype(np.float32)}, target_std, tolerance, "the test windows"
+    )
 
 
 def verify_sequence(

@@ -55,8 +55,7 @@ from pipeline.onnxio.build import (
 )
 from pipeline.onnxio.card import CategoricalInput, NumericInput, Output, TabularCard, TabularInput, graph_name_clashes
 from pipeline.onnxio.describe import card_fields
-from pipeline.onnxio.session import ort_session
-from pipeline.onnxio.verify import publish, save_models, single_record_latency, verify_feed, without_timing
+from pipeline.onnxio.verify import publish, save_models, verify_feed, verify_values, without_timing
 from pipeline.params import ExportParams, Paths
 
 log = logging.getLogger(__name__)
@@ -237,24 +236,7 @@ def verify_regression(
     """Check the graph, run it on raw rows, compare with the PyTorch values ``expected`` [N] in units of the
     target's training std (as the sequence forecaster's check: one tolerance fits any target scale); raise
     if they disagree."""
-    onnx.checker.check_model(onnx.load_model_from_string(model_bytes), full_check=True)
-    session = ort_session(model_bytes)
-    (values,) = session.run([FORECAST], feed)
-    max_diff = float(np.abs(values.reshape(-1) - expected).max()) if len(expected) else 0.0
-    report = {
-        "rows": len(expected),
-        "max_abs_diff": max_diff,
-        "max_scaled_diff": max_diff / target_std,
-        "label_mismatches": 0,
-        "tolerance": tolerance,
-        "single_record_latency_us": single_record_latency(session, feed),
-    }
-    if report["max_scaled_diff"] > tolerance:
-        raise ExportError(
-            f"ONNX and PyTorch disagree on the test split: max |forecast diff| = {max_diff:.2e} "
-            f"({report['max_scaled_diff']:.2e} target stds, tolerance {tolerance:.0e})"
-        )
-    return report
+    return verify_values(model_bytes, expected, feed, target_std, tolerance, "the test split")
 
 
 def model_card(

@@ -9,11 +9,10 @@ from typing import Any, Literal
 import pandas as pd
 
 from pipeline.core.io import DATA_FILE, SCHEMA_FILE, read_json, read_table, write_json, write_table
+from pipeline.onnxio.card import FORECAST as FORECAST  # a forecast's or regression's output; graph names live with the card
 
 FeatureKind = Literal["numeric", "categorical"]
-# A regressor's ONNX output, named as the sequence forecaster's (kinds are peers: the name is repeated, not
-# imported), so a consumer reads "a numeric prediction" alike; a regression's feature may not take it.
-FORECAST = "forecast"
+
 Task = Literal["classification", "regression"]
 
 
