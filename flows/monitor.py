@@ -6,7 +6,7 @@ pluggable). Both are read and prepared by the pipeline's kind (``KindRuntime.lan
 them, ``drift_frame`` picks the columns): tables compare the model's inputs, images per-image
 statistics (brightness, contrast, sharpness, size), sequences the steps' inputs and target.
 Evidently's DataDriftPreset gives per-column verdicts from its test statuses; when
-the new data carries labels, the production model is scored on it too. ``decide_retrain`` applies
+the new data carries labels (actuals), the production model is scored on it too (``KindRuntime.score_rows``). ``decide_retrain`` applies
 the policy and, if it says so, the ``retrain/retrain`` deployment is started with reason
 ``drift`` and a link to the report. Reports: ``reports/drift/<time>/report.html`` and
 ``summary.json``, plus a markdown artifact with the per-column table.
@@ -29,7 +29,6 @@ from flows.common import MonitorState, locked_state, retrain_in_progress, update
 from pipeline import kinds
 from pipeline.core.io import write_json
 from pipeline.kinds.base import LandingScreen
-from pipeline.kinds.tabular.runtime import OnnxModel, labelled_rows, score
 from pipeline.lifecycle.drift import detect_drift
 from pipeline.lifecycle.landing import landing_rules, screen_landed
 from pipeline.lifecycle.monitoring import (
@@ -75,9 +74,10 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         logger.info("no new data since the last check (%s)", cfg.source)
         return None
 
-    current_inputs = runtime.drift_frame(current.frame, card, params)  # NotSupportedYet for a kind not checked yet
+    # The kind's drift columns, with what the production model adds (the predicted class, for text the unseen words).
+    current_inputs = runtime.drift_frame(current.frame, card, params, production.onnx)  # NotSupportedYet: not checked yet
     # The training split as the kind reads a batch (images: per-image statistics of train.npz).
-    reference = runtime.drift_frame(rules.read(production.reference), card, params)
+    reference = runtime.drift_frame(rules.read(production.reference), card, params, production.onnx)
     numeric_cols, categorical_cols = drift_columns(reference)
     html = Path(report_dir) / "report.html"
     drift = detect_drift(
@@ -95,22 +95,21 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         seed=params.seed,
         html_path=html,
     )
-    # Accuracy on labelled new rows: tabular classifiers only for now (scoring images or windows from
-    # landed batches is the kind's; its drift is judged on the inputs meanwhile).
-    tabular_classifier = card.KIND == kinds.TABULAR and "accuracy" in card.test_metrics
-    labelled = labelled_rows(current.frame, card.target) if tabular_classifier else current.frame.iloc[:0]
-    accuracy = None
-    if len(labelled) >= cfg.min_rows:
-        accuracy = score(OnnxModel.load(production.onnx, production.card), labelled)["accuracy"]
+    # Performance drift: the production model on the new rows that carry labels (actuals), when there are enough.
+    performance = runtime.score_rows(production.onnx, card, current.frame, params)
+    labelled = int(performance.get("rows", 0))
+    measured = labelled >= cfg.min_rows
     return {
         "drift": drift.to_dict(),
         "table": drift.markdown_table(),
         "keys": list(current.keys),
         "batches": list(current.sources),
         "rows": len(current.frame),
-        "labelled_rows": len(labelled),
-        "accuracy": accuracy,
+        "labelled_rows": labelled,
+        "accuracy": performance.get("accuracy") if measured else None,
         "reference_accuracy": card.test_metrics.get("accuracy"),
+        "mae": performance.get("mae") if measured else None,
+        "reference_mae": card.test_metrics.get("mae"),
         "production_version": production.name,
         "report": str(html),
     }
@@ -181,6 +180,8 @@ def drift_monitor(
             current_rows=result["rows"],
             accuracy=result["accuracy"],
             reference_accuracy=result["reference_accuracy"],
+            error=result["mae"],
+            reference_error=result["reference_mae"],
             key=key,
             triggered_keys=set(state.triggered_keys),
             last_retrain_at=datetime.fromisoformat(state.last_retrain_at) if state.last_retrain_at else None,

@@ -29,6 +29,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pipeline.kinds.base import LOGGED_LABEL
+
 log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
@@ -236,7 +238,7 @@ def _settle(future: asyncio.Future, outcome: BaseException | None) -> None:
 def read_log(engine: sa.Engine, after_id: int = 0, target: str | None = None) -> tuple[pd.DataFrame, int]:
     """Logged inputs with id > ``after_id`` as a frame (labels joined into ``target`` when given), and the last id."""
     query = (
-        sa.select(predictions.c.id, predictions.c.inputs, labels.c.label.label("true_label"))
+        sa.select(predictions.c.id, predictions.c.inputs, predictions.c.label, labels.c.label.label("true_label"))
         .select_from(
             predictions.outerjoin(
                 labels,
@@ -251,6 +253,7 @@ def read_log(engine: sa.Engine, after_id: int = 0, target: str | None = None) ->
     if not rows:
         return pd.DataFrame(), after_id
     frame = pd.DataFrame([json.loads(r.inputs) for r in rows])
+    frame[LOGGED_LABEL] = [r.label for r in rows]  # the class the service answered: a drift frame's prediction
     if target is not None:
         frame[target] = [r.true_label for r in rows]
     return frame, rows[-1].id

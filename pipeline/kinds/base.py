@@ -74,6 +74,13 @@ class LandingScreen:
         return self.problems(path)
 
 
+# The drift frame's column of the production model's predicted class (classifiers, when the monitor passes the
+# model), and the prediction log's column that carries the class the service answered (``serving.predlog.read_log``),
+# so logged rows need no rescoring.
+PREDICTED = "predicted"
+LOGGED_LABEL = "__logged_label__"
+
+
 class NotSupportedYet(DataError):
     """A lifecycle step this kind does not provide yet (serving, landing, drift): one line naming both."""
 
@@ -219,11 +226,22 @@ class KindRuntime(Protocol[SchemaT]):
         takes no landed data raises ``NotSupportedYet``."""
         ...
 
-    def drift_frame(self, frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
+    def drift_frame(self, frame: pd.DataFrame, card: ModelCard, params: Params, model: Path | None = None) -> pd.DataFrame:
         """The columns of raw rows ``frame`` (a ``LandingScreen.read`` frame, or the prediction log's rows) that a
         drift check compares, prepared as training prepared them:
         numbers float64, categories pandas strings (the check picks each column's test by its dtype);
-        ``NotSupportedYet`` for a kind whose drift is not checked yet."""
+        ``NotSupportedYet`` for a kind whose drift is not checked yet.
+
+        ``model`` is the production model's ONNX file (the monitor passes it; the card is its card): a kind may
+        add columns the model gives, such as the predicted class (``PREDICTED``; rows from the prediction log
+        carry it in ``LOGGED_LABEL``) or, for text, the share of words unseen in training."""
+        ...
+
+    def score_rows(self, onnx_path: Path, card: ModelCard, frame: pd.DataFrame, params: Params) -> dict[str, float]:
+        """The production model's metrics on the labelled rows of ``frame`` (landed batches, or the log's rows with
+        late labels joined into the target), for performance drift: the gate's metric names (``accuracy`` for a
+        classifier, ``mae`` for a numeric prediction) and ``rows`` (how many were scored); empty when no row
+        carries a usable label."""
         ...
 
 

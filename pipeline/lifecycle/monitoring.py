@@ -3,7 +3,8 @@
 ``decide_retrain`` is the whole policy, pure and unit-tested: retrain when the share of drifted
 columns reaches ``monitor.drift_share`` on a current sample of at least ``monitor.min_rows``
 rows, or when labelled new data shows the production model's accuracy more than
-``monitor.accuracy_tolerance`` below its test accuracy; never during the cooldown after a
+``monitor.accuracy_tolerance`` below its test accuracy (a numeric prediction's MAE more than
+``monitor.error_tolerance`` above its test MAE, as a share); never during the cooldown after a
 retrain, never while a retrain runs, and never twice for the same data (the idempotency key is
 a hash of the batches' hashes).
 """
@@ -164,6 +165,8 @@ def decide_retrain(
     accuracy: float | None,
     reference_accuracy: float | None,
     key: str,
+    error: float | None = None,
+    reference_error: float | None = None,
     triggered_keys: set[str],
     last_retrain_at: datetime | None,
     retrain_running: bool,
@@ -176,6 +179,8 @@ def decide_retrain(
         "current_rows": current_rows,
         "accuracy": accuracy,
         "reference_accuracy": reference_accuracy,
+        "error": error,
+        "reference_error": reference_error,
     }
     reasons = []
     if current_rows < cfg.min_rows:
@@ -189,6 +194,8 @@ def decide_retrain(
         reasons.append(
             f"accuracy on new labelled data {accuracy:.4f} < test accuracy {reference_accuracy:.4f} - {cfg.accuracy_tolerance}"
         )
+    if error is not None and reference_error is not None and error > reference_error * (1 + cfg.error_tolerance):
+        reasons.append(f"MAE on new labelled data {error:.4g} > test MAE {reference_error:.4g} x (1 + {cfg.error_tolerance})")
     if not reasons:
         return RetrainDecision(
             False, (f"no drift: {drifted_share:.0%} of columns drifted (threshold {cfg.drift_share:.0%})",), None, signals

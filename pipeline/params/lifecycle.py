@@ -51,6 +51,8 @@ class MonitorParams(Section):
     drift_share: float = Field(default=0.5, gt=0, le=1)
     min_rows: int = Field(default=500, ge=1)
     accuracy_tolerance: float = Field(default=0.05, ge=0, lt=1)
+    # A numeric prediction's MAE on new labelled data above its test MAE x (1 + error_tolerance) asks for a retrain.
+    error_tolerance: float = Field(default=0.25, ge=0)
     cooldown_hours: float = Field(default=24.0, ge=0)
     # Evidently drift methods; null: its defaults (which switch with sample size, so verdicts come from its tests).
     method: str | None = None  # for every column, e.g. "psi" or "jensenshannon"

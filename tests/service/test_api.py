@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from pipeline.kinds.base import LOGGED_LABEL
 from pipeline.kinds.tabular.runtime import OnnxModel
 from pipeline.lifecycle.registry import Registry
 from pipeline.params import load_params
@@ -88,7 +89,9 @@ def test_predictions_match_the_onnx_model_and_are_logged(client, registry, test_
     logged, _ = read_log(engine)
     engine.dispose()
     assert len(logged) >= 40
-    assert set(logged.columns) == {spec["name"] for spec in card["inputs"]}  # nothing outside the schema
+    # Nothing outside the schema, beside the class the service answered (a drift frame's prediction).
+    assert set(logged.columns) == {spec["name"] for spec in card["inputs"]} | {LOGGED_LABEL}
+    assert set(logged[LOGGED_LABEL]) <= set(card["classes"])
 
 
 def test_single_record_with_nulls(client, registry, test_rows):

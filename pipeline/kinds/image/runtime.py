@@ -73,8 +73,13 @@ def landing_screen(params: Params) -> LandingScreen:
     return image_landing.landing_screen(params.ingest)
 
 
-def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
+def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params, model: Path | None = None) -> pd.DataFrame:
     """Per-image brightness, contrast, sharpness, height and width as float64 (``pipeline.kinds.image.drift``)."""
     if not isinstance(card, ImageCard):
         raise DataError(f"the card is of a {card.KIND} model, not an image one")
     return statistics_columns(frame)
+
+
+def score_rows(onnx_path: Path, card: ModelCard, frame: pd.DataFrame, params: Params) -> dict[str, float]:
+    """Performance on labelled landed data is not measured for this kind yet: nothing scored."""
+    return {}

@@ -92,8 +92,13 @@ def landing_screen(params: Params) -> LandingScreen:
     return sequence_landing.landing_screen(_sequence_params(params).ingest)
 
 
-def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
+def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params, model: Path | None = None) -> pd.DataFrame:
     """The steps' window inputs (and a classifier's label), cleaned as training rows were (``pipeline.kinds.sequence.drift``)."""
     if not isinstance(card, SequenceCard):
         raise DataError(f"the card is of a {card.KIND} model, not a sequence one")
     return step_columns(frame, card, _sequence_params(params).clean)
+
+
+def score_rows(onnx_path: Path, card: ModelCard, frame: pd.DataFrame, params: Params) -> dict[str, float]:
+    """Performance on labelled landed data is not measured for this kind yet: nothing scored."""
+    return {}

@@ -196,9 +196,22 @@ def as_model_inputs(frame: pd.DataFrame, inputs: Sequence[TabularInput], clean: 
     return pd.DataFrame(columns, index=frame.index)
 
 
-def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params) -> pd.DataFrame:
-    """The model's input columns of ``frame``, cleaned with ``params.clean`` as the training rows were."""
+def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params, model: Path | None = None) -> pd.DataFrame:
+    """The model's input columns of ``frame``, cleaned with ``params.clean`` as the training rows were (a table's
+    drift is judged on its inputs; ``model`` adds nothing here: accuracy on labelled rows is ``score_rows``)."""
     return as_model_inputs(frame, _tabular_card(card).inputs, _tabular_params(params).clean)
+
+
+def score_rows(onnx_path: Path, card: ModelCard, frame: pd.DataFrame, params: Params) -> dict[str, float]:
+    """The production model on the labelled rows of ``frame``: a classifier's accuracy (balanced accuracy,
+    macro F1), a regressor's MAE (RMSE, R^2), with ``rows``; empty when no row carries a usable label."""
+    model = OnnxModel(Path(onnx_path), _tabular_card(card), ort_session(onnx_path))
+    if model.card.task == "regression":
+        actual = pd.to_numeric(frame[card.target], errors="coerce") if card.target in frame.columns else None
+        rows = 0 if actual is None else int(actual.notna().sum())
+        return {**score_values(model, frame), "rows": float(rows)} if rows else {}
+    rows = len(labelled_rows(frame, card.target))
+    return {**score(model, frame), "rows": float(rows)} if rows else {}
 
 
 # ---------------------------------------------------------------- the service's hooks (KindRuntime)
