@@ -11,8 +11,9 @@ Deployed from ``prefect.yaml`` (weekly schedule, one run at a time); run once by
 ``python -m flows.retrain --reason manual``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Prefect validates the flow's parameters with a pydantic model
+# built from its annotations, and a worker that loads this file by path must find them already evaluated
+# (strings like "Reason" failed to resolve there: "RetrainModel is not fully defined").
 import argparse
 import logging
 import shutil
