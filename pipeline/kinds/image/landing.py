@@ -10,7 +10,10 @@ the source rows and the model takes one raw scale. Moving a bad batch aside is t
 
 The drift monitor compares per-image statistics, never pixels: brightness, contrast and sharpness on the
 0..1 scale of the source's pixel range (the same statistics, computed by the same function, as the
-prediction log keeps for served images), and the height and width as landed (before any resize).
+prediction log keeps for served images), and the height and width as landed (before any resize). Each row
+also says where its image lives: the batch it was read from and its position there (``SOURCE_COLUMN``,
+``INDEX_COLUMN``, private columns the drift frame drops), so the drift frame can have the production
+model classify exactly these images (``pipeline.kinds.image.drift``) without a frame ever holding pixels.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ BATCH_SUFFIXES = frozenset({".npz"})
 STATISTICS = ("brightness", "contrast", "sharpness")
 SIZE = ("height", "width")
 DRIFT_COLUMNS = (*STATISTICS, *SIZE)
+# Where a row's image lives: the batch (an .npz or an ImageFolder folder, as read) and its position in
+# ``read_batch``'s images. Private: never compared, dropped by the drift frame.
+SOURCE_COLUMN = "__image_source__"
+INDEX_COLUMN = "__image_index__"
 # Pixel values may pass the source's scale by float rounding (a resize, a float32 round trip), not more.
 SCALE_TOLERANCE = 1e-4
 
@@ -169,14 +176,16 @@ def batch_problems(batch: ImageBatch, source: SourceImages) -> list[str]:
     return problems
 
 
-def statistics_frame(batch: ImageBatch, value_range: tuple[float, float], target: str) -> pd.DataFrame:
+def statistics_frame(batch: ImageBatch, value_range: tuple[float, float], target: str, source: Path) -> pd.DataFrame:
     """One row per image: brightness, contrast, sharpness (0..1 scale of ``value_range``), height and width
-    as landed, and the label as ``target`` when the batch has labels."""
+    as landed, the label as ``target`` when the batch has labels, and where the image lives (``source``,
+    the batch's path, and its position in it)."""
     stats = image_statistics(batch.x, value_range)
     columns: dict[str, object] = {name: np.asarray(stats[name], dtype=np.float64) for name in STATISTICS}
     columns |= {"height": batch.sizes[:, 0].astype(np.float64), "width": batch.sizes[:, 1].astype(np.float64)}
     if batch.y is not None:
         columns[target] = batch.y
+    columns |= {SOURCE_COLUMN: str(source), INDEX_COLUMN: np.arange(len(batch.x), dtype=np.int64)}
     return pd.DataFrame(columns)
 
 
@@ -222,7 +231,7 @@ def landing_screen(cfg: ImageIngest) -> LandingScreen:
     return LandingScreen(
         problems=lambda path: batch_problems(load(path), source),
         rows=lambda path: len(load(path).x),
-        read=lambda path: statistics_frame(load(path), source.value_range, cfg.target),
+        read=lambda path: statistics_frame(load(path), source.value_range, cfg.target, path),
         suffixes=BATCH_SUFFIXES,
         folders=True,
     )

@@ -1,4 +1,5 @@
-"""The image kind's fixtures: params for 600 digits in a temp dir, and a small CNN trained on them once per package."""
+"""The image kind's fixtures: params for 600 digits in a temp dir, and a small CNN trained on them (and
+exported) once per package."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 import yaml
 
 from pipeline.engine import fit
-from pipeline.kinds.image import stages
+from pipeline.kinds.image import evaluate, export, stages
 from pipeline.kinds.image.ingest import load_digits_images
+from pipeline.onnxio.card import ImageCard
 from pipeline.params import ImageParams
 from tests.conftest import REPO, make_params
 
@@ -62,6 +64,25 @@ def trained(tmp_path_factory):
     torch.save(best, params.paths.model)
     Path(params.paths.preprocessor).write_text(json.dumps(prepared.encoder))
     return params, prepared, model, history
+
+
+@pytest.fixture(scope="package")
+def exported(trained, tmp_path_factory) -> tuple[ImageParams, Path, ImageCard]:
+    """The trained CNN evaluated and exported as the stages do (a verified ONNX file and its card), copied
+    aside so a test that exports again cannot change it: (params, model.onnx, card)."""
+    params = trained[0]
+    paths = params.paths
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if not Path(paths.eval_metrics).exists():
+            evaluate.run(params.evaluate, paths, params.seed)
+        export.run(params.export, paths)
+    finally:
+        torch.set_num_threads(threads)
+    aside = tmp_path_factory.mktemp("exported")
+    (aside / "model.onnx").write_bytes(Path(paths.onnx).read_bytes())
+    return params, aside / "model.onnx", ImageCard.load(paths.model_card)
 
 
 @pytest.fixture
