@@ -1,4 +1,5 @@
-"""Batch scoring of image and sequence models (``python -m serving.batch`` picks this by the model card's kind).
+"""Batch scoring of image and sequence models (``python -m serving.batch`` picks this by the model card's kind;
+tables of tabular rows or of texts are streamed by ``serving.batch`` itself).
 
 Images: a folder (the ImageFolder layout ``<class>/<file>``, whose folder names are kept as ``class``, or
 flat files) of PNG/JPEG files, or an ``.npz`` with ``x`` (images [N, H, W], [N, H, W, C] or [N, C, H, W]

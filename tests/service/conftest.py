@@ -50,7 +50,7 @@ def build_served_workspace(destination: Path) -> Path:
     return root
 
 
-# The image and sequence kinds: their documented examples on slices (as tests/pipeline/test_*_repro.py),
+# The other kinds and the tabular regressor: their documented examples on slices (as tests/pipeline/test_*_repro.py),
 # promoted as v0001. Built once per session, whichever test asks first.
 KIND_EXAMPLES = {
     "image": ("examples/digits/params.yaml", {"ingest": {"max_rows": 600, "min_rows": 100}, "train": {"epochs": 2}}),
@@ -62,6 +62,25 @@ KIND_EXAMPLES = {
                 "epochs": 2,
                 "model": {"architecture": "lstm", "hidden": 16, "layers": 1, "dropout": 0.0, "bidirectional": False},
             },
+        },
+    ),
+    # House prices (a tabular regressor, one value per row) and tweets by device (a small Transformer on raw
+    # strings), as tests/pipeline/test_regression_repro.py and test_text_repro.py run them, smaller still.
+    "regression": (
+        "examples/ames/params.yaml",
+        {"ingest": {"max_rows": 800, "min_rows": 100}, "train": {"epochs": 5}, "evaluate": {"baseline_max_iter": 30}},
+    ),
+    "text": (
+        "examples/tweets/params.yaml",
+        {
+            "ingest": {"max_rows": 1500, "min_rows": 100},
+            "features": {"max_length": 32},
+            "train": {
+                "epochs": 2,
+                "warmup_epochs": 0,
+                "model": {"architecture": "text_transformer", "d_model": 16, "layers": 1, "heads": 2},
+            },
+            "evaluate": {"baseline_max_iter": 50},
         },
     ),
 }
@@ -83,6 +102,18 @@ def image_workspace(tmp_path_factory) -> Path:
 def sequence_workspace(tmp_path_factory) -> Path:
     """A workspace whose registry serves the elecdemand LSTM forecaster (1,200 steps, two epochs) as v0001."""
     return kind_workspace("sequence", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def regression_workspace(tmp_path_factory) -> Path:
+    """A workspace whose registry serves the ames house-price MLP regressor (800 rows, five epochs) as v0001."""
+    return kind_workspace("regression", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def text_workspace(tmp_path_factory) -> Path:
+    """A workspace whose registry serves a tweets-by-device Transformer (1,500 tweets, two epochs) as v0001."""
+    return kind_workspace("text", tmp_path_factory)
 
 
 def build_kind_workspace(destination: Path, kind: str) -> Path:
