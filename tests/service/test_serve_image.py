@@ -136,3 +136,136 @@ def test_a_bad_image_is_a_422_naming_the_record(served, test_images, bad, detail
     response = client.post("/predict", json=[test_images[0].tolist(), bad])
     assert response.status_code == 422
     assert response.json()["detail"].startswith(detail)
+
+
+# ---------------------------------------------------------------- multipart/form-data uploads
+
+
+def png_bytes(pixels: np.ndarray, image_format: str = "PNG", mode: str = "L") -> bytes:
+    return base64.b64decode(encoded(pixels, image_format, mode))
+
+
+def uploaded(client, files: list[tuple[str, bytes]], **headers):
+    """POST /predict with one file part per (name, bytes), as `curl -F image=@name` sends them."""
+    return client.post(
+        "/predict", files=[("image", (name, data, "application/octet-stream")) for name, data in files], **headers
+    )
+
+
+def without_request_id(body: dict) -> dict:
+    return {key: value for key, value in body.items() if key != "request_id"}
+
+
+def sample_files() -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(1)
+    return [
+        ("gray.png", png_bytes(rng.integers(0, 256, size=(8, 8)))),
+        ("gray.jpg", png_bytes(rng.integers(0, 256, size=(8, 8)), "JPEG")),
+        ("large-rgb.png", png_bytes(rng.integers(0, 256, size=(32, 24, 3)), mode="RGB")),  # converted and resized
+    ]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_uploaded_files_are_answered_and_logged_as_the_same_files_sent_as_base64(served, count):
+    client, _, database = served
+    files = sample_files()[:count]
+    upload = uploaded(client, files)
+    as_json = client.post("/predict", json=[base64.b64encode(data).decode() for _, data in files])
+    assert upload.status_code == 200 and as_json.status_code == 200, upload.text + as_json.text
+    assert without_request_id(upload.json()) == without_request_id(as_json.json())
+    assert [p["index"] for p in upload.json()["predictions"]] == list(range(count))
+    rows = logged(database, upload.json()["request_id"])
+    assert rows == logged(database, as_json.json()["request_id"])  # statistics, hash, format, size, answer
+    assert [row["inputs"]["sha256"] for row in rows] == [hashlib.sha256(data).hexdigest() for _, data in files]
+
+
+def test_the_openapi_spec_documents_the_multipart_body(served):
+    client, _, _ = served
+    body = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    form = body["multipart/form-data"]["schema"]
+    assert form["properties"]["image"]["items"]["contentMediaType"] == "application/octet-stream"
+
+
+BOUNDARY = "evergreen-boundary"
+
+
+@pytest.mark.parametrize(
+    ("parts", "detail"),
+    [
+        ([("ok.png", None), ("b.gif", b"GIF89a, no PNG")], "part 1 ('b.gif'): not a readable PNG or JPEG image"),
+        ([("empty.png", b"")], "part 0 ('empty.png'): not a readable PNG or JPEG image"),
+        ([("ok.png", None), ("bomb.png", base64.b64decode(BOMB))], "part 1 ('bomb.png'): the image is 10000 x 10000 pixels"),
+    ],
+)
+def test_a_bad_file_part_is_a_422_naming_the_part_and_nothing_is_logged(served, parts, detail):
+    client, _, database = served
+    good = png_bytes(np.full((8, 8), 128))
+    before = count_rows(database)
+    response = uploaded(client, [(name, good if data is None else data) for name, data in parts])
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(detail)
+    assert count_rows(database) == before
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "detail"),
+    [
+        (f"multipart/form-data; boundary={BOUNDARY}", b"no part at all", "multipart body: no part starts with the boundary"),
+        ("multipart/form-data", b"--x\r\n\r\nabc\r\n--x--\r\n", "multipart body: the Content-Type names no boundary"),
+        (
+            f"multipart/form-data; boundary={BOUNDARY}",
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="cut.png"\r\n\r\n\x89PNG'.encode(
+                "latin-1"
+            ),
+            "multipart body: the closing boundary is missing: the body is cut short",
+        ),
+        (
+            f"multipart/form-data; boundary={BOUNDARY}",
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n--{BOUNDARY}--\r\n'.encode(),
+            "part 0 (field 'note'): not a readable PNG or JPEG image",
+        ),
+        (
+            f"multipart/form-data; boundary={BOUNDARY}",
+            f"--{BOUNDARY}\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n--{BOUNDARY}--\r\n".encode("latin-1"),
+            "part 0: needs a header Content-Disposition: form-data",
+        ),
+    ],
+)
+def test_a_malformed_multipart_body_is_a_422_saying_what_is_wrong(served, content_type, body, detail):
+    client, _, _ = served
+    response = client.post("/predict", content=body, headers={"content-type": content_type})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(detail)
+
+
+def test_uploads_keep_the_body_and_record_limits(image_workspace, tmp_path):
+    params = load_params(image_workspace / "params.yaml")
+    settings = params.serve.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'log.sqlite'}", "max_records": 2, "max_body_bytes": 2048}
+    )
+    small = png_bytes(np.full((8, 8), 10))
+    with TestClient(create_app(settings, Registry(image_workspace / params.paths.registry).root)) as client:
+        assert uploaded(client, [("a.png", small), ("b.png", small)]).status_code == 200
+        too_many = uploaded(client, [("a.png", small)] * 3)
+        assert too_many.status_code == 413 and too_many.json()["detail"] == "3 files is over the batch limit of 2"
+        too_big = uploaded(client, [("noise.png", png_bytes(np.random.default_rng(0).integers(0, 256, (64, 64))))])
+        assert too_big.status_code == 413 and "over the limit of 2048 bytes" in too_big.json()["detail"]
+
+
+def test_an_upload_to_a_model_of_another_kind_is_a_422_naming_its_kind(served_workspace, tmp_path):
+    params = load_params(served_workspace / "params.yaml")
+    settings = params.serve.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'log.sqlite'}"})
+    with TestClient(create_app(settings, Registry(served_workspace / params.paths.registry).root)) as client:
+        response = uploaded(client, [("a.png", png_bytes(np.full((8, 8), 10)))])
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        "multipart/form-data uploads image files, for image models; model v0001 is a tabular model: "
+        "send a JSON list of records"
+    )
+
+
+def count_rows(database) -> int:
+    engine = make_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one())

@@ -2,7 +2,8 @@
 
 A record is one image, either a base64 text of a PNG or JPEG file (a ``data:image/...;base64,`` prefix
 is allowed) or nested arrays of pixels ([H, W] grayscale, [C, H, W] or [H, W, C]) already in the model's
-raw pixel scale (the card's ``value_range``). Encoded images are decoded with Pillow, converted to the
+raw pixel scale (the card's ``value_range``); or, from a ``multipart/form-data`` upload, an ``ImageFile``
+(the file's bytes and how errors name its part), decoded and logged exactly as base64 text of the same bytes. Encoded images are decoded with Pillow, converted to the
 card's mode (Pillow's ``convert("L")``/``"RGB"``, as ingest did) and resized bilinearly to its size when
 they differ, then mapped linearly from bytes 0..255 to the card's value range: a model trained on files
 takes 0..255 unchanged; the digits model (0..16 ink counts) takes a byte image scaled to 0..16.
@@ -93,6 +94,15 @@ def decode_bytes(data: bytes, schema: ImageFeedSchema, where: str) -> np.ndarray
     return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class ImageFile:
+    """An uploaded image file (one ``multipart/form-data`` part): its bytes, and how errors name it
+    (``part 1 ('seven.png')``). Never from JSON, so a JSON record cannot pose as one."""
+
+    data: bytes
+    name: str
+
+
 def base64_bytes(text: str, where: str) -> bytes:
     """The file bytes of a base64 text (optionally a data URL)."""
     if text.startswith("data:"):
@@ -132,6 +142,8 @@ def decode_array(value: list, schema: ImageFeedSchema, where: str) -> np.ndarray
 
 def decode_record(record: Any, schema: ImageFeedSchema, index: int) -> np.ndarray:
     """One record -> float32 [C, H, W]; a record that is no image is a ``RecordError`` naming it."""
+    if isinstance(record, ImageFile):
+        return decode_bytes(record.data, schema, record.name)
     where = f"record {index}"
     if isinstance(record, str):
         return decode_bytes(base64_bytes(record, where), schema, where)
@@ -159,10 +171,11 @@ def image_statistics(x: np.ndarray, value_range: tuple[float, float]) -> dict[st
 
 
 def sent_form(record: Any, pixels: np.ndarray) -> dict[str, Any]:
-    """How an image was sent: its format, size (before any resize) and SHA-256 (of the file bytes, or of
-    the float32 pixels of an array). Reads only the file's header: the pixels were decoded by ``build_feed``."""
-    if isinstance(record, str):
-        data = base64_bytes(record, "record")
+    """How an image was sent: its format, size (before any resize) and SHA-256 (of the file bytes, base64 or
+    uploaded, or of the float32 pixels of an array). Reads only the file's header: the pixels were decoded by
+    ``build_feed``."""
+    if isinstance(record, str | ImageFile):
+        data = record.data if isinstance(record, ImageFile) else base64_bytes(record, "record")
         with Image.open(io.BytesIO(data), formats=FORMATS) as opened:
             form = {"format": str(opened.format).lower(), "height": opened.height, "width": opened.width}
         return {"sha256": hashlib.sha256(data).hexdigest(), **form}
