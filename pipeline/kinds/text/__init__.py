@@ -11,7 +11,9 @@ same tokenisation from onnxruntime's own operators inside the ONNX graph.
 
 Modules: ``data`` (schema, read/write), ``tokenizer``, ``graph`` (the in-graph tokeniser, no torch),
 ``ingest``, ``clean``, ``split``, ``augment``, ``train`` (prepare), ``evaluate``, ``export``; ``stages``
-gathers the stage functions, ``runtime`` (no torch) scores an exported model and feeds the service.
+gathers the stage functions, ``runtime`` (no torch) scores an exported model, feeds the service, and
+gives the lifecycle ``landing`` (the check of a landed table of texts) and ``drift`` (the columns the
+drift monitor compares: lengths, the share of unseen tokens, the predicted class).
 """
 
 from __future__ import annotations

