@@ -1,4 +1,4 @@
-"""Benchmark: the drift check per kind, on 10,000 images and on 100,000 sequence steps.
+"""Benchmark: the drift check per kind, on 10,000 images, on 100,000 sequence steps and on 10,000 texts.
 
 Each check is timed as the monitor runs it: read the reference (the training split file) and one landed
 batch with the kind's ``LandingScreen.read``, take the kind's drift frame of each, and run Evidently with
@@ -6,6 +6,10 @@ the monitor's default samples (20,000 rows each, seeded). Images: real digits (8
 replacement to 10,000, and the same at 64x64 (``ingest.size``, resized on read) to show how reading
 scales with pixels; the batch is brightened by 3 units. Sequences: real elecdemand, six copies as six
 series (105,120 steps) as the reference and 100,000 steps with +5 deg C and +0.5 GW as the batch.
+Texts: real tweets (dslabs::trump_tweets), 10,000 of the training era (to 2016) as the reference and
+10,000 drawn with replacement from the 2017 ones as the batch; the drift frame with the lengths alone,
+and with a model of the example's size (a bi-LSTM, 64 units; trained for one epoch on 2,000 tweets
+before the clocks start) giving each text's share of unseen tokens and its predicted class (onnxruntime).
 Evidently's import (once per process) is paid before the clocks start.
 
     python bench/drift_kinds.py
@@ -29,12 +33,16 @@ sys.path.insert(0, str(REPO))
 from pipeline import kinds  # noqa: E402
 from pipeline.kinds.image.ingest import load_digits_images  # noqa: E402
 from pipeline.kinds.sequence.ingest import load_elecdemand  # noqa: E402
-from pipeline.lifecycle.drift import _import_evidently, detect_drift  # noqa: E402
+from pipeline.lifecycle.drift import DriftResult, _import_evidently, detect_drift  # noqa: E402
+from pipeline.lifecycle.landing import landing_rules  # noqa: E402
 from pipeline.lifecycle.monitoring import drift_columns  # noqa: E402
-from pipeline.onnxio.card import parse_card  # noqa: E402
+from pipeline.onnxio.card import ModelCard, parse_card  # noqa: E402
 from pipeline.params import Params  # noqa: E402
 from tests.conftest import make_params  # noqa: E402
+from tests.unit.kinds.text.fixtures import train_text_model, tweets  # noqa: E402
 from tests.unit.onnxio.fixtures import old_card_data  # noqa: E402
+
+TEXT_CUTOFF = pd.Timestamp("2016-12-31 23:59:59")  # the tweets example's ingest.time_cutoff
 
 
 def params_for(example: str, tmp: Path, **ingest) -> Params:
@@ -42,14 +50,17 @@ def params_for(example: str, tmp: Path, **ingest) -> Params:
     return make_params(raw, tmp, ingest=ingest) if ingest else make_params(raw, tmp)
 
 
-def check(kind: str, params: Params, reference: Path, batch: Path) -> tuple[float, float, object]:
-    """(seconds to read and prepare both frames, seconds for Evidently, the result)."""
+def check(
+    kind: str, params: Params, reference: Path, batch: Path, card: ModelCard | None = None, model: Path | None = None
+) -> tuple[float, float, DriftResult]:
+    """(seconds to read and prepare both frames, seconds for Evidently, the result). ``card`` defaults to the
+    kind's committed test card; ``model``: the production model the monitor passes to ``drift_frame``."""
     runtime = kinds.get(kind).runtime
-    card = parse_card(old_card_data(kind))
+    card = card or parse_card(old_card_data(kind))
     start = time.perf_counter()
-    rules = runtime.landing_screen(params)
-    ref = runtime.drift_frame(rules.read(reference), card, params)
-    cur = runtime.drift_frame(rules.read(batch), card, params)
+    rules = landing_rules(runtime.landing_screen(params))  # as the monitor builds it
+    ref = runtime.drift_frame(rules.read(reference), card, params, model)
+    cur = runtime.drift_frame(rules.read(batch), card, params, model)
     read = time.perf_counter() - start
     cfg = params.monitor
     start = time.perf_counter()
@@ -95,6 +106,26 @@ def main() -> None:
         read, took, result = check("sequence", params, tmp / "train.parquet", tmp / "steps.parquet")
         name = "sequence steps 100k, warmer, more demand"
         print(f"{name:<44}{len(series):>8}{100_000:>8}{read:>8.2f}{took:>9.2f}{read + took:>9.2f}  {result.drifted_columns}")
+
+        rows = tweets()
+        era = rows.loc[rows["created_at"] <= TEXT_CUTOFF]
+        era.sample(10_000, random_state=0).to_parquet(tmp / "texts_train.parquet")
+        rows.loc[rows["created_at"] > TEXT_CUTOFF].sample(10_000, replace=True, random_state=0).to_parquet(
+            tmp / "texts_2017.parquet"
+        )
+        example = yaml.safe_load((REPO / "examples/tweets/params.yaml").read_text())
+        trained = train_text_model(
+            era.sample(2_000, random_state=1), tmp / "text-model", network=example["train"]["model"], epochs=1
+        )
+        params = params_for("tweets", tmp / "text")
+        for model in (None, trained.onnx):
+            read, took, result = check(
+                "text", params, tmp / "texts_train.parquet", tmp / "texts_2017.parquet", trained.card, model
+            )
+            name = f"texts 10k, 2017 tweets, {'lengths only' if model is None else 'with the model'}"
+            print(
+                f"{name:<44}{result.reference_rows:>8}{result.current_rows:>8}{read:>8.2f}{took:>9.2f}{read + took:>9.2f}  {result.drifted_columns}"
+            )
 
 
 if __name__ == "__main__":
