@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
 
 from pipeline.core.errors import DataError
 from pipeline.core.io import read_json, write_json
@@ -200,18 +200,48 @@ class Parity(_Frozen):
 
 
 class Int8Report(_Frozen):
-    """The int8 twin against the fp32 model on the test split."""
+    """The int8 twin against the fp32 model on the test split: a classifier's accuracy, label agreement and
+    largest probability difference; or a numeric model's (a forecaster's) MAE in target units and largest
+    difference of its values."""
 
     bytes: int
     fp32_bytes: int
-    accuracy: float
-    fp32_accuracy: float
-    label_agreement: float
-    max_abs_probability_diff: float
+    accuracy: float | None = Field(default=None, exclude_if=_is_none)
+    fp32_accuracy: float | None = Field(default=None, exclude_if=_is_none)
+    label_agreement: float | None = Field(default=None, exclude_if=_is_none)
+    max_abs_probability_diff: float | None = Field(default=None, exclude_if=_is_none)
+    mae: float | None = Field(default=None, exclude_if=_is_none)
+    fp32_mae: float | None = Field(default=None, exclude_if=_is_none)
+    max_abs_diff: float | None = Field(default=None, exclude_if=_is_none)
+
+    @model_validator(mode="after")
+    def _one_kind_of_model(self) -> Self:
+        classifier = (self.accuracy, self.fp32_accuracy, self.label_agreement, self.max_abs_probability_diff)
+        numeric = (self.mae, self.fp32_mae, self.max_abs_diff)
+        if not (_all_set(classifier) and not any(v is not None for v in numeric)) and not (
+            _all_set(numeric) and not any(v is not None for v in classifier)
+        ):
+            raise ValueError(
+                "int8 holds a classifier's accuracy, fp32_accuracy, label_agreement and max_abs_probability_diff, "
+                "or a numeric model's mae, fp32_mae and max_abs_diff"
+            )
+        return self
 
     @property
     def accuracy_loss(self) -> float:
+        """What the int8 model loses, as a share (the retrain flow serves it when this is at most
+        ``gate.int8_max_accuracy_loss``): a classifier's test accuracy points; a numeric model's MAE increase
+        over the fp32 model's, relative to it (0.01: a 1% larger MAE; negative: smaller)."""
+        if self.mae is not None and self.fp32_mae is not None:
+            if self.fp32_mae > 0:
+                return (self.mae - self.fp32_mae) / self.fp32_mae
+            return 0.0 if self.mae <= self.fp32_mae else float("inf")
+        assert self.accuracy is not None and self.fp32_accuracy is not None  # the validator's invariant
         return self.fp32_accuracy - self.accuracy
+
+
+def _all_set(values: tuple[float | None, ...]) -> bool:
+    return all(v is not None for v in values)
 
 
 class Versions(_Frozen):

@@ -125,6 +125,21 @@ def compare_int8(fp32_path: Path, int8_path: Path, feed: dict[str, np.ndarray], 
     }
 
 
+def compare_int8_values(fp32_path: Path, int8_path: Path, feed: dict[str, np.ndarray], actual: np.ndarray) -> dict[str, Any]:
+    """Size, test MAE and the largest difference of an int8 numeric model (its ``forecast``: a forecaster's,
+    a regressor's values) against the fp32 one on ``feed``; ``actual``: the true values, shaped as the output."""
+    (v32,) = ort_session(fp32_path).run([FORECAST], feed)
+    (v8,) = ort_session(int8_path).run([FORECAST], feed)
+    v32, v8 = np.asarray(v32, np.float64).reshape(actual.shape), np.asarray(v8, np.float64).reshape(actual.shape)
+    return {
+        "bytes": int8_path.stat().st_size,
+        "fp32_bytes": fp32_path.stat().st_size,
+        "mae": float(np.abs(v8 - actual).mean()) if actual.size else 0.0,
+        "fp32_mae": float(np.abs(v32 - actual).mean()) if actual.size else 0.0,
+        "max_abs_diff": float(np.abs(v8 - v32).max()) if actual.size else 0.0,
+    }
+
+
 def save_models(model_bytes: bytes, cfg: ExportParams, paths: Paths, feed: dict[str, np.ndarray], truth: np.ndarray):
     """Write the verified ONNX model and, with ``export.int8``, its int8 twin compared with it on
     ``feed`` (true labels ``truth``); returns the int8 comparison (or None) and the models' hashes."""

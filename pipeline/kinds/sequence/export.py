@@ -5,16 +5,25 @@ the graph) and outputs ``forecast`` [N, H] in raw target units, or ``probabiliti
 ``label`` [N] (the shared label lookup). It is checked and run with onnxruntime on every test window
 and the stage fails unless it agrees with PyTorch within ``export.tolerance``: classifiers as every
 kind's (``verify_feed``), forecasts in units of the target's training std, so one tolerance fits any
-target scale. No int8 model is written (see the card's ``int8_note``).
+target scale.
+
+With ``export.int8``, onnxruntime's dynamic quantisation makes an int8 twin (``int8_twin``): LSTM cells
+(``DynamicQuantizeLSTM``), attention and linear layers (``MatMulInteger``) get int8 weights. It is measured
+on the test windows (a forecaster's MAE, a classifier's accuracy) and kept, with its figures on the card,
+where the quantiser made the whole network int8; the retrain flow serves it when it loses at most
+``gate.int8_max_accuracy_loss`` (a forecaster: its MAE's increase as a share of the fp32 MAE). GRU cells
+have no int8 kernel in onnxruntime: such a model gets no twin, and the card's ``int8_note`` says so with
+the measured figures.
 
 Inputs:  ``paths.split``, ``paths.preprocessor``, ``paths.model``, ``paths.eval_metrics``
-Outputs: ``paths.onnx``, ``paths.onnx_int8`` (empty), ``paths.model_card``, ``paths.export_report``
+Outputs: ``paths.onnx``, ``paths.onnx_int8`` (empty without a twin), ``paths.model_card``, ``paths.export_report``
 Params:  ``export``
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,23 +31,31 @@ import onnx
 import torch
 from torch import nn
 
-from pipeline.core.io import SPLITS, file_sha256, read_json, split_file, write_json
+from pipeline.core.io import INT8_FILE, SPLITS, file_sha256, read_json, split_file, write_json
 from pipeline.kinds.sequence.data import FORECAST, WINDOW_INPUT
 from pipeline.kinds.sequence.encoder import SequenceEncoder, load_encoder
 from pipeline.kinds.sequence.evaluate import predict
-from pipeline.kinds.sequence.windows import read_split_windows
+from pipeline.kinds.sequence.windows import Windows, read_split_windows
 from pipeline.models import load_model
 from pipeline.onnxio.build import NET_PREFIX, PROBABILITIES, finish_graph, postprocessing_graph, torch_graph
 from pipeline.onnxio.card import Output, SequenceCard, WindowInput
 from pipeline.onnxio.describe import card_fields
-from pipeline.onnxio.verify import save_models, verify_feed, verify_values, without_timing
+from pipeline.onnxio.verify import (
+    compare_int8,
+    compare_int8_values,
+    quantize_int8,
+    save_models,
+    verify_feed,
+    verify_values,
+    without_timing,
+)
 from pipeline.params import ExportParams, Paths
 
 log = logging.getLogger(__name__)
 
-INT8_NOTE = (
-    "not produced for sequence models: dynamic int8 quantisation of recurrent and attention graphs is not verified here"
-)
+INT8_NOTE = "not produced: export.int8 is off"
+# Recurrent cells onnxruntime's dynamic quantiser leaves in fp32 (it has an int8 kernel for LSTM only).
+FP32_CELLS = frozenset({"GRU", "RNN"})
 
 
 class RawWindowModel(nn.Module):
@@ -104,12 +121,45 @@ def verify_sequence(
     return verify_feed(model_bytes, expected, {WINDOW_INPUT: x.astype(np.float32)}, encoder.schema.classes, tolerance)
 
 
+def int8_twin(onnx_path: Path, int8_dir: Path, windows: Windows, encoder: SequenceEncoder) -> tuple[dict[str, Any], bool, str]:
+    """Quantise the exported model (dynamic int8) into ``int8_dir`` and measure it against the fp32 model on the
+    raw test ``windows``: a forecaster's MAE (target units) and largest difference, a classifier's accuracy
+    and label agreement (``pipeline.onnxio.verify``). Returns the figures, whether the twin is kept, and the
+    card's note; a twin whose graph still holds fp32 recurrent cells (GRU), or that is no smaller, is removed."""
+    schema = encoder.schema
+    path = quantize_int8(onnx_path, int8_dir)
+    feed = {WINDOW_INPUT: windows.x.astype(np.float32)}
+    if schema.forecast:
+        measured = compare_int8_values(onnx_path, path, feed, windows.y.astype(np.float64))
+        figures = f"test MAE {measured['mae']:.6g} vs fp32 {measured['fp32_mae']:.6g}"
+        loss = "its MAE's increase as a share of the fp32 MAE"
+    else:
+        truth = np.array(schema.classes, dtype=object)[windows.y]
+        measured = compare_int8(onnx_path, path, feed, truth)
+        figures = f"test accuracy {measured['accuracy']:.4f} vs fp32 {measured['fp32_accuracy']:.4f}"
+        loss = "the test accuracy it loses"
+    size = f"{measured['bytes']} bytes vs {measured['fp32_bytes']}"
+    fp32_cells = sorted({node.op_type for node in onnx.load(path).graph.node} & FP32_CELLS)
+    if fp32_cells or measured["bytes"] >= measured["fp32_bytes"]:
+        path.unlink()
+        why = (
+            f"onnxruntime's dynamic quantisation has no int8 {'/'.join(fp32_cells)} cell"
+            if fp32_cells
+            else "dynamic quantisation does not make this model smaller"
+        )
+        return measured, False, f"not produced: {why} (measured: {size}, {figures})"
+    note = f"dynamic int8 (onnxruntime): {size}, {figures}; served when {loss} is at most gate.int8_max_accuracy_loss"
+    return measured, True, note
+
+
 def sequence_card(
     encoder: SequenceEncoder,
     checkpoint: dict[str, Any],
     metrics: dict[str, Any],
     hashes: dict[str, str],
     parity: dict[str, Any],
+    int8: dict[str, Any] | None = None,
+    int8_note: str = INT8_NOTE,
 ) -> SequenceCard:
     """What a consumer of ``model.onnx`` needs to call it and to trust it: every kind's card fields,
     the windowing, and for a forecaster its one output in target units."""
@@ -122,7 +172,7 @@ def sequence_card(
         units="raw (normalised inside the graph)",
         missing="not allowed: fill gaps first",
     )
-    common = card_fields(schema.classes, checkpoint, metrics, hashes, parity, None)
+    common = card_fields(schema.classes, checkpoint, metrics, hashes, parity, int8)
     if schema.forecast:
         common["task"] = "regression"
         common["outputs"] = (
@@ -141,7 +191,7 @@ def sequence_card(
         time_column=schema.time_column,
         features=schema.features,
         inputs=(window,),
-        int8_note=INT8_NOTE,
+        int8_note=int8_note,
     )
 
 
@@ -154,14 +204,22 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
 
     model_bytes = build_sequence_onnx(model, encoder, cfg.opset).SerializeToString()
     parity = verify_sequence(model_bytes, predict(model, encoder, windows.x), windows.x, encoder, cfg.tolerance)
-    # No int8 twin (INT8_NOTE): save_models writes the model and leaves the declared int8 folder empty.
+    # save_models writes the verified model and an empty int8 folder; the twin, when wanted, is made and judged here.
     _, hashes = save_models(model_bytes, cfg.model_copy(update={"int8": False}), paths, {}, windows.y)
+    measured, kept, note = (None, False, INT8_NOTE)
+    if cfg.int8:
+        measured, kept, note = int8_twin(Path(paths.onnx), Path(paths.onnx_int8), windows, encoder)
+        log.info("int8: %s", note)
+    if kept:
+        hashes["onnx_int8_sha256"] = file_sha256(Path(paths.onnx_int8) / INT8_FILE)
     hashes |= {
         **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
         "preprocessor_sha256": file_sha256(paths.preprocessor),
     }
-    sequence_card(encoder, checkpoint, read_json(paths.eval_metrics), hashes, parity).write(paths.model_card)
-    report = {**without_timing(parity), "onnx_bytes": len(model_bytes), "opset": cfg.opset, "int8": None}
+    card = sequence_card(encoder, checkpoint, read_json(paths.eval_metrics), hashes, parity, measured if kept else None, note)
+    card.write(paths.model_card)
+    int8_report = None if measured is None else {**measured, "written": kept}
+    report = {**without_timing(parity), "onnx_bytes": len(model_bytes), "opset": cfg.opset, "int8": int8_report}
     write_json(paths.export_report, report)
     if encoder.schema.forecast:
         agreement = f"max |forecast diff| {parity['max_abs_diff']:.1e}"
