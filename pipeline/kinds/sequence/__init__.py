@@ -11,8 +11,10 @@ the target is the next ``horizon`` values of ``ingest.target``, y [H]; for ``tas
 label of its series (a column constant per series). See ``windows.py`` for how they meet the splits.
 
 Modules: ``data`` (schema, read/write), ``ingest``, ``clean``, ``split``, ``windows``, ``augment``,
-``encoder``, ``train`` (prepare), ``metrics`` (forecast errors), ``evaluate``, ``export``; ``stages``
-gathers the stage functions, ``runtime`` (no torch) scores an exported model for the gate.
+``encoder``, ``train`` (prepare), ``metrics`` (forecast errors), ``evaluate``, ``export`` (with the int8
+twin); ``stages`` gathers the stage functions. No torch: ``runtime`` (the ``KindRuntime`` functions:
+the gate's scores, the service's hooks in ``records``, ``landing``, the drift frame in ``drift``, and
+``steps``: the production model on new steps, for performance drift and a classifier's predicted class).
 """
 
 from __future__ import annotations

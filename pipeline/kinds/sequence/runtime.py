@@ -2,7 +2,8 @@
 (window records -> feed, outputs -> forecasts or labels, what the log keeps: ``pipeline.kinds.sequence.records``).
 
 Landing and the drift monitor: ``pipeline.kinds.sequence.landing`` (landed long tables: new steps and
-corrections) and ``pipeline.kinds.sequence.drift`` (the steps' inputs and target)."""
+corrections), ``pipeline.kinds.sequence.drift`` (the steps' inputs and target) and ``pipeline.kinds.sequence.steps`` (the production model on every complete
+window of new steps: ``score_rows``, and a classifier's predicted class in its drift frame)."""
 
 from __future__ import annotations
 
@@ -73,10 +74,12 @@ def feed_schema(card: ModelCard) -> WindowSchema:
 
 # ---------------------------------------------------------------- landing and the drift monitor (KindRuntime)
 # Imported here, not at the top: the service's hooks above are edited by others at the same time.
+from pipeline.core.canon import category_text  # noqa: E402
 from pipeline.core.errors import ParamsError  # noqa: E402
-from pipeline.kinds.base import LandingScreen  # noqa: E402
+from pipeline.kinds.base import LOGGED_LABEL, PREDICTED, LandingScreen  # noqa: E402
 from pipeline.kinds.sequence import landing as sequence_landing  # noqa: E402
 from pipeline.kinds.sequence.drift import step_columns  # noqa: E402
+from pipeline.kinds.sequence.steps import classifier_scores, forecast_scores, predicted_classes  # noqa: E402
 from pipeline.params import SequenceParams  # noqa: E402
 
 
@@ -86,6 +89,12 @@ def _sequence_params(params: Params) -> SequenceParams:
     return params
 
 
+def _sequence_card(card: ModelCard) -> SequenceCard:
+    if not isinstance(card, SequenceCard):
+        raise DataError(f"the card is of a {card.KIND} model, not a sequence one")
+    return card
+
+
 def landing_screen(params: Params) -> LandingScreen:
     """Landed long tables (new steps, corrections) checked against the source's columns and types
     (``pipeline.kinds.sequence.landing``)."""
@@ -93,12 +102,33 @@ def landing_screen(params: Params) -> LandingScreen:
 
 
 def drift_frame(frame: pd.DataFrame, card: ModelCard, params: Params, model: Path | None = None) -> pd.DataFrame:
-    """The steps' window inputs (and a classifier's label), cleaned as training rows were (``pipeline.kinds.sequence.drift``)."""
-    if not isinstance(card, SequenceCard):
-        raise DataError(f"the card is of a {card.KIND} model, not a sequence one")
-    return step_columns(frame, card, _sequence_params(params).clean)
+    """The steps' window inputs (and a classifier's label), cleaned as training rows were (``pipeline.kinds.sequence.drift``).
+
+    A classifier's frame also gets ``PREDICTED``, the class answered for the window that ends at each step:
+    the service's answer on the prediction log's rows (``LOGGED_LABEL``), the production ``model``'s on other
+    steps (missing where no complete window ends there, and on other steps without ``model``)."""
+    sequence_card = _sequence_card(card)
+    cfg = _sequence_params(params)
+    columns = step_columns(frame, sequence_card, cfg.clean)
+    if sequence_card.sequence_task != "classify" or (model is None and LOGGED_LABEL not in frame.columns):
+        return columns
+    logged = frame[LOGGED_LABEL] if LOGGED_LABEL in frame.columns else pd.Series(None, index=frame.index, dtype=object)
+    answered = category_text(logged)
+    rest = answered.isna().to_numpy()
+    if model is not None and rest.any():
+        found = predicted_classes(model, frame.loc[rest], sequence_card, cfg.clean, cfg.ingest.time_format)
+        answered[rest] = found.to_numpy()
+    return columns.assign(**{PREDICTED: answered})
 
 
 def score_rows(onnx_path: Path, card: ModelCard, frame: pd.DataFrame, params: Params) -> dict[str, float]:
-    """Performance on labelled landed data is not measured for this kind yet: nothing scored."""
-    return {}
+    """The production model on every complete window of the new steps in ``frame`` (``pipeline.kinds.sequence.steps``):
+    a forecaster's MAE, RMSE, R^2 (target units) on the windows whose next ``horizon`` steps carry the
+    target, a classifier's accuracy (balanced accuracy, macro F1) on the windows whose last step carries
+    the label (the prediction log's rows: the answered class); ``rows``: the windows scored. Empty when no
+    window is complete."""
+    sequence_card = _sequence_card(card)
+    cfg = _sequence_params(params)
+    if sequence_card.sequence_task == "forecast":
+        return forecast_scores(Path(onnx_path), frame, sequence_card, cfg.clean, cfg.ingest.time_format)
+    return classifier_scores(Path(onnx_path), frame, sequence_card, cfg.clean, cfg.ingest.time_format)

@@ -7,6 +7,11 @@ into the preceding split(s) for context (the values a forecaster would have seen
 target is ever an input of a window that predicts it). Classification windows lie wholly inside their
 split. Evaluation and the gate score every test window (stride 1). numpy and pandas only (no torch):
 the gate builds the same windows as training.
+
+New steps (landed batches, logged steps) are not a split: they may have gaps and missing values, so their
+windows are found on the card's time grid (``grid_links``, ``run_lengths``, ``complete_windows``): a window
+is ``lookback`` consecutive steps on the grid with every input present, and for scoring a forecast the
+next ``horizon`` steps on the grid with the target present. No value is filled in.
 """
 
 from __future__ import annotations
@@ -119,3 +124,61 @@ def read_split_windows(split_dir: str | Path, name: str, schema: SequenceSchema,
     """The windows of one split, read from the split folder (earlier splits give context)."""
     parts = {s: read_table(split_file(split_dir, s)) for s in SPLITS[: SPLITS.index(name) + 1]}
     return split_windows(parts, name, schema, stride)
+
+
+def grid_links(times: np.ndarray, frequency: str | int) -> np.ndarray:
+    """bool [T]: row j lies exactly one ``frequency`` step after row j - 1 (rows of one series, in time
+    order; row 0 never does). ``frequency``: a pandas offset alias (datetimes) or a whole number of units."""
+    if len(times) == 0:
+        return np.zeros(0, dtype=bool)
+    if isinstance(frequency, str):
+        following = (pd.DatetimeIndex(times[:-1]) + pd.tseries.frequencies.to_offset(frequency)).to_numpy()
+    else:
+        following = times[:-1] + frequency
+    return np.concatenate([[False], times[1:] == following])
+
+
+def run_lengths(usable: np.ndarray, linked: np.ndarray) -> np.ndarray:
+    """int64 [T]: how many consecutive usable rows end at each row (0 where the row is not usable); a run
+    goes on only across rows ``linked`` to the one before (``grid_links``)."""
+    index = np.arange(len(usable))
+    previous = np.concatenate([[False], usable[:-1]])
+    starts = usable & ~(linked & previous)  # the first row of each run
+    last_start = np.maximum.accumulate(np.where(starts, index, -1))
+    return np.where(usable, index - last_start + 1, 0).astype(np.int64)
+
+
+def complete_windows(
+    times: np.ndarray,
+    values: np.ndarray,
+    lookback: int,
+    frequency: str | int,
+    target: np.ndarray | None = None,
+    horizon: int = 0,
+) -> np.ndarray:
+    """The last rows e of every complete window of one series (rows in time order), int64 [N].
+
+    values float [T, F]: rows e - L + 1 .. e are on the grid with every value finite. With ``target``
+    float [T] (a forecast to score), rows e + 1 .. e + H also follow on the grid with the target finite,
+    so the window's actuals are ``target[e + 1 : e + H + 1]``.
+    """
+    n = len(times)
+    linked = grid_links(times, frequency)
+    inputs = run_lengths(np.isfinite(values).all(axis=1), linked)
+    ends = np.arange(lookback - 1, n - horizon, dtype=np.int64)
+    if target is None or not len(ends):
+        return ends[inputs[ends] >= lookback]
+    actuals = run_lengths(np.isfinite(target), linked)
+    ok = (inputs[ends] >= lookback) & (actuals[ends + horizon] >= horizon) & linked[ends + 1]
+    return ends[ok]
+
+
+def window_inputs(values: np.ndarray, ends: np.ndarray, lookback: int) -> np.ndarray:
+    """x float32 [N, L, F]: the ``lookback`` rows of ``values`` [T, F] ending at each of ``ends``."""
+    view = np.lib.stride_tricks.sliding_window_view(values, lookback, axis=0)  # [T - L + 1, F, L]
+    return view[ends - lookback + 1].transpose(0, 2, 1).astype(np.float32)
+
+
+def window_actuals(target: np.ndarray, ends: np.ndarray, horizon: int) -> np.ndarray:
+    """y float64 [N, H]: the ``horizon`` target values after each of ``ends``."""
+    return np.lib.stride_tricks.sliding_window_view(target, horizon)[ends + 1].astype(np.float64)
