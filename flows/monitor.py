@@ -5,11 +5,14 @@ version), sampled if large. Current: the batches landed since the last check (th
 pluggable). Both are read and prepared by the pipeline's kind (``KindRuntime.landing_screen`` reads
 them, ``drift_frame`` picks the columns): tables compare the model's inputs, images per-image
 statistics (brightness, contrast, sharpness, size), sequences the steps' inputs and target.
-Evidently's DataDriftPreset gives per-column verdicts from its test statuses; when
-the new data carries labels (actuals), the production model is scored on it too (``KindRuntime.score_rows``). ``decide_retrain`` applies
+Evidently's DataDriftPreset gives per-column verdicts from its test statuses. Where the kind groups its
+rows (``KindRuntime.drift_groups``: sequences by series), the largest groups are also checked each
+against their own reference rows (``group_drift``), and a group that drifted on its own counts as drift.
+When the new data carries labels (actuals), the production model is scored on it too
+(``KindRuntime.score_rows``; sequences: every complete window of the new steps). ``decide_retrain`` applies
 the policy and, if it says so, the ``retrain/retrain`` deployment is started with reason
 ``drift`` and a link to the report. Reports: ``reports/drift/<time>/report.html`` and
-``summary.json``, plus a markdown artifact with the per-column table.
+``summary.json``, plus a markdown artifact with the per-column (and per-group) tables.
 
 Deployed from ``prefect.yaml`` (daily); run once by hand with ``python -m flows.monitor``.
 """
@@ -38,7 +41,10 @@ from pipeline.lifecycle.monitoring import (
     combine,
     decide_retrain,
     drift_columns,
+    drifted_groups,
+    group_drift,
     idempotency_key,
+    label_column,
 )
 from pipeline.lifecycle.registry import Registry
 from pipeline.onnxio.card import ModelCard
@@ -68,7 +74,10 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
 
     state = MonitorState.load(root_path / paths.monitor_state)
     current = combine(
-        [source.pending(set(state.checked_batches)) for source in current_sources(params, root_path, card.target, rules)]
+        [
+            source.pending(set(state.checked_batches))
+            for source in current_sources(params, root_path, label_column(card), rules)
+        ]
     )
     if current.empty:
         logger.info("no new data since the last check (%s)", cfg.source)
@@ -77,7 +86,8 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     # The kind's drift columns, with what the production model adds (the predicted class, for text the unseen words).
     current_inputs = runtime.drift_frame(current.frame, card, params, production.onnx)  # NotSupportedYet: not checked yet
     # The training split as the kind reads a batch (images: per-image statistics of train.npz).
-    reference = runtime.drift_frame(rules.read(production.reference), card, params, production.onnx)
+    reference_rows = rules.read(production.reference)
+    reference = runtime.drift_frame(reference_rows, card, params, production.onnx)
     numeric_cols, categorical_cols = drift_columns(reference)
     html = Path(report_dir) / "report.html"
     drift = detect_drift(
@@ -95,6 +105,19 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         seed=params.seed,
         html_path=html,
     )
+    # Each large group (series) against its own reference rows, where the kind groups its rows.
+    group_column = runtime.drift_groups(card)
+    groups = None
+    if group_column is not None:
+        groups = group_drift(
+            reference,
+            current_inputs,
+            reference_rows.get(group_column),
+            current.frame.get(group_column),
+            group_column,
+            cfg,
+            params.seed,
+        )
     # Performance drift: the production model on the new rows that carry labels (actuals), when there are enough.
     performance = runtime.score_rows(production.onnx, card, current.frame, params)
     labelled = int(performance.get("rows", 0))
@@ -102,6 +125,9 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     return {
         "drift": drift.to_dict(),
         "table": drift.markdown_table(),
+        "groups": None if groups is None else groups.to_dict(),
+        "group_table": None if groups is None else groups.markdown_table(),
+        "drifted_groups": list(drifted_groups(groups, cfg.drift_share)),
         "keys": list(current.keys),
         "batches": list(current.sources),
         "rows": len(current.frame),
@@ -115,9 +141,9 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     }
 
 
-def current_sources(params, root: Path, target: str, rules: LandingScreen | None = None) -> list[CurrentSource]:
+def current_sources(params, root: Path, target: str | None, rules: LandingScreen | None = None) -> list[CurrentSource]:
     """The sources ``monitor.source`` names: landed batches (listed and read by the kind's ``rules``), the
-    service's prediction log, or both."""
+    service's prediction log (late labels joined into ``target``; None: not joined), or both."""
     sources: list[CurrentSource] = []
     if params.monitor.source in ("landing", "both"):
         sources.append(LandingSource(root / params.paths.landing, rules=rules))
@@ -182,6 +208,8 @@ def drift_monitor(
             reference_accuracy=result["reference_accuracy"],
             error=result["mae"],
             reference_error=result["reference_mae"],
+            drifted_groups=result["drifted_groups"],
+            group_column=None if result["groups"] is None else result["groups"]["column"],
             key=key,
             triggered_keys=set(state.triggered_keys),
             last_retrain_at=datetime.fromisoformat(state.last_retrain_at) if state.last_retrain_at else None,
@@ -200,7 +228,7 @@ def drift_monitor(
         state.last_check_at = now.isoformat()
 
     summary = {
-        **{k: v for k, v in result.items() if k != "table"},
+        **{k: v for k, v in result.items() if k not in ("table", "group_table")},
         "decision": decision.to_dict(),
         "key": key,
         "retrain_flow_run": flow_run_id,
@@ -214,7 +242,14 @@ def drift_monitor(
         verdict = f"no retrain: {decision.blocked_by}"
     else:
         verdict = "no retrain"
-    reference_text = "n/a" if result["reference_accuracy"] is None else f"{result['reference_accuracy']:.4f}"
+    if result["reference_mae"] is not None:  # a numeric prediction (a forecaster, a regressor)
+        mae = "n/a" if result["mae"] is None else f"{result['mae']:.4g}"
+        performance = f"MAE on labelled new rows: {mae} (test MAE {result['reference_mae']:.4g})"
+    else:
+        reference_text = "n/a" if result["reference_accuracy"] is None else f"{result['reference_accuracy']:.4f}"
+        accuracy = "n/a" if result["accuracy"] is None else f"{result['accuracy']:.4f}"
+        performance = f"accuracy on labelled new rows: {accuracy} (test accuracy {reference_text})"
+    groups = [] if result["group_table"] is None else ["", f"## Per {result['groups']['column']}", "", result["group_table"]]
     create_markdown_artifact(
         key="drift-report",
         description="Evergreen drift check",
@@ -224,14 +259,14 @@ def drift_monitor(
                 "",
                 f"{result['rows']} new rows in {', '.join(result['batches'])} vs the training data of {result['production_version']}.",
                 f"Drifted columns: {result['drift']['drifted_share']:.0%}; dataset drift: {result['drift']['dataset_drift']}; "
-                f"accuracy on labelled new rows: {result['accuracy'] if result['accuracy'] is not None else 'n/a'} "
-                f"(test accuracy {reference_text}).",
+                f"{performance} on {result['labelled_rows']} scored rows.",
                 "",
                 "Reasons: " + "; ".join(decision.reasons),
                 "",
                 f"Report: `{result['report']}`",
                 "",
                 result["table"],
+                *groups,
             ]
         ),
     )

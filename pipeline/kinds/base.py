@@ -7,7 +7,7 @@ A kind is a package under ``pipeline/kinds/`` with two halves:
 * ``runtime``: what the lifecycle needs without torch (``KindRuntime``): score an exported model on a
   split (the champion/challenger gate), turn raw records into its ONNX feed and the model's outputs into
   per-record answers and log rows (the service), screen a landed batch (landing), and the frame a drift
-  check compares (the monitor). The registry, the gate,
+  check compares, grouped where groups drift apart (the monitor). The registry, the gate,
   the monitor and the service import only this half, through the kind table. A step a kind does not
   provide yet raises ``NotSupportedYet``: one line naming the kind and the step.
 
@@ -242,6 +242,12 @@ class KindRuntime(Protocol[SchemaT]):
         late labels joined into the target), for performance drift: the gate's metric names (``accuracy`` for a
         classifier, ``mae`` for a numeric prediction) and ``rows`` (how many were scored); empty when no row
         carries a usable label."""
+        ...
+
+    def drift_groups(self, card: ModelCard) -> str | None:
+        """The raw rows' column whose groups the monitor also checks one by one, each group's new rows against
+        the same group's reference rows (sequences: the series column, as one series' shift is diluted among
+        the others); None: rows are compared all together."""
         ...
 
 

@@ -54,6 +54,9 @@ class MonitorParams(Section):
     # A numeric prediction's MAE on new labelled data above its test MAE x (1 + error_tolerance) asks for a retrain.
     error_tolerance: float = Field(default=0.25, ge=0)
     cooldown_hours: float = Field(default=24.0, ge=0)
+    # Per-group drift (a kind's KindRuntime.drift_groups; sequences: per series): the largest groups with at least
+    # min_rows new rows, at most this many, each checked against the same group's reference rows; 0: off.
+    max_groups: int = Field(default=20, ge=0)
     # Evidently drift methods; null: its defaults (which switch with sample size, so verdicts come from its tests).
     method: str | None = None  # for every column, e.g. "psi" or "jensenshannon"
     num_method: str | None = None  # numeric columns only, e.g. "wasserstein", "ks"

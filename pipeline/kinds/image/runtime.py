@@ -115,3 +115,8 @@ def score_rows(onnx_path: Path, card: ModelCard, frame: pd.DataFrame, params: Pa
     truth = labelled[card.target].astype(str).to_numpy()[known]
     scores = label_scores(truth, predicted.to_numpy(dtype=object)[known], list(image_card.classes))
     return {**scores, "rows": float(scores["rows"])}
+
+
+def drift_groups(card: ModelCard) -> str | None:
+    """No per-group drift check: rows are compared all together (``KindRuntime.drift_groups``)."""
+    return None

@@ -5,6 +5,9 @@ columns are the model's window inputs (a forecaster's target first) as float64, 
 ``clean.valid_ranges`` as training rows were (impossible values and infinities missing); a classifier's
 label is compared as a category when the rows carry it. Drift is judged over all series together:
 Evidently compares columns, and a column per series would multiply the tests by the series count.
+The monitor also checks the largest series one by one, each against its own training steps
+(``runtime.drift_groups`` names the series column; ``pipeline.lifecycle.monitoring.group_drift``), as one
+series' shift is diluted among the others in the pooled check.
 """
 
 from __future__ import annotations

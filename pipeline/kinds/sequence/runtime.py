@@ -2,7 +2,8 @@
 (window records -> feed, outputs -> forecasts or labels, what the log keeps: ``pipeline.kinds.sequence.records``).
 
 Landing and the drift monitor: ``pipeline.kinds.sequence.landing`` (landed long tables: new steps and
-corrections), ``pipeline.kinds.sequence.drift`` (the steps' inputs and target) and ``pipeline.kinds.sequence.steps`` (the production model on every complete
+corrections), ``pipeline.kinds.sequence.drift`` (the steps' inputs and target, checked pooled and per
+series: ``drift_groups``) and ``pipeline.kinds.sequence.steps`` (the production model on every complete
 window of new steps: ``score_rows``, and a classifier's predicted class in its drift frame)."""
 
 from __future__ import annotations
@@ -132,3 +133,8 @@ def score_rows(onnx_path: Path, card: ModelCard, frame: pd.DataFrame, params: Pa
     if sequence_card.sequence_task == "forecast":
         return forecast_scores(Path(onnx_path), frame, sequence_card, cfg.clean, cfg.ingest.time_format)
     return classifier_scores(Path(onnx_path), frame, sequence_card, cfg.clean, cfg.ingest.time_format)
+
+
+def drift_groups(card: ModelCard) -> str | None:
+    """The series column: the monitor also checks each series' new steps against its own training steps."""
+    return _sequence_card(card).series_column

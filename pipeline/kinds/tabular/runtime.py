@@ -218,3 +218,8 @@ def score_rows(onnx_path: Path, card: ModelCard, frame: pd.DataFrame, params: Pa
 # The per-request hooks live in records.py beside build_feed (one module for the hot path); re-exported as KindRuntime's.
 from pipeline.kinds.tabular.records import answer as answer  # noqa: E402
 from pipeline.kinds.tabular.records import log_inputs as log_inputs  # noqa: E402
+
+
+def drift_groups(card: ModelCard) -> str | None:
+    """No per-group drift check: rows are compared all together (``KindRuntime.drift_groups``)."""
+    return None

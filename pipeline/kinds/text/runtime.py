@@ -134,3 +134,8 @@ def score_rows(onnx_path: Path, card: ModelCard, frame: pd.DataFrame, params: Pa
         return {}
     predicted = predict_labels(onnx_path, texts[usable].tolist())
     return label_scores(labels[usable].tolist(), predicted, list(text_card.classes))
+
+
+def drift_groups(card: ModelCard) -> str | None:
+    """No per-group drift check: rows are compared all together (``KindRuntime.drift_groups``)."""
+    return None

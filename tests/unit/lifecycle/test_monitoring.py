@@ -5,11 +5,20 @@ import pytest
 
 from pipeline import kinds
 from pipeline.kinds.tabular.runtime import as_model_inputs
-from pipeline.lifecycle.monitoring import LandingSource, decide_retrain, drift_columns, idempotency_key
-from pipeline.onnxio.card import CategoricalInput, NumericInput, TabularCard
+from pipeline.lifecycle.monitoring import (
+    GroupDrift,
+    GroupReport,
+    LandingSource,
+    decide_retrain,
+    drift_columns,
+    drifted_groups,
+    idempotency_key,
+    label_column,
+)
+from pipeline.onnxio.card import CategoricalInput, NumericInput, SequenceCard, TabularCard, parse_card
 from pipeline.params import MonitorParams
 from tests.conftest import make_params
-from tests.unit.onnxio.fixtures import old_card_path
+from tests.unit.onnxio.fixtures import old_card_data, old_card_path
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 CFG = MonitorParams(drift_share=0.5, min_rows=100, accuracy_tolerance=0.05, cooldown_hours=24)
@@ -103,3 +112,70 @@ def test_the_drift_frame_tells_numbers_from_categories_as_the_card_does(raw_para
     drifting = kinds.get("tabular").runtime.drift_frame(frame, card, make_params(raw_params, tmp_path))
     assert list(drifting.columns) == list(card.input_names)
     assert drift_columns(drifting) == (list(card.numeric_names), list(card.categorical_names))
+
+
+def groups_report(*groups: GroupDrift) -> GroupReport:
+    return GroupReport("series", groups, small=0, over_limit=0)
+
+
+def test_a_series_that_drifts_on_its_own_counts_as_drift_and_a_new_one_does_not():
+    report = groups_report(
+        GroupDrift("a", 900, 1200, "checked", 2 / 3, ("Demand", "Temperature")),
+        GroupDrift("b", 800, 1200, "checked", 0.5, ("Demand",)),  # at the threshold
+        GroupDrift("c", 700, 1200, "checked", 1 / 3, ("Temperature",)),
+        GroupDrift("thin", 650, 100, "few_reference_rows"),
+        GroupDrift("new", 600, 0, "new"),
+        GroupDrift("empty", 600, 1200, "not_compared", note="no column to compare"),
+    )
+    assert drifted_groups(report, drift_share=0.5) == ("a", "b")
+    assert drifted_groups(report, drift_share=0.6) == ("a",)
+    assert drifted_groups(None, drift_share=0.5) == ()  # a kind without groups, or one series
+
+
+def test_drifted_series_ask_for_a_retrain_when_the_pooled_columns_do_not():
+    result = decision(drifted_share=0.0, drifted_groups=("a", "b"), group_column="series")
+    assert result.retrain and result.reasons == (
+        "2 series group(s) drifted on their own, each at least 50% of columns: 'a', 'b'",
+    )
+    assert result.signals["drifted_groups"] == ["a", "b"]
+    many = decision(drifted_share=0.0, drifted_groups=tuple("abcdefg"), group_column="series")
+    assert many.reasons[0].endswith("'a', 'b', 'c', 'd', 'e', ...")
+    assert not decision(drifted_share=0.0).retrain
+    blocked = decision(drifted_share=0.0, drifted_groups=("a",), retrain_running=True)
+    assert not blocked.retrain and blocked.blocked_by == "a retrain is running"
+    tiny = decision(current_rows=99, drifted_share=0.0, drifted_groups=("a",))
+    assert not tiny.retrain and tiny.blocked_by == "waiting for more rows"
+
+
+def test_the_group_report_is_plain_json_and_a_markdown_table():
+    report = GroupReport(
+        "se|ries", (GroupDrift("a|b", 900, 1200, "checked", 0.5, ("x",)), GroupDrift("n", 600, 0, "new")), 3, 1
+    )
+    data = report.to_dict()
+    assert data["column"] == "se|ries" and (data["small_groups"], data["groups_over_limit"]) == (3, 1)
+    assert data["groups"][1] == {
+        "group": "n",
+        "current_rows": 600,
+        "reference_rows": 0,
+        "status": "new",
+        "drifted_share": None,
+        "drifted_columns": (),
+        "note": None,
+    }
+    lines = report.markdown_table().splitlines()
+    assert lines[0].startswith("| se\\|ries | new rows |") and lines[2] == "| a\\|b | 900 | 1200 | checked | 50% | x |"
+    assert lines[-1] == "Not checked: 3 with too few new rows; 1 past monitor.max_groups."
+
+
+def test_late_labels_go_into_the_target_unless_the_model_reads_the_target_as_an_input():
+    assert label_column(TabularCard.load(old_card_path("tabular"))) == TabularCard.load(old_card_path("tabular")).target
+    forecaster = SequenceCard.load(old_card_path("sequence"))
+    assert forecaster.target in forecaster.features and label_column(forecaster) is None  # actuals are later steps
+    classifier = parse_card({**old_card_data("sequence"), "sequence_task": "classify", "target": "kind"})
+    assert label_column(classifier) == "kind"  # a window's class is its label
+
+
+def test_max_groups_is_validated_with_its_name():
+    assert MonitorParams().max_groups == 20 and MonitorParams(max_groups=0).max_groups == 0
+    with pytest.raises(ValueError, match="max_groups"):
+        MonitorParams(max_groups=-1)

@@ -1,6 +1,7 @@
 """Landing and drift for sequences: long-table batches screened and quarantined with a reason, ingest
-stacking new steps and applying corrections (a later row for the same (series, time) wins), and the
-steps' inputs drifting on real elecdemand data when the weather and the demand shift."""
+stacking new steps and applying corrections (a later row for the same (series, time) wins), the
+steps' inputs drifting on real elecdemand data when the weather and the demand shift, and one series'
+shift found by its own check where the pooled check misses it."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from pipeline.kinds.sequence import ingest
 from pipeline.kinds.sequence.data import read_sequence
 from pipeline.lifecycle.drift import detect_drift
 from pipeline.lifecycle.landing import REASON_SUFFIX, land_frame, screen_landed
-from pipeline.lifecycle.monitoring import LandingSource, drift_columns
+from pipeline.lifecycle.monitoring import LandingSource, drift_columns, drifted_groups, group_drift
 from pipeline.onnxio.card import parse_card
+from pipeline.params import MonitorParams
 from tests.unit.kinds.sequence.conftest import long_table, sequence_params
 from tests.unit.onnxio.fixtures import old_card_data
 
@@ -119,3 +121,72 @@ def test_shifted_weather_and_demand_drift_and_a_training_era_sample_does_not(tmp
     result = detect_drift(reference, frame, *drift_columns(reference))
     assert result.dataset_drift is drifts
     assert sorted(result.drifted_columns) == (["Demand", "Temperature"] if drifts else [])
+
+
+def demand_steps(series: str, n: int, rng: np.random.Generator, shift: float = 0.0) -> pd.DataFrame:
+    """``n`` half-hourly steps of one series shaped like elecdemand's; ``shift``: in units of each column's spread."""
+    t = np.arange(n)
+    demand = 4 + 0.5 * np.sin(2 * np.pi * t / 48) + 0.2 * rng.normal(size=n)
+    temperature = 20 + 4 * np.sin(2 * np.pi * t / 48 - 1) + 2 * rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "series": series,
+            "time": pd.Timestamp("2014-01-01") + pd.to_timedelta(30 * t, unit="min"),
+            "Demand": demand + shift * demand.std(),
+            "WorkDay": rng.integers(0, 2, size=n).astype(float),
+            "Temperature": temperature + shift * temperature.std(),
+        }
+    )
+
+
+def test_each_large_series_is_checked_against_its_own_training_steps(tmp_path):
+    """One series of six shifts by 0.3 of its spread in demand and temperature: diluted among the others the
+    pooled check stays quiet, its own check does not. The largest series are checked, up to monitor.max_groups."""
+    params = sequence_params(tmp_path)
+    card = parse_card(old_card_data("sequence"))
+    rng = np.random.default_rng(0)
+    reference_rows = pd.concat(
+        [*(demand_steps(f"s{k}", 1200, rng) for k in range(1, 7)), demand_steps("thin", 100, rng)], ignore_index=True
+    )
+    sizes = {"s1": 900, "s2": 800, "s3": 700, "thin": 650, "s4": 600, "new": 600, "s5": 550, "s6": 100}
+    current_rows = pd.concat(
+        [demand_steps(name, n, rng, shift=0.3 if name == "s1" else 0.0) for name, n in sizes.items()], ignore_index=True
+    )
+    reference = RUNTIME.drift_frame(reference_rows, card, params)
+    current = RUNTIME.drift_frame(current_rows, card, params)
+    cfg = MonitorParams(min_rows=500, max_groups=4)
+
+    pooled = detect_drift(reference, current, *drift_columns(reference))
+    assert pooled.drifted_columns == []
+    report = group_drift(
+        reference, current, reference_rows[RUNTIME.drift_groups(card)], current_rows["series"], "series", cfg, seed=0
+    )
+    assert report is not None and report.column == "series"
+    assert [(g.group, g.status, g.current_rows, g.reference_rows) for g in report.groups] == [
+        ("s1", "checked", 900, 1200),
+        ("s2", "checked", 800, 1200),
+        ("s3", "checked", 700, 1200),
+        ("thin", "few_reference_rows", 650, 100),  # too few training steps to compare with
+        ("new", "new", 600, 0),  # not in the training data: reported, not compared
+    ]
+    assert report.groups[0].drifted_columns == ("Demand", "Temperature") and report.groups[0].drifted_share == 2 / 3
+    assert [g.drifted_columns for g in report.groups[1:3]] == [(), ()]
+    assert (report.small, report.over_limit) == (1, 2)  # s6 is too small; s4 and s5 are past monitor.max_groups
+    assert drifted_groups(report, cfg.drift_share) == ("s1",)
+    table = report.markdown_table()
+    assert "| s1 | 900 | 1200 | checked | 67% | Demand, Temperature |" in table and "2 past monitor.max_groups" in table
+
+    # One series (no series column in the new rows, as elecdemand's landed batches): the pooled check is its check.
+    assert group_drift(reference, current, reference_rows["series"], None, "series", cfg, seed=0) is None
+    assert (
+        group_drift(
+            reference,
+            current,
+            reference_rows["series"],
+            current_rows["series"],
+            "series",
+            cfg.model_copy(update={"max_groups": 0}),
+            seed=0,
+        )
+        is None
+    )

@@ -263,3 +263,6 @@ def test_a_classifiers_new_steps_are_scored_window_by_window_and_its_drift_frame
     )
     assert RUNTIME.score_rows(onnx, card, test.drop(columns="kind"), params) == {}
 
+
+def test_the_series_column_is_the_drift_group(forecaster):
+    assert RUNTIME.drift_groups(forecaster.card) == "series"
