@@ -25,10 +25,10 @@ from pipeline.core.io import INT8_FILE, file_sha256, read_table, split_file
 from pipeline.kinds import score_test
 from pipeline.kinds.base import LOGGED_LABEL, PREDICTED
 from pipeline.kinds.sequence import stages
-from pipeline.lifecycle.gate import parity_passed
+from pipeline.lifecycle.gate import baseline_key, decide, parity_passed, trained_baseline
 from pipeline.lifecycle.monitoring import decide_retrain
 from pipeline.onnxio.card import ModelCard, SequenceCard
-from pipeline.params import MonitorParams, SequenceParams
+from pipeline.params import GateParams, MonitorParams, SequenceParams
 from pipeline.stages import train
 from tests.conftest import REPO
 from tests.unit.kinds.sequence.conftest import QUICK, sequence_params, stage_data
@@ -266,3 +266,19 @@ def test_a_classifiers_new_steps_are_scored_window_by_window_and_its_drift_frame
 
 def test_the_series_column_is_the_drift_group(forecaster):
     assert RUNTIME.drift_groups(forecaster.card) == "series"
+
+
+def test_a_first_forecaster_is_gated_against_both_naive_forecasts(forecaster):
+    """The gate's bars for a first forecaster, from evaluate's real metrics: it must beat the seasonal-naive
+    forecast, and come within gate.tolerance of persistence (the stronger one half an hour ahead)."""
+    metrics, cfg = forecaster.metrics, GateParams(metric="mae", tolerance=0.005)
+    floor, trained = baseline_key("mae", metrics), trained_baseline(metrics, "mae")
+    assert floor == "baseline_seasonal_naive" and trained == ("baseline_persistence", metrics["baseline_persistence"]["mae"])
+    seasonal, persistence = metrics[floor]["mae"], trained[1]
+    assert persistence < seasonal
+    quick = decide(metrics["model"]["mae"], None, seasonal, True, cfg, trained, floor)  # two epochs of an LSTM
+    assert metrics["model"]["mae"] > persistence + cfg.tolerance and not quick.promote
+    assert decide(persistence - 0.001, None, seasonal, True, cfg, trained, floor).promote
+    assert not decide(persistence + 0.006, None, seasonal, True, cfg, trained, floor).promote
+    tie = decide(seasonal, None, seasonal, True, cfg, trained, floor)
+    assert not tie.promote and "does not beat the seasonal-naive baseline" in tie.reason
