@@ -3,10 +3,10 @@
 Both models are scored on the same, newest test data. The challenger is promoted when its
 primary metric (``gate.metric``) is at least the champion's minus ``gate.tolerance`` and its
 ONNX parity check passed. With no champion yet, it must beat the majority-class baseline
-(for mae/rmse: the seasonal-naive forecast, or a table regressor's training mean) and, where evaluate
-trained one, come within ``gate.tolerance`` of the trained baseline too (HGB for tables, regression
-included, the pixel logistic regression for images, the stronger naive forecast for forecasts): a diverged network predicts one class and can
-still edge past the majority class, never past a fitted model.
+(for mae/rmse: the stronger naive forecast, persistence or seasonal naive, or a table regressor's training
+mean) and, where evaluate trained one, come within ``gate.tolerance`` of the trained baseline too (HGB for
+tables, regression included, the pixel logistic regression for images): a diverged network predicts one
+class and can still edge past the majority class, never past a fitted model.
 Every decision carries both models' numbers and the reason.
 
 Lineage: a champion is only comparable with a challenger of the same kind, task, target and
@@ -58,11 +58,23 @@ BASELINE_KEY = {"mae": "baseline_seasonal_naive", "rmse": "baseline_seasonal_nai
 MEAN_BASELINE = "baseline_mean"
 
 
+# A forecaster's naive forecasts: the one a first model must beat is the stronger on the test windows.
+NAIVE_FORECASTS = ("baseline_seasonal_naive", "baseline_persistence")
+
+
 def baseline_key(metric: str, metrics: dict[str, Any] | None = None) -> str:
-    """Where evaluate's metrics.json keeps the baseline for ``metric``: for an error metric, the
-    seasonal-naive forecast, or the training mean where ``metrics`` (evaluate's) hold that and no forecast."""
+    """Where evaluate's metrics.json keeps the baseline a first model must beat for ``metric``: for an error
+    metric, the stronger naive forecast in ``metrics`` (persistence or seasonal naive, whichever errs less on
+    the test windows), or the training mean where ``metrics`` hold that and no forecast."""
     key = BASELINE_KEY.get(metric, "baseline_majority")
-    if metrics is not None and metric in LOWER_IS_BETTER and key not in metrics and MEAN_BASELINE in metrics:
+    if metrics is None or metric not in LOWER_IS_BETTER:
+        return key
+    naive = [
+        (float(metrics[k][metric]), k) for k in NAIVE_FORECASTS if isinstance(metrics.get(k), dict) and metric in metrics[k]
+    ]
+    if naive:
+        return min(naive)[1]
+    if MEAN_BASELINE in metrics:
         return MEAN_BASELINE
     return key
 
@@ -70,15 +82,19 @@ def baseline_key(metric: str, metrics: dict[str, Any] | None = None) -> str:
 def trained_baseline(metrics: dict[str, Any], metric: str) -> tuple[str, float] | None:
     """The strongest baseline in evaluate's metrics other than ``baseline_key(metric)``, as (key, value).
 
-    Tables: ``baseline_hgb`` (classifier or regressor); images: ``baseline_logreg``; forecasts:
-    ``baseline_persistence`` (the stronger of the naive forecasts is taken, whichever it is). None when
-    evaluate reports only the naive floor (sequence classification).
+    Tables: ``baseline_hgb`` (classifier or regressor); images: ``baseline_logreg``. None when evaluate
+    reports only naive floors (forecasts: the stronger naive forecast is the floor itself, beaten outright;
+    sequence classification).
     """
     floor = baseline_key(metric, metrics)
     found = [
         (key, float(value[metric]))
         for key, value in sorted(metrics.items())
-        if key.startswith("baseline_") and key != floor and isinstance(value, dict) and metric in value
+        if key.startswith("baseline_")
+        and key != floor
+        and key not in NAIVE_FORECASTS
+        and isinstance(value, dict)
+        and metric in value
     ]
     if not found:
         return None

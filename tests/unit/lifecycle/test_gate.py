@@ -57,19 +57,27 @@ def test_the_trained_baseline_is_the_strongest_other_baseline_for_the_metric():
         "baseline_seasonal_naive": {"mae": 0.33, "rmse": 0.48},
         "baseline_persistence": {"mae": 0.09, "rmse": 0.12},
     }
-    assert trained_baseline(forecast, "mae") == ("baseline_persistence", 0.09)
+    assert trained_baseline(forecast, "mae") is None  # both naive forecasts are floors: the stronger is beaten outright
     assert trained_baseline({"baseline_majority": {"accuracy": 0.5}}, "accuracy") is None  # sequence classification
     images = {"baseline_majority": {"accuracy": 0.1}, "baseline_logreg": {"accuracy": 0.9, "macro_f1": 0.89}}
     assert trained_baseline(images, "macro_f1") == ("baseline_logreg", 0.89)
 
 
-def test_a_first_forecaster_must_also_come_within_the_tolerance_of_persistence():
-    cfg = GateParams(metric="mae", tolerance=0.01)
-    trained = ("baseline_persistence", 0.09)
-    assert decide(0.0995, None, 0.33, True, cfg, trained).promote
-    rejected = decide(0.12, None, 0.33, True, cfg, trained)
-    assert not rejected.promote and "> the persistence baseline 0.0900 + tolerance 0.01" in rejected.reason
-    assert rejected.trained_baseline == 0.09 and rejected.trained_baseline_name == "persistence"
+@pytest.mark.parametrize(
+    "metrics, floor",
+    [
+        ({"baseline_seasonal_naive": {"mae": 0.33}, "baseline_persistence": {"mae": 0.09}}, "baseline_persistence"),
+        ({"baseline_seasonal_naive": {"mae": 0.30}, "baseline_persistence": {"mae": 0.64}}, "baseline_seasonal_naive"),
+    ],
+)
+def test_a_first_forecaster_must_beat_the_stronger_naive_forecast_outright(metrics, floor):
+    cfg = GateParams(metric="mae", tolerance=0.05)  # the tolerance never loosens a first model's floor
+    assert baseline_key("mae", metrics) == floor and trained_baseline(metrics, "mae") is None
+    best = metrics[floor]["mae"]
+    worse = decide(best + 0.001, None, best, True, cfg, None, floor)
+    name = floor.removeprefix("baseline_").replace("_", "-")
+    assert not worse.promote and f"does not beat the {name} baseline {best:.4f}" in worse.reason
+    assert decide(best - 0.001, None, best, True, cfg, None, floor).promote
 
 
 TABLE_REGRESSION = {
@@ -84,7 +92,7 @@ def test_a_table_regressors_floor_is_the_training_mean_and_its_trained_baseline_
     assert baseline_key("rmse", TABLE_REGRESSION) == "baseline_mean"
     assert trained_baseline(TABLE_REGRESSION, "mae") == ("baseline_hgb", 16621.0)
     forecast = {"baseline_seasonal_naive": {"mae": 0.3}, "baseline_persistence": {"mae": 0.1}}
-    assert baseline_key("mae", forecast) == "baseline_seasonal_naive"
+    assert baseline_key("mae", forecast) == "baseline_persistence"  # the stronger naive forecast
     assert baseline_key("mae") == "baseline_seasonal_naive"  # callers without metrics keep the old answer
     assert baseline_key("accuracy", TABLE_REGRESSION) == "baseline_majority"
 
