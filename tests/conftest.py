@@ -139,3 +139,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres.py): ``postgres.database(prefix)`` gives a new
+    database's URL. Skips, saying why, only where no PostgreSQL is installed; stopped and deleted at the end."""
+    from tests.postgres import running_cluster, unavailable
+
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_cluster() as cluster:
+        yield cluster
