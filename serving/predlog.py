@@ -12,6 +12,26 @@ reads the log; storing the same label again changes nothing (an upsert, safe und
 While commits fail (a full disk, a lost database), ``failing`` holds the reason and the writer
 probes the database every ``PROBE_SECONDS`` with a one-row write, so the service turns ready again on
 its own once a commit succeeds, with or without traffic.
+
+PostgreSQL (``postgresql+psycopg://user@host/db``) holds one log for several service replicas.
+Each replica group-commits as above; a request id is unique (a unique index on request id and
+record index: a record can be in the log once only), and the commits of all replicas take turns
+on a transaction-level advisory lock (``WRITE_LOCK``), as SQLite's write lock makes them take turns
+on one file. Without it two replicas could commit out of id order (one takes ids 100-110, the other
+111-120 and commits first), and a monitor reading ``id > watermark`` in between would step past
+100-110 for ever; with it ids are assigned in commit order, and ``read_log``'s watermark is exact.
+A replica stuck inside a commit (frozen, its host lost) holds that lock until PostgreSQL ends its
+session, after ``IDLE_IN_TRANSACTION_SECONDS`` idle in the transaction; the others wait no longer.
+
+The schema is versioned: a ``schema_version`` table records each step of ``MIGRATIONS`` applied,
+and every engine made here applies the missing ones in order before first use, inside one
+transaction under a lock (an advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so
+replicas starting together migrate once. A log made before versioning (its tables, no
+``schema_version``) is upgraded in place, rows kept. Why not Alembic: the log is three tables the
+service and the monitor create themselves on start, on SQLite files made per test and per
+workspace as well as on a shared server; Alembic would add a migrations folder, an ``env.py`` and
+a command to run before each service starts, for what two short steps below do. Each step checks
+what exists before it changes anything, so a new log and an upgraded one end with the same schema.
 """
 
 from __future__ import annotations
@@ -19,10 +39,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -38,7 +60,7 @@ predictions = sa.Table(
     "predictions",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), nullable=False, index=True),
+    sa.Column("request_id", sa.String(64), nullable=False),
     sa.Column("record_index", sa.Integer, nullable=False),
     sa.Column("logged_at", sa.String(40), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
@@ -46,6 +68,9 @@ predictions = sa.Table(
     sa.Column("label", sa.String(256), nullable=False),
     sa.Column("probabilities", sa.Text, nullable=False),  # JSON list in the order of the model's classes
 )
+# A record is logged once: the same (request id, record index) twice is refused by the database. It also
+# serves the lookups by request id (its leading column), which a plain index on request_id served before.
+unique_records = sa.Index("uq_predictions_request_record", predictions.c.request_id, predictions.c.record_index, unique=True)
 labels = sa.Table(
     "labels",
     metadata,
@@ -63,7 +88,23 @@ heartbeat = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
 )
 
+# Applied migrations, one row each: the schema's version is the largest.
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.String(40), nullable=False),
+)
+
 PROBE_SECONDS = 1.0  # how often a failing log retries a commit when no request does
+SQLITE_BUSY_SECONDS = 30  # how long a SQLite connection waits for another's write lock
+# PostgreSQL advisory lock keys (one 64-bit key space per database): the replicas' commits, and migrations.
+WRITE_LOCK = 0x65766C6F67_0001
+SCHEMA_LOCK = 0x65766C6F67_0002
+# A session idle inside a transaction this long is ended by PostgreSQL, releasing its locks: a stuck
+# replica holds up the others' commits this long at most. A commit is never idle: insert, then commit.
+IDLE_IN_TRANSACTION_SECONDS = 5
 
 INSERT_COLUMNS = ("request_id", "record_index", "logged_at", "model_version", "inputs", "label", "probabilities")
 
@@ -73,19 +114,109 @@ def make_engine(url: str, synchronous: str = "FULL") -> sa.Engine:
     ``synchronous``: FULL fsyncs every commit (survives power loss), NORMAL survives a crash of
     the process (SIGKILL included) but may lose the last commits on power loss."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(connection, _record) -> None:
             cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _wal(cursor)
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.close()
 
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+        if engine.dialect.name == "postgresql":
+
+            @sa.event.listens_for(engine, "connect")
+            def _session(connection, _record) -> None:
+                autocommit, connection.autocommit = connection.autocommit, True  # a SET outside any transaction
+                cursor = connection.cursor()
+                cursor.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_SECONDS}s'")
+                cursor.close()
+                connection.autocommit = autocommit
+
+    migrate(engine)
     return engine
+
+
+def _wal(cursor: sqlite3.Cursor) -> None:
+    """WAL mode. A new file switches to it only while no other connection writes, and SQLite answers
+    "database is locked" at once rather than wait (two services, or a service and a monitor, opening a new
+    log together): wait here as the busy timeout would. Once in WAL (it persists in the file) it takes no lock."""
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _create_tables(connection: sa.Connection) -> None:
+    """Version 1: the log's tables (a log made before versioning has them already)."""
+    metadata.create_all(connection, tables=[predictions, labels, heartbeat], checkfirst=True)
+
+
+def _unique_request_records(connection: sa.Connection) -> None:
+    """Version 2: (request id, record index) unique; the plain request_id index it replaces dropped."""
+    existing = {index["name"] for index in sa.inspect(connection).get_indexes("predictions")}
+    if unique_records.name not in existing:
+        unique_records.create(connection)
+    if "ix_predictions_request_id" in existing:  # plain DDL: an sa.Index made here would join the table's own
+        connection.exec_driver_sql("DROP INDEX ix_predictions_request_id")
+
+
+# (version, what it does, the step), applied in order; a new step is appended, never edited.
+MIGRATIONS: tuple[tuple[int, str, Callable[[sa.Connection], None]], ...] = (
+    (1, "prediction log tables", _create_tables),
+    (2, "request id and record index unique", _unique_request_records),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(connection: sa.Connection) -> int:
+    """The schema version of the log (0: none recorded, a new log or one made before versioning)."""
+    if not sa.inspect(connection).has_table(schema_version.name):
+        return 0
+    return connection.scalar(sa.select(sa.func.max(schema_version.c.version))) or 0
+
+
+def migrate(engine: sa.Engine) -> int:
+    """Bring the log's schema to ``SCHEMA_VERSION``, applying the missing steps in order; the version."""
+    with engine.connect() as connection:
+        if current_version(connection) == SCHEMA_VERSION:  # the usual start: one read, no lock
+            return SCHEMA_VERSION
+    dialect = engine.dialect.name
+    with engine.connect() as connection:
+        # One migrator at a time, the version read again under the lock: a replica that waited finds it done.
+        if dialect == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # DDL inside the transaction, the write lock held
+        elif dialect == "postgresql":
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK)))
+        version = current_version(connection)
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"prediction log {engine.url.render_as_string(hide_password=True)} has schema version {version}, newer "
+                f"than this code's {SCHEMA_VERSION}: run a newer Evergreen against it"
+            )
+        schema_version.create(connection, checkfirst=True)
+        for number, description, step in MIGRATIONS[version:]:
+            try:
+                step(connection)
+            except sa.exc.DBAPIError as exc:
+                raise RuntimeError(
+                    f"prediction log {engine.url.render_as_string(hide_password=True)}: migration {number} "
+                    f"({description}) failed: {commit_error(exc)}"
+                ) from exc
+            connection.execute(
+                schema_version.insert(),
+                {"version": number, "description": description, "applied_at": datetime.now(UTC).isoformat()},
+            )
+            log.info("prediction log schema: version %d (%s)", number, description)
+        connection.commit()
+    return SCHEMA_VERSION
 
 
 @dataclass
@@ -108,6 +239,7 @@ class PredictionLog:
         self._insert_sql = (
             f"INSERT INTO predictions ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join([marker] * len(INSERT_COLUMNS))})"
         )
+        self._serialised = self.engine.dialect.name == "postgresql"
         self.commits = 0
         self.failing: str | None = None  # why the last commit failed; None once one succeeds
         self._writer = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
@@ -138,6 +270,8 @@ class PredictionLog:
                 continue
             try:
                 with self.engine.begin() as connection:
+                    if self._serialised:  # replicas commit in turn: ids in commit order (see the module's docstring)
+                        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
                     # Driver-level executemany: the Core insert's per-row overhead holds the GIL the
                     # request handlers need (it showed as a p99 tail under load).
                     connection.exec_driver_sql(
@@ -154,8 +288,8 @@ class PredictionLog:
     def _probe(self) -> None:
         try:
             with self.engine.begin() as connection:
-                connection.execute(heartbeat.delete())
-                connection.execute(heartbeat.insert(), {"id": 1, "at": time.time()})
+                # An upsert: two replicas probing together must not collide on the row (a false failure).
+                _upsert(connection, heartbeat, [{"id": 1, "at": time.time()}], keys=("id",))
         except Exception as exc:  # the database is still failing: keep saying why
             self._failed(exc)
         else:
@@ -199,23 +333,23 @@ class PredictionLog:
             {"request_id": i["request_id"], "record_index": i["index"], "label": i["label"], "received_at": received_at}
             for i in items
         ]
-        dialect = self.engine.dialect.name
         with self.engine.begin() as connection:
-            if dialect in ("sqlite", "postgresql"):
-                insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(labels)
-                connection.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=[labels.c.request_id, labels.c.record_index],
-                        set_={"label": insert.excluded.label, "received_at": insert.excluded.received_at},
-                    ),
-                    rows,
-                )
-            else:
-                for row in rows:
-                    key = (labels.c.request_id == row["request_id"]) & (labels.c.record_index == row["record_index"])
-                    connection.execute(labels.delete().where(key))
-                connection.execute(labels.insert(), rows)
+            _upsert(connection, labels, rows, keys=("request_id", "record_index"))
         return len(items)
+
+
+def _upsert(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    """Insert ``rows``, replacing the rows with the same ``keys``: the dialect's upsert where it has one
+    (concurrent upserts of one key all succeed; a delete-then-insert could collide on the key between them)."""
+    dialect = connection.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+        replaced = {column: insert.excluded[column] for column in rows[0] if column not in keys}
+        connection.execute(insert.on_conflict_do_update(index_elements=list(keys), set_=replaced), rows)
+        return
+    for row in rows:
+        connection.execute(table.delete().where(sa.and_(*(table.c[key] == row[key] for key in keys))))
+    connection.execute(table.insert(), rows)
 
 
 def commit_error(exc: BaseException) -> str:
@@ -236,7 +370,10 @@ def _settle(future: asyncio.Future, outcome: BaseException | None) -> None:
 
 
 def read_log(engine: sa.Engine, after_id: int = 0, target: str | None = None) -> tuple[pd.DataFrame, int]:
-    """Logged inputs with id > ``after_id`` as a frame (labels joined into ``target`` when given), and the last id."""
+    """Logged inputs with id > ``after_id`` as a frame (labels joined into ``target`` when given), and the last id.
+
+    The last id is a watermark for the next read: ids are assigned in commit order (one writer at a time on
+    SQLite, the replicas' write lock on PostgreSQL), so no row with a smaller id can commit after this read."""
     query = (
         sa.select(predictions.c.id, predictions.c.inputs, predictions.c.label, labels.c.label.label("true_label"))
         .select_from(
