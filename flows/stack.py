@@ -7,6 +7,16 @@
 State lives in ``.prefect/`` (PREFECT_HOME: the SQLite database, logs, process ids). Telemetry is
 off for every process started here. The integration tests drive the same ``Stack`` class on a
 free port with a temporary home.
+
+The server's database is SQLite in PREFECT_HOME unless a URL is given (the zero-set-up default);
+for PostgreSQL, shared by a team and by servers on other hosts:
+
+    python -m flows.stack up --database-url postgresql+asyncpg://prefect:PASSWORD@db-host:5432/prefect
+
+or ``$PREFECT_SERVER_DATABASE_CONNECTION_URL`` (Prefect 3's name; ``$PREFECT_API_DATABASE_CONNECTION_URL``,
+the older one, is read too), or ``Stack(database_url=...)``. Prefect's server needs the asyncpg driver
+(``postgresql+asyncpg://``) and creates and migrates its tables itself on start. The URL goes to the
+server process only: workers and flow runs talk to the API, not to its database.
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from flows import TELEMETRY_OFF
 from pipeline.core.io import atomic_write
 
@@ -31,6 +44,8 @@ log = logging.getLogger(__name__)
 
 POOL = "evergreen"
 DEFAULT_PORT = 4200
+# Prefect 3 reads its database URL from the first of these that is set.
+DATABASE_URL_ENV = ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
 
 
 def free_port() -> int:
@@ -39,11 +54,40 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def database_url_from_env() -> str | None:
+    """The Prefect server's database URL the environment sets, if any (None: SQLite in PREFECT_HOME)."""
+    return next((os.environ[name] for name in DATABASE_URL_ENV if os.environ.get(name)), None)
+
+
+def redact(url: str) -> str:
+    """A database URL fit for a log line: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparseable URL>"
+
+
 @dataclass
 class Stack:
     root: Path
     home: Path
     port: int = DEFAULT_PORT
+    database_url: str | None = None  # the server's database (postgresql+asyncpg://...); None: SQLite in home
+
+    def __post_init__(self) -> None:
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql+asyncpg://", "sqlite+aiosqlite://")
+        ):
+            raise ValueError(
+                f"Prefect server database {redact(self.database_url)}: Prefect's server needs an async driver; "
+                "use postgresql+asyncpg://user:password@host:5432/name (or sqlite+aiosqlite:///path)"
+            )
+
+    @property
+    def database(self) -> str:
+        """Where the server keeps its state, for people (password masked)."""
+        url = self.database_url or database_url_from_env()
+        return redact(url) if url else f"SQLite in {self.home}"
 
     @property
     def api_url(self) -> str:
@@ -58,8 +102,10 @@ class Stack:
         return self.home / "evergreen-pids.json"
 
     def env(self) -> dict[str, str]:
-        """The environment every Prefect process of this stack (and every flow run) gets."""
-        env = dict(os.environ, **TELEMETRY_OFF)
+        """The environment every Prefect process of this stack (and every flow run) gets: the server's
+        database URL (it may hold a password) is not in it; ``server_env`` adds it for the server alone."""
+        env = {key: value for key, value in os.environ.items() if key not in DATABASE_URL_ENV}
+        env.update(TELEMETRY_OFF)
         env.update(
             PREFECT_HOME=str(self.home),
             PREFECT_API_URL=self.api_url,
@@ -84,14 +130,21 @@ class Stack:
             raise RuntimeError(f"prefect {' '.join(args)} failed: {(result.stdout + result.stderr).strip()[-2000:]}")
         return result
 
-    def _spawn(self, name: str, *args: str) -> int:
+    def server_env(self) -> dict[str, str]:
+        """The server's environment: the stack's, plus its database URL under both of Prefect's names."""
+        env, url = self.env(), self.database_url or database_url_from_env()
+        if url is not None:
+            env.update(dict.fromkeys(DATABASE_URL_ENV, url))
+        return env
+
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> int:
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{name}.log", "ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", *args],
                 cwd=self.root,
-                env=self.env(),
+                env=env or self.env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -105,19 +158,25 @@ class Stack:
         except OSError:
             return False
 
-    def up(self, timeout: float = 120.0) -> None:
-        """Start the server, create the pool, deploy prefect.yaml, start a worker."""
+    def start_server(self, timeout: float = 120.0) -> None:
+        """Start the server alone (on its database) and wait until it answers."""
         self.home.mkdir(parents=True, exist_ok=True)
         if self.healthy():
             raise RuntimeError(f"something already answers on {self.api_url}; run `python -m flows.stack down` first")
-        pids = {"server": self._spawn("server", "server", "start", "--host", "127.0.0.1", "--port", str(self.port))}
-        atomic_write(self.pid_file, json.dumps(pids))
+        server = ("server", "start", "--host", "127.0.0.1", "--port", str(self.port))
+        atomic_write(self.pid_file, json.dumps({"server": self._spawn("server", *server, env=self.server_env())}))
         deadline = time.monotonic() + timeout
         while not self.healthy():
             if time.monotonic() > deadline:
                 self.down()
                 raise RuntimeError(f"Prefect server did not start within {timeout:.0f}s; see {self.home / 'logs/server.log'}")
             time.sleep(0.5)
+        log.info("Prefect server on %s (database: %s)", self.api_url, self.database)
+
+    def up(self, timeout: float = 120.0) -> None:
+        """Start the server, create the pool, deploy prefect.yaml, start a worker."""
+        self.start_server(timeout)
+        pids = json.loads(self.pid_file.read_text())
         if self._prefect("work-pool", "inspect", POOL, check=False).returncode != 0:
             self._prefect("work-pool", "create", POOL, "--type", "process")
         self._prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(self.root / "prefect.yaml"))
@@ -171,10 +230,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.stack")
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("EVERGREEN_PREFECT_PORT", DEFAULT_PORT)))
+    parser.add_argument(
+        "--database-url",
+        default=database_url_from_env(),
+        help=f"the server's database, postgresql+asyncpg://... (default: ${DATABASE_URL_ENV[0]}, "
+        f"${DATABASE_URL_ENV[1]}, else SQLite in .prefect/)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = Path.cwd()
-    stack = Stack(root=root, home=root / ".prefect", port=args.port)
+    try:
+        stack = Stack(root=root, home=root / ".prefect", port=args.port, database_url=args.database_url)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.command == "up":
         stack.up()
         sys.stdout.write(
