@@ -19,7 +19,18 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+# The DVC remote the retrain flow pulls from and pushes to: $EVERGREEN_DVC_REMOTE when set, else a default
+# remote DVC already has (e.g. one committed to .dvc/config with `dvc remote add -d`), else a folder in your
+# home. Written to .dvc/config.local (git-ignored): a machine's path never lands in a commit. Idempotent.
+DEFAULT_DVC_REMOTE := $(HOME)/.cache/evergreen/dvc-remote
+
 setup: $(BIN)/.installed
+	@if [ -n "$$EVERGREEN_DVC_REMOTE" ]; then \
+		$(BIN)/dvc remote add --local --default --force evergreen "$$EVERGREEN_DVC_REMOTE"; \
+	elif ! $(BIN)/dvc remote default >/dev/null 2>&1; then \
+		$(BIN)/dvc remote add --local --default --force evergreen "$(DEFAULT_DVC_REMOTE)"; \
+	fi
+	@echo "DVC remote (default): $$($(BIN)/dvc remote default)"
 
 # Stage commands call `python`: put the venv first on PATH so DVC runs them with its interpreter.
 repro: setup

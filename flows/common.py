@@ -1,21 +1,34 @@
-"""What both flows share: the workspace root, the retrain lock, the monitor's state file, DVC calls."""
+"""What both flows share: the workspace root, the retrain lock, the monitor's state file, DVC calls, the DVC remote.
+
+    python -m flows.common prepare-workspace   # the retrain-remote deployment's pull step, in its fresh clone
+
+That command imports no Prefect (it starts in about a second, where ``flows.retrain`` takes several).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from flows import TELEMETRY_OFF
 from pipeline.core.errors import DataError, EvergreenError, LockTimeout
+from pipeline.core.gitinfo import git_revision
 from pipeline.core.io import atomic_write, file_lock, write_json
+from pipeline.lifecycle.registry import ModelVersion, Registry
+from pipeline.params import Paths, load_params
+from pipeline.params.paths import REGISTRY_ENV, registry_location
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +44,14 @@ def utc_now() -> datetime:
 
 
 def workspace_root() -> Path:
-    """The repo the flows operate on: $EVERGREEN_ROOT, else the current directory (a worker's pull step sets it)."""
-    return Path(os.environ.get("EVERGREEN_ROOT", ".")).resolve()
+    """The repo the flows operate on: $EVERGREEN_ROOT, else (unset or empty) the current directory, which a
+    worker's pull step sets: the checkout (``retrain``) or a fresh clone (``retrain-remote``)."""
+    return Path(os.environ.get("EVERGREEN_ROOT") or ".").resolve()
+
+
+def registry_at(root: Path, paths: Paths) -> Registry:
+    """The registry the flows read and write: $EVERGREEN_REGISTRY when set, else ``paths.registry`` in ``root``."""
+    return Registry(root / registry_location(paths))  # an absolute location replaces root
 
 
 @contextmanager
@@ -179,6 +198,180 @@ def clear_stale_dvc_locks(root: Path) -> list[str]:
         guard.unlock()
 
 
+# ---------------------------------------------------------------- the DVC remote: pull before the stages, push after
+
+DVC_REMOTE_ENV = "EVERGREEN_DVC_REMOTE"  # a folder or URL; made the workspace's default remote (.dvc/config.local)
+DVC_REMOTE_NAME = "evergreen"  # the name Evergreen gives that remote (make setup uses the same)
+DVC_CONFIG_TIMEOUT_S = 120.0
+DVC_TRANSFER_TIMEOUT_S = 3600.0  # a pull or push still running after an hour is stuck on its network: fail, free the worker
+_MISSING = "Missing cache files:"  # DVC's warning, followed by one "md5: <hash>" line per object
+_UNSAVED = "Can't remove the following unsaved files"  # pull would overwrite outputs that differ from dvc.lock
+_NO_REMOTE = "no default remote set"
+_OBJECT_LINE = re.compile(r"^\s*\w+: [0-9a-f]{32,}(\.dir)?\s*$")
+_FILES = {"pull": re.compile(r"(\d+) files? fetched"), "push": re.compile(r"(\d+) files? pushed")}
+
+
+class DvcRemoteError(EvergreenError):
+    """A ``dvc pull`` or ``dvc push`` against the remote failed; the message carries DVC's own last lines."""
+
+
+class WorkspaceNotShareable(EvergreenError):
+    """A fresh per-run workspace lacks what would keep its results: a shared registry or a DVC remote."""
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What one ``dvc pull`` or ``dvc push`` did, read from its output.
+
+    status: ``done``; ``first-use`` (pull: the remote lacks some objects dvc.lock names, as on a new
+    remote or before the first push: the stages compute them); ``kept-local`` (pull: outputs in the
+    workspace differ from dvc.lock and DVC would not overwrite them: the stages decide); ``no-remote``.
+    """
+
+    command: str
+    status: str
+    files: int = 0  # files fetched (pull) or pushed (push)
+    missing: int = 0  # objects in neither the local cache nor the remote
+    seconds: float = 0.0
+    remote: str | None = None
+    detail: str = ""
+
+
+def _tail(output: str, lines: int = 5) -> str:
+    return " | ".join(line.strip() for line in output.strip().splitlines()[-lines:] if line.strip())
+
+
+def missing_objects(output: str) -> int:
+    """How many objects DVC listed under "Missing cache files:" (0 when it listed none)."""
+    if _MISSING not in output:
+        return 0
+    listed = output.split(_MISSING, 1)[1].splitlines()
+    return sum(1 for line in listed if _OBJECT_LINE.match(line))
+
+
+def transfer_result(command: str, returncode: int, output: str) -> Transfer:
+    """The policy for what a pull or push means; DvcRemoteError naming DVC's last lines when it failed.
+
+    pull (run with ``--allow-missing``): objects the remote lacks are expected (first use, nothing pushed yet)
+    and outputs that differ from dvc.lock are left alone (the stages re-run what they must); anything else
+    that fails (network, credentials, a busy DVC lock) is an error. push: success only when DVC exits 0 and
+    no object of dvc.lock is missing from both the cache and the remote, since the registered version would
+    then not be reproducible elsewhere.
+    """
+    if command not in _FILES:
+        raise ValueError(f"unknown DVC transfer {command!r}; choose one of {sorted(_FILES)}")
+    found = _FILES[command].search(output)
+    files = int(found.group(1)) if found else 0
+    missing = missing_objects(output)
+    if _NO_REMOTE in output:
+        return Transfer(command, "no-remote", detail=_tail(output))
+    if returncode != 0:
+        if command == "pull" and _UNSAVED in output:
+            unsaved = output.split(_UNSAVED, 1)[1].splitlines()[1:]
+            kept = [line.strip() for line in unsaved if line.strip().startswith("/")]
+            return Transfer(command, "kept-local", files, missing, detail=f"outputs differ from dvc.lock: {', '.join(kept)}")
+        raise DvcRemoteError(f"dvc {command} failed (exit {returncode}): {_tail(output)}")
+    if missing and command == "push":
+        raise DvcRemoteError(
+            f"dvc push: {missing} object(s) of dvc.lock are in neither the local cache nor the remote, so this "
+            f"workspace's results cannot be reproduced elsewhere: {_tail(output)}"
+        )
+    return Transfer(command, "first-use" if missing else "done", files, missing)
+
+
+def push_wanted(action: str) -> bool:
+    """Push after every run that ended at a registry version: ``promoted`` and ``rejected`` register one (both
+    must be reproducible), ``unchanged`` is production's model again (pushed in case it predates the remote).
+    A run that failed before the gate ends with no action and pushes nothing: a half-run is no version."""
+    allowed = ("promoted", "rejected", "unchanged")
+    if action not in allowed:
+        raise ValueError(f"unknown retrain outcome {action!r}; choose one of {allowed}")
+    return True
+
+
+def _remote_config(root: Path) -> tuple[str | None, str | None]:
+    """DVC's default remote for ``root`` and its URL, from DVC's whole config chain (repo, local, global, system)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        name = repo.config["core"].get("remote")
+        url = repo.config["remote"].get(name, {}).get("url") if name else None
+    return name, url
+
+
+def dvc_remote(root: Path, url: str | None) -> str | None:
+    """The remote pulls and pushes use: ``url`` ($EVERGREEN_DVC_REMOTE: an absolute folder or a URL), made the
+    default in ``.dvc/config.local`` (git-ignored, as a machine's paths must be); else the default remote DVC's
+    config names (one committed to .dvc/config, e.g. S3); else None."""
+    name, current = _remote_config(root)
+    if not url:
+        return name
+    if (name, current) != (DVC_REMOTE_NAME, url):
+        result = dvc(
+            root, "remote", "add", "--local", "--default", "--force", DVC_REMOTE_NAME, url, timeout=DVC_CONFIG_TIMEOUT_S
+        )
+        if result.returncode != 0:
+            raise DvcRemoteError(f"${DVC_REMOTE_ENV}={url}: dvc remote add failed: {_tail(result.stdout + result.stderr)}")
+    return DVC_REMOTE_NAME
+
+
+def transfer(root: Path, command: str, remote: str, timeout: float = DVC_TRANSFER_TIMEOUT_S) -> Transfer:
+    """``dvc pull --allow-missing`` or ``dvc push`` against ``remote``, supervised (``run_in_group``) and timed."""
+    args = [command, "--remote", remote] + (["--allow-missing"] if command == "pull" else [])
+    started = time.perf_counter()
+    try:
+        result = dvc(root, *args, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DvcRemoteError(f"dvc {command} from {root} did not finish within {timeout:.0f}s") from None
+    outcome = transfer_result(command, result.returncode, result.stdout + result.stderr)
+    return replace(outcome, seconds=round(time.perf_counter() - started, 2), remote=remote)
+
+
+def lock_to_restore(versions: Sequence[ModelVersion], revision: str | None) -> ModelVersion | None:
+    """The newest registered version built from git commit ``revision``: its dvc.lock describes the state of
+    the last run of this code, so a fresh clone that takes it (and pulls) skips the stages nothing changed for.
+    Safe whatever changed since: DVC re-hashes every dependency and re-runs a stage whose inputs differ."""
+    if revision is None:
+        return None
+    built_here = [v for v in versions if v.meta.get("git_revision") == revision]
+    return max(built_here, key=lambda v: v.number, default=None)
+
+
+def prepare_fresh_workspace(root: Path, env: Mapping[str, str]) -> dict[str, object]:
+    """The ``retrain-remote`` deployment's pull step, run in its fresh clone before the flow.
+
+    Refuses (WorkspaceNotShareable) without $EVERGREEN_REGISTRY (the clone is deleted after the run, and a
+    registry inside it with it) or a DVC remote (the run's data would go the same way); then puts in place
+    the dvc.lock of the newest version registered from this commit and pulls what it names.
+    """
+    if not env.get(REGISTRY_ENV):
+        raise WorkspaceNotShareable(
+            f"{root} is a fresh per-run clone, deleted after the run: set ${REGISTRY_ENV} to the registry folder "
+            "that the service and the monitor read"
+        )
+    remote = dvc_remote(root, env.get(DVC_REMOTE_ENV))
+    if remote is None:
+        raise WorkspaceNotShareable(
+            f"{root} is a fresh per-run clone: set ${DVC_REMOTE_ENV} (a shared folder or URL) or commit a default "
+            "remote (dvc remote add -d <name> <url>) so its data and models outlive it"
+        )
+    registry = registry_at(root, load_params(root / "params.yaml").paths)
+    version = lock_to_restore(registry.versions(), git_revision(root))
+    if version is not None:
+        shutil.copyfile(version.dvc_lock, root / "dvc.lock")
+        log.info("dvc.lock of %s (registered from this commit) put in place", version.name)
+    pulled = transfer(root, "pull", remote)
+    log.info(
+        "dvc pull from %s: %s, %d files, %d missing, %.1fs",
+        remote,
+        pulled.status,
+        pulled.files,
+        pulled.missing,
+        pulled.seconds,
+    )
+    return {"remote": remote, "dvc_lock_from": None if version is None else version.name, **asdict(pulled)}
+
+
 @dataclass
 class MonitorState:
     """What the drift monitor remembers between checks (JSON, replaced atomically)."""
@@ -250,3 +443,24 @@ def update_state(path: Path, **changes) -> MonitorState:
         for key, value in changes.items():
             setattr(state, key, value)
     return state
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.common")
+    parser.add_argument(
+        "command",
+        choices=["prepare-workspace"],
+        help="prepare-workspace: make this fresh clone ready for the retrain (shared registry and DVC remote "
+        "required, the dvc.lock of the newest version registered from this commit, dvc pull)",
+    )
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        prepare_fresh_workspace(workspace_root(), os.environ)
+    except EvergreenError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

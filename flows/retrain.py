@@ -7,8 +7,14 @@ cache, lock and ``dvc.lock`` stay the source of truth. A stage DVC finds up to d
 on the same newest test split, the gate decides, and a promoted model becomes a new immutable
 registry version. The run ends with a markdown artifact: data added, both models' numbers, decision.
 
-Deployed from ``prefect.yaml`` (weekly schedule, one run at a time); run once by hand with
-``python -m flows.retrain --reason manual``.
+With a DVC remote (``$EVERGREEN_DVC_REMOTE``, or a default in DVC's config) the run first pulls what
+``dvc.lock`` names and, once the gate has decided, pushes the workspace's data and models, so any
+machine can reproduce a registered version: ``git checkout`` of its ``git_revision``, its ``dvc.lock``
+from the registry, ``dvc pull``. Without one it says so and computes everything here.
+
+Deployed from ``prefect.yaml``: ``retrain`` runs in the worker's checkout, ``retrain-remote`` in a
+fresh clone per run (its pull step is ``python -m flows.common prepare-workspace``). Run once by
+hand with ``python -m flows.retrain --reason manual``.
 """
 
 # No `from __future__ import annotations` here: Prefect validates the flow's parameters with a pydantic model
@@ -16,9 +22,10 @@ Deployed from ``prefect.yaml`` (weekly schedule, one run at a time); run once by
 # (strings like "Reason" failed to resolve there: "RetrainModel is not fully defined").
 import argparse
 import logging
+import os
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,10 +35,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
 from flows.common import (
+    DVC_REMOTE_ENV,
+    DvcRemoteError,
     clear_stale_dvc_locks,
     dvc,
+    dvc_remote,
     is_lock_contention,
+    push_wanted,
+    registry_at,
     retrain_lock,
+    transfer,
     update_state,
     utc_now,
     workspace_root,
@@ -111,6 +124,64 @@ def run_stage(stage: str, root: str) -> dict[str, Any] | State:
     )
 
 
+def _remote_trouble(task, task_run, state) -> bool:
+    """Retry a pull or push that failed against the remote (a network blip, a busy DVC lock); not a bug."""
+    try:
+        state.result()
+    except DvcRemoteError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(retries=2, retry_delay_seconds=15, retry_condition_fn=_remote_trouble, task_run_name="dvc-pull")
+def pull_data(root: str) -> dict[str, Any]:
+    """``dvc pull`` before the stages: what the remote holds for dvc.lock need not be computed again here."""
+    logger = get_run_logger()
+    remote = dvc_remote(Path(root), os.environ.get(DVC_REMOTE_ENV))
+    if remote is None:
+        logger.info(
+            "no DVC remote configured (set $%s or `dvc remote add -d <name> <url>`): nothing pulled, "
+            "the stages compute what is missing and nothing will be pushed",
+            DVC_REMOTE_ENV,
+        )
+        return {"command": "pull", "status": "no-remote"}
+    pulled = transfer(Path(root), "pull", remote)
+    if pulled.status == "first-use":
+        logger.info(
+            "dvc pull from %s: %d file(s), %d object(s) of dvc.lock not on the remote yet (expected before its "
+            "first push): the stages compute them",
+            remote,
+            pulled.files,
+            pulled.missing,
+        )
+    elif pulled.status == "kept-local":
+        logger.warning("dvc pull from %s left the workspace's own outputs in place (%s)", remote, pulled.detail)
+    else:
+        logger.info("dvc pull from %s: %s, %d file(s) in %.1fs", remote, pulled.status, pulled.files, pulled.seconds)
+    return asdict(pulled)
+
+
+@task(retries=2, retry_delay_seconds=15, retry_condition_fn=_remote_trouble, task_run_name="dvc-push")
+def push_data(root: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    """``dvc push`` of the workspace's data and models once the gate has decided, so that the version can be
+    reproduced on any machine (its git revision, its dvc.lock from the registry, ``dvc pull``)."""
+    logger = get_run_logger()
+    if not push_wanted(outcome["action"]):
+        return {"command": "push", "status": "skipped"}
+    remote = dvc_remote(Path(root), os.environ.get(DVC_REMOTE_ENV))
+    if remote is None:
+        logger.info("no DVC remote configured: %s's data stays in this workspace only", outcome["version"])
+        return {"command": "push", "status": "no-remote"}
+    try:
+        pushed = transfer(Path(root), "push", remote)
+    except DvcRemoteError as exc:
+        raise DvcRemoteError(f"{outcome['version']} is {outcome['action']} but its data is not on {remote}: {exc}") from None
+    logger.info("dvc push to %s: %d file(s) in %.1fs (%s)", remote, pushed.files, pushed.seconds, outcome["version"])
+    return asdict(pushed)
+
+
 @task
 def place_init_model(root: str, start: Start) -> dict[str, Any]:
     """warm: put the production model's checkpoint and encoder in ``paths.init_model`` for train to
@@ -118,7 +189,7 @@ def place_init_model(root: str, start: Start) -> dict[str, Any]:
     logger = get_run_logger()
     paths = load_params(Path(root) / "params.yaml").paths
     folder = Path(root) / paths.init_model
-    production = Registry(Path(root) / paths.registry).production()
+    production = registry_at(Path(root), paths).production()
     if start == "warm" and production is not None and production.torch_model is not None:
         folder.mkdir(parents=True, exist_ok=True)
         for source, name in ((production.torch_model, INIT_FILE), (production.encoder, INIT_ENCODER_FILE)):
@@ -185,7 +256,7 @@ def gate(root: str) -> dict[str, Any]:
         raise DataError(f"{root_path / paths.eval_metrics}: no {floor}.{metric} for the gate (run dvc repro evaluate)")
     baseline = metrics[floor][metric]
 
-    production, new_lineage = champion(Registry(root_path / paths.registry), root_path / paths.model_card)
+    production, new_lineage = champion(registry_at(root_path, paths), root_path / paths.model_card)
     champion_scores = None
     if production is not None and new_lineage is None:
         champion_scores = score_test(production.onnx, production.card, test_split)
@@ -219,7 +290,7 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
     root_path = Path(root)
     params = load_params(root_path / "params.yaml")
     paths = params.paths
-    registry = Registry(root_path / paths.registry)
+    registry = registry_at(root_path, paths)
     decision = Decision(**verdict["decision"])
     onnx_sha = file_sha256(root_path / paths.onnx)
     production = registry.production()
@@ -303,6 +374,16 @@ def summary_markdown(
     return "\n".join(line for line in lines if line is not None)
 
 
+def remote_line(pulled: dict[str, Any], pushed: dict[str, Any]) -> str:
+    """One line for the summary: what came from and went to the DVC remote."""
+    if pulled["status"] == "no-remote":
+        return "DVC remote: none configured (nothing pulled or pushed)."
+    return (
+        f"DVC remote `{pulled['remote']}`: pulled {pulled['files']} file(s) ({pulled['status']}), "
+        f"pushed {pushed.get('files', 0)} file(s) ({pushed['status']})."
+    )
+
+
 @flow(name="retrain", log_prints=False)
 def retrain(reason: Reason = "manual", note: str | None = None, start: Start = "cold") -> dict[str, Any]:
     """Screen new data, run every DVC stage in DVC's order, gate the challenger, promote or reject.
@@ -314,6 +395,7 @@ def retrain(reason: Reason = "manual", note: str | None = None, start: Start = "
     root = workspace_root()
     params: Params = load_params(root / "params.yaml")
     with retrain_lock(root, wait_seconds=600):
+        pulled = pull_data(str(root))
         landing = screen_landing(str(root))
         initialisation = place_init_model(str(root), start)
         stages: list[dict[str, Any]] = []
@@ -327,16 +409,26 @@ def retrain(reason: Reason = "manual", note: str | None = None, start: Start = "
         verdict = gate(str(root))
         outcome = promote(str(root), verdict, reason, note)
         update_state(root / params.paths.monitor_state, last_retrain_at=utc_now().isoformat())
+        pushed = push_data(str(root), outcome)
 
     rows_now = read_json(root / params.paths.ingest_report)["rows"]
     champion = verdict["champion_version"]
-    rows_before = Registry(root / params.paths.registry).get(champion).meta["extra"].get("rows", 0) if champion else 0
-    markdown = summary_markdown(
-        reason, note, stages, landing, verdict, outcome, {"now": rows_now, "added": rows_now - rows_before}
+    rows_before = registry_at(root, params.paths).get(champion).meta["extra"].get("rows", 0) if champion else 0
+    markdown = (
+        summary_markdown(reason, note, stages, landing, verdict, outcome, {"now": rows_now, "added": rows_now - rows_before})
+        + "\n\n"
+        + remote_line(pulled, pushed)
     )
     create_markdown_artifact(markdown=markdown, key="retrain-summary", description="Evergreen retrain summary")
     logger.info("retrain (%s): %s %s - %s", reason, outcome["action"], outcome.get("version"), verdict["decision"]["reason"])
-    return {"stages": stages, "landing": landing, "start": initialisation, **verdict, "outcome": outcome}
+    return {
+        "stages": stages,
+        "landing": landing,
+        "start": initialisation,
+        **verdict,
+        "outcome": outcome,
+        "dvc": {"pull": pulled, "push": pushed, "workspace": str(root)},
+    }
 
 
 def main() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from pipeline.params.base import Section
+
+REGISTRY_ENV = "EVERGREEN_REGISTRY"
 
 
 class Paths(Section):
@@ -36,3 +40,9 @@ class Paths(Section):
     monitor_state: str
     init_model: str  # folder: a model.pt here warm-starts training (the retrain flow's start=warm puts production's there)
     tune: str  # folder: optuna.db (the default study storage), best_params.yaml, summary.json
+
+
+def registry_location(paths: Paths) -> str:
+    """The registry folder: $EVERGREEN_REGISTRY when set (a folder shared by workers that share no checkout, e.g.
+    the retrain-remote deployment's fresh clones), else ``paths.registry`` (relative to the workspace)."""
+    return os.environ.get(REGISTRY_ENV) or paths.registry
