@@ -193,12 +193,18 @@ def screen(landing: Path, quarantine_dir: Path, batch_screen: BatchScreen | Land
     return good, moved
 
 
+# The checkout's own files in the landing folder (git keeps the empty folder and its ignore rules with them):
+# never batches, never quarantined, or every retrain would leave the checkout dirty and ingest's deps changed.
+CHECKOUT_FILES = frozenset({".gitignore", ".gitkeep", ".dvcignore"})
+
+
 def landing_entries(landing: Path, quarantine_dir: Path | None = None) -> list[Path]:
-    """Every entry of the landing area, in name order (a quarantine folder placed inside it excepted)."""
+    """Every entry of the landing area, in name order (a quarantine folder placed inside it and the checkout's
+    own ``CHECKOUT_FILES`` excepted)."""
     if not landing.is_dir():
         return []
     try:
-        entries = sorted(landing.iterdir())
+        entries = sorted(p for p in landing.iterdir() if p.name not in CHECKOUT_FILES or not p.is_file() or p.is_symlink())
     except OSError as exc:
         raise DataError(f"{landing}: cannot list the landing area ({exc.strerror or first_line(exc)})") from None
     if quarantine_dir is not None and quarantine_dir.resolve().parent == landing.resolve():

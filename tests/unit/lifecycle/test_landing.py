@@ -63,6 +63,18 @@ def test_bad_batches_are_quarantined_with_a_reason_and_good_ones_stay(tmp_path):
     assert not (landing / "no_x.csv").exists()  # moved, not copied: never silently kept or dropped
 
 
+def test_the_checkouts_own_files_in_the_landing_folder_stay_where_git_put_them(tmp_path):
+    """The repository keeps data/landing/ with a tracked .gitignore: screening it as a hidden batch would move
+    it to quarantine on every retrain, leaving the checkout dirty and ingest's DVC deps changed."""
+    landing, quarantine = tmp_path / "landing", tmp_path / "quarantine"
+    land_frame(make_table(50), landing, "good.parquet")
+    (landing / ".gitignore").write_text((REPO / "data/landing/.gitignore").read_text())
+    (landing / ".hidden.csv").write_text("x\n1\n")
+    good, moved = screen(landing, quarantine, lambda path: batch_problems(path, COLUMNS, ["x", "noise"], CFG))
+    assert [b.path.name for b in good] == ["good.parquet"] and [p.name for p in moved] == [".hidden.csv"]
+    assert (landing / ".gitignore").read_text() == (REPO / "data/landing/.gitignore").read_text()
+
+
 def test_the_landing_area_is_screened_by_the_pipelines_kind(params, tmp_path):
     landing = Path(params.paths.landing)
     land_frame(make_table(50), landing, "good.parquet")
