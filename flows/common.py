@@ -279,16 +279,6 @@ def transfer_result(command: str, returncode: int, output: str) -> Transfer:
     return Transfer(command, "first-use" if missing else "done", files, missing)
 
 
-def push_wanted(action: str) -> bool:
-    """Push after every run that ended at a registry version: ``promoted`` and ``rejected`` register one (both
-    must be reproducible), ``unchanged`` is production's model again (pushed in case it predates the remote).
-    A run that failed before the gate ends with no action and pushes nothing: a half-run is no version."""
-    allowed = ("promoted", "rejected", "unchanged")
-    if action not in allowed:
-        raise ValueError(f"unknown retrain outcome {action!r}; choose one of {allowed}")
-    return True
-
-
 def _remote_config(root: Path) -> tuple[str | None, str | None]:
     """DVC's default remote for ``root`` and its URL, from DVC's whole config chain (repo, local, global, system)."""
     from dvc.repo import Repo

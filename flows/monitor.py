@@ -4,7 +4,10 @@ Reference: the exact training data of the production model (stored, hash-pinned,
 version), sampled if large. Current: the batches landed since the last check (the source is
 pluggable). Both are read and prepared by the pipeline's kind (``KindRuntime.landing_screen`` reads
 them, ``drift_frame`` picks the columns): tables compare the model's inputs, images per-image
-statistics (brightness, contrast, sharpness, size), sequences the steps' inputs and target.
+statistics (brightness, contrast, sharpness, size), sequences the steps' inputs and target, texts their
+length in characters and words; classifiers of images, texts and sequences add the served model's
+predicted class, texts the share of their words unseen in training. The served model is the one the
+service answers with (the int8 twin where the gate chose it), measured against its own test figures.
 Evidently's DataDriftPreset gives per-column verdicts from its test statuses. Where the kind groups its
 rows (``KindRuntime.drift_groups``: sequences by series), the largest groups are also checked each
 against their own reference rows (``group_drift``), and a group that drifted on its own counts as drift.
@@ -28,7 +31,15 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import MonitorState, locked_state, retrain_in_progress, update_state, utc_now, workspace_root
+from flows.common import (
+    MonitorState,
+    locked_state,
+    registry_at,
+    retrain_in_progress,
+    update_state,
+    utc_now,
+    workspace_root,
+)
 from pipeline import kinds
 from pipeline.core.io import write_json
 from pipeline.kinds.base import LandingScreen
@@ -46,7 +57,6 @@ from pipeline.lifecycle.monitoring import (
     idempotency_key,
     label_column,
 )
-from pipeline.lifecycle.registry import Registry
 from pipeline.onnxio.card import ModelCard
 from pipeline.params import load_params, prediction_log_url
 
@@ -64,7 +74,7 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     rules = landing_rules(kinds.get(params.ingest.kind).runtime.landing_screen(params))  # NotSupportedYet: no landing
     screen_landed(params, root_path, rules)
 
-    production = Registry(root_path / paths.registry).production()
+    production = registry_at(root_path, paths).production()  # $EVERGREEN_REGISTRY, as the retrain flow
     if production is None:
         logger.warning("no production model yet: run the retrain flow first")
         return None
@@ -83,11 +93,19 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         logger.info("no new data since the last check (%s)", cfg.source)
         return None
 
+    # The model the service answers with (the int8 twin where the gate chose it), so the predicted classes and the
+    # performance measured here are those of the served model, compared with that model's own test figures.
+    served = production.serving_onnx
+    reference_metrics = dict(card.test_metrics)
+    if served != production.onnx and card.int8 is not None:
+        reference_metrics.update(
+            {k: v for k, v in {"accuracy": card.int8.accuracy, "mae": card.int8.mae}.items() if v is not None}
+        )
     # The kind's drift columns, with what the production model adds (the predicted class, for text the unseen words).
-    current_inputs = runtime.drift_frame(current.frame, card, params, production.onnx)  # NotSupportedYet: not checked yet
+    current_inputs = runtime.drift_frame(current.frame, card, params, served)  # NotSupportedYet: not checked yet
     # The training split as the kind reads a batch (images: per-image statistics of train.npz).
     reference_rows = rules.read(production.reference)
-    reference = runtime.drift_frame(reference_rows, card, params, production.onnx)
+    reference = runtime.drift_frame(reference_rows, card, params, served)
     numeric_cols, categorical_cols = drift_columns(reference)
     html = Path(report_dir) / "report.html"
     drift = detect_drift(
@@ -119,7 +137,7 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
             params.seed,
         )
     # Performance drift: the production model on the new rows that carry labels (actuals), when there are enough.
-    performance = runtime.score_rows(production.onnx, card, current.frame, params)
+    performance = runtime.score_rows(served, card, current.frame, params)
     labelled = int(performance.get("rows", 0))
     measured = labelled >= cfg.min_rows
     return {
@@ -133,9 +151,10 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         "rows": len(current.frame),
         "labelled_rows": labelled,
         "accuracy": performance.get("accuracy") if measured else None,
-        "reference_accuracy": card.test_metrics.get("accuracy"),
+        "reference_accuracy": reference_metrics.get("accuracy"),
         "mae": performance.get("mae") if measured else None,
-        "reference_mae": card.test_metrics.get("mae"),
+        "reference_mae": reference_metrics.get("mae"),
+        "served_model": served.name if served == production.onnx else f"int8/{served.name}",
         "production_version": production.name,
         "report": str(html),
     }

@@ -41,7 +41,6 @@ from flows.common import (
     dvc,
     dvc_remote,
     is_lock_contention,
-    push_wanted,
     registry_at,
     retrain_lock,
     transfer,
@@ -164,21 +163,24 @@ def pull_data(root: str) -> dict[str, Any]:
 
 
 @task(retries=2, retry_delay_seconds=15, retry_condition_fn=_remote_trouble, task_run_name="dvc-push")
-def push_data(root: str, outcome: dict[str, Any]) -> dict[str, Any]:
-    """``dvc push`` of the workspace's data and models once the gate has decided, so that the version can be
-    reproduced on any machine (its git revision, its dvc.lock from the registry, ``dvc pull``)."""
+def push_data(root: str) -> dict[str, Any]:
+    """``dvc push`` of the workspace's data and models once the gate has decided and before anything is
+    registered or promoted: every version the run ends at (promoted, rejected, or production's model again)
+    can then be reproduced on any machine (its git revision, its dvc.lock from the registry, ``dvc pull``).
+    A push that fails stops the run there, production unchanged: a model whose data never reached the
+    remote is never made production (a fresh-clone worker deletes its workspace after the run)."""
     logger = get_run_logger()
-    if not push_wanted(outcome["action"]):
-        return {"command": "push", "status": "skipped"}
     remote = dvc_remote(Path(root), os.environ.get(DVC_REMOTE_ENV))
     if remote is None:
-        logger.info("no DVC remote configured: %s's data stays in this workspace only", outcome["version"])
+        logger.info("no DVC remote configured: this run's data stays in this workspace only")
         return {"command": "push", "status": "no-remote"}
     try:
         pushed = transfer(Path(root), "push", remote)
     except DvcRemoteError as exc:
-        raise DvcRemoteError(f"{outcome['version']} is {outcome['action']} but its data is not on {remote}: {exc}") from None
-    logger.info("dvc push to %s: %d file(s) in %.1fs (%s)", remote, pushed.files, pushed.seconds, outcome["version"])
+        raise DvcRemoteError(
+            f"the gated model's data is not on {remote}, so nothing was registered or promoted: {exc}"
+        ) from None
+    logger.info("dvc push to %s: %d file(s) in %.1fs", remote, pushed.files, pushed.seconds)
     return asdict(pushed)
 
 
@@ -407,9 +409,9 @@ def retrain(reason: Reason = "manual", note: str | None = None, start: Start = "
                 raise TypeError(f"stage {stage!r}: expected its summary dict, got {type(summary).__name__}")
             stages.append(summary)
         verdict = gate(str(root))
+        pushed = push_data(str(root))  # before promote: production never points at data the remote lacks
         outcome = promote(str(root), verdict, reason, note)
         update_state(root / params.paths.monitor_state, last_retrain_at=utc_now().isoformat())
-        pushed = push_data(str(root), outcome)
 
     rows_now = read_json(root / params.paths.ingest_report)["rows"]
     champion = verdict["champion_version"]

@@ -75,6 +75,7 @@ def main() -> None:
 
     from pipeline.core.cli import setup_logging
     from pipeline.params import load_params, prediction_log_url
+    from pipeline.params.paths import registry_location
 
     params = load_params()
     parser = argparse.ArgumentParser(prog="python -m serving", description="Evergreen prediction service")
@@ -85,7 +86,7 @@ def main() -> None:
         default=prediction_log_url(params.serve),
         help="default: $EVERGREEN_DATABASE_URL or serve.database_url",
     )
-    parser.add_argument("--registry", default=params.paths.registry)
+    parser.add_argument("--registry", default=registry_location(params.paths))  # $EVERGREEN_REGISTRY or paths.registry
     parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], default=params.serve.sqlite_synchronous)
     args = parser.parse_args()
     settings = params.serve.model_copy(

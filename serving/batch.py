@@ -418,8 +418,9 @@ def resolve_model(model: str, card: str | None, registry: str | None) -> tuple[P
             raise DataError("--card goes with --model PATH.onnx; the production model brings its own card")
         if registry is None:
             from pipeline.params import load_params
+            from pipeline.params.paths import registry_location
 
-            registry = load_params().paths.registry
+            registry = registry_location(load_params().paths)
         production = Registry(registry).production()
         if production is None:
             raise DataError(f"registry {registry}: no production model yet; promote one, or pass --model PATH.onnx")

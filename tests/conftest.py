@@ -19,6 +19,11 @@ from pipeline.params import Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Sealed from the developer's shell: a test's retrain must never push to a real DVC remote or register test
+# models in a shared registry (the tests that use these set them themselves, to folders of their own).
+for _shared in ("EVERGREEN_DVC_REMOTE", "EVERGREEN_REGISTRY", "EVERGREEN_DATABASE_URL", "EVERGREEN_TUNE_STORAGE"):
+    os.environ.pop(_shared, None)
+
 
 @pytest.fixture(scope="session")
 def raw_params() -> dict:

@@ -22,7 +22,6 @@ from flows.common import (
     lock_to_restore,
     missing_objects,
     prepare_fresh_workspace,
-    push_wanted,
     registry_at,
     transfer,
     transfer_result,
@@ -93,12 +92,6 @@ def test_an_unknown_transfer_is_refused():
 def test_missing_objects_counts_only_the_listed_hashes():
     assert missing_objects("Everything is up to date.\n") == 0
     assert missing_objects(MISSING + "ERROR: something else\n") == 3
-
-
-def test_every_outcome_of_the_gate_pushes_and_an_unknown_one_is_refused():
-    assert all(push_wanted(action) for action in ("promoted", "rejected", "unchanged"))
-    with pytest.raises(ValueError, match="'crashed'"):
-        push_wanted("crashed")
 
 
 def version(number: int, revision: str | None) -> ModelVersion:

@@ -17,6 +17,7 @@ from pipeline.lifecycle.registry.layout import ONNX_FILE, RegistryError
 from pipeline.lifecycle.registry.store import Registry
 from pipeline.lifecycle.registry.versions import ModelVersion
 from pipeline.params import load_params
+from pipeline.params.paths import registry_location
 
 
 def _short(value: Any) -> str:
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_cli(args: argparse.Namespace) -> str:
-    root = Path(args.root) if args.root else Path(load_params().paths.registry)
+    root = Path(args.root) if args.root else Path(registry_location(load_params().paths))
     if not root.is_dir():
         raise RegistryError(f"no registry at {root} (register a model first, or pass --root)")
     registry = Registry(root)
