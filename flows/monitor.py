@@ -43,15 +43,14 @@ from flows.common import (
 from pipeline import kinds
 from pipeline.core.io import write_json
 from pipeline.kinds.base import LandingScreen
-from pipeline.lifecycle.drift import detect_drift
 from pipeline.lifecycle.landing import landing_rules, screen_landed
 from pipeline.lifecycle.monitoring import (
     CurrentSource,
     LandingSource,
     PredictionLogSource,
     combine,
+    compare_frames,
     decide_retrain,
-    drift_columns,
     drifted_groups,
     group_drift,
     idempotency_key,
@@ -106,23 +105,8 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     # The training split as the kind reads a batch (images: per-image statistics of train.npz).
     reference_rows = rules.read(production.reference)
     reference = runtime.drift_frame(reference_rows, card, params, served)
-    numeric_cols, categorical_cols = drift_columns(reference)
     html = Path(report_dir) / "report.html"
-    drift = detect_drift(
-        reference,
-        current_inputs,
-        numeric_cols,
-        categorical_cols,
-        method=cfg.method,
-        num_method=cfg.num_method,
-        cat_method=cfg.cat_method,
-        threshold=cfg.threshold,
-        drift_share=cfg.drift_share,
-        reference_sample=cfg.reference_sample,
-        current_sample=cfg.current_sample,
-        seed=params.seed,
-        html_path=html,
-    )
+    drift = compare_frames(reference, current_inputs, cfg, params.seed, html)
     # Each large group (series) against its own reference rows, where the kind groups its rows.
     group_column = runtime.drift_groups(card)
     groups = None

@@ -81,6 +81,44 @@ PREDICTED = "predicted"
 LOGGED_LABEL = "__logged_label__"
 
 
+TableCheck = Callable[["pd.DataFrame"], list[str]]
+
+
+def table_landing(check: TableCheck) -> LandingScreen:
+    """The landing rule of a kind whose batches are CSV/Parquet tables (sequences' long tables, texts):
+    ``check`` gives a read table's problems; an unreadable file is one problem naming why."""
+    from pipeline.shared.tables import TABLE_SUFFIXES, read_table_file
+
+    def problems(path: Path) -> list[str]:
+        try:
+            frame = read_table_file(path)
+        except DataError as exc:
+            return [str(exc).removeprefix(f"{path}: ")]
+        return check(frame)
+
+    return LandingScreen(
+        problems=problems,
+        rows=lambda path: len(read_table_file(path)),
+        read=read_table_file,
+        suffixes=frozenset(TABLE_SUFFIXES),
+    )
+
+
+def landed_tables(landing: Path, check: TableCheck) -> list[tuple[Path, pd.DataFrame]]:
+    """Every landed table for ingest (``batch_files``: CSV/Parquet, no hidden files, no links), checked as the
+    landing screen checks it; a bad one stops ingest naming it (the screen quarantines bad ones before a retrain)."""
+    from pipeline.shared.tables import batch_files, read_table_file
+
+    batches = []
+    for path in batch_files(landing):
+        frame = read_table_file(path)
+        problems = check(frame)
+        if problems:
+            raise DataError(f"{path}: landed batch cannot be used: {'; '.join(problems)}")
+        batches.append((path, frame))
+    return batches
+
+
 class NotSupportedYet(DataError):
     """A lifecycle step this kind does not provide yet (serving, landing, drift): one line naming both."""
 

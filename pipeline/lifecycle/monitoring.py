@@ -31,7 +31,7 @@ import pandas as pd
 
 from pipeline.core.errors import DataError
 from pipeline.kinds.base import LandingScreen
-from pipeline.lifecycle.drift import DriftInputError, detect_drift
+from pipeline.lifecycle.drift import DriftInputError, DriftResult, detect_drift
 from pipeline.lifecycle.landing import being_written, entry_problem, entry_sha256, landing_entries
 from pipeline.onnxio.card import ModelCard
 from pipeline.params import MonitorParams
@@ -235,6 +235,29 @@ def _members(ids: pd.Series, group: str) -> np.ndarray:
     return (ids == group).to_numpy(dtype=bool, na_value=False)
 
 
+def compare_frames(
+    reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitorParams, seed: int, html_path: Path | None = None
+) -> DriftResult:
+    """``detect_drift`` of a kind's drift frames (``drift_columns`` of the reference) with the monitor's methods,
+    thresholds and sample sizes: the one way the monitor compares two frames, whole or one group's rows."""
+    numeric, categorical = drift_columns(reference)
+    return detect_drift(
+        reference,
+        current,
+        numeric,
+        categorical,
+        method=cfg.method,
+        num_method=cfg.num_method,
+        cat_method=cfg.cat_method,
+        threshold=cfg.threshold,
+        drift_share=cfg.drift_share,
+        reference_sample=cfg.reference_sample,
+        current_sample=cfg.current_sample,
+        seed=seed,
+        html_path=html_path,
+    )
+
+
 def group_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -259,7 +282,6 @@ def group_drift(
     large = sorted(((int(n), str(g)) for g, n in counts.items() if n >= cfg.min_rows), key=lambda item: (-item[0], item[1]))
     known = [(n, g) for n, g in large if g in reference_counts.index]
     new = [GroupDrift(g, n, 0, "new") for n, g in large if g not in reference_counts.index]
-    numeric, categorical = drift_columns(reference)
     checked = []
     for rows, group in known[: cfg.max_groups]:
         reference_rows = int(reference_counts[group])
@@ -267,19 +289,8 @@ def group_drift(
             checked.append(GroupDrift(group, rows, reference_rows, "few_reference_rows"))
             continue
         try:
-            result = detect_drift(
-                reference.loc[_members(reference_ids, group)],
-                current.loc[_members(current_ids, group)],
-                numeric,
-                categorical,
-                method=cfg.method,
-                num_method=cfg.num_method,
-                cat_method=cfg.cat_method,
-                threshold=cfg.threshold,
-                drift_share=cfg.drift_share,
-                reference_sample=cfg.reference_sample,
-                current_sample=cfg.current_sample,
-                seed=seed,
+            result = compare_frames(
+                reference.loc[_members(reference_ids, group)], current.loc[_members(current_ids, group)], cfg, seed
             )
         except DriftInputError as exc:  # every column empty on one side for this group
             log.warning("drift of %s %r: not compared (%s)", column, group, exc)

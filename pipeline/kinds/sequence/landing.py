@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.errors import DataError
-from pipeline.kinds.base import LandingScreen
+from pipeline.kinds.base import LandingScreen, landed_tables, table_landing
 from pipeline.kinds.sequence.ingest import input_features, read_raw_source, require_roles, series_column
 from pipeline.params import SequenceIngest
-from pipeline.shared.tables import TABLE_SUFFIXES, batch_files, looks_numeric, read_table_file, sortable_time
+from pipeline.shared.tables import looks_numeric, sortable_time
 
 
 @dataclass(frozen=True)
@@ -66,32 +66,11 @@ def batch_problems(frame: pd.DataFrame, source: SourceColumns, cfg: SequenceInge
 
 
 def landed_batches(landing: Path, source: SourceColumns, cfg: SequenceIngest) -> list[tuple[Path, pd.DataFrame]]:
-    """Every landed table (``batch_files``: CSV/Parquet, no hidden files, no links), checked as the landing
-    screen checks it; a bad one stops ingest naming it (the screen quarantines bad ones before a retrain)."""
-    batches = []
-    for path in batch_files(landing):
-        frame = read_table_file(path)
-        problems = batch_problems(frame, source, cfg)
-        if problems:
-            raise DataError(f"{path}: landed batch cannot be used: {'; '.join(problems)}")
-        batches.append((path, frame))
-    return batches
+    """Every landed table, checked as the landing screen checks it (``landed_tables``)."""
+    return landed_tables(landing, lambda frame: batch_problems(frame, source, cfg))
 
 
 def landing_screen(cfg: SequenceIngest) -> LandingScreen:
     """The sequence kind's landing rule for ``cfg`` (the source is read once, here)."""
     source = source_columns(cfg)
-
-    def problems(path: Path) -> list[str]:
-        try:
-            frame = read_table_file(path)
-        except DataError as exc:
-            return [str(exc).removeprefix(f"{path}: ")]
-        return batch_problems(frame, source, cfg)
-
-    return LandingScreen(
-        problems=problems,
-        rows=lambda path: len(read_table_file(path)),
-        read=read_table_file,
-        suffixes=frozenset(TABLE_SUFFIXES),
-    )
+    return table_landing(lambda frame: batch_problems(frame, source, cfg))
