@@ -55,7 +55,7 @@ from pipeline.kinds import score_test, training_split_file
 from pipeline.kinds.base import NotSupportedYet
 from pipeline.lifecycle.gate import Decision, baseline_key, comparable, decide, parity_passed, trained_baseline
 from pipeline.lifecycle.landing import screen_landed
-from pipeline.lifecycle.registry import ModelVersion, Registry, RegistryError
+from pipeline.lifecycle.registry import ModelVersion, ProductionChanged, Registry, RegistryError
 from pipeline.onnxio.card import ModelCard
 from pipeline.params import Params, load_params
 
@@ -335,7 +335,17 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
         },
     )
     if decision.promote:
-        registry.promote(version.number, reason=f"{reason}: {decision.reason}", decision=event)
+        try:  # against the champion the gate scored: another worker sharing the registry may have promoted since
+            registry.promote(
+                version.number,
+                reason=f"{reason}: {decision.reason}",
+                decision=event,
+                expected_current=verdict["champion_version"],
+            )
+        except ProductionChanged as exc:
+            get_run_logger().warning("%s", exc)
+            registry.record({"event": "rejected", "version": version.name, "decision": event, "reason": str(exc)})
+            return {"action": "rejected", "version": version.name}
         return {"action": "promoted", "version": version.name}
     registry.record({"event": "rejected", "version": version.name, "decision": event})
     return {"action": "rejected", "version": version.name}

@@ -39,6 +39,10 @@ class RegistryError(EvergreenError):
     """The registry cannot do what was asked (unknown version, damaged file, nothing to roll back to)."""
 
 
+class ProductionChanged(RegistryError):
+    """A promotion decided against one production version found another there (another writer switched it)."""
+
+
 def version_name(number: int) -> str:
     """7 -> "v0007" (more digits once past 9999)."""
     return f"v{number:04d}"

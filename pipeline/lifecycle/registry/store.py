@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from pipeline.core.errors import LockTimeout
@@ -48,6 +49,7 @@ from pipeline.lifecycle.registry.layout import (
     TORCH_FILE,
     VERSION_FILES,
     VERSIONS_DIR,
+    ProductionChanged,
     RegistryError,
     number_of,
     parse_version,
@@ -405,12 +407,28 @@ class Registry:
         earlier = [version_name(parse_version(v)) for v in pointer.get("earlier", [])]
         return version_name(parse_version(pointer["version"])), earlier
 
-    def promote(self, version: int | str, *, reason: str, decision: dict[str, Any] | None = None) -> ModelVersion:
-        """Make ``version`` production (after re-verifying its files); promoting the current one is a no-op."""
+    def promote(
+        self,
+        version: int | str,
+        *,
+        reason: str,
+        decision: dict[str, Any] | None = None,
+        expected_current: str | None | EllipsisType = ...,
+    ) -> ModelVersion:
+        """Make ``version`` production (after re-verifying its files); promoting the current one is a no-op.
+
+        ``expected_current``: the production version the caller's decision was made against (None: none yet).
+        Checked under the registry's lock, so two retrains that gated against the same champion cannot both
+        switch: the second gets a ``ProductionChanged`` and production stays the first's (a compare-and-swap)."""
         with self._locked():
             target = self.get(version)
             target.verify()
             current, earlier = self._pointer_state()
+            if expected_current is not ... and current != expected_current:
+                raise ProductionChanged(
+                    f"promote {target.name}: production is {current or 'none'}, not {expected_current or 'none'} "
+                    "as when the decision was made; gate again against the new champion"
+                )
             if current == target.name:
                 log.info("%s is already production; nothing to switch", target.name)
                 return target

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.io import file_sha256
-from pipeline.lifecycle.registry import VERSION_FILES, ModelVersion, Registry, RegistryError, parse_version
+from pipeline.lifecycle.registry import VERSION_FILES, ModelVersion, ProductionChanged, Registry, RegistryError, parse_version
 
 REPO = Path(__file__).resolve().parents[3]
 CRASH_CODE = 77
@@ -241,6 +241,19 @@ def test_rollback_after_a_new_promotion_returns_to_the_version_it_replaced(regis
     registry.promote(v4.number, reason="fixed model")
     assert registry.rollback() == v2
     assert registry.rollback() == v1
+
+
+def test_a_promotion_decided_against_another_champion_is_refused_and_changes_nothing(registry, tmp_path):
+    """Two retrains that gated against the same champion: the first switches, the second finds production
+    moved under the registry's lock (a compare-and-swap) and leaves it where the first put it."""
+    v1, v2, v3 = (register(registry, tmp_path, tag) for tag in ("a", "b", "c"))
+    registry.promote(v1.number, reason="first", expected_current=None)
+    registry.promote(v2.number, reason="gated against v1", expected_current="v0001")
+    with pytest.raises(ProductionChanged, match="production is v0002, not v0001"):
+        registry.promote(v3.number, reason="also gated against v1", expected_current="v0001")
+    assert registry.production().name == "v0002" and switches(registry)[-1][1] == "v0002"
+    with pytest.raises(ProductionChanged, match="production is v0002, not none"):
+        registry.promote(v3.number, reason="gated as a first model", expected_current=None)
 
 
 def test_rollback_to_a_named_version(registry, tmp_path):
