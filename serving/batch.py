@@ -69,6 +69,7 @@ from pipeline.onnxio.card import (
     TabularInput,
     TextCard,
 )
+from pipeline.onnxio.session import ort_session
 
 log = logging.getLogger(__name__)
 
@@ -355,16 +356,10 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
 def open_session(onnx_path: Path, threads: int = DEFAULT_THREADS) -> Any:
     """One onnxruntime CPU session for the whole file; a file onnxruntime cannot load is one line."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before onnxruntime is first imported
-    import onnxruntime as ort
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
-        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return ort_session(onnx_path, threads, sequential=True)
     except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:
         raise DataError(f"{onnx_path}: not a loadable ONNX model ({first_line(exc)})") from None
 
