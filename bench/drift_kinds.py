@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))
 from pipeline import kinds  # noqa: E402
 from pipeline.kinds.image.ingest import load_digits_images  # noqa: E402
 from pipeline.kinds.sequence.ingest import load_elecdemand  # noqa: E402
-from pipeline.lifecycle.drift import DriftResult, _import_evidently, detect_drift  # noqa: E402
+from pipeline.lifecycle.drift import DriftResult, _import_evidently  # noqa: E402
 from pipeline.lifecycle.landing import landing_rules  # noqa: E402
-from pipeline.lifecycle.monitoring import drift_columns  # noqa: E402
+from pipeline.lifecycle.monitoring import compare_frames  # noqa: E402
 from pipeline.onnxio.card import ModelCard, parse_card  # noqa: E402
 from pipeline.params import Params  # noqa: E402
 from tests.conftest import make_params  # noqa: E402
@@ -62,17 +62,8 @@ def check(
     ref = runtime.drift_frame(rules.read(reference), card, params, model)
     cur = runtime.drift_frame(rules.read(batch), card, params, model)
     read = time.perf_counter() - start
-    cfg = params.monitor
     start = time.perf_counter()
-    result = detect_drift(
-        ref,
-        cur,
-        *drift_columns(ref),
-        drift_share=cfg.drift_share,
-        reference_sample=cfg.reference_sample,
-        current_sample=cfg.current_sample,
-        seed=params.seed,
-    )
+    result = compare_frames(ref, cur, params.monitor, params.seed)  # as the monitor compares them
     return read, time.perf_counter() - start, result
 
 
