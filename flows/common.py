@@ -26,7 +26,7 @@ from flows import TELEMETRY_OFF
 from pipeline.core.errors import DataError, EvergreenError, LockTimeout
 from pipeline.core.gitinfo import git_revision
 from pipeline.core.io import atomic_write, file_lock, write_json
-from pipeline.lifecycle.registry import ModelVersion, Registry
+from pipeline.lifecycle.registry import AnyRegistry, ModelVersion, open_registry
 from pipeline.params import Paths, load_params
 from pipeline.params.paths import REGISTRY_ENV, registry_location
 
@@ -49,9 +49,10 @@ def workspace_root() -> Path:
     return Path(os.environ.get("EVERGREEN_ROOT") or ".").resolve()
 
 
-def registry_at(root: Path, paths: Paths) -> Registry:
-    """The registry the flows read and write: $EVERGREEN_REGISTRY when set, else ``paths.registry`` in ``root``."""
-    return Registry(root / registry_location(paths))  # an absolute location replaces root
+def registry_at(root: Path, paths: Paths) -> AnyRegistry:
+    """The registry the flows read and write: $EVERGREEN_REGISTRY (a shared folder or an ``s3://`` store) when
+    set, else ``paths.registry`` in ``root``."""
+    return open_registry(registry_location(paths), base=root)  # an absolute location replaces root
 
 
 @contextmanager
@@ -348,7 +349,7 @@ def prepare_fresh_workspace(root: Path, env: Mapping[str, str]) -> dict[str, obj
     registry = registry_at(root, load_params(root / "params.yaml").paths)
     version = lock_to_restore(registry.versions(), git_revision(root))
     if version is not None:
-        shutil.copyfile(version.dvc_lock, root / "dvc.lock")
+        shutil.copyfile(registry.get(version.number).dvc_lock, root / "dvc.lock")  # get(): its files, fetched
         log.info("dvc.lock of %s (registered from this commit) put in place", version.name)
     pulled = transfer(root, "pull", remote)
     log.info(

@@ -55,7 +55,7 @@ from pipeline.kinds import score_test, training_split_file
 from pipeline.kinds.base import NotSupportedYet
 from pipeline.lifecycle.gate import Decision, baseline_key, comparable, decide, parity_passed, trained_baseline
 from pipeline.lifecycle.landing import screen_landed
-from pipeline.lifecycle.registry import ModelVersion, ProductionChanged, Registry, RegistryError
+from pipeline.lifecycle.registry import AnyRegistry, ModelVersion, ProductionChanged, RegistryError
 from pipeline.onnxio.card import ModelCard
 from pipeline.params import Params, load_params
 
@@ -221,7 +221,7 @@ def screen_landing(root: str) -> dict[str, Any]:
     return {"batches": [b.path.name for b in good], "quarantined": [p.name for p in moved]}
 
 
-def champion(registry: Registry, challenger_card: Path) -> tuple[ModelVersion | None, str | None]:
+def champion(registry: AnyRegistry, challenger_card: Path) -> tuple[ModelVersion | None, str | None]:
     """The production model to gate against, re-verified, and why it is not comparable (None: it is).
 
     RegistryError naming the file when a file of the production version changed after registration.

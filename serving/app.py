@@ -59,7 +59,7 @@ from pipeline import kinds
 from pipeline.core.errors import DataError
 from pipeline.kinds.base import Answers, FeedSchema, KindRuntime, NotSupportedYet, RecordError
 from pipeline.kinds.image.records import ImageFile
-from pipeline.lifecycle.registry import ModelVersion, Registry, RegistryError, parse_version, version_name
+from pipeline.lifecycle.registry import AnyRegistry, ModelVersion, RegistryError, open_registry, parse_version, version_name
 from pipeline.onnxio.card import ModelCard
 from pipeline.onnxio.session import ort_session
 from pipeline.params import ServeParams
@@ -108,7 +108,7 @@ class LoadedModel:
     variant: str  # "fp32" or "int8"
 
     @classmethod
-    def load(cls, registry: Registry, threads: int) -> LoadedModel | None:
+    def load(cls, registry: AnyRegistry, threads: int) -> LoadedModel | None:
         version = registry.production()
         return None if version is None else cls.from_version(version, threads)
 
@@ -132,7 +132,7 @@ def score(model: LoadedModel, records: Sequence[Any]) -> tuple[dict[str, np.ndar
     return feed, answers, runtime.log_inputs(records, feed, inputs)
 
 
-def load_fallback(registry: Registry, threads: int) -> LoadedModel | None:
+def load_fallback(registry: AnyRegistry, threads: int) -> LoadedModel | None:
     """The newest earlier production version that verifies and loads, or None.
 
     Only versions the gate once put in production qualify (their promote or rollback is in the history):
@@ -193,9 +193,9 @@ class ServiceMetrics:
 class Service:
     """State shared by the endpoints: the current model, the log, the metrics, the reload task."""
 
-    def __init__(self, settings: ServeParams, registry_root: Path):
+    def __init__(self, settings: ServeParams, registry_root: str | Path):
         self.settings = settings
-        self.registry = Registry(registry_root)
+        self.registry = open_registry(registry_root)  # a folder, or an object store (s3://) another host promotes to
         self.model: LoadedModel | None = None
         self.log: PredictionLog | None = None
         self.metrics = ServiceMetrics()
@@ -213,13 +213,11 @@ class Service:
         return self.log
 
     def _pointer(self) -> bytes | None:
-        """The production pointer's bytes: cheap to read every few seconds, changes on every switch.
-        Bytes, not text: a pointer overwritten with garbage must not fail here but in the loader, with its reason."""
+        """The registry's pointer token: cheap to read every few seconds, changes on every switch.
+        A store that cannot be read must not fail here but in the loader, with its reason (retried each interval)."""
         try:
-            return self.registry.pointer_file.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:  # unreadable (permissions, a folder in its place): the loader says why
+            return self.registry.pointer_token()
+        except Exception as exc:  # an object store unreachable for a moment, a damaged pointer object
             return f"unreadable: {exc}".encode()
 
     @property
@@ -508,7 +506,7 @@ LABELS_BODY = {
 def create_app(settings: ServeParams, registry_root: str | Path, api_token: str | None = None) -> FastAPI:
     """The FastAPI application for one registry and one prediction log; with ``api_token``, /predict,
     /labels and /metrics need ``Authorization: Bearer <api_token>``."""
-    service = Service(settings, Path(registry_root))
+    service = Service(settings, registry_root)
     bearer = HTTPBearer(auto_error=False)
 
     async def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:

@@ -407,7 +407,7 @@ def load_model(onnx_path: str | Path, card_path: str | Path, threads: int = DEFA
 def resolve_model(model: str, card: str | None, registry: str | None) -> tuple[Path, Path, str]:
     """(onnx path, card path, version name) for ``--model production`` or an explicit ONNX file."""
     if model == PRODUCTION:
-        from pipeline.lifecycle.registry import Registry
+        from pipeline.lifecycle.registry import open_registry
 
         if card is not None:
             raise DataError("--card goes with --model PATH.onnx; the production model brings its own card")
@@ -416,7 +416,7 @@ def resolve_model(model: str, card: str | None, registry: str | None) -> tuple[P
             from pipeline.params.paths import registry_location
 
             registry = registry_location(load_params().paths)
-        production = Registry(registry).production()
+        production = open_registry(registry).production()
         if production is None:
             raise DataError(f"registry {registry}: no production model yet; promote one, or pass --model PATH.onnx")
         production.verify()  # the files are exactly what was promoted

@@ -157,3 +157,23 @@ def postgres():
         pytest.skip(reason)
     with running_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto, tests/s3.py), the stand-in for object storage; stopped at the end."""
+    from tests.s3 import running_server, unavailable
+
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server, with this process's AWS variables pointing at it for the test (s3fs reads them)."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server

@@ -31,12 +31,18 @@ Crash safety: a crash at any instant leaves either the old or the new state, nev
 Reads take no lock (they only ever see complete files); writes serialise on ``<root>/.lock``.
 
 Modules: ``layout`` (file and version names, RegistryError), ``versions`` (ModelVersion),
-``history`` (reading and appending the log), ``store`` (the Registry and its crash-safe writes),
+``history`` (reading and appending the log), ``store`` (the Registry and its crash-safe writes), ``objectstore`` (the same on S3),
 ``cli`` (the command line).
+
+On an object store (``s3://bucket/prefix``), ``objectstore.ObjectRegistry`` keeps the same promises with
+create-if-absent writes instead of renames and a lock; its docstring says how. ``open_registry`` picks the
+store from the location.
 
 Command: ``python -m pipeline.lifecycle.registry [--root DIR] list | show [VERSION] | history |
 rollback [--to VERSION] [--reason TEXT]`` (root defaults to ``paths.registry``).
 """
+
+from pathlib import Path
 
 from pipeline.lifecycle.registry.layout import (
     CARD_FILE,
@@ -54,8 +60,24 @@ from pipeline.lifecycle.registry.layout import (
     parse_version,
     version_name,
 )
+from pipeline.lifecycle.registry.objectstore import ObjectRegistry, is_store_url
 from pipeline.lifecycle.registry.store import Registry
 from pipeline.lifecycle.registry.versions import ModelVersion
+
+# Either store: the same methods (versions, get, production, pointer_token, history, register, promote, record,
+# rollback) with the same guarantees, on a folder or on an object store.
+AnyRegistry = Registry | ObjectRegistry
+
+
+def open_registry(location: str | Path, base: Path | None = None) -> AnyRegistry:
+    """The registry at ``location``: an object-store URL (``s3://bucket/prefix``) or a folder (a path or
+    ``file://`` URL; a relative one is taken under ``base`` when given)."""
+    text = str(location)
+    if is_store_url(text):
+        return ObjectRegistry(text)
+    path = Path(text.removeprefix("file://"))
+    return Registry(base / path if base is not None else path)
+
 
 __all__ = [
     "CARD_FILE",
@@ -68,10 +90,13 @@ __all__ = [
     "REFERENCE_FILE",
     "TORCH_FILE",
     "VERSION_FILES",
+    "AnyRegistry",
     "ModelVersion",
+    "ObjectRegistry",
     "ProductionChanged",
     "Registry",
     "RegistryError",
+    "open_registry",
     "parse_version",
     "version_name",
 ]

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.cli import run_or_exit, setup_logging
+from pipeline.lifecycle.registry import open_registry
 from pipeline.lifecycle.registry.layout import ONNX_FILE, RegistryError
-from pipeline.lifecycle.registry.store import Registry
+from pipeline.lifecycle.registry.objectstore import is_store_url
 from pipeline.lifecycle.registry.versions import ModelVersion
 from pipeline.params import load_params
 from pipeline.params.paths import registry_location
@@ -70,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.lifecycle.registry", description="Inspect the model registry or roll production back."
     )
-    parser.add_argument("--root", help="registry folder (default: paths.registry in params.yaml)")
+    parser.add_argument(
+        "--root", help="registry folder or s3:// store (default: $EVERGREEN_REGISTRY, else paths.registry in params.yaml)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="all versions; * marks production")
     show = commands.add_parser("show", help="one version's meta and metrics (default: production)")
@@ -83,10 +86,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_cli(args: argparse.Namespace) -> str:
-    root = Path(args.root) if args.root else Path(registry_location(load_params().paths))
-    if not root.is_dir():
-        raise RegistryError(f"no registry at {root} (register a model first, or pass --root)")
-    registry = Registry(root)
+    location = args.root or registry_location(load_params().paths)
+    if not is_store_url(location) and not Path(location.removeprefix("file://")).is_dir():
+        raise RegistryError(f"no registry at {location} (register a model first, or pass --root)")
+    registry = open_registry(location)
     if args.command == "list":
         return format_versions(registry.versions(), registry.production())
     if args.command == "show":

@@ -30,24 +30,15 @@ from pipeline.core.io import (
 )
 from pipeline.lifecycle.registry.history import MAX_UNREADABLE_HISTORY_LINES, SWITCH_EVENTS, append_event, read_history
 from pipeline.lifecycle.registry.layout import (
-    CARD_FILE,
     COUNTER_FILE,
-    DVC_LOCK_FILE,
-    ENCODER_FILE,
     HISTORY_FILE,
-    INT8_FILE,
     LOCK_FILE,
     META_FILE,
-    METRICS_FILE,
     ONNX_FILE,
-    PARAMS_FILE,
     POINTER_FILE,
     POINTER_MODE,
     READ_ONLY_DIR,
     READ_ONLY_FILE,
-    REFERENCE_FILE,
-    TORCH_FILE,
-    VERSION_FILES,
     VERSIONS_DIR,
     ProductionChanged,
     RegistryError,
@@ -58,7 +49,7 @@ from pipeline.lifecycle.registry.layout import (
     utc_now,
     version_name,
 )
-from pipeline.lifecycle.registry.versions import ModelVersion, load_version
+from pipeline.lifecycle.registry.versions import ModelVersion, load_version, version_sources
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +119,16 @@ class Registry:
                 f"{self.pointer_file}: has no 'version'; fix it with: python -m pipeline.lifecycle.registry rollback --to VERSION"
             )
         return pointer
+
+    def pointer_token(self) -> bytes | None:
+        """The pointer's bytes: cheap to read every few seconds, changes on every switch (None before the first).
+        Bytes, not text: a pointer overwritten with garbage must not fail here but in ``production()``, with its reason."""
+        try:
+            return self.pointer_file.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # unreadable (permissions, a folder in its place): production() says why
+            return f"unreadable: {exc}".encode()
 
     def production(self) -> ModelVersion | None:
         """The serving version, or None before the first promotion."""
@@ -288,35 +289,18 @@ class Registry:
 
         ``git_revision`` defaults to HEAD of the working directory's repository.
         """
-        sources = {
-            ONNX_FILE: onnx,
-            CARD_FILE: model_card,
-            METRICS_FILE: metrics,
-            PARAMS_FILE: params,
-            DVC_LOCK_FILE: dvc_lock,
-        }
-        arguments = dict(zip(VERSION_FILES[:-1], ("onnx", "model_card", "metrics", "params", "dvc_lock"), strict=True))
-        reference_file = Path(REFERENCE_FILE).with_suffix(Path(reference).suffix or ".parquet").name
-        sources[reference_file], arguments[reference_file] = reference, "reference"
-        if onnx_int8 is not None:
-            sources[INT8_FILE], arguments[INT8_FILE] = onnx_int8, "onnx_int8"
-        if torch_model is not None:
-            sources[TORCH_FILE], arguments[TORCH_FILE] = torch_model, "torch_model"
-        if encoder is not None:
-            sources[ENCODER_FILE], arguments[ENCODER_FILE] = encoder, "encoder"
-        for name, source in sources.items():
-            if not Path(source).is_file():
-                raise RegistryError(f"register: {arguments[name]} file {source} not found (run the pipeline first: dvc repro)")
-        for name in (CARD_FILE, METRICS_FILE):
-            try:
-                json.loads(Path(sources[name]).read_text())
-            except ValueError as exc:
-                raise RegistryError(f"register: {arguments[name]} file {sources[name]} is not valid JSON ({exc})") from None
-        extra = dict(extra or {})
-        try:
-            json.dumps(extra, default=_json_default)
-        except (TypeError, ValueError) as exc:
-            raise RegistryError(f"register: extra is not JSON serialisable: {exc}") from None
+        sources, reference_file, extra = version_sources(
+            onnx=onnx,
+            model_card=model_card,
+            metrics=metrics,
+            params=params,
+            dvc_lock=dvc_lock,
+            reference=reference,
+            onnx_int8=onnx_int8,
+            torch_model=torch_model,
+            encoder=encoder,
+            extra=extra,
+        )
         revision = git_revision if git_revision is not None else head_revision()
 
         with self._locked():

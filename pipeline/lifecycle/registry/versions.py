@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.io import file_sha256, read_json
+from pipeline.core.io import _json_default, file_sha256, read_json
 from pipeline.lifecycle.registry.layout import (
     CARD_FILE,
     DVC_LOCK_FILE,
@@ -128,18 +128,72 @@ class ModelVersion:
             raise RegistryError(f"{self.path / META_FILE}: data_sha256 disagrees with the sha256 of {self.reference.name}")
 
 
+def parse_meta(raw: bytes, where: str, number: int) -> dict[str, Any]:
+    """A version's meta.json, checked to describe ``number`` (``where`` names it in errors)."""
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise RegistryError(f"{where}: not valid JSON ({exc}); the version folder is damaged") from None
+    if not isinstance(meta, dict) or meta.get("number") != number:
+        found = meta.get("number") if isinstance(meta, dict) else meta
+        raise RegistryError(
+            f"{where}: describes version {found!r}, not {version_name(number)}; the folder was moved or edited"
+        )
+    return meta
+
+
 def load_version(path: Path, number: int) -> ModelVersion:
     """The version in ``path``, checking that its meta.json describes ``number``."""
     meta_path = path / META_FILE
     try:
-        meta = json.loads(meta_path.read_text())
+        raw = meta_path.read_bytes()
     except FileNotFoundError:
         raise RegistryError(f"{meta_path}: missing; the version folder is damaged (restore it from a backup)") from None
-    except ValueError as exc:
-        raise RegistryError(f"{meta_path}: not valid JSON ({exc}); the version folder is damaged") from None
-    if not isinstance(meta, dict) or meta.get("number") != number:
-        found = meta.get("number") if isinstance(meta, dict) else meta
-        raise RegistryError(
-            f"{meta_path}: describes version {found!r}, not {version_name(number)}; the folder was moved or edited"
-        )
-    return ModelVersion(number=number, path=path, meta=meta)
+    return ModelVersion(number=number, path=path, meta=parse_meta(raw, str(meta_path), number))
+
+
+def version_sources(
+    *,
+    onnx: Path,
+    model_card: Path,
+    metrics: Path,
+    params: Path,
+    dvc_lock: Path,
+    reference: Path,
+    onnx_int8: Path | None,
+    torch_model: Path | None,
+    encoder: Path | None,
+    extra: dict[str, Any] | None,
+) -> tuple[dict[str, Path], str, dict[str, Any]]:
+    """What ``register`` stores, checked before anything is written: {file name in the version: source},
+    the reference's file name (its suffix is the kind's) and ``extra``, each bad argument named."""
+    sources = {
+        ONNX_FILE: onnx,
+        CARD_FILE: model_card,
+        METRICS_FILE: metrics,
+        PARAMS_FILE: params,
+        DVC_LOCK_FILE: dvc_lock,
+    }
+    arguments = dict(zip(VERSION_FILES[:-1], ("onnx", "model_card", "metrics", "params", "dvc_lock"), strict=True))
+    reference_file = Path(REFERENCE_FILE).with_suffix(Path(reference).suffix or ".parquet").name
+    sources[reference_file], arguments[reference_file] = reference, "reference"
+    if onnx_int8 is not None:
+        sources[INT8_FILE], arguments[INT8_FILE] = onnx_int8, "onnx_int8"
+    if torch_model is not None:
+        sources[TORCH_FILE], arguments[TORCH_FILE] = torch_model, "torch_model"
+    if encoder is not None:
+        sources[ENCODER_FILE], arguments[ENCODER_FILE] = encoder, "encoder"
+    for name, source in sources.items():
+        if not Path(source).is_file():
+            raise RegistryError(f"register: {arguments[name]} file {source} not found (run the pipeline first: dvc repro)")
+    for name in (CARD_FILE, METRICS_FILE):
+        try:
+            json.loads(Path(sources[name]).read_text())
+        except ValueError as exc:
+            raise RegistryError(f"register: {arguments[name]} file {sources[name]} is not valid JSON ({exc})") from None
+    extra = dict(extra or {})
+    try:
+        json.dumps(extra, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise RegistryError(f"register: extra is not JSON serialisable: {exc}") from None
+    return {name: Path(source) for name, source in sources.items()}, reference_file, extra
