@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +54,7 @@ from pipeline.lifecycle.monitoring import (
     group_drift,
     idempotency_key,
     label_column,
+    last_retrain,
 )
 from pipeline.onnxio.card import ModelCard
 from pipeline.params import load_params, prediction_log_url
@@ -215,7 +215,7 @@ def drift_monitor(
             group_column=None if result["groups"] is None else result["groups"]["column"],
             key=key,
             triggered_keys=set(state.triggered_keys),
-            last_retrain_at=datetime.fromisoformat(state.last_retrain_at) if state.last_retrain_at else None,
+            last_retrain_at=last_retrain(state.last_retrain_at, registry_at(root, params.paths).history()),
             retrain_running=retrain_in_progress(root),
             now=now,
             cfg=monitor_cfg,

@@ -33,6 +33,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pandas as pd
 
@@ -43,6 +44,7 @@ from pipeline.core.io import TEMP_SUFFIX, atomic_path, atomic_write, file_sha256
 from pipeline.kinds.base import BatchScreen, LandingScreen
 from pipeline.kinds.tabular.ingest import read_source
 from pipeline.params import Params, TabularParams, load_params
+from pipeline.params.paths import shared_landing
 from pipeline.shared.tables import TABLE_SUFFIXES, as_time, batch_files, first_line, read_table_file, sortable_time
 
 log = logging.getLogger(__name__)
@@ -216,9 +218,63 @@ def screen_landed(
     params: Params, root: Path = Path("."), rules: LandingScreen | None = None
 ) -> tuple[list[Batch], list[Path]]:
     """Screen ``root``'s landing area with the check of the pipeline's kind (``ingest.kind``), or with
-    ``rules`` already built from it; a kind that takes no landed data yet raises ``NotSupportedYet``."""
+    ``rules`` already built from it; a kind that takes no landed data yet raises ``NotSupportedYet``.
+    With a shared landing area ($EVERGREEN_LANDING), its new batches are pulled in first: the monitor and
+    every retrain, wherever they run, screen and use the same batches."""
     batch_screen = rules if rules is not None else kinds.get(params.ingest.kind).runtime.landing_screen(params)
-    return screen(root / params.paths.landing, root / params.paths.quarantine, batch_screen)
+    landing, quarantine_dir = root / params.paths.landing, root / params.paths.quarantine
+    shared = shared_landing()
+    if shared is not None:
+        pull_shared_landing(shared, landing, quarantine_dir)
+    return screen(landing, quarantine_dir, batch_screen)
+
+
+def pull_shared_landing(location: str, landing: Path, quarantine_dir: Path) -> list[str]:
+    """Copy into ``landing`` every batch of the shared landing area ``location`` (a folder, or an fsspec URL
+    such as ``s3://bucket/landing``) that is not here yet, and return their names.
+
+    Each batch (a file, or a folder of images) is copied whole under a hidden temporary name and renamed when
+    complete, so screening never sees half of one. Landed batches are immutable and their names never reused
+    (``batch_name``), so a batch already here, or quarantined here, is skipped and nothing is deleted; hidden
+    entries of the shared area are a producer's uploads in progress and wait for the next pull.
+    """
+    fs, base = fsspec.core.url_to_fs(location)
+    fs.invalidate_cache(base)
+    try:
+        entries = fs.ls(base, detail=True)
+    except FileNotFoundError:
+        if "://" in location and not location.startswith("file://"):
+            return []  # an object store has no empty folders: nothing has landed under this prefix yet
+        raise DataError(f"shared landing area {location}: no such folder (check $EVERGREEN_LANDING)") from None
+    except OSError as exc:
+        raise DataError(f"shared landing area {location}: cannot list it ({first_line(exc)})") from None
+    pulled = []
+    for entry in sorted(entries, key=lambda e: str(e["name"])):
+        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if not name or name.startswith(".") or name in CHECKOUT_FILES:
+            continue
+        target = landing / name
+        if os.path.lexists(target) or os.path.lexists(quarantine_dir / f"{name}{REASON_SUFFIX}"):
+            continue
+        landing.mkdir(parents=True, exist_ok=True)
+        temporary = landing / f".{name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            if entry["type"] == "directory":
+                fs.get(str(entry["name"]).rstrip("/") + "/", str(temporary) + "/", recursive=True)
+            else:
+                fs.get_file(entry["name"], str(temporary))
+            os.rename(temporary, target)
+        except BaseException:
+            if temporary.is_dir():
+                shutil.rmtree(temporary, ignore_errors=True)
+            else:
+                temporary.unlink(missing_ok=True)
+            raise
+        pulled.append(name)
+    if pulled:
+        fsync_dir(landing)
+        log.info("pulled %d batch(es) from the shared landing area %s: %s", len(pulled), location, ", ".join(pulled))
+    return pulled
 
 
 def entry_sha256(path: Path) -> str:
@@ -274,6 +330,25 @@ def land_entry(source: Path, landing: Path) -> Path:
         fsync_dir(landing)
     log.info("landed %s", target)
     return target
+
+
+def publish(path: Path, shared: str | None) -> None:
+    """Put a batch just landed here into the shared landing area too (None: there is none): under a hidden
+    name first, then moved, so a host pulling meanwhile never takes half of it (one PUT on an object store)."""
+    if shared is None:
+        return
+    fs, base = fsspec.core.url_to_fs(shared)
+    target = f"{base.rstrip('/')}/{path.name}"
+    if fs.exists(target):
+        raise DataError(f"{shared}/{path.name}: a batch with this name has already landed in the shared area")
+    if "://" in shared and not shared.startswith("file://"):
+        fs.put_file(str(path), target)  # a single object appears whole
+    else:
+        fs.makedirs(base, exist_ok=True)
+        temporary = f"{base.rstrip('/')}/.{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        fs.put(str(path), temporary, recursive=path.is_dir())
+        fs.mv(temporary, target, recursive=path.is_dir())
+    log.info("landed %s in the shared landing area %s", path.name, shared)
 
 
 def batch_name(name: str, landing: Path) -> str:
@@ -377,19 +452,31 @@ def main(argv: list[str] | None = None) -> None:
     def act() -> None:
         params = load_params()
         landing = Path(params.paths.landing)
+        shared = shared_landing()
+        if args.command != "status" and shared is not None:
+            # Land into the shared area ($EVERGREEN_LANDING), where the monitor and every retrain pull from:
+            # a shared folder directly; an object store by uploading the batch once it is whole here.
+            landed = pull_shared_landing(shared, landing, Path(params.paths.quarantine))  # "next" counts what is there
+            log.info("%d batch(es) from the shared landing area were not here yet", len(landed))
         if args.command == "next":
             tabular = tabular_params(params)
             for period, frame in next_periods(tabular, args.waves):
-                land_frame(frame, landing, f"{tabular.ingest.time_column}_{period}.parquet")
+                publish(land_frame(frame, landing, f"{tabular.ingest.time_column}_{period}.parquet"), shared)
         elif args.command == "sample":
             # Checked before the source is read: a bad --name fails at once, naming itself.
             name = batch_name(args.name or f"sample_seed{args.seed}" + ("_shifted" if args.shift else ""), landing)
-            land_frame(reference_sample(tabular_params(params), args.rows, args.seed, _parse_shift(args.shift)), landing, name)
+            frame = reference_sample(tabular_params(params), args.rows, args.seed, _parse_shift(args.shift))
+            publish(land_frame(frame, landing, name), shared)
         elif args.command == "file":
             if args.path.suffix.lower() in TABLE_SUFFIXES:
-                land_frame(read_table_file(args.path), landing, args.path.name)
+                publish(land_frame(read_table_file(args.path), landing, args.path.name), shared)
             else:  # another kind's batch (an image .npz or folder): landed as it is, screened by its kind
-                land_entry(args.path, landing)
+                if args.path.is_dir() and shared is not None and "://" in shared:
+                    raise DataError(
+                        f"{args.path}: an image folder cannot land in {shared} whole (an object store has no rename); "
+                        "land it as an .npz file, or share a folder"
+                    )
+                publish(land_entry(args.path, landing), shared)
         else:
             for path in landing_entries(landing):
                 if not path.name.startswith("."):

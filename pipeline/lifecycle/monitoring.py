@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -332,6 +332,25 @@ class RetrainDecision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+RETRAIN_EVENTS = ("register", "unchanged", "rejected")  # a retrain ends with one of these in the registry's history
+
+
+def last_retrain(saved: str | None, history: list[dict[str, Any]]) -> datetime | None:
+    """When the last retrain ended: the later of the monitor state's own record (``saved``, ISO time) and the
+    newest retrain outcome in the registry's history. The history is shared by every host, so the cooldown
+    also holds for retrains that ran on a worker in a fresh clone, whose own state went with the clone."""
+    times = [saved] if saved else []
+    times += [str(e["time"]) for e in history if e.get("event") in RETRAIN_EVENTS and e.get("time")]
+    parsed = []
+    for text in times:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            continue  # a hand-edited line: the other records still count
+        parsed.append(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+    return max(parsed, default=None)
 
 
 def decide_retrain(

@@ -7,6 +7,7 @@ import os
 from pipeline.params.base import Section
 
 REGISTRY_ENV = "EVERGREEN_REGISTRY"
+LANDING_ENV = "EVERGREEN_LANDING"
 
 
 class Paths(Section):
@@ -46,3 +47,10 @@ def registry_location(paths: Paths) -> str:
     """The registry folder: $EVERGREEN_REGISTRY when set (a folder shared by workers that share no checkout, e.g.
     the retrain-remote deployment's fresh clones), else ``paths.registry`` (relative to the workspace)."""
     return os.environ.get(REGISTRY_ENV) or paths.registry
+
+
+def shared_landing() -> str | None:
+    """$EVERGREEN_LANDING: a landing area shared by hosts (a folder or an object-store URL such as
+    ``s3://bucket/landing``) that the monitor and every retrain copy new batches from into ``paths.landing``
+    before screening them; None (unset or empty): batches land in ``paths.landing`` only."""
+    return os.environ.get(LANDING_ENV) or None

@@ -14,6 +14,7 @@ from pipeline.lifecycle.monitoring import (
     drifted_groups,
     idempotency_key,
     label_column,
+    last_retrain,
 )
 from pipeline.onnxio.card import CategoricalInput, NumericInput, SequenceCard, TabularCard, parse_card
 from pipeline.params import MonitorParams
@@ -60,6 +61,19 @@ def test_cooldown_after_a_retrain():
     recent = decision(last_retrain_at=NOW - timedelta(hours=23))
     assert not recent.retrain and recent.blocked_by.startswith("cooldown")
     assert decision(last_retrain_at=NOW - timedelta(hours=25)).retrain
+
+
+def test_the_last_retrain_is_the_later_of_the_state_and_the_shared_registry_history():
+    history = [
+        {"event": "register", "version": "v0001", "time": "2026-11-25T09:00:00.000+00:00"},
+        {"event": "promote", "version": "v0001", "time": "2026-11-25T09:30:00.000+00:00"},  # not a retrain's end
+        {"event": "unchanged", "version": "v0001", "time": "2026-11-25T10:00:00.123456+00:00"},  # a worker elsewhere
+        {"event": "rejected", "version": "v0002", "time": "not a time"},  # hand-edited: ignored
+    ]
+    assert last_retrain(None, history) == datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
+    assert last_retrain("2026-11-25T11:00:00+00:00", history) == datetime(2026, 11, 25, 11, tzinfo=UTC)
+    assert last_retrain(None, history[1:2]) is None
+    assert not decision(last_retrain_at=last_retrain(None, history)).retrain  # 2 h ago: cooldown
 
 
 def test_no_trigger_while_a_retrain_runs():
