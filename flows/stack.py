@@ -34,10 +34,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from flows import TELEMETRY_OFF
+from pipeline.core.dburl import redact, with_driver
 from pipeline.core.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -59,14 +57,6 @@ def database_url_from_env() -> str | None:
     return next((os.environ[name] for name in DATABASE_URL_ENV if os.environ.get(name)), None)
 
 
-def redact(url: str) -> str:
-    """A database URL fit for a log line: the password masked."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
-
-
 @dataclass
 class Stack:
     root: Path
@@ -75,6 +65,8 @@ class Stack:
     database_url: str | None = None  # the server's database (postgresql+asyncpg://...); None: SQLite in home
 
     def __post_init__(self) -> None:
+        if self.database_url is not None:
+            self.database_url = with_driver(self.database_url, "asyncpg")  # postgresql:// as libpq writes it
         if self.database_url is not None and not self.database_url.startswith(
             ("postgresql+asyncpg://", "sqlite+aiosqlite://")
         ):
@@ -134,7 +126,7 @@ class Stack:
         """The server's environment: the stack's, plus its database URL under both of Prefect's names."""
         env, url = self.env(), self.database_url or database_url_from_env()
         if url is not None:
-            env.update(dict.fromkeys(DATABASE_URL_ENV, url))
+            env.update(dict.fromkeys(DATABASE_URL_ENV, with_driver(url, "asyncpg")))
         return env
 
     def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> int:
@@ -182,7 +174,7 @@ class Stack:
         self._prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(self.root / "prefect.yaml"))
         pids["worker"] = self._spawn("worker", "worker", "start", "--pool", POOL, "--limit", "2")
         atomic_write(self.pid_file, json.dumps(pids))
-        log.info("Prefect UI: %s (deployments: retrain, drift-monitor; work pool: %s)", self.ui_url, POOL)
+        log.info("Prefect UI: %s (deployments: retrain, retrain-remote, drift-monitor; work pool: %s)", self.ui_url, POOL)
 
     def down(self) -> None:
         """Stop the worker (it needs a second SIGTERM to exit) and then the server."""

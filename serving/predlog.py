@@ -51,6 +51,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pipeline.core.dburl import with_driver
 from pipeline.kinds.base import LOGGED_LABEL
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def make_engine(url: str, synchronous: str = "FULL") -> sa.Engine:
     """An engine; SQLite gets WAL, a busy timeout (readers never block the writer) and
     ``synchronous``: FULL fsyncs every commit (survives power loss), NORMAL survives a crash of
     the process (SIGKILL included) but may lose the last commits on power loss."""
+    url = with_driver(url, "psycopg")  # postgresql:// as libpq writes it
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS})
 

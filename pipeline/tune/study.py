@@ -14,6 +14,8 @@ import yaml
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from pipeline.core.dburl import redact, with_driver
+
 try:
     import optuna
     from optuna.trial import TrialState
@@ -52,14 +54,6 @@ def reported_metrics(task: str) -> list[str]:
     return ["val_loss", *(f"val_{name}" for name in TASK_METRICS[task])]
 
 
-def redact(url: str) -> str:
-    """A storage URL fit for logs and reports: the password masked."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable URL>"
-
-
 def _sqlite_file(url: str) -> Path | None:
     """The database file of a file-backed SQLite URL, else None."""
     try:
@@ -73,6 +67,7 @@ def _sqlite_file(url: str) -> Path | None:
 
 def open_storage(url: str, create: bool = True):
     """Optuna's RDB storage at ``url``; a bad URL, a missing driver or an unreachable database is one line."""
+    url = with_driver(url, "psycopg")  # postgresql:// as libpq writes it
     database = _sqlite_file(url)
     if database is not None:
         if not create and not database.exists():

@@ -318,3 +318,13 @@ def test_late_labels_join_the_log_from_either_replica(log_url, engines):
     assert last == 8
     assert list(frame["n"]) == list(range(8))
     assert list(frame["y"]) == [None, "true-0", None, "true-1", None, "true-2", None, None]
+
+
+def test_a_postgresql_url_without_a_driver_opens_the_log_with_psycopg(pg_url, engines):
+    """``postgresql://`` as libpq and most tools write it: SQLAlchemy alone would look for psycopg2."""
+    bare = "postgresql://" + pg_url.split("://", 1)[1]
+    log = PredictionLog(bare)
+    try:
+        assert log.engine.dialect.driver == "psycopg"
+    finally:
+        log.close()

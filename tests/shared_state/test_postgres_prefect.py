@@ -57,10 +57,20 @@ def test_a_prefect_server_on_postgresql_records_a_flow_run(postgres, tmp_path):
 
 def test_a_database_url_prefect_cannot_use_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError) as info:
-        Stack(root=REPO, home=tmp_path, database_url="postgresql://prefect:secret@db:5432/prefect")
+        Stack(root=REPO, home=tmp_path, database_url="postgresql+psycopg://prefect:secret@db:5432/prefect")
 
     message = str(info.value)
     assert "postgresql+asyncpg://" in message and "prefect:***@db:5432/prefect" in message and "secret" not in message
+
+
+def test_a_postgresql_url_without_a_driver_gets_asyncpg(tmp_path, monkeypatch):
+    """``postgresql://`` as libpq and most tools write it, from the argument or the environment."""
+    assert (
+        Stack(root=REPO, home=tmp_path, database_url="postgres://p@db/prefect").database_url
+        == "postgresql+asyncpg://p@db/prefect"
+    )
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql://p@db/prefect")
+    assert Stack(root=REPO, home=tmp_path).server_env()[DATABASE_URL_ENV[0]] == "postgresql+asyncpg://p@db/prefect"
 
 
 def test_the_database_url_reaches_the_server_alone(monkeypatch, tmp_path):
