@@ -337,8 +337,8 @@ def prepare_fresh_workspace(root: Path, env: Mapping[str, str]) -> dict[str, obj
     """
     if not env.get(REGISTRY_ENV):
         raise WorkspaceNotShareable(
-            f"{root} is a fresh per-run clone, deleted after the run: set ${REGISTRY_ENV} to a registry folder "
-            "shared with the service (python -m serving --registry)"
+            f"{root} is a fresh per-run clone, deleted after the run: set ${REGISTRY_ENV} to a registry folder or "
+            "s3:// store shared with the service (python -m serving --registry)"
         )
     remote = dvc_remote(root, env.get(DVC_REMOTE_ENV))
     if remote is None:
