@@ -54,6 +54,7 @@ class MonitorParams(Section):
     # A numeric prediction's MAE on new labelled data above its test MAE x (1 + error_tolerance) asks for a retrain.
     error_tolerance: float = Field(default=0.25, ge=0)
     cooldown_hours: float = Field(default=24.0, ge=0)
+    keep_reports: int = Field(default=20, ge=1)  # drift checks whose HTML reports are kept; older ones are pruned
     # Per-group drift (a kind's KindRuntime.drift_groups; sequences: per series): the largest groups with at least
     # min_rows new rows, at most this many, each checked against the same group's reference rows; 0: off.
     max_groups: int = Field(default=20, ge=0)
@@ -75,6 +76,7 @@ class ServeParams(Section):
     max_records: int = Field(default=1000, ge=1)
     reload_interval_seconds: float = Field(default=2.0, gt=0)
     onnx_threads: int = Field(default=1, ge=1)
+    access_log: bool = True  # one log line per request (uvicorn's access log); off in the benchmarks
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # NORMAL: survives SIGKILL, not power loss
     # A production model or pointer that cannot be loaded at start: "unready" serves nothing and says why on
     # /ready (the gate chose that version; serving another one silently would be skew nobody decided);

@@ -38,6 +38,7 @@ class Paths(Section):
     quarantine: str
     registry: str
     drift_reports: str
+    evidently: str  # folder: the Evidently workspace every drift check adds a snapshot to (evidently ui)
     monitor_state: str
     init_model: str  # folder: a model.pt here warm-starts training (the retrain flow's start=warm puts production's there)
     tune: str  # folder: optuna.db (the default study storage), best_params.yaml, summary.json
