@@ -1,0 +1,1 @@
+"""The ``evergreen`` command line (``evergreen.cli``): the top layer; nothing in pipeline, flows or serving imports it."""
