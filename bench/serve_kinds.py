@@ -119,7 +119,7 @@ def serve(workspace: Path, card: ModelCard, folder: Path, requests: int) -> dict
     )
     registry.promote(version.number, reason="benchmark")
     port = free_port()
-    command = [sys.executable, "-m", "serving", "--port", str(port), "--registry", str(registry.root)]
+    command = [sys.executable, "-m", "serving", "--port", str(port), "--registry", str(registry.root), "--no-access-log"]
     command += ["--database-url", f"sqlite:///{folder / 'log.sqlite'}"]
     server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

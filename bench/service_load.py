@@ -101,6 +101,7 @@ def main() -> None:
                 str(port),
                 "--database-url",
                 f"sqlite:///{database}",
+                "--no-access-log",
                 "--registry",
                 str(folder / "registry"),
                 "--sqlite-synchronous",

@@ -218,32 +218,52 @@ def _terminate(pid: int, name: str, grace: float = 15.0) -> None:
     log.warning("%s (pid %d) still running after SIGKILL", name, pid)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.stack")
+PORT_ENV = "EVERGREEN_PREFECT_PORT"
+
+
+def workspace_stack(root: Path | None = None, port: int | None = None, database_url: str | None = None) -> Stack:
+    """The stack of a workspace, as ``make prefect-up`` starts it: PREFECT_HOME in ``<root>/.prefect``, the port
+    from $EVERGREEN_PREFECT_PORT or 4200."""
+    root = (root or Path.cwd()).resolve()
+    port = port if port is not None else int(os.environ.get(PORT_ENV, DEFAULT_PORT))
+    return Stack(root=root, home=root / ".prefect", port=port, database_url=database_url)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m flows.stack") -> None:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="The Prefect server, the evergreen work pool, prefect.yaml's deployments and a worker."
+    )
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("EVERGREEN_PREFECT_PORT", DEFAULT_PORT)))
+    parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_ENV, DEFAULT_PORT)))
     parser.add_argument(
         "--database-url",
         default=database_url_from_env(),
         help=f"the server's database, postgresql+asyncpg://... (default: ${DATABASE_URL_ENV[0]}, "
         f"${DATABASE_URL_ENV[1]}, else SQLite in .prefect/)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="status: one JSON object")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = Path.cwd()
     try:
-        stack = Stack(root=root, home=root / ".prefect", port=args.port, database_url=args.database_url)
+        stack = workspace_stack(port=args.port, database_url=args.database_url)
     except ValueError as exc:
         parser.error(str(exc))
     if args.command == "up":
-        stack.up()
-        sys.stdout.write(
-            f"Prefect UI: {stack.ui_url}  (Deployments: retrain, drift-monitor; export PREFECT_API_URL={stack.api_url})\n"
-        )
+        try:
+            stack.up()  # logs the server's address and the UI once
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            sys.exit(1)
+        sys.stdout.write(f"export PREFECT_API_URL={stack.api_url}   # for prefect commands in another shell\n")
     elif args.command == "down":
         stack.down()
     else:
-        sys.stdout.write(f"{'up' if stack.healthy() else 'down'}: {stack.ui_url}\n")
+        status = {"up": stack.healthy(), "ui": stack.ui_url, "api": stack.api_url, "database": stack.database}
+        if args.json:
+            sys.stdout.write(json.dumps(status) + "\n")
+        else:
+            sys.stdout.write(f"{'up' if status['up'] else 'down'}: {stack.ui_url} (database: {stack.database})\n")
+        sys.exit(0 if status["up"] else 3)
 
 
 if __name__ == "__main__":

@@ -64,21 +64,22 @@ def server_config(settings: ServeParams, registry: str | Path, token: str | None
         host=settings.host,
         port=settings.port,
         http=guarded_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds, settings.max_header_bytes),
-        log_level="warning",
-        access_log=False,
+        log_level="info",  # uvicorn's own lines: the URL it listens on, startup and shutdown
+        access_log=settings.access_log,  # one line per request (serve.access_log; off in the benchmarks)
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m serving") -> None:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import uvicorn
 
     from pipeline.core.cli import setup_logging
+    from pipeline.core.dburl import redact
     from pipeline.params import load_params, prediction_log_url
     from pipeline.params.paths import registry_location
 
     params = load_params()
-    parser = argparse.ArgumentParser(prog="python -m serving", description="Evergreen prediction service")
+    parser = argparse.ArgumentParser(prog=prog, description="Evergreen prediction service")
     parser.add_argument("--host", default=params.serve.host)
     parser.add_argument("--port", type=int, default=params.serve.port)
     parser.add_argument(
@@ -88,17 +89,30 @@ def main() -> None:
     )
     parser.add_argument("--registry", default=registry_location(params.paths))  # $EVERGREEN_REGISTRY or paths.registry
     parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], default=params.serve.sqlite_synchronous)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=params.serve.access_log,
+        help="one log line per request (default: serve.access_log)",
+    )
+    args = parser.parse_args(argv)
     settings = params.serve.model_copy(
         update={
             "host": args.host,
             "port": args.port,
             "database_url": args.database_url,
             "sqlite_synchronous": args.sqlite_synchronous,
+            "access_log": args.access_log,
         }
     )
     setup_logging()
-    logging.getLogger("uvicorn.access").disabled = True
+    log.info(
+        "Evergreen service: http://%s:%d (POST /predict, GET /model, API docs at /docs); registry %s, prediction log %s",
+        settings.host,
+        settings.port,
+        args.registry,
+        redact(settings.database_url),
+    )
     uvicorn.Server(server_config(settings, args.registry, api_token())).run()
 
 

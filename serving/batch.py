@@ -611,9 +611,9 @@ def score_texts(
 # ---------------------------------------------------------------- command line
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m serving.batch") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.batch",
+        prog=prog,
         description=(
             "Score a file into a Parquet file of predictions with the model's kind: tabular rows (a classifier's "
             "label and proba_<class>, a regressor's prediction) or texts (label, proba_<class>) from CSV/Parquet; "
@@ -697,10 +697,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {**summary, "model_version": version}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m serving.batch") -> None:
     """CLI entry: progress and the summary are logged; a user error is one line and exit code 1."""
     setup_logging()
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     summary = run_or_exit(lambda: run(args))
     log.info(
         "%s -> %s: %d rows in %d chunks, %.2f s (%.0f rows/s), model %s",

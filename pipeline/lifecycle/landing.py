@@ -432,8 +432,8 @@ def _parse_shift(items: list[str]) -> dict[str, float]:
     return shift
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.lifecycle.landing", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m pipeline.lifecycle.landing") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     nxt = sub.add_parser("next", help="land the next period(s) of ingest.source")
     nxt.add_argument("--waves", type=int, default=1)

@@ -27,10 +27,8 @@ def _positive(kind: type) -> Any:
     return parse
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.tune", description="Hyperparameter search over the train params with Optuna."
-    )
+def _parser(prog: str = "python -m pipeline.tune") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Hyperparameter search over the train params with Optuna.")
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS_FILE, help="params file (default: params.yaml)")
     commands = parser.add_subparsers(dest="command", required=True)
     find = commands.add_parser("search", help="run trials in the (shared) study; write best_params.yaml and summary.json")
@@ -72,7 +70,7 @@ def _run_cli(args: argparse.Namespace) -> str:
     return "".join(f"train.{key}: {old} -> {new}\n" for key, (old, new) in changes.items())
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m pipeline.tune") -> None:
     """CLI entry: results on stdout, progress on stderr; a user error is one line and exit code 1."""
     setup_logging()
     if optuna is None:
@@ -80,5 +78,5 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     optuna.logging.disable_default_handler()  # Optuna's per-trial lines through our handler and format
     optuna.logging.enable_propagation()
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     sys.stdout.write(run_or_exit(lambda: _run_cli(args)))

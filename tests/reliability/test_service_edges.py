@@ -481,3 +481,29 @@ def test_schemathesis_finds_no_server_error(served_registry, tmp_path):
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert len(statuses) > 100 and server_errors == []
     assert "Traceback" not in server.output
+
+
+# ---------------------------------------------------------------- what the service says on its terminal
+
+
+@pytest.mark.slow
+def test_the_service_says_where_it_listens_and_logs_one_line_per_request(tmp_path):
+    for name in ("loud", "quiet"):
+        (tmp_path / name).mkdir()
+    loud = LiveServer(tmp_path / "loud", tmp_path / "empty-registry")
+    try:
+        loud.wait_for_line(rf"Evergreen service: http://127\.0\.0\.1:{loud.port} ")
+        loud.wait_for_line(rf"Uvicorn running on http://127\.0\.0\.1:{loud.port}")
+        with urllib.request.urlopen(f"{loud.url}/health", timeout=5):
+            pass
+        loud.wait_for_line(r'"GET /health HTTP/1\.1" 200')
+    finally:
+        loud.stop()
+
+    quiet = LiveServer(tmp_path / "quiet", tmp_path / "empty-registry", serve={"access_log": False})
+    try:
+        with urllib.request.urlopen(f"{quiet.url}/health", timeout=5):
+            pass
+    finally:
+        quiet.stop()  # the process has exited: everything it would log is in its output
+    assert "GET /health" not in quiet.output and f"http://127.0.0.1:{quiet.port}" in quiet.output
