@@ -41,6 +41,28 @@ class Decision:
         return asdict(self)
 
 
+def number(value: Any) -> str:
+    """A metric for people: four significant digits (0.6524, 1.235e+04), '-' for none."""
+    if value is None:
+        return "-"
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def decision_summary(verdict: dict[str, Any]) -> str:
+    """One line for a gate's verdict as the retrain flow records it (``decision``, ``champion_version``):
+    "accuracy 0.6712 vs v0001's 0.665" or, for a first model, "accuracy 0.6712 (no champion; baseline 0.41)"."""
+    found = verdict.get("decision")
+    decision: dict[str, Any] = found if isinstance(found, dict) else {}
+    metric = decision.get("metric", "?")
+    challenger = number(decision.get("challenger"))
+    if decision.get("champion") is None:
+        return f"{metric} {challenger} (no champion; baseline {number(decision.get('baseline'))})"
+    return f"{metric} {challenger} vs {verdict.get('champion_version') or 'the champion'}'s {number(decision.get('champion'))}"
+
+
 def parity_passed(parity: dict, tolerance: float) -> bool:
     """The export stage's own verification, re-checked from its report.
 

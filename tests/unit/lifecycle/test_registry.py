@@ -500,19 +500,45 @@ def test_cli_list_show_history_rollback(registry, tmp_path):
 
     history = cli(registry.root, "history")
     assert history.returncode == 0
-    assert [line.split()[1] for line in history.stdout.splitlines()] == [
-        "register",
-        "register",
-        "promote",
-        "promote",
-        "rejected",
-    ]
+    header, *rows = history.stdout.splitlines()
+    assert header.split()[:4] == ["TIME", "(UTC)", "DECISION", "VERSION"]
+    assert [line.split()[2] for line in rows] == ["register", "register", "promote", "promote", "rejected"]
+    assert rows[3].rstrip().endswith("promote v0002 (was v0001)") and rows[4].rstrip().endswith("worse than v0002")
+    assert json.loads(cli(registry.root, "--json", "history").stdout)[-1]["reason"] == "worse than v0002"
 
     rolled = cli(registry.root, "rollback", "--reason", "pager alert")
     assert rolled.returncode == 0, rolled.stderr
     assert rolled.stdout.strip() == "production: v0001 (was v0002)"
     assert registry.production().name == "v0001"
     assert registry.history()[-1]["reason"] == "pager alert"
+
+
+def test_cli_history_shows_the_gate_verdict_and_diff_what_changed(registry, tmp_path):
+    first, second = promoted_chain(registry, tmp_path, 2)
+    verdict = {
+        "trigger": "drift",
+        "champion_version": "v0001",
+        "decision": {
+            "promote": False,
+            "reason": "challenger 0.61 < champion 0.65 - 0.005",
+            "metric": "accuracy",
+            "challenger": 0.6123456,
+            "champion": 0.65,
+            "baseline": 0.4,
+        },
+    }
+    registry.record({"event": "rejected", "version": "v0002", "decision": verdict})
+    row = cli(registry.root, "history").stdout.splitlines()[-1]
+    assert "rejected" in row and "accuracy 0.6123 vs v0001's 0.65" in row and "drift: challenger 0.61 < champion" in row
+
+    diff = cli(registry.root, "diff", "v1", "v2")
+    assert diff.returncode == 0, diff.stderr
+    lines = {line.split()[0]: line.split()[1:] for line in diff.stdout.splitlines()[1:]}
+    assert lines["metrics.tag"] == ["m1", "m2"] and lines["git_revision"] == ["rev-m1", "rev-m2"]
+    assert "metrics.accuracy" not in lines  # the same in both
+    data = json.loads(cli(registry.root, "--json", "diff", "v0001").stdout)  # against production
+    assert data["b"] == "v0002" and data["changed"]["metrics.tag"] == ["m1", "m2"]
+    assert cli(registry.root, "diff", "v1", "v1").stdout == "v0001 and v0001 are identical\n"
 
 
 def test_cli_unknown_version_is_one_line_and_exit_1(registry, tmp_path):
