@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.core.errors import DataError, ParamsError
 from pipeline.engine import Prepared, check_metric, configure_torch, fit
@@ -28,24 +33,87 @@ from pipeline.tune.study import (
 log = logging.getLogger(__name__)
 
 
+class Progress:
+    """Progress bars on a terminal: one over the search's trials, one over the running trial's epochs (tqdm, on
+    stderr, log lines printed above them). Off the terminal (CI, a pipe) nothing is drawn: each finished trial
+    is one log line (Optuna's), so a log stays quiet."""
+
+    def __init__(self, trials: int, epochs: int, metric: str, enabled: bool | None = None, file: Any = None):
+        self.file = file if file is not None else sys.stderr
+        if enabled is None:
+            enabled = self.file.isatty() and not os.environ.get("CI")
+        self.enabled, self.epochs, self.metric = enabled, epochs, metric
+        # mininterval 0: an epoch takes seconds, so every update is drawn (tqdm's default skips updates 0.1 s apart)
+        self.trials = tqdm(
+            total=trials, desc="trials", unit="trial", disable=not enabled, file=self.file, position=0, mininterval=0
+        )
+        self.current: tqdm | None = None
+
+    def start_trial(self, number: int) -> None:
+        self.end_epochs()
+        self.current = tqdm(
+            total=self.epochs,
+            desc=f"trial {number}",
+            unit="epoch",
+            leave=False,
+            disable=not self.enabled,
+            file=self.file,
+            position=1,
+            mininterval=0,
+        )
+
+    def epoch(self, value: float) -> None:
+        if self.current is not None:
+            self.current.update(1)
+            self.current.set_postfix({self.metric: f"{value:.4f}"}, refresh=False)
+
+    def end_epochs(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    def end_trial(self, best: float | None) -> None:
+        self.end_epochs()
+        self.trials.update(1)
+        if best is not None:
+            self.trials.set_postfix({f"best {self.metric}": f"{best:.4f}"}, refresh=False)
+
+    def close(self) -> None:
+        self.end_epochs()
+        self.trials.close()
+
+
 class PruningReporter:
     """``fit``'s epoch logger for a trial: reports the watched metric each epoch and stops the trial
     (``optuna.TrialPruned``, raised through ``fit``) when the pruner gives up on it."""
 
-    def __init__(self, trial, metric: str):
+    def __init__(self, trial, metric: str, progress: Progress | None = None):
         self.trial = trial
         self.metric = metric
+        self.progress = progress
 
     def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
         value = values[self.metric]
+        if self.progress is not None:
+            self.progress.epoch(value)
         self.trial.report(value, epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.metric} = {value:.4f}")
 
 
-def objective(trial, data: Prepared, base: TrainParams, space: dict[str, SearchDimension], epochs: int, seed: int) -> float:
+def objective(
+    trial,
+    data: Prepared,
+    base: TrainParams,
+    space: dict[str, SearchDimension],
+    epochs: int,
+    seed: int,
+    progress: Progress | None = None,
+) -> float:
     """Train once with the trial's values; its value is the early-stopping metric at the best epoch,
     and the loss and the task's metrics at that epoch are recorded with it."""
+    if progress is not None:
+        progress.start_trial(trial.number)
     update = suggest(trial, base, space)
     trial.set_user_attr("train", {key: plain(value) for key, value in update.items()})
     try:
@@ -57,7 +125,7 @@ def objective(trial, data: Prepared, base: TrainParams, space: dict[str, SearchD
         ) from None
     metric = cfg.early_stopping.metric
     _, _, history = fit(
-        data.train, data.val, data.config_for(cfg), cfg, seed, task=data.task, logger=PruningReporter(trial, metric)
+        data.train, data.val, data.config_for(cfg), cfg, seed, task=data.task, logger=PruningReporter(trial, metric, progress)
     )
     best = history.epochs[history.best_epoch]
     trial.set_user_attr("best_epoch", history.best_epoch)
@@ -92,11 +160,12 @@ def search(
     folder, epochs = Path(params.paths.tune), trial_epochs(base, tune)
     # Once per study and set of values: a later search with other train values adds them too.
     study.enqueue_trial(current_values(base, space), skip_if_exists=True)
+    ran = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]  # not the enqueued
     log.info(
-        "study %r in %s: %d trials so far; %d more (%s, %s: %s %s over %s; %d epochs each at most)",
+        "study %r in %s: %d trials run so far; %d more (%s, %s: %s %s over %s; %d epochs each at most)",
         study_name,
         redact(storage),
-        len(study.get_trials(deepcopy=False)),
+        len(ran),
         trials,
         architecture,
         data.task,
@@ -114,12 +183,23 @@ def search(
         write_results(folder, summary, best)
         return summary
 
-    study.optimize(
-        lambda trial: objective(trial, data, base, space, epochs, params.seed),
-        n_trials=trials,
-        timeout=timeout,
-        callbacks=[record],
-    )
+    progress = Progress(trials, epochs, metric)
+
+    def advance(study, trial) -> None:
+        record(study)
+        completed = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        progress.end_trial(study.best_value if completed else None)
+
+    try:
+        with logging_redirect_tqdm():  # log lines print above the bars instead of through them
+            study.optimize(
+                lambda trial: objective(trial, data, base, space, epochs, params.seed, progress),
+                n_trials=trials,
+                timeout=timeout,
+                callbacks=[advance],
+            )
+    finally:
+        progress.close()
     summary = record(study)
     if summary["complete"] == 0:
         raise DataError(

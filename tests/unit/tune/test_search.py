@@ -181,3 +181,27 @@ def test_command_line_missing_split_is_one_error_line(raw_params, tmp_path):
     assert "schema.json: file not found" in errors[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "reports/tune/optuna.db").exists()  # failed before opening a study
+
+
+def test_progress_draws_bars_on_a_terminal_and_nothing_elsewhere():
+    import io
+
+    from pipeline.tune.search import Progress
+
+    screen = io.StringIO()
+    progress = Progress(2, 3, "val_accuracy", enabled=True, file=screen)
+    progress.start_trial(0)
+    progress.epoch(0.61)
+    progress.epoch(0.64)
+    progress.end_trial(0.64)
+    progress.close()
+    drawn = screen.getvalue()
+    assert "trials" in drawn and "trial 0" in drawn and "2/3" in drawn and "best val_accuracy=0.6400" in drawn
+
+    quiet = io.StringIO()
+    silent = Progress(2, 3, "val_accuracy", file=quiet)  # not a terminal: decides by itself to stay quiet
+    silent.start_trial(0)
+    silent.epoch(0.5)
+    silent.end_trial(None)
+    silent.close()
+    assert quiet.getvalue() == ""
