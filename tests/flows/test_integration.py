@@ -1,15 +1,18 @@
 """End to end on a real Prefect server: deployments from prefect.yaml, a process worker, real data.
 
 Starts a server on a free loopback port with a temporary PREFECT_HOME (``flows.stack.Stack``,
-the same code as ``make prefect-up``), deploys ``prefect.yaml``, and then: a first retrain
-promotes v0001; a batch from the training era lands and the drift monitor does not trigger; the
-next real survey waves land and the monitor triggers a retrain flow run, which completes and
-records its decision in the registry; finally the promotion is rolled back with the registry
-CLI. Every process started here is stopped at the end.
+the same code as ``make prefect-up``), deploys ``prefect.yaml``, and then drives it as a user does, with
+the ``evergreen`` command: ``evergreen retrain --watch`` runs a first retrain on the worker and prints
+"promoted v0001"; a batch from the training era lands and the drift-monitor deployment does not trigger;
+``evergreen land next`` lands the next real survey waves and ``evergreen monitor --watch`` prints the drift
+share and the retrain it triggered, follows that run on the worker to its end and prints its outcome;
+finally ``evergreen registry rollback`` rolls the promotion back and ``registry history`` shows every
+decision. Every process started here is stopped at the end.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +25,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.stack import Stack, free_port
-from pipeline.lifecycle.landing import land_frame, next_periods, reference_sample
+from pipeline.lifecycle.landing import land_frame, reference_sample
 from pipeline.lifecycle.registry import Registry
 from pipeline.params import load_params
 from tests.conftest import copy_repo, tool_env
@@ -82,9 +85,20 @@ def test_deployments_are_scheduled_from_prefect_yaml(stack):
     assert deployments["retrain"].global_concurrency_limit.limit == 1
 
 
+def evergreen(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    """The evergreen command in the workspace, pointed at this stack's server."""
+    env = {**tool_env(), "PREFECT_API_URL": stack.api_url}
+    return subprocess.run(
+        [sys.executable, "-m", "evergreen", *args], cwd=stack.root, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
 def test_first_retrain_through_the_worker_promotes_v1(stack, params):
-    run = run_deployment("retrain/retrain", parameters={"reason": "manual"}, timeout=TIMEOUT, poll_interval=2)
-    assert run.state.is_completed(), run.state
+    watched = evergreen(stack, "retrain", "--watch")
+    assert watched.returncode == 0, watched.stderr[-3000:]
+    outcome = watched.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"[\w-]+: promoted v0001: accuracy 0\.\d+ \(no champion; baseline 0\.\d+\); .+", outcome), outcome
+    assert "Completed" in watched.stderr  # the states it followed
     assert Registry(params.paths.registry).production().name == "v0001"
 
 
@@ -96,12 +110,18 @@ def test_no_drift_batch_does_not_trigger(stack, params):
 
 
 def test_later_waves_trigger_a_retrain_that_records_its_decision(stack, params):
-    for period, frame in next_periods(params, 2):
-        land_frame(frame, Path(params.paths.landing), f"year_{period}")
-    run = run_deployment("drift-monitor/drift-monitor", timeout=TIMEOUT, poll_interval=2)
-    assert run.state.is_completed(), run.state
+    landed = evergreen(stack, "land", "next", "--waves", "2")
+    assert landed.returncode == 0, landed.stderr
+    watched = evergreen(stack, "monitor", "--watch")
+    assert watched.returncode == 0, watched.stderr[-3000:]
+    drift_line, outcome = watched.stdout.strip().splitlines()[-2:]
+    match = re.fullmatch(
+        r"drift: (\d+)/(\d+) columns drifted \(\d+%\) on [\d,]+ new rows; retrain triggered: ([\w-]+)", drift_line
+    )
+    assert match, drift_line
     triggered = [r for r in runs_of("retrain") if r.parameters.get("reason") == "drift"]
-    assert len(triggered) == 1
+    assert [r.name for r in triggered] == [match.group(3)]
+    assert outcome.startswith(f"{match.group(3)}: promoted v0002: accuracy ") and "vs v0001's" in outcome, outcome
     finished = wait_final(triggered[0].id)
     assert finished.state.is_completed(), finished.state
     history = Registry(params.paths.registry).history()
@@ -113,22 +133,11 @@ def test_later_waves_trigger_a_retrain_that_records_its_decision(stack, params):
 def test_rollback_restores_the_previous_production_model(stack, params):
     registry = Registry(params.paths.registry)
     assert registry.production().name == "v0002", "the drift retrain was expected to be promoted (gate tolerance 0.1)"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.lifecycle.registry",
-            "--root",
-            params.paths.registry,
-            "rollback",
-            "--reason",
-            "integration test",
-        ],
-        capture_output=True,
-        text=True,
-        env=tool_env(),
-        cwd=stack.root,
-    )
+    result = evergreen(stack, "registry", "rollback", "--reason", "integration test")
     assert result.returncode == 0, result.stderr
+    assert result.stdout == "production: v0001 (was v0002)\n"
     assert registry.production().name == "v0001"
     assert registry.history()[-1]["event"] == "rollback"
+    table = evergreen(stack, "registry", "history").stdout.splitlines()
+    assert [row.split()[2] for row in table[1:]] == ["register", "promote", "register", "promote", "rollback"]
+    assert "integration test (was v0002)" in table[-1]
