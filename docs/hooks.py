@@ -637,7 +637,8 @@ def benchmark_page(bench: Benchmark) -> str:
     out = [f"# {bench.name}", "", f"`{BENCH_DIR}/{bench.name}.py`: {bench.summary}", ""]
     if bench.body.strip():
         out += [_docstring_markdown(bench.body), ""]
-    out += ["## Run it", "", "```bash", f"python {BENCH_DIR}/{bench.name}.py", "```", ""]
+    if f"{BENCH_DIR}/{bench.name}.py" not in bench.body:  # the docstring shows its command line already
+        out += ["## Run it", "", "```bash", f"python {BENCH_DIR}/{bench.name}.py", "```", ""]
     out += ["## Latest output", ""]
     if bench.output is None:
         out += [f"No output recorded yet: run the script and keep what it prints in `{BENCH_DIR}/{bench.name}.out`."]
