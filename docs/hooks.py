@@ -731,15 +731,19 @@ def screenshot(page_uri: str, arg: str, docs_dir: Path) -> str:
 # ---------------------------------------------------------------- MkDocs events
 
 
+_BUILD: dict[str, list[Benchmark]] = {}  # what one build reads from bench/ (read afresh by each build's on_config)
+
+
 def on_config(config: Any) -> Any:
     """Put a page for each benchmark under *Benchmarks* in the nav (a new bench script needs no nav edit)."""
+    _BUILD["benchmarks"] = benchmarks()
     nav = config.get("nav") or []
     section = next((item for item in nav if isinstance(item, dict) and BENCH_NAV_TITLE in item), None)
     if section is None or not isinstance(section[BENCH_NAV_TITLE], list):
         log.warning("mkdocs.yml: no '%s' section in nav to hold the generated benchmark pages", BENCH_NAV_TITLE)
         return config
     listed = {next(iter(entry.values())) if isinstance(entry, dict) else entry for entry in section[BENCH_NAV_TITLE]}
-    for bench in benchmarks():
+    for bench in _BUILD["benchmarks"]:
         uri = f"{BENCH_PAGES}/{bench.name}.md"
         if uri not in listed:
             section[BENCH_NAV_TITLE].append({bench.name: uri})
@@ -749,7 +753,7 @@ def on_config(config: Any) -> Any:
 def on_files(files: Any, config: Any) -> Any:
     from mkdocs.structure.files import File
 
-    for bench in benchmarks():
+    for bench in _BUILD["benchmarks"]:
         files.append(File.generated(config, f"{BENCH_PAGES}/{bench.name}.md", content=benchmark_page(bench)))
     return files
 
@@ -763,7 +767,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if name == "params-reference":
             return params_reference()
         if name == "benchmark-index":
-            return benchmark_index(uri, benchmarks())
+            return benchmark_index(uri, _BUILD["benchmarks"])
         if name == "stage":
             return stage_card(arg)
         if name == "screenshot":
