@@ -351,10 +351,20 @@ def promote(root: str, verdict: dict[str, Any], reason: str, note: str | None) -
     return {"action": "rejected", "version": version.name}
 
 
+def rows_line(now: int, champion: str | None, before: int | None) -> str:
+    """The rows this run ingested, beside the production model's training run when there is one to compare with."""
+    if champion is None:
+        return f"{now} rows ingested (no production model yet: nothing to compare with)"
+    if before is None:
+        return f"{now} rows ingested (production {champion} recorded no row count to compare with)"
+    return f"{now} rows ingested ({now - before:+d} vs the training run of production {champion})"
+
+
 def summary_markdown(
     reason: str, note: str | None, stages: list[dict], landing: dict, verdict: dict, outcome: dict, rows: dict
 ) -> str:
-    """The run's story for the Prefect UI."""
+    """The run's story for the Prefect UI. ``rows``: ``now`` (ingested by this run) and ``before`` (by the
+    champion's training run; None when there is no champion or it recorded none)."""
     decision = verdict["decision"]
     columns = [name for name in verdict["challenger"] if name != "rows"]
     lines = [
@@ -363,7 +373,7 @@ def summary_markdown(
         f"Note: {note}" if note else "",
         f"**Decision: {outcome['action']} {outcome.get('version') or ''}** - {decision['reason']}",
         "",
-        f"Data: {rows['now']} rows ingested ({rows['added']:+d} vs the production model's training run); "
+        f"Data: {rows_line(rows['now'], verdict['champion_version'], rows['before'])}; "
         f"landed batches: {', '.join(landing['batches']) or 'none'}; quarantined: {', '.join(landing['quarantined']) or 'none'}",
         "",
         f"| model | {' | '.join(columns)} |",
@@ -425,9 +435,9 @@ def retrain(reason: Reason = "manual", note: str | None = None, start: Start = "
 
     rows_now = read_json(root / params.paths.ingest_report)["rows"]
     champion = verdict["champion_version"]
-    rows_before = registry_at(root, params.paths).get(champion).meta["extra"].get("rows", 0) if champion else 0
+    rows_before = registry_at(root, params.paths).get(champion).meta["extra"].get("rows") if champion else None
     markdown = (
-        summary_markdown(reason, note, stages, landing, verdict, outcome, {"now": rows_now, "added": rows_now - rows_before})
+        summary_markdown(reason, note, stages, landing, verdict, outcome, {"now": rows_now, "before": rows_before})
         + "\n\n"
         + remote_line(pulled, pushed)
     )
