@@ -49,6 +49,7 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -68,6 +69,9 @@ from serving.predlog import PredictionLog, commit_error
 log = logging.getLogger(__name__)
 
 API_TOKEN_ENV = "EVERGREEN_API_TOKEN"
+# /docs (Swagger UI) and /redoc load their scripts and styles from the service itself (fastapi-offline ships
+# them), not from a CDN: the pages work on a machine with no internet. The schema stays at /openapi.json.
+DOCS_ASSETS_URL = "/docs-assets"
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # what /predict hands out: uuid4().hex
 # The metrics' reason label for each refusal status; anything else is an invalid request.
 REASONS = {
@@ -536,7 +540,13 @@ def create_app(settings: ServeParams, registry_root: str | Path, api_token: str 
             watcher.cancel()
             service.log.close()
 
-    app = FastAPI(title="Evergreen prediction service", lifespan=lifespan)
+    app = FastAPIOffline(
+        title="Evergreen prediction service",
+        lifespan=lifespan,
+        static_url=DOCS_ASSETS_URL,
+        # Swagger UI would send the schema to validator.swagger.io for its badge: no call leaves the page.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     app.state.service = service
     app.add_middleware(CatchAll, metrics=service.metrics)
 
