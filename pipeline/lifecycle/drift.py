@@ -23,7 +23,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,9 @@ class DriftResult:
     evidently_version: str
     drift_share: float = 0.5  # the share at which Evidently declares dataset drift
     excluded: tuple[ExcludedColumn, ...] = ()  # listed but not compared; not in ``columns`` nor the share
+    # Evidently's Snapshot of the run (set by ``detect_drift``; None from ``parse_snapshot`` alone): what the HTML
+    # report renders and what the monitor adds to its Evidently workspace. Not part of the result's value.
+    snapshot: Any = field(default=None, repr=False, compare=False)
 
     def column(self, name: str) -> ColumnDrift:
         """The result for column ``name``; KeyError naming it if it was not compared."""
@@ -198,7 +201,7 @@ def detect_drift(
             drift_share=drift_share,
         ),
     )
-    result = parse_snapshot(snapshot.dict(), kinds, len(ref), len(cur), version, drift_share)
+    result = replace(parse_snapshot(snapshot.dict(), kinds, len(ref), len(cur), version, drift_share), snapshot=snapshot)
     if excluded:
         result = replace(result, excluded=excluded)
     if html_path is not None:
