@@ -15,20 +15,26 @@ When the new data carries labels (actuals), the production model is scored on it
 (``KindRuntime.score_rows``; sequences: every complete window of the new steps). ``decide_retrain`` applies
 the policy and, if it says so, the ``retrain/retrain`` deployment is started with reason
 ``drift`` and a link to the report. Reports: ``reports/drift/<time>/report.html`` and
-``summary.json``, plus a markdown artifact with the per-column (and per-group) tables.
+``summary.json`` (the newest ``monitor.keep_reports`` folders are kept, older ones pruned), plus a markdown
+artifact with the per-column (and per-group) tables and a table artifact with each column's drift score over
+the last checks. Each check also adds a snapshot to the Evidently workspace ``paths.evidently``
+(``pipeline/lifecycle/dashboard.py``: one project per pipeline, a dashboard over time).
 
-Deployed from ``prefect.yaml`` (daily); run once by hand with ``python -m flows.monitor``.
+Deployed from ``prefect.yaml`` (daily); run once by hand with ``python -m flows.monitor``;
+``python -m flows.monitor ui [--port N]`` serves the Evidently UI on the workspace.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.common import (
     MonitorState,
@@ -42,6 +48,20 @@ from flows.common import (
 from pipeline import kinds
 from pipeline.core.io import write_json
 from pipeline.kinds.base import LandingScreen
+from pipeline.lifecycle.dashboard import (
+    DEFAULT_UI_PORT,
+    SUMMARY_FILE,
+    CheckFigures,
+    drift_history,
+    history_table,
+    percent,
+    project_name,
+    prune_reports,
+    record_check,
+    report_folder_name,
+    serve_ui,
+    significant,
+)
 from pipeline.lifecycle.landing import landing_rules, screen_landed
 from pipeline.lifecycle.monitoring import (
     CurrentSource,
@@ -60,11 +80,14 @@ from pipeline.onnxio.card import ModelCard
 from pipeline.params import load_params, prediction_log_url
 
 RETRAIN_DEPLOYMENT = "retrain/retrain"
+HISTORY_CHECKS = 10  # checks in the drift-history table artifact (at most monitor.keep_reports are kept)
 
 
 @task
-def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
-    """Drift of the new batches against the production model's training data; None when nothing is new."""
+def check_drift(root: str, report_dir: str, checked_at: datetime | None = None) -> dict[str, Any] | None:
+    """Drift of the new batches against the production model's training data; None when nothing is new.
+
+    Also adds the check to the Evidently workspace (``paths.evidently``); a failure there is a warning."""
     logger = get_run_logger()
     root_path = Path(root)
     params = load_params(root_path / "params.yaml")
@@ -124,6 +147,28 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
     performance = runtime.score_rows(served, card, current.frame, params)
     labelled = int(performance.get("rows", 0))
     measured = labelled >= cfg.min_rows
+    served_name = served.name if served == production.onnx else f"int8/{served.name}"
+    # The view over time: a failure to write it is logged by record_check and never costs the verdict.
+    recorded = record_check(
+        root_path / paths.evidently,
+        project_name(card.KIND, card.target),
+        drift,
+        CheckFigures(
+            new_rows=len(current.frame),
+            labelled_rows=labelled,
+            accuracy=performance.get("accuracy") if measured else None,
+            test_accuracy=reference_metrics.get("accuracy"),
+            mae=performance.get("mae") if measured else None,
+            test_mae=reference_metrics.get("mae"),
+        ),
+        checked_at or utc_now(),
+        metadata={
+            "production_version": production.name,
+            "served_model": served_name,
+            "batches": shown(current.sources),
+            "report": Path(report_dir).name,
+        },
+    )
     return {
         "drift": drift.to_dict(),
         "table": drift.markdown_table(),
@@ -138,10 +183,17 @@ def check_drift(root: str, report_dir: str) -> dict[str, Any] | None:
         "reference_accuracy": reference_metrics.get("accuracy"),
         "mae": performance.get("mae") if measured else None,
         "reference_mae": reference_metrics.get("mae"),
-        "served_model": served.name if served == production.onnx else f"int8/{served.name}",
+        "served_model": served_name,
         "production_version": production.name,
         "report": str(html),
+        "snapshot": None if recorded is None else recorded.to_dict(),
     }
+
+
+def shown(names: Sequence[str], limit: int = 5) -> str:
+    """Names for a line of text: the first ``limit``, then how many more."""
+    more = len(names) - limit
+    return ", ".join(names[:limit]) + (f" and {more} more" if more > 0 else "")
 
 
 def current_sources(params, root: Path, target: str | None, rules: LandingScreen | None = None) -> list[CurrentSource]:
@@ -195,8 +247,9 @@ def drift_monitor(
         params.monitor if cooldown_hours is None else params.monitor.model_copy(update={"cooldown_hours": cooldown_hours})
     )
     now = utc_now()
-    report_dir = root / params.paths.drift_reports / now.strftime("%Y%m%dT%H%M%S%fZ")
-    result = check_drift(str(root), str(report_dir))
+    reports = root / params.paths.drift_reports
+    report_dir = reports / report_folder_name(now)
+    result = check_drift(str(root), str(report_dir), now)
     state_path = root / params.paths.monitor_state
     if result is None:
         update_state(state_path, last_check_at=now.isoformat())
@@ -236,7 +289,7 @@ def drift_monitor(
         "key": key,
         "retrain_flow_run": flow_run_id,
     }
-    write_json(report_dir / "summary.json", summary)
+    write_json(report_dir / SUMMARY_FILE, summary)
     if flow_run_id:
         verdict = "retrain triggered"
     elif decision.retrain:
@@ -245,43 +298,92 @@ def drift_monitor(
         verdict = f"no retrain: {decision.blocked_by}"
     else:
         verdict = "no retrain"
-    if result["reference_mae"] is not None:  # a numeric prediction (a forecaster, a regressor)
-        mae = "n/a" if result["mae"] is None else f"{result['mae']:.4g}"
-        performance = f"MAE on labelled new rows: {mae} (test MAE {result['reference_mae']:.4g})"
-    else:
-        reference_text = "n/a" if result["reference_accuracy"] is None else f"{result['reference_accuracy']:.4f}"
-        accuracy = "n/a" if result["accuracy"] is None else f"{result['accuracy']:.4f}"
-        performance = f"accuracy on labelled new rows: {accuracy} (test accuracy {reference_text})"
-    groups = [] if result["group_table"] is None else ["", f"## Per {result['groups']['column']}", "", result["group_table"]]
+    try:
+        prune_reports(reports, params.monitor.keep_reports)
+    except OSError as exc:  # the check is done and recorded; old reports wait for the next check's pruning
+        logger.warning("drift reports in %s not pruned: %s", reports, exc)
     create_markdown_artifact(
-        key="drift-report",
-        description="Evergreen drift check",
-        markdown="\n".join(
-            [
-                f"# Drift check: {verdict}",
-                "",
-                f"{result['rows']} new rows in {', '.join(result['batches'])} vs the training data of {result['production_version']}.",
-                f"Drifted columns: {result['drift']['drifted_share']:.0%}; dataset drift: {result['drift']['dataset_drift']}; "
-                f"{performance} on {result['labelled_rows']} scored rows.",
-                "",
-                "Reasons: " + "; ".join(decision.reasons),
-                "",
-                f"Report: `{result['report']}`",
-                "",
-                result["table"],
-                *groups,
-            ]
+        key="drift-report", description="Evergreen drift check", markdown=check_markdown(result, verdict, decision.reasons)
+    )
+    history = drift_history(reports, HISTORY_CHECKS)
+    create_table_artifact(
+        key="drift-history",
+        table=history_table(history),
+        description=(
+            f"Drift score per column over the last {len(history)} checks, oldest first ('drift': the column's test "
+            "failed). Scores are distances (higher: more drift) or, on at most 1000 reference rows, p-values (lower)."
         ),
     )
+    if result["snapshot"] is not None:
+        create_link_artifact(
+            key="drift-snapshot",
+            link=f"http://127.0.0.1:{DEFAULT_UI_PORT}{result['snapshot']['ui_path']}",
+            link_text=f"This check in the Evidently UI (project {result['snapshot']['project']!r})",
+            description=f"Start the UI with `python -m flows.monitor ui` (http://127.0.0.1:{DEFAULT_UI_PORT}).",
+        )
     logger.info("drift check: %s (%s)", verdict, "; ".join(decision.reasons))
     return summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.monitor")
+def check_markdown(result: dict[str, Any], verdict: str, reasons: Sequence[str]) -> str:
+    """The drift-report artifact of a check (``check_drift``'s result), its numbers written for people."""
+    if result["reference_mae"] is not None:  # a numeric prediction (a forecaster, a regressor)
+        performance = (
+            f"MAE on labelled new rows: {significant(result['mae'])} (test MAE {significant(result['reference_mae'])})"
+        )
+    else:
+        performance = (
+            f"accuracy on labelled new rows: {significant(result['accuracy'])} "
+            f"(test accuracy {significant(result['reference_accuracy'])})"
+        )
+    report = Path(result["report"])
+    where = [f"Report: [{report.parent.name}/{report.name}]({report.resolve().as_uri()})"]
+    if result["snapshot"] is not None:
+        snapshot = result["snapshot"]
+        where.append(
+            f"Evidently: snapshot `{snapshot['snapshot_id']}` in project {snapshot['project']!r} "
+            f"(`python -m flows.monitor ui`, then http://127.0.0.1:{DEFAULT_UI_PORT}{snapshot['ui_path']})"
+        )
+    groups = [] if result["group_table"] is None else ["", f"## Per {result['groups']['column']}", "", result["group_table"]]
+    return "\n".join(
+        [
+            f"# Drift check: {verdict}",
+            "",
+            f"{result['rows']:,} new rows in {shown(result['batches'])} vs the training data of {result['production_version']}.",
+            f"Drifted columns: {percent(result['drift']['drifted_share'])}; dataset drift: "
+            f"{'yes' if result['drift']['dataset_drift'] else 'no'}; {performance} on {result['labelled_rows']:,} scored rows.",
+            "",
+            "Reasons: " + "; ".join(reasons),
+            "",
+            "; ".join(where),
+            "",
+            result["table"],
+            *groups,
+        ]
+    )
+
+
+def ui(root: Path | None = None, host: str = "127.0.0.1", port: int = DEFAULT_UI_PORT) -> None:
+    """Serve the Evidently UI on the monitor's workspace (``paths.evidently`` of ``root``, default the workspace
+    root, ``$EVERGREEN_ROOT`` or the current folder) until interrupted; see ``dashboard.serve_ui``."""
+    root = workspace_root() if root is None else root
+    serve_ui(root / load_params(root / "params.yaml").paths.evidently, host, port)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.monitor", description="Run one drift check (no command), or serve the Evidently UI (ui)."
+    )
     parser.add_argument("--no-trigger", action="store_true", help="decide only; do not start the retrain deployment")
-    args = parser.parse_args()
+    commands = parser.add_subparsers(dest="command", metavar="{ui}")
+    serve = commands.add_parser("ui", help="serve the Evidently UI on the monitor's workspace (paths.evidently)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help=f"port (default {DEFAULT_UI_PORT})")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    if args.command == "ui":
+        ui(host=args.host, port=args.port)
+        return
     drift_monitor(retrain_deployment=None if args.no_trigger else RETRAIN_DEPLOYMENT)
 
 
