@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pipeline.models.blocks import TransformerBlock
+from pipeline.models.dropout import Dropout
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class TabularMLP(nn.Module):
                 layers.append(nn.BatchNorm1d(hidden))
             layers.append(nn.ReLU())
             if config.dropout > 0:
-                layers.append(nn.Dropout(config.dropout))
+                layers.append(Dropout(config.dropout))
             width = hidden
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, config.n_classes)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.models.blocks import TransformerBlock
+from pipeline.models.dropout import Dropout
 from pipeline.models.sequence import sinusoidal_positions
 
 PAD_ID = 0
@@ -68,20 +69,8 @@ def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (h * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-class MaskedBlock(TransformerBlock):
-    """The shared pre-norm block with padding keys masked out of attention."""
-
-    def forward(self, x: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        h = self.attention_norm(x)
-        h, _ = self.attention(h, h, h, key_padding_mask=padding, need_weights=False)
-        x = x + self.residual_dropout(h)
-        value, gate = self.ffn_in(self.ffn_norm(x)).chunk(2, dim=-1)
-        h = self.ffn_out(self.ffn_dropout(value * torch.relu(gate)))
-        return x + self.residual_dropout(h)
-
-
 class TextTransformer(nn.Module):
-    """ids [N, L] -> embeddings + sinusoidal positions -> masked pre-norm blocks -> LayerNorm -> [CLS] or mean -> logits."""
+    """ids [N, L] -> embeddings + sinusoidal positions -> pre-norm blocks (padding keys masked) -> LayerNorm -> [CLS] or mean -> logits."""
 
     positions: torch.Tensor  # [max_length, d_model], a buffer
 
@@ -94,9 +83,9 @@ class TextTransformer(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=PAD_ID)
         self.register_buffer("positions", sinusoidal_positions(config.max_length, config.d_model), persistent=False)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            MaskedBlock(config.d_model, config.heads, config.ffn_factor, config.dropout, config.dropout, config.dropout)
+            TransformerBlock(config.d_model, config.heads, config.ffn_factor, config.dropout, config.dropout, config.dropout)
             for _ in range(config.layers)
         )
         self.norm = nn.LayerNorm(config.d_model)
@@ -105,7 +94,7 @@ class TextTransformer(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         padding = ids == PAD_ID  # [N, L]; position 0 is [CLS], never padding, so no row is all masked
         # a float mask (-inf on padding) keeps the exported graph free of boolean-mask quirks
-        mask = torch.zeros_like(ids, dtype=torch.float32).masked_fill(padding, float("-inf"))
+        mask = torch.zeros_like(ids, dtype=torch.float32).masked_fill(padding, float("-inf"))[:, None, None, :]  # [N, 1, 1, L]
         h = self.dropout(self.embedding(ids) + self.positions[: ids.shape[1]])  # [N, L, d]
         for block in self.blocks:
             h = block(h, mask)
@@ -129,7 +118,7 @@ class TextLSTM(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.forward_lstm = nn.LSTM(config.embedding_dim, config.hidden, batch_first=True)
         # nn.LSTM(bidirectional=True) would read the padding first in its backward pass, so the answer
         # would depend on the batch's longest text; this one starts each text at its own last token.
