@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import filelock
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.core.errors import DataError, LockTimeout
 
@@ -164,6 +167,37 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: file not found (run the upstream stage first: dvc repro)")
     return pd.read_parquet(path)
+
+
+def table_rows(path: str | Path) -> int:
+    """The number of rows of a Parquet file, from its footer (nothing else is read)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found (run the upstream stage first: dvc repro)")
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def iter_table(path: str | Path, rows: int = 65_536) -> Iterator[pd.DataFrame]:
+    """A Parquet file as DataFrames of at most ``rows`` rows, in order: memory bounded by one chunk."""
+    file = pq.ParquetFile(path)
+    for batch in file.iter_batches(batch_size=rows):
+        yield pa.Table.from_batches([batch], schema=file.schema_arrow).to_pandas()
+
+
+def read_table_sample(path: str | Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
+    """(rows, total): every row of a Parquet file when it has at most ``max_rows``, else a seeded uniform sample
+    of ``max_rows`` of them in file order, read chunk by chunk so memory holds the sample, not the file."""
+    total = table_rows(path)
+    if total <= max_rows:
+        return read_table(path), total
+    keep = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+    file, parts, offset = pq.ParquetFile(path), [], 0
+    for batch in file.iter_batches(batch_size=65_536):
+        lo, hi = np.searchsorted(keep, [offset, offset + batch.num_rows])
+        if hi > lo:
+            parts.append(batch.take(pa.array(keep[lo:hi] - offset)))
+        offset += batch.num_rows
+    return pa.Table.from_batches(parts, schema=file.schema_arrow).to_pandas(), total
 
 
 def write_table(path: str | Path, frame: pd.DataFrame) -> None:

@@ -197,6 +197,8 @@ class Parity(_Frozen):
     max_abs_probability_diff: float | None = Field(default=None, exclude_if=_is_none)
     max_abs_diff: float | None = Field(default=None, exclude_if=_is_none)
     max_scaled_diff: float | None = Field(default=None, exclude_if=_is_none)
+    # A table's test split larger than export.parity_max_rows: the rows it was sampled from (``rows`` were run).
+    test_rows: int | None = Field(default=None, exclude_if=_is_none)
 
 
 class Int8Report(_Frozen):

@@ -17,12 +17,16 @@ class EvaluateParams(Section):
     calibration_bins: int = Field(default=15, ge=2)
     curve_points: int = Field(default=101, ge=3)
     baseline_max_iter: int = Field(default=200, ge=1)
+    # The HGB baseline fits on at most this many training rows (a seeded sample beyond; the report says how many).
+    baseline_max_rows: int = Field(default=500_000, ge=1000)
 
 
 class ExportParams(Section):
     opset: int = Field(default=17, ge=13)
     tolerance: float = Field(default=1e-4, gt=0)
     int8: bool = True  # also write a dynamically quantised int8 model, with its size, accuracy and agreement
+    # Tables: parity and the int8 check run on at most this many test rows (a fixed-seed sample beyond).
+    parity_max_rows: int = Field(default=100_000, ge=100)
 
 
 class GateParams(Section):

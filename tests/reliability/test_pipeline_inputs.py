@@ -10,7 +10,7 @@ import pytest
 from pipeline.core.errors import DataError
 from pipeline.kinds.tabular.clean import clean
 from pipeline.kinds.tabular.encoder import Preprocessor
-from pipeline.kinds.tabular.evaluate import gradient_boosting_proba
+from pipeline.kinds.tabular.evaluate import baseline_proba, fit_baseline
 from pipeline.kinds.tabular.ingest import infer_schema, ingest, numeric_text_columns
 from pipeline.kinds.tabular.landing import batch_problems
 from pipeline.kinds.tabular.schema import Feature, Schema
@@ -36,7 +36,8 @@ def test_an_all_nan_or_all_inf_feature_is_dropped_with_a_warning_in_the_clean_re
     assert report["dropped_columns"] == {"noise": "no usable value after cleaning"}
     # The case that crashed: evaluate's gradient-boosting baseline on the training rows.
     pre = Preprocessor.fit(out.iloc[:400], schema, TabularFeatures())
-    proba = gradient_boosting_proba(out.iloc[:400], out.iloc[400:], pre, EvaluateParams(baseline_max_iter=5), seed=0)
+    baseline = fit_baseline(out.iloc[:400], pre, EvaluateParams(baseline_max_iter=5), seed=0, regression=False)
+    proba = baseline_proba(baseline, out.iloc[400:], pre)
     assert np.isfinite(proba).all() and proba.shape == (len(out) - 400, 3)
 
 

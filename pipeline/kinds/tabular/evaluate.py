@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from pipeline.core.io import read_table, split_file, write_csv, write_json
+from pipeline.core.errors import DataError
+from pipeline.core.io import iter_table, read_table_sample, split_file, write_csv, write_json
 from pipeline.kinds.tabular.encoder import Preprocessor, load_preprocessor
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.kinds.tabular.split import target_bins
@@ -76,29 +77,65 @@ def baseline_matrix(frame: pd.DataFrame, preprocessor: Preprocessor) -> tuple[np
     return np.hstack([numeric, x_cat.astype(np.float64)]), is_categorical
 
 
-def gradient_boosting_proba(
-    train: pd.DataFrame, test: pd.DataFrame, preprocessor: Preprocessor, cfg: EvaluateParams, seed: int
-) -> np.ndarray:
-    """A strong tabular baseline, fitted on the training split (without augmented rows) and its encoder."""
+# Test rows scored at a time: memory holds one chunk of raw rows, whatever the test split's size.
+SCORE_CHUNK_ROWS = 65_536
+
+
+def fit_baseline(
+    train: pd.DataFrame, preprocessor: Preprocessor, cfg: EvaluateParams, seed: int, regression: bool
+) -> HistGradientBoostingClassifier | HistGradientBoostingRegressor:
+    """A strong tabular baseline, fitted on training rows (without augmented rows) and the model's encoder:
+    HGB on the class codes, or on the raw target for a regressor."""
     x_train, categorical = baseline_matrix(train, preprocessor)
-    x_test, _ = baseline_matrix(test, preprocessor)
-    y_train = preprocessor.encode_labels(train[preprocessor.target])
+    if regression:
+        model = HistGradientBoostingRegressor(
+            max_iter=cfg.baseline_max_iter, categorical_features=categorical, random_state=seed
+        )
+        return model.fit(x_train, train[preprocessor.target].to_numpy(dtype=np.float64))
     model = HistGradientBoostingClassifier(max_iter=cfg.baseline_max_iter, categorical_features=categorical, random_state=seed)
-    model.fit(x_train, y_train)
-    proba = np.zeros((len(test), len(preprocessor.classes)))
-    proba[:, model.classes_] = model.predict_proba(x_test)  # classes absent from training get 0
+    return model.fit(x_train, preprocessor.encode_labels(train[preprocessor.target]))
+
+
+def baseline_proba(baseline: HistGradientBoostingClassifier, rows: pd.DataFrame, preprocessor: Preprocessor) -> np.ndarray:
+    proba = np.zeros((len(rows), len(preprocessor.classes)))
+    proba[:, baseline.classes_] = baseline.predict_proba(
+        baseline_matrix(rows, preprocessor)[0]
+    )  # classes absent from training get 0
     return proba
 
 
-def gradient_boosting_values(
-    train: pd.DataFrame, test: pd.DataFrame, preprocessor: Preprocessor, cfg: EvaluateParams, seed: int
-) -> np.ndarray:
-    """The regression twin of ``gradient_boosting_proba``: HGB fitted on the raw training target."""
-    x_train, categorical = baseline_matrix(train, preprocessor)
-    x_test, _ = baseline_matrix(test, preprocessor)
-    model = HistGradientBoostingRegressor(max_iter=cfg.baseline_max_iter, categorical_features=categorical, random_state=seed)
-    model.fit(x_train, train[preprocessor.target].to_numpy(dtype=np.float64))
-    return model.predict(x_test)
+def baseline_training_rows(paths: Paths, cfg: EvaluateParams, seed: int) -> tuple[pd.DataFrame, int]:
+    """The training rows the baseline fits on: all of them up to ``evaluate.baseline_max_rows``, else a seeded
+    sample of that many (the report says how many of how many), read without loading the whole split."""
+    train, total = read_table_sample(split_file(paths.split, "train"), cfg.baseline_max_rows, seed)
+    if len(train) < total:
+        log.info("HGB baseline fitted on %d of %d training rows (evaluate.baseline_max_rows)", len(train), total)
+    return train, total
+
+
+def training_column(paths: Paths, column: str) -> pd.Series:
+    """One column of the whole training split (the majority class, the training mean), read alone."""
+    return pd.read_parquet(split_file(paths.split, "train"), columns=[column])[column]
+
+
+def score_test(
+    paths: Paths, model: torch.nn.Module, preprocessor: Preprocessor, baseline: Any, regression: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(actual, model, baseline) over the test split, chunk by chunk: labels (class codes) or target values;
+    class probabilities [N, K] or values [N] in the target's units, for the model and the HGB baseline."""
+    actual, ours, theirs = [], [], []
+    for rows in iter_table(split_file(paths.split, "test"), SCORE_CHUNK_ROWS):
+        if regression:
+            actual.append(rows[preprocessor.target].to_numpy(dtype=np.float64))
+            ours.append(predict_values(model, preprocessor, rows).astype(np.float64))
+            theirs.append(baseline.predict(baseline_matrix(rows, preprocessor)[0]))
+        else:
+            actual.append(preprocessor.encode_labels(rows[preprocessor.target]))
+            ours.append(predict_proba(model, preprocessor, rows))
+            theirs.append(baseline_proba(baseline, rows, preprocessor))
+    if not actual:
+        raise DataError(f"{split_file(paths.split, 'test')}: the test split has no rows")
+    return np.concatenate(actual), np.concatenate(ours), np.concatenate(theirs)
 
 
 def regression_report(
@@ -143,15 +180,16 @@ def regression_report(
 def run_regression(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     """A regressor on the test split beside the training mean and HGB; metrics, breakdown and plot data."""
     schema = read_schema(paths.split)
-    train = read_table(split_file(paths.split, "train"))
-    test = read_table(split_file(paths.split, "test"))
     preprocessor = load_preprocessor(paths.preprocessor)
     model = load_model(paths.model)
-    actual = test[schema.target].to_numpy(dtype=np.float64)
-    predicted = predict_values(model, preprocessor, test).astype(np.float64)
-    hgb = gradient_boosting_values(train, test, preprocessor, cfg, seed)
-    train_mean = float(train[schema.target].astype("float64").mean())
+    sample, total = baseline_training_rows(paths, cfg, seed)
+    baseline = fit_baseline(sample, preprocessor, cfg, seed, regression=True)
+    del sample
+    actual, predicted, hgb = score_test(paths, model, preprocessor, baseline, regression=True)
+    train_mean = float(training_column(paths, schema.target).astype("float64").mean())
     metrics, breakdown, plots = regression_report(actual, predicted, train_mean, hgb)
+    if total > cfg.baseline_max_rows:  # said in the report only when it differs from the whole split
+        metrics["baseline_hgb"]["train_rows"] = cfg.baseline_max_rows
     write_json(paths.eval_metrics, metrics)
     write_json(paths.eval_per_class, breakdown)  # no classes: the errors per decile of the actual value
     plots_dir = Path(paths.eval_plots)
@@ -177,16 +215,16 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     schema = read_schema(paths.split)
     if schema.regression:
         return run_regression(cfg, paths, seed)
-    train = read_table(split_file(paths.split, "train"))
-    test = read_table(split_file(paths.split, "test"))
     preprocessor = load_preprocessor(paths.preprocessor)
     model = load_model(paths.model)
-
-    test_y = preprocessor.encode_labels(test[schema.target])
-    train_y = preprocessor.encode_labels(train[schema.target])
-    proba = predict_proba(model, preprocessor, test)
-    hgb_proba = gradient_boosting_proba(train, test, preprocessor, cfg, seed)
+    sample, total = baseline_training_rows(paths, cfg, seed)
+    baseline = fit_baseline(sample, preprocessor, cfg, seed, regression=False)
+    del sample
+    test_y, proba, hgb_proba = score_test(paths, model, preprocessor, baseline, regression=False)
+    train_y = preprocessor.encode_labels(training_column(paths, schema.target))
     metrics = evaluate(proba, test_y, train_y, hgb_proba, preprocessor.classes, cfg)
+    if total > cfg.baseline_max_rows:  # said in the report only when it differs from the whole split
+        metrics["baseline_hgb"]["train_rows"] = cfg.baseline_max_rows
     write_json(paths.eval_metrics, metrics)
     write_classification_reports(test_y, proba, preprocessor.classes, cfg, paths)
     log.info(

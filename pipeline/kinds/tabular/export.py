@@ -35,7 +35,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from pipeline.core.errors import ExportError
-from pipeline.core.io import SPLITS, file_sha256, read_json, read_table, split_file, write_json
+from pipeline.core.io import SPLITS, file_sha256, read_json, read_table_sample, split_file, write_json
 from pipeline.kinds.tabular.encoder import MISSING_TEXT, NumericColumn, Preprocessor, load_preprocessor
 from pipeline.kinds.tabular.evaluate import predict_proba, predict_values
 from pipeline.kinds.tabular.runtime import onnx_feed
@@ -257,10 +257,21 @@ def model_card(
     )
 
 
+# The parity sample of a test split larger than export.parity_max_rows: fixed, so export reruns identically.
+PARITY_SAMPLE_SEED = 0
+
+
+def sampled(parity: dict[str, Any], total: int) -> dict[str, Any]:
+    """The parity report, saying how many test rows it was sampled from when it was (``rows`` is what was run)."""
+    return parity if parity["rows"] >= total else {**parity, "test_rows": total}
+
+
 def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
     """Export, verify against PyTorch on the raw test rows, and write the model and its card."""
     schema = read_schema(paths.split)
-    test = read_table(split_file(paths.split, "test"))
+    test, total = read_table_sample(split_file(paths.split, "test"), cfg.parity_max_rows, PARITY_SAMPLE_SEED)
+    if total > len(test):
+        log.info("parity and the int8 check on %d of %d test rows (export.parity_max_rows)", len(test), total)
     preprocessor = load_preprocessor(paths.preprocessor)
     model = load_model(paths.model)
     checkpoint = torch.load(paths.model, map_location="cpu", weights_only=True)
@@ -268,10 +279,10 @@ def run(cfg: ExportParams, paths: Paths) -> dict[str, Any]:
     graph = build_onnx(model, preprocessor, cfg.opset)
     model_bytes = graph.SerializeToString()
     if preprocessor.regression:
-        return run_regression(model_bytes, model, preprocessor, checkpoint, test, cfg, paths)
+        return run_regression(model_bytes, model, preprocessor, checkpoint, test, cfg, paths, total)
     expected = predict_proba(model, preprocessor, test[schema.feature_names])
     feed = raw_inputs(test, preprocessor)
-    parity = verify_feed(model_bytes, expected, feed, preprocessor.classes, cfg.tolerance)
+    parity = sampled(verify_feed(model_bytes, expected, feed, preprocessor.classes, cfg.tolerance), total)
     int8, hashes = save_models(model_bytes, cfg, paths, feed, test[preprocessor.target].astype(str).to_numpy())
     hashes |= {
         **{f"{name}_data_sha256": file_sha256(split_file(paths.split, name)) for name in SPLITS},
@@ -289,12 +300,13 @@ def run_regression(
     test: pd.DataFrame,
     cfg: ExportParams,
     paths: Paths,
+    total: int,
 ) -> dict[str, Any]:
     """A regressor's export: parity in target stds, no int8 twin (its check compares labels, which a
     regressor has none of), the card with the ``forecast`` output."""
     expected = predict_values(model, preprocessor, test)
     feed = raw_inputs(test, preprocessor)
-    parity = verify_regression(model_bytes, expected, feed, preprocessor.target_std, cfg.tolerance)
+    parity = sampled(verify_regression(model_bytes, expected, feed, preprocessor.target_std, cfg.tolerance), total)
     if cfg.int8:
         log.info("export.int8 is on, but a regressor gets no int8 twin (the int8 check compares labels)")
     _, hashes = save_models(model_bytes, cfg.model_copy(update={"int8": False}), paths, {}, np.array([]))

@@ -225,3 +225,28 @@ def test_a_held_lock_keeps_another_process_out_until_released(tmp_path):
     assert refused.returncode == 3 and refused.stdout.strip().startswith(f"{lock}:"), refused.stderr
     admitted = run_child(TRY_LOCK, str(lock), "0")
     assert admitted.returncode == 0 and admitted.stdout.strip() == "acquired", admitted.stderr
+
+
+def test_a_table_is_read_in_chunks_or_as_a_seeded_sample_without_loading_it_whole(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.core.io import iter_table, read_table_sample, table_rows, write_table
+
+    frame = pd.DataFrame({"n": np.arange(10_000), "word": [f"w{i % 7}" for i in range(10_000)]})
+    frame["word"] = frame["word"].astype("category")
+    path = tmp_path / "t.parquet"
+    write_table(path, frame)
+    assert table_rows(path) == 10_000
+    chunks = list(iter_table(path, rows=4096))
+    assert [len(c) for c in chunks] == [4096, 4096, 1808]
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), frame)  # dtypes kept (category too)
+
+    whole, total = read_table_sample(path, 20_000, seed=1)
+    assert total == 10_000 and whole.equals(frame)
+    sample, total = read_table_sample(path, 1000, seed=1)
+    again, _ = read_table_sample(path, 1000, seed=1)
+    assert total == 10_000 and len(sample) == 1000 and sample.equals(again)  # seeded: the same rows every time
+    assert sample["n"].is_monotonic_increasing and sample["n"].is_unique  # file order, no row twice
+    assert sample["word"].dtype == "category"
+    assert not sample.equals(read_table_sample(path, 1000, seed=2)[0])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.kinds.tabular.encoder import Preprocessor
-from pipeline.kinds.tabular.evaluate import baseline_matrix, gradient_boosting_proba
+from pipeline.kinds.tabular.evaluate import baseline_matrix, baseline_proba, fit_baseline
 from pipeline.params import EvaluateParams, TabularFeatures
 from pipeline.shared.reports import curves, evaluate, majority_proba
 
@@ -20,7 +20,8 @@ def test_gradient_boosting_baseline_learns_and_uses_the_fitted_vocabulary(table,
     x, categorical = baseline_matrix(test, pre)
     assert categorical == [False, False, True]
     assert np.isnan(x[:, 0]).any()  # HGB gets raw numbers with their missing values
-    proba = gradient_boosting_proba(train, test, pre, EvaluateParams(baseline_max_iter=50), seed=0)
+    baseline = fit_baseline(train, pre, EvaluateParams(baseline_max_iter=50), seed=0, regression=False)
+    proba = baseline_proba(baseline, test, pre)
     y = pre.encode_labels(test["label"])
     assert (proba.argmax(1) == y).mean() > 0.75
     np.testing.assert_allclose(proba.sum(1), 1.0)

@@ -1,0 +1,116 @@
+"""Benchmark: time and peak memory of every stage as the table grows (GSS resampled x1, x10, x100).
+
+For each factor the default GSS table is resampled with replacement to ``factor`` times its rows (seeded),
+numeric features jittered by a few percent of their spread so rows are not exact copies, and written as
+one Parquet source. In a fresh copy of the repo (tracked and new files, no outputs) whose params point
+``ingest.source`` at it (``train.epochs`` set by ``--epochs``), the seven stages run one after the other
+as ``python -m pipeline.stages.<stage>``; each stage's wall time and peak resident memory (its process's
+``ru_maxrss`` from ``wait4``) are printed, then the totals and the time ratios between factors.
+
+    python bench/scale.py [--factors 1 10 100] [--epochs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.repro import fresh_copy  # noqa: E402
+from pipeline.kinds.tabular.ingest import load_default  # noqa: E402
+
+STAGES = ("ingest", "clean", "split", "augment", "train", "evaluate", "export")
+JITTER = 0.02  # of each numeric column's standard deviation
+
+
+def resampled(factor: int, seed: int = 0):
+    """The default table, ``factor`` times its rows, drawn with replacement; numeric features jittered."""
+    frame = load_default()
+    if factor == 1:
+        return frame  # the default data itself: the x1 run is the default pipeline's
+    rng = np.random.default_rng(seed)
+    out = frame.iloc[rng.integers(0, len(frame), len(frame) * factor)].reset_index(drop=True)
+    for column in ("age", "realrinc", "prestg10", "childs"):  # numeric features; year (the time) and the label stay
+        values = out[column].astype("float64")
+        out[column] = values + rng.normal(0.0, JITTER * np.nanstd(values), len(out))
+    out["rownames"] = np.arange(1, len(out) + 1)  # an identifier, as in the source
+    return out
+
+
+def edit_params(root: Path, source: Path, epochs: int) -> None:
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["ingest"]["source"] = str(source)
+    params["train"]["epochs"] = epochs
+    params["train"]["warmup_epochs"] = min(params["train"].get("warmup_epochs", 0), epochs - 1)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage(stage: str, root: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one stage's process."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DO_NOT_TRACK": "1"}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"pipeline.stages.{stage}"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    errors = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"stage {stage} failed:\n{errors.decode()[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--factors", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+    results: dict[int, dict[str, tuple[float, float]]] = {}
+    rows: dict[int, int] = {}
+    for factor in args.factors:
+        with tempfile.TemporaryDirectory() as folder:
+            base = Path(folder)
+            root = fresh_copy(base / "repo")
+            source = base / f"gss_x{factor}.parquet"
+            frame = resampled(factor)
+            rows[factor] = len(frame)
+            frame.to_parquet(source, index=False)
+            del frame
+            edit_params(root, source, args.epochs)
+            results[factor] = {stage: run_stage(stage, root) for stage in STAGES}
+            shutil.rmtree(root / ".dvc" / "cache", ignore_errors=True)
+    print(f"GSS resampled, {args.epochs} epoch(s); each stage a process: wall seconds / peak RSS MB")
+    header = f"{'stage':<10}" + "".join(f"{f'x{f} ({rows[f]:,} rows)':>26}" for f in args.factors)
+    print(header)
+    for stage in STAGES:
+        print(
+            f"{stage:<10}" + "".join(f"{results[f][stage][0]:>14.1f} s {results[f][stage][1]:>7.0f} MB" for f in args.factors)
+        )
+    totals = {f: sum(s for s, _ in results[f].values()) for f in args.factors}
+    peaks = {f: max(m for _, m in results[f].values()) for f in args.factors}
+    print(f"{'total':<10}" + "".join(f"{totals[f]:>14.1f} s {peaks[f]:>7.0f} MB" for f in args.factors))
+    for smaller, larger in zip(args.factors, args.factors[1:], strict=False):
+        print(
+            f"x{larger} / x{smaller}: time {totals[larger] / totals[smaller]:.2f}x, peak memory {peaks[larger] / peaks[smaller]:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
