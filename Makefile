@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export ORT_DISABLE_TELEMETRY := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint test-fast prefect-up prefect-down clean-venv
+.PHONY: setup repro test lint test-fast prefect-up prefect-down clean-venv docs docs-serve screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,15 @@ prefect-down:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The documentation site (docs/, mkdocs.yml): built strictly (a broken link or a page missing from the nav fails).
+# NO_MKDOCS_2_WARNING silences a banner the Material theme prints; it is not a build warning.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+# Screenshots for the docs, made by headless Chromium (docs/screenshots.py), not by hand.
+screenshots: setup
+	$(BIN)/python docs/screenshots.py --workspace . --prefect
