@@ -301,19 +301,25 @@ def flow_run_name(flow_run_id: Any) -> str:
 
 
 def monitor_ui(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog=f"{PROG} monitor ui", description="Evidently's UI on the drift checks' workspace.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    args = parser.parse_args(argv)
-    from flows import monitor as monitor_flow
+    from pipeline.lifecycle.dashboard import DEFAULT_UI_PORT, serve_ui
 
-    serve_ui: Callable[..., Any] | None = getattr(monitor_flow, "serve_ui", None)
-    if serve_ui is None:
-        raise CommandError("this installation has no Evidently workspace UI (flows.monitor.serve_ui)")
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} monitor ui",
+        description="Evidently's UI on the drift checks' workspace (paths.evidently): drift over time, each check's report.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback by default: the UI has no login")
+    parser.add_argument("--port", type=int, default=DEFAULT_UI_PORT, help=f"default {DEFAULT_UI_PORT} (the service has 8000)")
+    args = parser.parse_args(argv)
+    from flows.common import workspace_root
     from pipeline.params import load_params
 
-    workspace = Path(load_params().paths.evidently)
-    serve_ui(workspace, host=args.host, port=args.port)
+    root = workspace_root()
+    workspace = root / load_params(root / "params.yaml").paths.evidently
+    sys.stderr.write(f"Evidently UI on {workspace}: http://{args.host}:{args.port}\n")
+    try:
+        serve_ui(workspace, host=args.host, port=args.port)
+    except ValueError as exc:
+        fail(str(exc))
     return 0
 
 

@@ -169,3 +169,38 @@ def test_the_cli_module_loads_no_torch_and_nothing_imports_it():
     probe = "import sys, evergreen.cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO).stdout.strip() == "False"
     assert os.environ.get("EVERGREEN_REGISTRY") is None  # the test environment never points at a shared one
+
+
+@pytest.mark.slow
+def test_monitor_ui_serves_the_workspace_on_loopback(tmp_path):
+    import signal
+    import time
+    import urllib.request
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "evergreen", "monitor", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert f"http://127.0.0.1:{port}" in first and str(tmp_path / "reports" / "evidently") in first
+        deadline = time.monotonic() + 60
+        while True:  # the UI answers once its server is up: nothing to await but its port
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/projects", timeout=2) as response:
+                    assert response.status == 200 and json.loads(response.read()) == []
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "the Evidently UI did not start"
+                time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
