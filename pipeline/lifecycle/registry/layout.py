@@ -43,6 +43,38 @@ class ProductionChanged(RegistryError):
     """A promotion decided against one production version found another there (another writer switched it)."""
 
 
+def check_expected(target: str, current: str | None, expected: str | None) -> None:
+    """The compare-and-swap of a promotion: ProductionChanged when production is no longer the version the
+    decision was made against (None: none was in production)."""
+    if current != expected:
+        raise ProductionChanged(
+            f"promote {target}: production is {current or 'none'}, not {expected or 'none'} "
+            "as when the decision was made; gate again against the new champion"
+        )
+
+
+def rollback_plan(current: str | None, earlier: list[str], to: str | None, *, damaged: bool = False) -> tuple[str, list[str]]:
+    """(the version production goes back to, the earlier versions left on the stack): the rollback rule of
+    every registry store. Promotion pushes the outgoing version; ``rollback()`` pops it, so v1 -> v2 -> v3 then
+    rollback gives v2, and again v1, and again an error. ``to`` on the stack pops down to it (the versions above
+    it are abandoned); ``to`` not on the stack (never production, or rolled back past) is pushed over the current
+    one, as a promotion, so a later rollback returns to it. ``damaged``: the pointer could not be read, and
+    ``to`` replaces it."""
+    if current is None and not damaged:
+        raise RegistryError("rollback: nothing is in production yet; promote a version first")
+    if to is None:
+        if not earlier:
+            raise RegistryError(
+                f"rollback: {current} is the first production version; there is no earlier one to roll back to"
+            )
+        return earlier[-1], earlier[:-1]
+    if to == current:
+        raise RegistryError(f"rollback: {to} is already production")
+    if to in earlier:
+        return to, earlier[: len(earlier) - 1 - earlier[::-1].index(to)]
+    return to, earlier + ([current] if current else [])
+
+
 def version_name(number: int) -> str:
     """7 -> "v0007" (more digits once past 9999)."""
     return f"v{number:04d}"

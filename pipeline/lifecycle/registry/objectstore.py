@@ -57,13 +57,14 @@ from pipeline.lifecycle.registry.layout import (
     META_FILE,
     ONNX_FILE,
     VERSIONS_DIR,
-    ProductionChanged,
     RegistryError,
+    check_expected,
     number_of,
     parse_version,
+    rollback_plan,
     version_name,
 )
-from pipeline.lifecycle.registry.versions import ModelVersion, parse_meta, version_sources
+from pipeline.lifecycle.registry.versions import ModelVersion, parse_meta, version_meta, version_sources
 
 log = logging.getLogger(__name__)
 
@@ -318,16 +319,7 @@ class ObjectRegistry:
         for file_name, source in sources.items():
             hashes[file_name] = file_sha256(source)
             self.fs.put_file(str(source), self._key(VERSIONS_DIR, name, file_name))
-        meta = {
-            "version": name,
-            "number": number,
-            "created": utc_now(),
-            "git_revision": revision,
-            "sha256": hashes,
-            "data_sha256": hashes[reference_file],
-            "sources": {file_name: str(source) for file_name, source in sources.items()},
-            "extra": extra,
-        }
+        meta = version_meta(number, utc_now(), revision, hashes, reference_file, sources, extra)
         self._create(self._key(VERSIONS_DIR, name, META_FILE), meta)  # the instant the version appears, complete
         log.info("registered %s (onnx sha256 %s...) at %s/%s/%s", name, hashes[ONNX_FILE][:12], self.root, VERSIONS_DIR, name)
         return self.get(number)
@@ -344,9 +336,10 @@ class ObjectRegistry:
                 number += 1  # another writer claimed it between our listing and our PUT
 
     def _switch(self, compute: Any, kind: str, *, replace_damaged: bool = False) -> tuple[ModelVersion, str | None]:
-        """Create the next pointer object from ``compute(current, earlier) -> (target, earlier, reason, decision)``;
+        """Create the next pointer object from ``compute(current, earlier, damaged) -> (target, earlier, reason, decision)``;
         when another writer creates it first, read again and recompute (``compute`` may raise ProductionChanged)."""
         for _ in range(MAX_SWITCH_ATTEMPTS):
+            damaged = False
             try:
                 sequence, pointer = self._pointer()
             except RegistryError as exc:
@@ -354,10 +347,10 @@ class ObjectRegistry:
                     raise
                 # A damaged pointer is exactly when an operator needs `rollback --to` to work: the next object replaces it.
                 log.warning("%s; replacing it with a new pointer", exc)
-                sequence, pointer = max(self._sequences(), default=0), None
+                sequence, pointer, damaged = max(self._sequences(), default=0), None, True
             current = None if pointer is None else version_name(parse_version(pointer["version"]))
             earlier = [] if pointer is None else [version_name(parse_version(v)) for v in pointer.get("earlier", [])]
-            plan = compute(current, earlier)
+            plan = compute(current, earlier, damaged)
             if plan is None:
                 return self.get(current), current  # type: ignore[arg-type]  # nothing to switch: already there
             target, remaining, reason, decision = plan
@@ -396,12 +389,9 @@ class ObjectRegistry:
         another writer switched production since, ProductionChanged (a compare-and-swap on the pointer)."""
         target = self.get(version)
 
-        def plan(current: str | None, earlier: list[str]) -> Any:
-            if expected_current is not ... and current != expected_current:
-                raise ProductionChanged(
-                    f"promote {target.name}: production is {current or 'none'}, not {expected_current or 'none'} "
-                    "as when the decision was made; gate again against the new champion"
-                )
+        def plan(current: str | None, earlier: list[str], _damaged: bool) -> Any:
+            if expected_current is not ...:
+                check_expected(target.name, current, expected_current)
             if current == target.name:
                 log.info("%s is already production; nothing to switch", target.name)
                 return None
@@ -425,20 +415,9 @@ class ObjectRegistry:
         """Switch production back, as ``store.Registry.rollback`` does (the pointer keeps the stack of earlier versions)."""
         wanted = None if to is None else self.get(to)
 
-        def plan(current: str | None, earlier: list[str]) -> Any:
-            if wanted is None:
-                if current is None:
-                    raise RegistryError("rollback: nothing is in production yet; promote a version first")
-                if not earlier:
-                    raise RegistryError(
-                        f"rollback: {current} is the first production version; there is no earlier one to roll back to"
-                    )
-                return self.get(earlier[-1]), earlier[:-1], reason, None
-            if wanted.name == current:
-                raise RegistryError(f"rollback: {wanted.name} is already production")
-            if wanted.name in earlier:
-                return wanted, earlier[: len(earlier) - 1 - earlier[::-1].index(wanted.name)], reason, None
-            return wanted, earlier + ([current] if current else []), reason, None
+        def plan(current: str | None, earlier: list[str], damaged: bool) -> Any:
+            name, remaining = rollback_plan(current, earlier, None if wanted is None else wanted.name, damaged=damaged)
+            return self.get(name), remaining, reason, None
 
         target, previous = self._switch(plan, "rollback", replace_damaged=to is not None)
         log.warning("rolled back production to %s (was %s): %s", target.name, previous or "unreadable", reason)

@@ -40,16 +40,17 @@ from pipeline.lifecycle.registry.layout import (
     READ_ONLY_DIR,
     READ_ONLY_FILE,
     VERSIONS_DIR,
-    ProductionChanged,
     RegistryError,
+    check_expected,
     number_of,
     parse_version,
+    rollback_plan,
     temp_name,
     temp_number,
     utc_now,
     version_name,
 )
-from pipeline.lifecycle.registry.versions import ModelVersion, load_version, version_sources
+from pipeline.lifecycle.registry.versions import ModelVersion, load_version, version_meta, version_sources
 
 log = logging.getLogger(__name__)
 
@@ -319,16 +320,7 @@ class Registry:
                     fsync_file(target)
                     os.chmod(target, READ_ONLY_FILE)
                     hashes[file_name] = file_sha256(target)  # hash what is stored, which is what verify() reads
-                meta = {
-                    "version": name,
-                    "number": number,
-                    "created": utc_now(),
-                    "git_revision": revision,
-                    "sha256": hashes,
-                    "data_sha256": hashes[reference_file],
-                    "sources": {file_name: str(source) for file_name, source in sources.items()},
-                    "extra": extra,
-                }
+                meta = version_meta(number, utc_now(), revision, hashes, reference_file, sources, extra)
                 # Durable and read-only; write_json also fsyncs ``temp``, which makes every entry above durable.
                 write_json(temp / META_FILE, meta, mode=READ_ONLY_FILE)
                 final = self.versions_dir / name
@@ -408,11 +400,8 @@ class Registry:
             target = self.get(version)
             target.verify()
             current, earlier = self._pointer_state()
-            if expected_current is not ... and current != expected_current:
-                raise ProductionChanged(
-                    f"promote {target.name}: production is {current or 'none'}, not {expected_current or 'none'} "
-                    "as when the decision was made; gate again against the new champion"
-                )
+            if expected_current is not ...:
+                check_expected(target.name, current, expected_current)
             if current == target.name:
                 log.info("%s is already production; nothing to switch", target.name)
                 return target
@@ -446,6 +435,7 @@ class Registry:
         current version is pushed as by a promotion, so a later ``rollback()`` returns to it.
         """
         with self._locked():
+            damaged = False
             try:
                 current, earlier = self._pointer_state()
             except RegistryError as exc:
@@ -453,25 +443,9 @@ class Registry:
                     raise
                 # A damaged pointer is exactly when an operator needs `rollback --to` to work.
                 log.warning("%s; replacing it with a pointer to %s", exc, to)
-                current, earlier = None, []
-            else:
-                if current is None:
-                    raise RegistryError("rollback: nothing is in production yet; promote a version first")
-            if to is None:
-                if not earlier:
-                    raise RegistryError(
-                        f"rollback: {current} is the first production version; there is no earlier one to roll back to"
-                    )
-                target = self.get(earlier[-1])
-                remaining = earlier[:-1]
-            else:
-                target = self.get(to)
-                if target.name == current:
-                    raise RegistryError(f"rollback: {target.name} is already production")
-                if target.name in earlier:
-                    remaining = earlier[: len(earlier) - 1 - earlier[::-1].index(target.name)]
-                else:
-                    remaining = earlier + ([current] if current else [])
+                current, earlier, damaged = None, [], True
+            name, remaining = rollback_plan(current, earlier, None if to is None else self.get(to).name, damaged=damaged)
+            target = self.get(name)
             target.verify()
             self._switch(target, kind="rollback", previous=current, earlier=remaining, reason=reason, decision=None)
         log.warning("rolled back production to %s (was %s): %s", target.name, current or "unreadable", reason)

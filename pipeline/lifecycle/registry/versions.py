@@ -152,6 +152,29 @@ def load_version(path: Path, number: int) -> ModelVersion:
     return ModelVersion(number=number, path=path, meta=parse_meta(raw, str(meta_path), number))
 
 
+def version_meta(
+    number: int,
+    created: str,
+    revision: str | None,
+    hashes: dict[str, str],
+    reference_file: str,
+    sources: dict[str, Path],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """A version's meta.json: its number, creation time, git revision, the sha256 of every stored file (what
+    ``verify`` re-checks), the training data's hash, where each file came from and ``extra``."""
+    return {
+        "version": version_name(number),
+        "number": number,
+        "created": created,
+        "git_revision": revision,
+        "sha256": hashes,
+        "data_sha256": hashes[reference_file],
+        "sources": {file_name: str(source) for file_name, source in sources.items()},
+        "extra": extra,
+    }
+
+
 def version_sources(
     *,
     onnx: Path,
