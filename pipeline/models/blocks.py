@@ -6,7 +6,8 @@ dropped from the softmax (an additive mask on the logits) instead of zeroing the
 here with one draw per (sample, head, key), shared by the queries: a [N, H, 1, L] mask. PyTorch's CPU
 flash-attention kernel takes a mask but no dropout (``dropout_p > 0`` falls back to the unfused
 math path: a [N, H, L, L] softmax, Bernoulli draws and two batched matmuls). Measured on this
-2-core CPU, forward + backward of one attention (bench/transformer_speed.py has the whole steps):
+2-core CPU (1 thread, other jobs loading it), forward + backward of one attention (bench/transformer_speed.py
+has whole epochs):
 FT-Transformer shape [512, 8, 14, 8]: math path with dropout 129 ms, flash with a [N, H, L, L]
 DropKey mask 80 ms, with the [N, H, 1, L] mask 70 ms, no mask 49 ms; sequence shape
 [256, 4, 96, 16]: 736, 257, 129 and 130 ms. In eval mode, and so in the exported graph, there is no
