@@ -61,6 +61,16 @@ def evaluate(
     }
 
 
+def write_plot(plots: str | Path, name: str, table: pd.DataFrame) -> Path:
+    """One plot's data for ``dvc plots``: ``<plots>/<name>/<name>.csv``. Each plot has a folder of its own, a DVC
+    output of evaluate that exists (empty) when a run has no such plot, so dvc.yaml can declare every task's plots
+    and ``dvc plots show`` loads what this run wrote without a warning about the others."""
+    path = Path(plots) / name / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(path, table)
+    return path
+
+
 def write_classification_reports(
     test_y: np.ndarray, proba: np.ndarray, classes: tuple[str, ...], cfg: EvaluateParams, paths: Paths
 ) -> None:
@@ -70,11 +80,9 @@ def write_classification_reports(
     per_class = {cls: {k: scores[k][i] for k in ("precision", "recall", "f1", "support")} for i, cls in enumerate(classes)}
     write_json(paths.eval_per_class, per_class)
 
-    plots = Path(paths.eval_plots)
-    plots.mkdir(parents=True, exist_ok=True)
     names = np.array(classes, dtype=object)
-    write_csv(plots / "confusion.csv", pd.DataFrame({"actual": names[test_y], "predicted": names[proba.argmax(1)]}))
+    write_plot(paths.eval_plots, "confusion", pd.DataFrame({"actual": names[test_y], "predicted": names[proba.argmax(1)]}))
     for name, frame in curves(test_y, proba, cfg.curve_points).items():
-        write_csv(plots / f"{name}.csv", frame)
+        write_plot(paths.eval_plots, name, frame)
     _, reliability = expected_calibration_error(test_y, proba, cfg.calibration_bins)
-    write_csv(plots / "calibration.csv", pd.DataFrame(reliability))
+    write_plot(paths.eval_plots, "calibration", pd.DataFrame(reliability))

@@ -44,7 +44,7 @@ def test_image_repro_runs_every_stage_and_exports_a_verified_model(workspace):
     # The gate's scoring (onnxruntime only) agrees with evaluate's PyTorch numbers.
     scores = score_test(workspace / "models/model.onnx", workspace / "models/model_card.json", workspace / "data/split")
     assert scores["accuracy"] == pytest.approx(metrics["model"]["accuracy"])
-    assert {p.name for p in (workspace / "reports/evaluate/plots").glob("*.csv")} == {
+    assert {p.name for p in (workspace / "reports/evaluate/plots").glob("*/*.csv")} == {
         "confusion.csv",
         "roc.csv",
         "precision_recall.csv",

@@ -13,14 +13,13 @@ Params:  ``evaluate``
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.core.io import write_csv, write_json
+from pipeline.core.io import write_json
 from pipeline.kinds.sequence.data import SequenceSchema
 from pipeline.kinds.sequence.encoder import SequenceEncoder, load_encoder
 from pipeline.kinds.sequence.metrics import forecast_report
@@ -28,7 +27,7 @@ from pipeline.kinds.sequence.windows import Windows, read_split_windows
 from pipeline.models import load_model
 from pipeline.params import EvaluateParams, Paths
 from pipeline.shared.metrics import all_metrics
-from pipeline.shared.reports import majority_proba, write_classification_reports
+from pipeline.shared.reports import majority_proba, write_classification_reports, write_plot
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +78,13 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     model = load_model(paths.model)
     windows = read_split_windows(paths.split, "test", schema)
     predicted = predict(model, encoder, windows.x)
-    plots_dir = Path(paths.eval_plots)
-    plots_dir.mkdir(parents=True, exist_ok=True)
     if not schema.forecast:
         return evaluate_classifier(windows, predicted, schema, cfg, paths)
     metrics, breakdown, plots = forecast_report(windows, predicted, schema.features.index(schema.target))
     write_json(paths.eval_metrics, metrics)
     write_json(paths.eval_per_class, breakdown)  # a forecast has no classes: its breakdowns are per step and per series
     for name, table in plots.items():
-        write_csv(plots_dir / f"{name}.csv", table)
+        write_plot(paths.eval_plots, name, table)
     log.info(
         "test MAE %.4f (seasonal naive %.4f, persistence %.4f), RMSE %.4f (seasonal naive %.4f) on %d windows",
         metrics["model"]["mae"],

@@ -14,7 +14,6 @@ Params:  ``evaluate``, ``seed``
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,14 +22,14 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import iter_table, read_table_sample, split_file, write_csv, write_json
+from pipeline.core.io import iter_table, read_table_sample, split_file, write_json
 from pipeline.kinds.tabular.encoder import Preprocessor, load_preprocessor
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.kinds.tabular.split import target_bins
 from pipeline.models import load_model
 from pipeline.params import EvaluateParams, Paths
 from pipeline.shared.metrics import regression_scores
-from pipeline.shared.reports import evaluate, write_classification_reports
+from pipeline.shared.reports import evaluate, write_classification_reports, write_plot
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +191,8 @@ def run_regression(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, An
         metrics["baseline_hgb"]["train_rows"] = cfg.baseline_max_rows
     write_json(paths.eval_metrics, metrics)
     write_json(paths.eval_per_class, breakdown)  # no classes: the errors per decile of the actual value
-    plots_dir = Path(paths.eval_plots)
-    plots_dir.mkdir(parents=True, exist_ok=True)
     for name, table in plots.items():
-        write_csv(plots_dir / f"{name}.csv", table)
+        write_plot(paths.eval_plots, name, table)
     log.info(
         "test MAE %.4g (HGB %.4g, mean %.4g), RMSE %.4g (HGB %.4g), R2 %.4f (HGB %.4f) on %d rows",
         metrics["model"]["mae"],

@@ -18,5 +18,5 @@ def test_evaluate_writes_the_tabular_reports_with_a_pixel_baseline(trained):
     assert {"model", "baseline_majority", "baseline_logreg", "model_minus_logreg"} <= set(metrics)
     assert metrics["baseline_majority"]["accuracy"] < 0.2 < metrics["baseline_logreg"]["accuracy"]
     plots = Path(params.paths.eval_plots)
-    assert {p.name for p in plots.glob("*.csv")} == {"confusion.csv", "roc.csv", "precision_recall.csv", "calibration.csv"}
+    assert {p.name for p in plots.glob("*/*.csv")} == {"confusion.csv", "roc.csv", "precision_recall.csv", "calibration.csv"}
     assert set(json.loads(Path(params.paths.eval_per_class).read_text())) == {str(d) for d in range(10)}

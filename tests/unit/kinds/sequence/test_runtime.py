@@ -103,8 +103,8 @@ def test_forecast_stages_end_to_end_score_like_the_gate(forecaster):
     assert score_test(twin, p.model_card, p.split)["mae"] == pytest.approx(card["int8"]["mae"], rel=1e-5)
     scores = score_test(p.onnx, p.model_card, p.split)
     assert scores["mae"] == pytest.approx(metrics["model"]["mae"], rel=1e-4) and scores["rows"] == metrics["test_windows"]
-    assert (tmp_path / "reports/evaluate/plots/forecast.csv").exists() and (
-        tmp_path / "reports/evaluate/plots/horizon_errors.csv"
+    assert (tmp_path / "reports/evaluate/plots/forecast/forecast.csv").exists() and (
+        tmp_path / "reports/evaluate/plots/horizon_errors/horizon_errors.csv"
     ).exists()
 
 
@@ -231,7 +231,7 @@ def test_sequence_classification_on_a_synthetic_long_table(classifier):
     params, tmp_path, metrics, report = classifier.params, classifier.root, classifier.metrics, classifier.report
     p = params.paths
     assert metrics["model"]["accuracy"] > 0.7 and "baseline_majority" in metrics
-    assert (tmp_path / "reports/evaluate/plots/confusion.csv").exists()
+    assert (tmp_path / "reports/evaluate/plots/confusion/confusion.csv").exists()
     assert report["label_mismatches"] == 0 and report["max_abs_probability_diff"] <= 1e-4
     scores = score_test(p.onnx, p.model_card, p.split)
     assert scores["accuracy"] == pytest.approx(metrics["model"]["accuracy"]) and scores["rows"] == metrics["test_rows"]
