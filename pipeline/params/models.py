@@ -39,6 +39,8 @@ class FTTransformerParams(Section):
     layers: int = Field(default=3, ge=1)
     heads: int = Field(default=8, ge=1)
     ffn_factor: float = Field(default=4 / 3, gt=0)
+    # DropKey: the share of keys each head ignores for a sample while training (before the softmax, so the
+    # fused attention kernel still runs); not a dropout of the attention weights after it.
     attention_dropout: float = Field(default=0.2, ge=0, lt=1)
     ffn_dropout: float = Field(default=0.1, ge=0, lt=1)
     residual_dropout: float = Field(default=0.0, ge=0, lt=1)
