@@ -418,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
         parser().parse_args(argv)  # --help, --version, or argparse's usage error (exit 2)
     name, rest = argv[0], argv[1:]
     setup_logging()
+    for chatty in ("httpx", "httpcore"):  # one line per API poll (Prefect's client) would bury the run's states
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         code = COMMANDS[name][0](rest)
     except (CommandError, EvergreenError) as exc:
