@@ -232,7 +232,9 @@ class Service:
     async def reload_if_changed(self) -> bool:
         """Load the production model when the pointer changed; swap only once the new one is ready.
         Never raises: a model that cannot be loaded leaves the current one serving (or none) and says why."""
-        pointer = self._pointer()
+        # Off the event loop: on an object store the pointer is a listing over the network, which must not
+        # hold up the requests in flight.
+        pointer = await run_in_threadpool(self._pointer)
         if self._settled and pointer == self._pointer_seen:
             return False
         try:
