@@ -19,6 +19,7 @@ Every process started here is stopped at the end.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -37,7 +38,6 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.common import DVC_REMOTE_ENV
-from flows.monitor import drift_monitor
 from flows.stack import Stack, free_port
 from pipeline.lifecycle.registry import ObjectRegistry
 from pipeline.lifecycle.registry.objectstore import CACHE_ENV
@@ -213,9 +213,7 @@ def served_version(port: int) -> str | None:
         return None
 
 
-def test_drift_landed_in_the_bucket_is_retrained_on_the_worker_and_served_on_a_third_host(
-    world, first_run, postgres, monkeypatch
-):
+def test_drift_landed_in_the_bucket_is_retrained_on_the_worker_and_served_on_a_third_host(world, first_run, postgres):
     """Monitor host -> Prefect server on PostgreSQL -> worker's fresh clone -> S3 registry -> service host."""
     assert world.store().production().name == "v0001"
     service_host, monitor_host = world.host("service-host"), world.host("monitor-host")
@@ -246,9 +244,23 @@ def test_drift_landed_in_the_bucket_is_retrained_on_the_worker_and_served_on_a_t
             timeout=300,
         )
         assert landed.returncode == 0, landed.stderr
-        monkeypatch.setenv("EVERGREEN_ROOT", str(monitor_host))
-        monkeypatch.setenv(CACHE_ENV, str(world.base / "monitor-cache"))
-        summary = drift_monitor(retrain_deployment=DEPLOYMENT, cooldown_hours=0)
+        # The monitor host's own process (as a scheduled check there would run), not this one: nothing of its
+        # Prefect client (log and event workers bound to this stack) outlives the stack in the test process.
+        checked = subprocess.run(
+            [sys.executable, "-m", "evergreen", "monitor", "--deployment", DEPLOYMENT, "--cooldown-hours", "0", "--json"],
+            cwd=monitor_host,
+            env={
+                **tool_env(),
+                CACHE_ENV: str(world.base / "monitor-cache"),
+                "PREFECT_API_URL": world.stack.api_url,
+                "EVERGREEN_ROOT": "",  # the monitor host's checkout is its working directory
+            },
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert checked.returncode == 0, checked.stderr[-3000:]
+        summary = json.loads(checked.stdout.strip().splitlines()[-1])
         assert summary["decision"]["retrain"] is True, summary["decision"]
         assert summary["retrain_flow_run"], summary
 
