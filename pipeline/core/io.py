@@ -230,3 +230,13 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256(hashed.tobytes())
     digest.update(",".join(map(str, frame.columns)).encode())
     return digest.hexdigest()
+
+
+def read_column(path: str | Path, name: str) -> pd.Series:
+    """One column of a Parquet file, as ``read_table`` would give it; the other columns stay on disk."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found (run the upstream stage first: dvc repro)")
+    if name not in pq.ParquetFile(path).schema_arrow.names:
+        raise DataError(f"{path}: no column {name!r}")
+    return pd.read_parquet(path, columns=[name])[name]
