@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import tempfile
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -57,11 +62,37 @@ class Tensors:
         return tuple(x[idx] for x in self.inputs)
 
     @classmethod
+    def from_numpy(cls, inputs: Sequence[np.ndarray], y: np.ndarray) -> Tensors:
+        """Arrays (``host_array``s or any others) -> a split, without copying them."""
+        return cls(tuple(_view(x) for x in inputs), _view(y))
+
+    @classmethod
     def encode(cls, frame, preprocessor: RowEncoder) -> Tensors:
         """Tabular rows through the fitted encoder."""
         x_num, x_cat = preprocessor.transform(frame)
         y = preprocessor.encode_labels(frame[preprocessor.target])
         return cls((torch.from_numpy(x_num), torch.from_numpy(x_cat)), torch.from_numpy(y))
+
+
+def host_array(shape: tuple[int, ...], dtype: Any, directory: str | Path | None = None) -> np.ndarray:
+    """A zeroed array for an encoded split, memory-mapped from a nameless temporary file in ``directory``
+    (else ``TMPDIR``). Under memory pressure the kernel writes its pages out and drops them rather than
+    failing, so a split larger than free memory still trains (an epoch re-reads the pages it needs). The
+    file has no name and disappears with the last array or tensor viewing it, crash or not."""
+    if math.prod(shape) == 0:
+        return np.zeros(shape, dtype)  # an empty file cannot be mapped
+    with tempfile.TemporaryFile(dir=directory) as handle:  # the map keeps its own descriptor
+        return np.memmap(handle, dtype=dtype, mode="w+", shape=shape)
+
+
+def _view(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy``; a read-only array (a memmap opened "r") without torch's warning that writing
+    to the tensor is undefined: the engine only reads a split (batches are gathered copies)."""
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        return torch.from_numpy(array)
 
 
 def use_pinned_memory(loader: LoaderParams, device: torch.device) -> bool:
