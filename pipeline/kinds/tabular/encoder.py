@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,13 @@ if TYPE_CHECKING:
 RARE_INDEX = 0
 # Missing categories travel as empty strings through ONNX (string tensors have no null).
 MISSING_TEXT = ""
+
+
+class Columns(Protocol):
+    """The training rows as ``fit`` reads them: one whole column at a time, by name. A DataFrame is one;
+    so is a Parquet file read column by column, which keeps one column in memory rather than the table."""
+
+    def __getitem__(self, name: str, /) -> pd.Series: ...
 
 
 @dataclass(frozen=True)
@@ -108,8 +115,9 @@ class Preprocessor:
         return [col.name for col in self.numeric] + [col.name for col in self.categorical]
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, schema: Schema, features: TabularFeatures) -> Preprocessor:
-        """Learn every encoding statistic from the training rows only."""
+    def fit(cls, train: Columns, schema: Schema, features: TabularFeatures) -> Preprocessor:
+        """Learn every encoding statistic from the training rows only, one column at a time (each statistic
+        is of one whole column: a median, a mean, category counts)."""
         if not schema.classes and not schema.regression:
             raise DataError("schema has no classes; run the clean stage first")
         ranges = {name: (low, high) for name, low, high in schema.valid_ranges}

@@ -1,17 +1,24 @@
-"""Tabular prepare: fit the encoder on the training split, encode every split, describe the network to build."""
+"""Tabular prepare: fit the encoder on the training split, encode every split, describe the network to build.
+
+Memory: the fit reads the training split one column at a time and the splits are encoded a chunk of
+rows at a time into arrays of the encoded size (memory-mapped, ``host_array``), so the table itself is
+never held whole: host memory holds one column or one chunk of it, beside the encoded splits.
+"""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-import torch
 
 from pipeline.core.errors import ParamsError
-from pipeline.core.io import read_table, split_file
+from pipeline.core.io import iter_table, read_column, split_file, table_rows
 from pipeline.engine import Prepared, Tensors, keeps_encoder
+from pipeline.engine.data import host_array
 from pipeline.kinds.tabular import encoder as tabular_encoder
 from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.schema import read_schema
@@ -48,13 +55,50 @@ def input_columns(preprocessor: Preprocessor) -> tuple[tuple[str, ...], tuple[st
     return tuple(c.name for c in preprocessor.numeric), tuple(c.name for c in preprocessor.categorical)
 
 
-def encode(frame: pd.DataFrame, preprocessor: Preprocessor) -> Tensors:
-    """Rows -> tensors: class indices int64 [N], or a regression target float32 [N, 1] in training stds."""
-    if not preprocessor.regression:
-        return Tensors.encode(frame, preprocessor)
+# Rows encoded at a time: encoding a split of any size holds this many rows of the table (~10 MB of GSS).
+ENCODE_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class FileColumns:
+    """A Parquet file's columns, each read when ``Preprocessor.fit`` asks for it (one in memory at a time)."""
+
+    path: Path
+
+    def __getitem__(self, name: str) -> pd.Series:
+        return read_column(self.path, name)
+
+
+def encoded(frame: pd.DataFrame, preprocessor: Preprocessor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows -> (x_num float32 [N, F], x_cat int64 [N, C], y): class indices int64 [N], or a regression
+    target float32 [N, 1] in training stds."""
     x_num, x_cat = preprocessor.transform(frame)
-    y = preprocessor.encode_target(frame[preprocessor.target])
-    return Tensors((torch.from_numpy(x_num), torch.from_numpy(x_cat)), torch.from_numpy(y))
+    target = frame[preprocessor.target]
+    y = preprocessor.encode_target(target) if preprocessor.regression else preprocessor.encode_labels(target)
+    return x_num, x_cat, y
+
+
+def encode(frame: pd.DataFrame, preprocessor: Preprocessor) -> Tensors:
+    """Rows -> tensors (``encoded``)."""
+    x_num, x_cat, y = encoded(frame, preprocessor)
+    return Tensors.from_numpy((x_num, x_cat), y)
+
+
+def encode_file(path: Path, preprocessor: Preprocessor, rows: int = ENCODE_ROWS) -> Tensors:
+    """A split's Parquet file -> tensors, ``rows`` rows at a time into ``host_array``s of the encoded size.
+
+    Every encoding is row by row, so the tensors equal ``encode`` of the whole file read at once."""
+    n = table_rows(path)
+    x_num = host_array((n, preprocessor.n_numeric_inputs), np.float32)
+    x_cat = host_array((n, len(preprocessor.categorical)), np.int64)
+    y = host_array((n, 1), np.float32) if preprocessor.regression else host_array((n,), np.int64)
+    start = 0
+    for frame in iter_table(path, rows):
+        stop = start + len(frame)
+        x_num[start:stop], x_cat[start:stop], y[start:stop] = encoded(frame, preprocessor)
+        start = stop
+    assert start == n, f"{path}: {start} rows read, its footer says {n}"
+    return Tensors.from_numpy((x_num, x_cat), y)
 
 
 def prepare(features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: dict[str, Any] | None = None) -> Prepared:
@@ -68,10 +112,10 @@ def prepare(features: TabularFeatures, cfg: TrainParams, paths: Paths, encoder: 
     if old is not None and old.task == schema.task and keeps_encoder(old.classes, schema.classes, input_columns(old), inputs):
         preprocessor = old
     else:
-        preprocessor = Preprocessor.fit(read_table(split_file(paths.split, "train")), schema, features)
+        preprocessor = Preprocessor.fit(FileColumns(split_file(paths.split, "train")), schema, features)
     return Prepared(
-        train=encode(read_table(split_file(paths.augmented, "train")), preprocessor),
-        val=encode(read_table(split_file(paths.split, "val")), preprocessor),
+        train=encode_file(split_file(paths.augmented, "train"), preprocessor),
+        val=encode_file(split_file(paths.split, "val"), preprocessor),
         task=schema.task,
         config=tabular_config(preprocessor, cfg),
         encoder=preprocessor.to_dict(),
