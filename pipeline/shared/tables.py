@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.core.errors import DataError
 from pipeline.params import DEFAULT_SOURCE, Paths
@@ -30,6 +35,18 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def read_table_file(path: Path) -> pd.DataFrame:
     """Read one CSV or Parquet file; every failure becomes one line naming the file and the problem."""
+    kind = check_table_file(path)
+    with read_errors(path, kind):
+        frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    if kind == "csv":
+        refuse_duplicate_header(path)
+    if frame.empty:
+        raise DataError(f"{path}: file has a header but no rows")
+    return frame
+
+
+def check_table_file(path: Path) -> str:
+    """The file's kind (csv or parquet), or a one-line error: unsupported type, no such file, empty."""
     kind = TABLE_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(TABLE_SUFFIXES)}")
@@ -37,21 +54,127 @@ def read_table_file(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+    return kind
+
+
+@contextmanager
+def read_errors(path: Path, kind: str) -> Iterator[None]:
+    """Reading ``path`` inside the block: every failure becomes one line naming the file and the problem."""
     try:
-        frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+        yield
     except PermissionError:
         raise DataError(f"{path}: permission denied") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file has no columns") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({first_line(exc)})") from None
+    except DataError:
+        raise
     except Exception as exc:  # pyarrow raises many types for corrupt files; all mean the same here
         raise DataError(f"{path}: not a readable {kind} file ({first_line(exc)})") from None
-    if kind == "csv":
-        refuse_duplicate_header(path)
-    if frame.empty:
+
+
+def iter_table_file(path: Path, rows: int, text_columns: Collection[str] = ()) -> Iterator[pd.DataFrame]:
+    """One CSV or Parquet file in chunks of at most ``rows`` rows, with ``read_table_file``'s checks and
+    messages. ``text_columns`` of a CSV are read as text (what a whole read gives a column that is not
+    all numbers, even in a chunk where it happens to be)."""
+    kind = check_table_file(path)
+    with read_errors(path, kind):
+        if kind == "csv":
+            refuse_duplicate_header(path)
+            chunks: Iterator[pd.DataFrame] = iter(
+                pd.read_csv(path, chunksize=rows, dtype=dict.fromkeys(text_columns, str) or None)
+            )
+        else:
+            file = pq.ParquetFile(path)
+            chunks = (pa.Table.from_batches([b], schema=file.schema_arrow).to_pandas() for b in file.iter_batches(rows))
+    produced = False
+    while True:
+        with read_errors(path, kind):  # only the reading: a consumer's error at the yield passes unchanged
+            chunk = next(chunks, None)
+        if chunk is None:
+            break
+        if chunk.empty:
+            continue
+        produced = True
+        yield chunk
+    if not produced:
         raise DataError(f"{path}: file has a header but no rows")
-    return frame
+
+
+@dataclass(frozen=True)
+class TablePart:
+    """One piece of a table read in chunks: a file, or a table already in memory (a bundled data set).
+    ``landed``: a batch that arrived later (ingest checks and aligns its columns to the source's)."""
+
+    name: str
+    path: Path | None = None
+    frame: pd.DataFrame | None = None
+    landed: bool = False
+
+    def chunks(self, rows: int, text_columns: Collection[str]) -> Iterator[pd.DataFrame]:
+        if self.frame is not None:
+            for start in range(0, max(len(self.frame), 1), rows):
+                yield self.frame.iloc[start : start + rows]
+        else:
+            assert self.path is not None
+            yield from iter_table_file(self.path, rows, text_columns)
+
+
+class ChunkedTable:
+    """A table (one file, a folder of files, a frame, plus landed batches) read in chunks, as often as a
+    stage needs to pass over it, holding one chunk at a time.
+
+    The column types are those a whole read would give: the first pass notes each chunk's types, and later
+    passes give every chunk the common type (integers that meet decimals or gaps become float64, a column
+    that holds text anywhere becomes text, read as text from a CSV as a whole read does). ``align`` turns a
+    part's chunk into the table's columns (ingest checks a landed batch there)."""
+
+    def __init__(
+        self,
+        parts: Sequence[TablePart],
+        rows: int,
+        align: Callable[[TablePart, pd.DataFrame], pd.DataFrame] | None = None,
+    ) -> None:
+        self.parts = list(parts)
+        self.rows = rows
+        self.align = align
+        self._seen: dict[str, set[np.dtype]] = {}
+        self._types: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[tuple[TablePart, pd.DataFrame]]:
+        """(part, chunk) for every chunk of every part, in order."""
+        text = [c for c, t in (self._types or {}).items() if t == np.dtype(object)]
+        for part in self.parts:
+            for chunk in part.chunks(self.rows, text):
+                if self.align is not None:
+                    chunk = self.align(part, chunk)
+                if self._types is None:
+                    for name, dtype in chunk.dtypes.items():
+                        self._seen.setdefault(str(name), set()).add(dtype)
+                else:
+                    chunk = self._retype(chunk)
+                yield part, chunk
+        if self._types is None:
+            self._types = {name: common_type(types) for name, types in self._seen.items()}
+
+    def _retype(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        assert self._types is not None
+        changed = {
+            name: chunk[name].astype(self._types[name])
+            for name, dtype in chunk.dtypes.items()
+            if self._types.get(str(name), dtype) != dtype
+        }
+        return chunk.assign(**changed) if changed else chunk
+
+
+def common_type(types: set[Any]) -> Any:
+    """The type a column gets when chunks of these types are stacked (pandas' concat rule, simplified)."""
+    if len(types) == 1:
+        return next(iter(types))
+    if all(isinstance(t, np.dtype) and t.kind in "iuf" for t in types):
+        return np.result_type(*types, np.float64) if any(t.kind == "f" for t in types) else np.result_type(*types)
+    return np.dtype(object)
 
 
 def refuse_duplicate_header(path: Path) -> None:
@@ -119,18 +242,26 @@ def looks_numeric(column: pd.Series, min_share: float = NUMERIC_TEXT_SHARE, miss
 def numeric_share(column: pd.Series, missing_tokens: tuple[str, ...] = ()) -> float | None:
     """The share of a column's present values (missing tokens aside) that are numbers: 1.0 for a numeric
     dtype, None for bools, dates and columns with no value to judge."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return 1.0
+    counts = numeric_counts(column, missing_tokens)
+    return None if counts is None or counts[1] == 0 else counts[0] / counts[1]
+
+
+def numeric_counts(column: pd.Series, missing_tokens: tuple[str, ...] = ()) -> tuple[int, int] | None:
+    """(values that are numbers, values judged): the parts of ``numeric_share``, which add up over the chunks
+    of a column. A numeric dtype's present values are all numbers; None for bools and dates."""
     if pd.api.types.is_bool_dtype(column):
         return None
     if pd.api.types.is_numeric_dtype(column):
-        return 1.0
+        present = int(column.notna().sum())
+        return present, present
     values = column.dropna()
     if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
         return None
     text = values.astype(str).str.strip()
     text = text[~text.isin(missing_tokens)]
-    if text.empty:
-        return None
-    return float(pd.to_numeric(text, errors="coerce").notna().mean())
+    return int(pd.to_numeric(text, errors="coerce").notna().sum()), len(text)
 
 
 def require_columns(wanted, columns: set, key: str) -> None:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from pipeline.core.errors import ParamsError
 from pipeline.core.io import read_table, split_file, write_json, write_table
+from pipeline.core.stream import CHUNK_ROWS, ParquetSink, iter_parquet
 from pipeline.kinds.tabular.schema import Schema, read_schema
 from pipeline.params import MixupParams, NoiseParams, OversampleParams, Paths, TabularAugment
 
@@ -109,16 +110,40 @@ def augment(train: pd.DataFrame, schema: Schema, cfg: TabularAugment, seed: int)
     return out, {name: len(rows) for name, rows in added.items()}
 
 
-def run(cfg: TabularAugment, paths: Paths, seed: int) -> dict[str, Any]:
-    """Augment the training split and report what was added."""
+def class_balance(counts: dict[str, int], labels: pd.Series) -> None:
+    for label, n in labels.value_counts().items():
+        counts[str(label)] = counts.get(str(label), 0) + int(n)
+
+
+def run(cfg: TabularAugment, paths: Paths, seed: int, rows: int = CHUNK_ROWS) -> dict[str, Any]:
+    """Augment the training split and report what was added.
+
+    With every technique off (the default) the training rows are copied chunk by chunk, so memory holds one
+    chunk; a technique draws rows from anywhere in the split, and reads the split whole."""
     schema = read_schema(paths.split)
-    train = read_table(split_file(paths.split, "train"))
-    out, added = augment(train, schema, cfg, seed)
-    write_table(split_file(paths.augmented, "train"), out)
-    report: dict[str, Any] = {"rows_in": len(train), "rows_out": len(out), "added": added}
+    source, target = split_file(paths.split, "train"), split_file(paths.augmented, "train")
+    enabled = cfg.gaussian_noise.enabled or cfg.oversample.enabled or cfg.mixup.enabled
+    before: dict[str, int] = {}
+    after: dict[str, int] = {}
+    if enabled:
+        train = read_table(source)
+        out, added = augment(train, schema, cfg, seed)
+        write_table(target, out)
+        rows_in, rows_out = len(train), len(out)
+        class_balance(before, train[schema.target])
+        class_balance(after, out[schema.target])
+    else:
+        added, rows_in = {}, 0
+        with ParquetSink(target) as sink:
+            for chunk in iter_parquet(source, rows):
+                sink.write(chunk)
+                rows_in += len(chunk)
+                class_balance(before, chunk[schema.target])
+        rows_out, after = rows_in, before
+    report: dict[str, Any] = {"rows_in": rows_in, "rows_out": rows_out, "added": added}
     if not schema.regression:  # a regression target's values are no balance to report
-        report["class_balance_before"] = {str(k): int(v) for k, v in train[schema.target].value_counts().sort_index().items()}
-        report["class_balance_after"] = {str(k): int(v) for k, v in out[schema.target].value_counts().sort_index().items()}
+        report["class_balance_before"] = dict(sorted(before.items()))
+        report["class_balance_after"] = dict(sorted(after.items()))
     write_json(paths.augment_report, report)
-    log.info("augment: %d -> %d training rows (%s)", len(train), len(out), added or "no technique enabled")
+    log.info("augment: %d -> %d training rows (%s)", rows_in, rows_out, added or "no technique enabled")
     return report

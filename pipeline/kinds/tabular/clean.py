@@ -10,19 +10,26 @@ split only (``pipeline.kinds.tabular.encoder``, inside train), so no statistic c
 Inputs:  ``paths.ingested``
 Outputs: ``paths.clean`` (data.parquet, schema.json with the classes: none for a regression), ``paths.clean_report``
 Params:  ``clean``
+
+Streams: two passes over the ingested table in chunks (``clean_table``); memory holds one chunk and about
+20 bytes per row (a row hash for exact duplicates, a label code or a target value).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.core.canon import category_text, is_number_column
 from pipeline.core.errors import DataError
-from pipeline.core.io import write_json
-from pipeline.kinds.tabular.schema import Schema, read_dataset, write_dataset
+from pipeline.core.io import DATA_FILE, SCHEMA_FILE, write_json
+from pipeline.core.stream import CHUNK_ROWS, FrameSink, ParquetSink, Sink, first_occurrences, iter_parquet, row_hashes
+from pipeline.kinds.tabular.schema import Schema, read_schema
 from pipeline.params import Paths, TabularClean
 from pipeline.shared.tables import outside_range, to_numbers
 
@@ -88,10 +95,11 @@ def apply_ranges(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tupl
     return frame.assign(**columns), counts
 
 
-def empty_features(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> list[str]:
+def empty_features(present: dict[str, bool], schema: Schema, cfg: TabularClean) -> list[str]:
     """Features with no value left (all missing, unparseable, infinite or out of range): nothing to learn or
-    impute from. Dropped with a warning, or refused (``clean.empty_columns``)."""
-    empty = [name for name in schema.feature_names if not frame[name].notna().any()]
+    impute from. Dropped with a warning, or refused (``clean.empty_columns``). ``present``: whether each
+    feature has a value left in some row."""
+    empty = [name for name in schema.feature_names if not present[name]]
     if empty and cfg.empty_columns == "refuse":
         raise DataError(f"feature column(s) {empty} have no usable value after cleaning (clean.empty_columns = refuse)")
     if len(empty) == len(schema.feature_names):
@@ -101,12 +109,10 @@ def empty_features(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> li
     return empty
 
 
-def check_classes(
-    frame: pd.DataFrame, target: str, numeric_target: bool, cfg: TabularClean
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """A classification target: at most ``clean.max_classes`` labels, each with ``clean.min_class_rows`` rows
-    (or rare classes dropped, by ``clean.rare_classes``), and at least two classes."""
-    counts = frame[target].value_counts()
+def class_rules(counts: pd.Series, target: str, numeric_target: bool, cfg: TabularClean) -> dict[str, int]:
+    """A classification target (``counts``: rows per label): at most ``clean.max_classes`` labels, each with
+    ``clean.min_class_rows`` rows (or rare classes dropped, by ``clean.rare_classes``: returned with their
+    row counts), and at least two classes."""
     if len(counts) > cfg.max_classes:
         hint = "its values are numbers: it looks continuous, and " if numeric_target else ""
         raise DataError(
@@ -114,79 +120,161 @@ def check_classes(
             f" has at most clean.max_classes = {cfg.max_classes} classes"
         )
     rare = counts[counts < cfg.min_class_rows].sort_index()
-    dropped: dict[str, int] = {}
     if len(rare) and cfg.rare_classes == "refuse":
         shown = ", ".join(f"{label!r} ({n})" for label, n in list(rare.items())[:5])
         raise DataError(
             f"target {target!r}: class(es) {shown} have fewer than clean.min_class_rows = {cfg.min_class_rows} rows,"
             " too few to appear in train, val and test; keep the others with clean.labels or set clean.rare_classes: drop"
         )
-    if len(rare):
-        dropped = {str(label): int(n) for label, n in rare.items()}
+    dropped = {str(label): int(n) for label, n in rare.items()}
+    if dropped:
         log.warning("dropped the rows of rare class(es) %s (clean.rare_classes = drop)", dropped)
-        frame = frame.loc[~frame[target].isin(list(rare.index))]
-    if frame[target].nunique() < 2:
-        raise DataError(f"target {target!r} has {frame[target].nunique()} class(es) after cleaning; need at least 2")
-    return frame, dropped
+    left = len(counts) - len(rare)
+    if left < 2:
+        raise DataError(f"target {target!r} has {left} class(es) after cleaning; need at least 2")
+    return dropped
 
 
-def check_values(frame: pd.DataFrame, target: str) -> None:
+def check_values(values: pd.Series, target: str) -> None:
     """A regression target needs rows and more than one value to learn from."""
-    if frame[target].nunique() < 2:
+    if values.nunique() < 2:
         raise DataError(
-            f"regression target {target!r} has {frame[target].nunique()} distinct value(s) in {len(frame)} rows after cleaning;"
+            f"regression target {target!r} has {values.nunique()} distinct value(s) in {len(values)} rows after cleaning;"
             " need at least 2"
         )
 
 
-def clean(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, Schema, dict[str, Any]]:
-    """All row-level cleaning; returns the clean table, its schema with the classes and row rules, and the counts."""
-    rows_in = len(frame)
-    numeric_target = is_number_column(frame[schema.target])
+def clean_rows(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+    """The row-level rules on one chunk: labels (or target values), types, ranges; with what each changed."""
     if schema.regression:
         out, dropped = clean_target_values(frame, schema, cfg)
     else:
         out, dropped = clean_labels(frame, schema, cfg)
     out, coerced = coerce_types(out, schema, cfg)
     out, out_of_range = apply_ranges(out, schema, cfg)
-    empty = empty_features(out, schema, cfg)
-    if empty:
-        out, schema = out.drop(columns=empty), schema.without(empty)
-    duplicates = int(out.duplicated().sum()) if cfg.drop_duplicates else 0
-    if duplicates:
-        out = out.drop_duplicates()
+    return out, {"dropped": dropped, "coerced": coerced, "out_of_range": out_of_range}
+
+
+class LabelCodes:
+    """Labels as small integer codes, assigned chunk by chunk (4 bytes a row instead of a string)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def encode(self, labels: pd.Series) -> np.ndarray:
+        for label in pd.unique(labels.to_numpy()):
+            self.codes.setdefault(str(label), len(self.codes))
+        return labels.astype(str).map(self.codes).to_numpy(dtype=np.int32)
+
+    def counts(self, codes: np.ndarray) -> pd.Series:
+        """Rows per label, as ``value_counts`` gives them."""
+        labels = np.array(list(self.codes), dtype=object)
+        counts = np.bincount(codes, minlength=len(labels))
+        present = counts > 0
+        return pd.Series(counts[present], index=labels[present]).sort_values(ascending=False, kind="stable")
+
+
+def add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+    for name, n in counts.items():
+        total[name] = total.get(name, 0) + n
+
+
+def clean_table(
+    chunks: Callable[[], Iterable[pd.DataFrame]], schema: Schema, cfg: TabularClean, sink: Sink
+) -> tuple[Schema, dict[str, Any]]:
+    """All row-level cleaning over a table read twice in chunks (``chunks()`` starts a pass); the clean rows
+    go to ``sink``; returns the schema with the classes and row rules, and the report of every change.
+
+    Pass one cleans every chunk and keeps what the whole-table rules need: a 128-bit hash per row (exact
+    duplicates), a label code per row (class counts), whether each feature has a value left. Pass two
+    cleans again (the rules are deterministic) and writes the rows those rules keep."""
+    rows_in, numeric_target = 0, False
+    totals: dict[str, dict[str, int]] = {"dropped": {}, "coerced": {}, "out_of_range": {}}
+    present = dict.fromkeys(schema.feature_names, False)
+    hashes, codes, values = [], [], []
+    labels = LabelCodes()
+    for chunk in chunks():
+        numeric_target = numeric_target or is_number_column(chunk[schema.target])
+        rows_in += len(chunk)
+        out, counts = clean_rows(chunk, schema, cfg)
+        for key, part in counts.items():
+            add_counts(totals[key], part)
+        for name in schema.feature_names:
+            present[name] = present[name] or bool(out[name].notna().any())
+        if cfg.drop_duplicates:
+            hashes.append(row_hashes(out))
+        if schema.regression:
+            values.append(out[schema.target].to_numpy(dtype="float64"))
+        else:
+            codes.append(labels.encode(out[schema.target]))
+    empty = empty_features(present, schema, cfg)
+    rows = sum(len(c) for c in (values if schema.regression else codes))
+    keep = first_occurrences(np.concatenate(hashes)) if cfg.drop_duplicates and rows else np.ones(rows, dtype=bool)
+    duplicates = int(rows - keep.sum())
     rare: dict[str, int] = {}
+    classes: tuple[str, ...] = ()
+    target_values = pd.Series(np.concatenate(values)[keep] if values else np.zeros(0))
     if schema.regression:
-        check_values(out, schema.target)  # no classes: the class rules (max_classes, min_class_rows) do not apply
+        check_values(target_values, schema.target)  # no classes: the class rules (max_classes, min_class_rows) do not apply
     else:
-        out, rare = check_classes(out, schema.target, numeric_target, cfg)
-    out = out.reset_index(drop=True)
-    classes = () if schema.regression else tuple(sorted(out[schema.target].unique()))
+        counts = labels.counts(np.concatenate(codes)[keep] if codes else np.zeros(0, dtype=np.int32))
+        rare = class_rules(counts, schema.target, numeric_target, cfg)
+        classes = tuple(sorted(label for label in counts.index if label not in rare))
+    out_schema = schema.without(empty) if empty else schema
+
+    missing = dict.fromkeys(out_schema.feature_names, 0)
+    rows_out, offset = 0, 0
+    for chunk in chunks():
+        out, _ = clean_rows(chunk, schema, cfg)
+        mask = keep[offset : offset + len(out)]
+        offset += len(out)
+        out = out.loc[mask].drop(columns=empty)
+        if rare:
+            out = out.loc[~out[schema.target].isin(list(rare))]
+        out = out.reset_index(drop=True)
+        if len(out) or rows_out == 0:  # an empty first chunk still fixes the columns and types
+            sink.write(out)
+        rows_out += len(out)
+        for name in missing:
+            missing[name] += int(out[name].isna().sum())
+
     report: dict[str, Any] = {
         "rows_in": rows_in,
-        "rows_out": len(out),
-        "dropped": {**dropped, "duplicate": duplicates},
-        "set_missing": {"unparseable_or_infinite": coerced, "out_of_range": out_of_range},
-        "missing_share_after": {
-            name: round(float(out[name].isna().mean()), 6) for name in schema.feature_names if out[name].isna().any()
+        "rows_out": rows_out,
+        "dropped": {**totals["dropped"], "duplicate": duplicates},
+        "set_missing": {
+            "unparseable_or_infinite": {k: v for k, v in totals["coerced"].items() if v},
+            "out_of_range": totals["out_of_range"],
         },
+        "missing_share_after": {name: round(n / rows_out, 6) for name, n in missing.items() if n},
         "classes": list(classes),
     }
     if schema.regression:
         report["task"] = "regression"
-        report["target_summary"] = {k: float(v) for k, v in out[schema.target].describe().items()}
+        report["target_summary"] = {k: float(v) for k, v in target_values.describe().items()}
     if empty:
         report["dropped_columns"] = {name: "no usable value after cleaning" for name in empty}
     if rare:
         report["dropped"]["rare_class"] = rare
-    return out, schema.with_classes(classes).with_rules(cfg.valid_ranges, cfg.missing_tokens), report
+    return out_schema.with_classes(classes).with_rules(cfg.valid_ranges, cfg.missing_tokens), report
 
 
-def run(cfg: TabularClean, paths: Paths) -> dict[str, Any]:
-    """Clean the ingested table and write it with its schema and a report of every change."""
-    frame, schema = read_dataset(paths.ingested)
-    out, schema, report = clean(frame, schema, cfg)
-    write_dataset(paths.clean, out, schema)
+def clean(frame: pd.DataFrame, schema: Schema, cfg: TabularClean) -> tuple[pd.DataFrame, Schema, dict[str, Any]]:
+    """``clean_table`` of a frame in memory: the clean frame, its schema with the classes and row rules, the counts."""
+    sink = FrameSink()
+    out_schema, report = clean_table(lambda: [frame], schema, cfg, sink)
+    return sink.frame(), out_schema, report
+
+
+def run(cfg: TabularClean, paths: Paths, rows: int = CHUNK_ROWS) -> dict[str, Any]:
+    """Clean the ingested table chunk by chunk and write it with its schema and a report of every change."""
+    source = Path(paths.ingested) / DATA_FILE
+    schema = read_schema(paths.ingested)
+    with ParquetSink(Path(paths.clean) / DATA_FILE) as sink:
+        out_schema, report = clean_table(lambda: iter_parquet(source, rows), schema, cfg, sink)
+    write_json(Path(paths.clean) / SCHEMA_FILE, out_schema.to_dict())
     write_json(paths.clean_report, report)
-    log.info("clean (%s): %d -> %d rows, dropped %s", schema.task, report["rows_in"], report["rows_out"], report["dropped"])
+    log.info(
+        "clean (%s): %d -> %d rows, dropped %s", out_schema.task, report["rows_in"], report["rows_out"], report["dropped"]
+    )
     return report
