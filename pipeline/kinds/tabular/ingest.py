@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from pipeline.core.errors import DataError
 from pipeline.core.io import DATA_FILE, SCHEMA_FILE, file_sha256, write_json
@@ -446,12 +447,15 @@ class Aligner:
         self.columns: list[str] | None = None
         self.first: str = ""
         self.landed_rows: dict[str, int] = {}
+        self.time_format = cfg.time_format
 
     def __call__(self, part: TablePart, chunk: pd.DataFrame) -> pd.DataFrame:
         cfg = self.cfg
         if self.columns is None:
             self.columns, self.first = list(chunk.columns), Path(part.name).name
             check_columns(self.columns, cfg)
+            if cfg.time_column is not None and self.time_format is None:
+                self.time_format = text_time_format(chunk[cfg.time_column])
         if part.landed:
             assert part.path is not None
             problems = check_batch_columns(part.path, chunk, self.columns, cfg)
@@ -466,7 +470,32 @@ class Aligner:
                 raise DataError(f"{part.name}: columns differ from {self.first} (missing {missing}, unexpected {extra})")
             chunk = chunk[self.columns]
         cutoff = None if part.landed else cfg.time_cutoff
-        return time_filter(chunk, cfg.time_column, cutoff=cutoff, time_format=cfg.time_format)
+        try:
+            return time_filter(chunk, cfg.time_column, cutoff=cutoff, time_format=self.time_format)
+        except DataError:
+            if self.time_format == cfg.time_format:
+                raise
+            column = chunk[cfg.time_column]
+            parsed = pd.to_datetime(column.astype("string").str.strip(), format=self.time_format, errors="coerce")
+            bad = column.loc[column.notna() & parsed.isna()]
+            if bad.empty:
+                raise
+            raise DataError(
+                f"ingest.time_column {cfg.time_column!r}: {bad.iloc[0]!r} in {part.name} does not parse as {self.time_format!r},"
+                " the date format of the column's first value; set ingest.time_format"
+            ) from None
+
+
+def text_time_format(column: pd.Series) -> str | None:
+    """The date format of a text time column that is not ISO 8601, guessed once from its first value as a
+    whole-column parse does (so every chunk reads "03/04/2021" alike, day-first or month-first); None for
+    numbers, dates and ISO text (parsed as such in every chunk)."""
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column) or not column.notna().any():
+        return None
+    first = str(column.loc[column.first_valid_index()]).strip()
+    if not pd.isna(pd.to_datetime(pd.Series([first]), format="ISO8601", errors="coerce").iloc[0]):
+        return None
+    return guess_datetime_format(first)
 
 
 def check_batch_columns(path: Path, batch: pd.DataFrame, base_columns: list[str], cfg: TabularIngest) -> list[str]:

@@ -145,3 +145,18 @@ def test_a_failed_check_after_writing_leaves_no_output(tmp_path):
     with pytest.raises(DataError, match="target column 'label' has no values"):
         ingest.run(TabularIngest(source=str(source), target="label", min_rows=10), paths, seed=0, rows=SMALL)
     assert not (Path(paths.ingested) / DATA_FILE).exists()
+
+
+def test_text_dates_are_read_alike_in_every_chunk(tmp_path):
+    # The first value fixes day-first or month-first for the whole column, as a whole read does; a chunk
+    # that starts with "13/..." must not switch to day-first on its own.
+    dates = ["03/04/2021", "05/06/2021", "13/01/2021", "02/11/2021"] * 10
+    source = tmp_path / "source.csv"
+    pd.DataFrame({"when": dates, "x": range(40), "label": ["a", "b"] * 20}).to_csv(source, index=False)
+    cfg = TabularIngest(source=str(source), target="label", time_column="when", min_rows=10)
+
+    with pytest.raises(
+        DataError,
+        match=r"ingest.time_column 'when': '13/01/2021' in .*source.csv does not parse as '%m/%d/%Y', the date format of the column's first value; set ingest.time_format",
+    ):
+        ingest.run(cfg, paths_under(tmp_path), seed=0, rows=2)
