@@ -179,6 +179,7 @@ def table_rows(path: str | Path) -> int:
 
 def iter_table(path: str | Path, rows: int = 65_536) -> Iterator[pd.DataFrame]:
     """A Parquet file as DataFrames of at most ``rows`` rows, in order: memory bounded by one chunk."""
+    table_rows(path)  # a missing file is one line naming it
     file = pq.ParquetFile(path)
     for batch in file.iter_batches(batch_size=rows):
         yield pa.Table.from_batches([batch], schema=file.schema_arrow).to_pandas()

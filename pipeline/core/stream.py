@@ -8,7 +8,7 @@ a label code), so its memory stops growing with the table. The pieces:
   like every other output (``atomic_path``). One file per split, not a folder of parts: every reader
   (training, evaluation, the drift monitor, batch scoring, DVC) keeps reading the path it always read,
   and row groups are already Parquet's unit of partial reading.
-- ``iter_parquet`` / ``read_columns``: chunks of a Parquet file, or only the columns a decision needs.
+- Reading goes through ``pipeline.core.io`` (``iter_table``: chunks of a Parquet file; ``read_column``).
 - ``RowHashes``: 128-bit content hashes of rows, for exact duplicate detection across chunks (two rows
   collide with probability about n^2 / 2^129: never, for any table that fits on a disk).
 - ``DistinctCounter``: a column's distinct values, exact up to ``EXACT_DISTINCT`` and then a HyperLogLog
@@ -18,7 +18,6 @@ a label code), so its memory stops growing with the table. The pieces:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -35,30 +34,6 @@ from pipeline.core.io import atomic_path
 # Python strings), small beside the tables worth streaming and large enough that per-chunk overhead is
 # noise. Tables this size or smaller are one chunk, so they are processed exactly as a whole frame.
 CHUNK_ROWS = 262_144
-
-
-def iter_parquet(path: str | Path, rows: int = CHUNK_ROWS, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
-    """A Parquet file as DataFrames of at most ``rows`` rows, in file order (every row when it has none)."""
-    file = open_parquet(path)
-    schema = file.schema_arrow if columns is None else pa.schema([file.schema_arrow.field(c) for c in columns])
-    produced = False
-    for batch in file.iter_batches(batch_size=rows, columns=list(columns) if columns is not None else None):
-        produced = True
-        yield pa.Table.from_batches([batch], schema=schema).to_pandas()
-    if not produced:  # a table with no rows still has its columns and types
-        yield schema.empty_table().to_pandas()
-
-
-def read_columns(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
-    """Only the named columns of a Parquet file (a split decision needs the label or the time, not the row)."""
-    return open_parquet(path).read(columns=list(columns)).to_pandas()
-
-
-def open_parquet(path: str | Path) -> pq.ParquetFile:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found (run the upstream stage first: dvc repro)")
-    return pq.ParquetFile(path)
 
 
 def arrow_schema(frame: pd.DataFrame) -> pa.Schema:

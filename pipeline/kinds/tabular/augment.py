@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import ParamsError
-from pipeline.core.io import read_table, split_file, write_json, write_table
-from pipeline.core.stream import CHUNK_ROWS, ParquetSink, iter_parquet
+from pipeline.core.io import iter_table, read_table, split_file, write_json, write_table
+from pipeline.core.stream import CHUNK_ROWS, ParquetSink
 from pipeline.kinds.tabular.schema import Schema, read_schema
 from pipeline.params import MixupParams, NoiseParams, OversampleParams, Paths, TabularAugment
 
@@ -135,7 +135,7 @@ def run(cfg: TabularAugment, paths: Paths, seed: int, rows: int = CHUNK_ROWS) ->
     else:
         added, rows_in = {}, 0
         with ParquetSink(target) as sink:
-            for chunk in iter_parquet(source, rows):
+            for chunk in iter_table(source, rows):
                 sink.write(chunk)
                 rows_in += len(chunk)
                 class_balance(before, chunk[schema.target])

@@ -27,8 +27,8 @@ import pandas as pd
 
 from pipeline.core.canon import category_text, is_number_column
 from pipeline.core.errors import DataError
-from pipeline.core.io import DATA_FILE, SCHEMA_FILE, write_json
-from pipeline.core.stream import CHUNK_ROWS, FrameSink, ParquetSink, Sink, first_occurrences, iter_parquet, row_hashes
+from pipeline.core.io import DATA_FILE, SCHEMA_FILE, iter_table, write_json
+from pipeline.core.stream import CHUNK_ROWS, FrameSink, ParquetSink, Sink, first_occurrences, row_hashes
 from pipeline.kinds.tabular.schema import Schema, read_schema
 from pipeline.params import Paths, TabularClean
 from pipeline.shared.tables import outside_range, to_numbers
@@ -271,7 +271,7 @@ def run(cfg: TabularClean, paths: Paths, rows: int = CHUNK_ROWS) -> dict[str, An
     source = Path(paths.ingested) / DATA_FILE
     schema = read_schema(paths.ingested)
     with ParquetSink(Path(paths.clean) / DATA_FILE) as sink:
-        out_schema, report = clean_table(lambda: iter_parquet(source, rows), schema, cfg, sink)
+        out_schema, report = clean_table(lambda: iter_table(source, rows), schema, cfg, sink)
     write_json(Path(paths.clean) / SCHEMA_FILE, out_schema.to_dict())
     write_json(paths.clean_report, report)
     log.info(

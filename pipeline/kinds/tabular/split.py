@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import DATA_FILE, SCHEMA_FILE, SPLITS, split_file, write_json
-from pipeline.core.stream import CHUNK_ROWS, FrameSink, ParquetSink, Sink, iter_parquet, open_parquet, read_columns
+from pipeline.core.io import DATA_FILE, SCHEMA_FILE, SPLITS, iter_table, read_column, split_file, table_rows, write_json
+from pipeline.core.stream import CHUNK_ROWS, FrameSink, ParquetSink, Sink
 from pipeline.kinds.tabular.schema import Schema, read_schema
 from pipeline.params import Paths, SplitParams
 from pipeline.shared.splits import group_assign, stratified_assign, time_assign
@@ -139,7 +140,8 @@ def decision_columns(path: Path, schema: Schema, cfg: SplitParams) -> pd.DataFra
     """Only what the assignment reads, not the rows: the label as an integer code in sorted label order
     (so classes are visited, and the seeded generator drawn, exactly as with the labels), a regression
     target's values, the time column, the group column."""
-    file = open_parquet(path)
+    rows = table_rows(path)  # a missing file is one line naming it
+    file = pq.ParquetFile(path)
     names = set(file.schema_arrow.names)
     columns: dict[str, Any] = {}
     if cfg.method == "stratified":
@@ -153,12 +155,11 @@ def decision_columns(path: Path, schema: Schema, cfg: SplitParams) -> pd.DataFra
             rank[np.argsort(labels, kind="stable")] = np.arange(len(labels), dtype=np.int32)
             columns[schema.target] = rank[encoded.indices.to_numpy(zero_copy_only=False)]
     elif cfg.method == "time" and schema.time_column is not None:
-        columns[schema.time_column] = read_columns(path, [schema.time_column])[schema.time_column]
+        columns[schema.time_column] = read_column(path, schema.time_column)
     elif cfg.method == "group":
         if cfg.group_column is None or cfg.group_column not in names:
             raise DataError(f"split.group_column {cfg.group_column!r} is not a column; columns are {file.schema_arrow.names}")
-        columns[cfg.group_column] = read_columns(path, [cfg.group_column])[cfg.group_column]
-    rows = file.metadata.num_rows
+        columns[cfg.group_column] = read_column(path, cfg.group_column)
     return pd.DataFrame(columns, index=pd.RangeIndex(rows)) if columns else pd.DataFrame(index=pd.RangeIndex(rows))
 
 
@@ -172,7 +173,7 @@ def run(cfg: SplitParams, paths: Paths, seed: int, rows: int = CHUNK_ROWS) -> di
     summary = SplitSummary(schema, cfg)
     with ExitStack() as stack:
         sinks: dict[str, Sink] = {name: stack.enter_context(ParquetSink(split_file(paths.split, name))) for name in SPLITS}
-        write_parts(iter_parquet(source, rows), assignment, sinks, summary)
+        write_parts(iter_table(source, rows), assignment, sinks, summary)
     write_json(f"{paths.split}/{SCHEMA_FILE}", schema.to_dict())
     report = summary.report()
     write_json(paths.split_report, report)

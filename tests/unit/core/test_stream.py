@@ -8,14 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import atomic_leftovers, frame_sha256
+from pipeline.core.io import atomic_leftovers, frame_sha256, iter_table
 from pipeline.core.stream import (
     EXACT_DISTINCT,
     ContentHash,
     DistinctCounter,
     ParquetSink,
     first_occurrences,
-    iter_parquet,
     row_hashes,
 )
 
@@ -39,7 +38,7 @@ def test_a_sink_writes_one_row_group_per_chunk_and_reads_back_whole(tmp_path):
 
     assert pq.ParquetFile(tmp_path / "t.parquet").metadata.num_row_groups == 4
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t.parquet"), table)
-    assert pd.concat(list(iter_parquet(tmp_path / "t.parquet", rows=17)), ignore_index=True).equals(table)
+    assert pd.concat(list(iter_table(tmp_path / "t.parquet", rows=17)), ignore_index=True).equals(table)
 
 
 def test_one_chunk_gives_the_bytes_a_whole_write_gives(tmp_path):
