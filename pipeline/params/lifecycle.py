@@ -90,6 +90,7 @@ class ServeParams(Section):
     body_timeout_seconds: float = Field(default=30.0, gt=0)  # and its body within this (408 after it)
     max_header_bytes: int = Field(default=16_384, ge=1024)  # request line + headers; more gets 431
     max_label_chars: int = Field(default=256, ge=1, le=256)  # /labels: longest label (the log's column holds 256)
+    workers: int = Field(default=1, ge=1)  # processes accepting on the port, all logging to the one prediction log
 
     @field_validator("database_url")
     @classmethod
