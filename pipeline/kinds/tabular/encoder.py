@@ -41,10 +41,28 @@ MISSING_TEXT = ""
 
 
 class Columns(Protocol):
-    """The training rows as ``fit`` reads them: one whole column at a time, by name. A DataFrame is one;
-    so is a Parquet file read column by column, which keeps one column in memory rather than the table."""
+    """The training rows as ``fit`` reads them, one column at a time: a whole numeric column (medians and
+    means need every value) or a categorical column's counts (which a file can count chunk by chunk). A
+    DataFrame is read through ``FrameColumns``; a Parquet file's reader keeps one column, not the table."""
 
-    def __getitem__(self, name: str, /) -> pd.Series: ...
+    def column(self, name: str) -> pd.Series: ...
+
+    def category_counts(self, name: str) -> dict[str, int]:
+        """How often each category occurs, missing values and empty text left out (``category_counts``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FrameColumns:
+    """The columns of training rows already in memory."""
+
+    frame: pd.DataFrame
+
+    def column(self, name: str) -> pd.Series:
+        return self.frame[name]
+
+    def category_counts(self, name: str) -> dict[str, int]:
+        return category_counts(self.frame[name])
 
 
 @dataclass(frozen=True)
@@ -115,16 +133,18 @@ class Preprocessor:
         return [col.name for col in self.numeric] + [col.name for col in self.categorical]
 
     @classmethod
-    def fit(cls, train: Columns, schema: Schema, features: TabularFeatures) -> Preprocessor:
-        """Learn every encoding statistic from the training rows only, one column at a time (each statistic
-        is of one whole column: a median, a mean, category counts)."""
+    def fit(cls, train: pd.DataFrame | Columns, schema: Schema, features: TabularFeatures) -> Preprocessor:
+        """Learn every encoding statistic from the training rows only, one column at a time."""
         if not schema.classes and not schema.regression:
             raise DataError("schema has no classes; run the clean stage first")
+        columns = FrameColumns(train) if isinstance(train, pd.DataFrame) else train
         ranges = {name: (low, high) for name, low, high in schema.valid_ranges}
-        target_mean, target_std = fit_target(train[schema.target]) if schema.regression else (0.0, 1.0)
+        target_mean, target_std = fit_target(columns.column(schema.target)) if schema.regression else (0.0, 1.0)
         return cls(
-            numeric=tuple(fit_numeric(train[name], features, *ranges.get(name, (None, None))) for name in schema.numeric),
-            categorical=tuple(fit_categorical(train[name], features) for name in schema.categorical),
+            numeric=tuple(
+                fit_numeric(columns.column(name), features, *ranges.get(name, (None, None))) for name in schema.numeric
+            ),
+            categorical=tuple(fit_vocabulary(name, columns.category_counts(name), features) for name in schema.categorical),
             classes=schema.classes,
             target=schema.target,
             missing_tokens=tuple(dict.fromkeys(t for t in schema.missing_tokens if t != MISSING_TEXT)),
@@ -234,17 +254,28 @@ def fit_numeric(values: pd.Series, cfg: TabularFeatures, low: float | None = Non
     return NumericColumn(str(values.name), fill, mean, std, indicator, low, high)
 
 
+def category_counts(values: pd.Series) -> dict[str, int]:
+    """How often each category of a column occurs (as text), missing values and empty text left out."""
+    text = values.astype("string")
+    return {str(v): int(n) for v, n in text[text.notna() & (text != MISSING_TEXT)].value_counts().items()}
+
+
 def fit_categorical(values: pd.Series, cfg: TabularFeatures) -> CategoricalColumn:
     """Vocabulary of categories seen often enough; the rest share the rare slot."""
-    text = values.astype("string")
-    counts = text[text.notna() & (text != MISSING_TEXT)].value_counts()
-    vocabulary = tuple(sorted(str(v) for v, n in counts.items() if n >= cfg.rare_min_count))
-    if cfg.categorical_impute == "most_frequent" and not counts.empty:
-        top = str(counts.sort_index().idxmax())  # sort first: ties resolve the same way every run
+    return fit_vocabulary(str(values.name), category_counts(values), cfg)
+
+
+def fit_vocabulary(name: str, counts: dict[str, int], cfg: TabularFeatures) -> CategoricalColumn:
+    """A categorical column's encoding from its training counts (``category_counts``): the categories seen
+    at least ``rare_min_count`` times, and the index a missing value takes."""
+    vocabulary = tuple(sorted(v for v, n in counts.items() if n >= cfg.rare_min_count))
+    if cfg.categorical_impute == "most_frequent" and counts:
+        # The most frequent category; ties go to the first in sorted order, so they resolve the same way every run.
+        top = min(counts, key=lambda v: (-counts[v], v))
         missing_index = vocabulary.index(top) + 1 if top in vocabulary else RARE_INDEX
     else:
         missing_index = len(vocabulary) + 1
-    return CategoricalColumn(values.name, vocabulary, missing_index)
+    return CategoricalColumn(name, vocabulary, missing_index)
 
 
 def load_preprocessor(path: str | Path) -> Preprocessor:

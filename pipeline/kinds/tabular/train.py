@@ -1,12 +1,14 @@
 """Tabular prepare: fit the encoder on the training split, encode every split, describe the network to build.
 
-Memory: the fit reads the training split one column at a time and the splits are encoded a chunk of
-rows at a time into arrays of the encoded size (memory-mapped, ``host_array``), so the table itself is
-never held whole: host memory holds one column or one chunk of it, beside the encoded splits.
+Memory: the fit reads the training split one column at a time (text columns counted chunk by chunk) and
+the splits are encoded a chunk of rows at a time into arrays of the encoded size (memory-mapped,
+``host_array``), so the table is never held whole: memory holds one numeric column or one chunk of rows,
+beside the encoded splits.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +16,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from pipeline.core.errors import ParamsError
+from pipeline.core.errors import DataError, ParamsError
 from pipeline.core.io import iter_table, read_column, split_file, table_rows
 from pipeline.engine import Prepared, Tensors, keeps_encoder
 from pipeline.engine.data import host_array
 from pipeline.kinds.tabular import encoder as tabular_encoder
-from pipeline.kinds.tabular.encoder import Preprocessor
+from pipeline.kinds.tabular.encoder import MISSING_TEXT, Preprocessor, category_counts
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.models import FTTransformerConfig, ModelConfig
 from pipeline.params import FTTransformerParams, MLPParams, Paths, TabularFeatures, TrainParams
@@ -61,12 +66,29 @@ ENCODE_ROWS = 65_536
 
 @dataclass(frozen=True)
 class FileColumns:
-    """A Parquet file's columns, each read when ``Preprocessor.fit`` asks for it (one in memory at a time)."""
+    """A Parquet file's columns as ``Preprocessor.fit`` reads them: each when asked for, so memory holds one
+    numeric column (8 bytes a row), never the table; a text column is counted chunk by chunk in Arrow, so
+    memory holds its distinct values, never a Python string per row (~80 bytes each in pandas)."""
 
     path: Path
+    rows: int = ENCODE_ROWS
 
-    def __getitem__(self, name: str) -> pd.Series:
+    def column(self, name: str) -> pd.Series:
         return read_column(self.path, name)
+
+    def category_counts(self, name: str) -> dict[str, int]:
+        file = pq.ParquetFile(self.path)
+        if name not in file.schema_arrow.names:
+            raise DataError(f"{self.path}: no column {name!r}")
+        kind = file.schema_arrow.field(name).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            return category_counts(read_column(self.path, name))  # numbers, categoricals: as pandas writes them
+        counts: collections.Counter[str] = collections.Counter()
+        for batch in file.iter_batches(batch_size=self.rows, columns=[name]):
+            for entry in pc.value_counts(batch.column(0)).to_pylist():
+                if entry["values"] is not None and entry["values"] != MISSING_TEXT:
+                    counts[entry["values"]] += entry["counts"]
+        return dict(counts)
 
 
 def encoded(frame: pd.DataFrame, preprocessor: Preprocessor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@ encoded chunk by chunk into memory-mapped arrays give exactly what whole frames 
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -39,6 +40,9 @@ def tricky_table(n: int = 500, seed: int = 1) -> pd.DataFrame:
             "constant": np.full(n, 3.0),
             "city": pd.array(city, dtype="string"),
             "empty_cat": pd.array([None] * n, dtype="string"),
+            # Categories Parquet stores as numbers and as a dictionary: counted through pandas, as text.
+            "code": pd.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 30, size=n)), dtype="Int64"),
+            "grade": pd.Categorical(rng.choice(["x", "y", "z"], size=n)),
             "label": pd.array(rng.choice(["a", "b", "c"], size=n), dtype="string"),
             "price": rng.normal(1e5, 2e4, size=n),
         }
@@ -55,6 +59,8 @@ def tricky_schema(task: str = "classification") -> Schema:
             *(Feature(n, "numeric") for n in numeric),
             Feature("city", "categorical"),
             Feature("empty_cat", "categorical"),
+            Feature("code", "categorical"),
+            Feature("grade", "categorical"),
         ),
         classes=() if task == "regression" else ("a", "b", "c"),
         missing_tokens=("", "NA"),
@@ -78,7 +84,7 @@ def test_fit_column_by_column_from_parquet_equals_the_whole_frame_fit(tmp_path, 
     path = tmp_path / "train.parquet"
     write_table(path, tricky_table())
     schema = tricky_schema(task)
-    by_columns = Preprocessor.fit(FileColumns(path), schema, features)
+    by_columns = Preprocessor.fit(FileColumns(path, rows=64), schema, features)  # text counted 64 rows at a time
     whole = Preprocessor.fit(read_table(path), schema, features)
     assert by_columns.to_dict() == whole.to_dict()  # every statistic exactly, floats to the last bit
     assert by_columns.regression == (task == "regression")
@@ -97,8 +103,9 @@ def test_read_column_is_the_column_of_the_whole_table_and_names_a_missing_one(tm
     for name in table.columns:
         column = read_column(path, name)
         assert column.dtype == whole[name].dtype and column.equals(whole[name]) and column.name == name
-    with pytest.raises(DataError, match=r"t\.parquet: no column 'nope'"):
-        read_column(path, "nope")
+    for read in (functools.partial(read_column, path), FileColumns(path).column, FileColumns(path).category_counts):
+        with pytest.raises(DataError, match=r"t\.parquet: no column 'nope'"):
+            read("nope")
     with pytest.raises(DataError, match=r"missing\.parquet: file not found"):
         read_column(tmp_path / "missing.parquet", "x")
 
@@ -119,7 +126,7 @@ def test_chunked_encoding_equals_the_whole_frame_encoding(tmp_path, task, rows):
     pre = Preprocessor.fit(tricky_table(), tricky_schema(task), TabularFeatures(rare_min_count=5))
     chunked = encode_file(path, pre, rows=rows)
     assert_same_tensors(chunked, encode(read_table(path), pre))
-    assert chunked.inputs[0].shape == (300, pre.n_numeric_inputs) and chunked.inputs[1].shape == (300, 2)
+    assert chunked.inputs[0].shape == (300, pre.n_numeric_inputs) and chunked.inputs[1].shape == (300, 4)
     assert chunked.y.shape == ((300, 1) if task == "regression" else (300,))
 
 
