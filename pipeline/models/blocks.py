@@ -12,6 +12,16 @@ FT-Transformer shape [512, 8, 14, 8]: math path with dropout 129 ms, flash with 
 DropKey mask 80 ms, with the [N, H, 1, L] mask 70 ms, no mask 49 ms; sequence shape
 [256, 4, 96, 16]: 736, 257, 129 and 130 ms. In eval mode, and so in the exported graph, there is no
 dropout and the block is plain attention.
+
+Under bf16 autocast the projections and the feed-forward run in bf16 (AMX tiles on this CPU) but
+the flash kernel gets fp32 inputs: at head sizes 8-16 it is 2-8x slower in bf16 than in fp32 here.
+
+Short sequences (the FT-Transformer's feature tokens: L = 15 on GSS) spend most of the flash
+kernel's time on per-(sample, head) overhead: [512, 8, 15, 8] costs 40-55 ms forward + backward,
+three quarters of the training step under bf16. ``compile_attention`` switches such blocks to a
+``torch.compile``d math attention (QK^T, fp32 softmax, PV in the input's dtype), one fused C++
+kernel: 11-15 ms. Only in training; eval and the exported graph keep
+``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
@@ -21,6 +31,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.dropout import Dropout, dropkey_mask
+
+COMPILED_MAX_LENGTH = 32  # sequences up to this long use the compiled attention when switched on
+
+
+def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d) + mask) V for q, k, v [N, H, L, d/H], the softmax in fp32 -> [N, H, L, d/H]."""
+    scores = torch.matmul(q, k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5  # [N, H, L, L]
+    if mask is not None:
+        scores = scores + mask
+    return torch.matmul(torch.softmax(scores, -1).to(v.dtype), v)
+
+
+_compiled_attention = None
+
+
+def compiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``math_attention`` through ``torch.compile`` (compiled on the first call, shared by every block)."""
+    global _compiled_attention
+    if _compiled_attention is None:
+        _compiled_attention = torch.compile(math_attention)
+    return _compiled_attention(q, k, v, mask)
+
+
+def compile_attention(model: nn.Module) -> int:
+    """Let the model's attention blocks use ``compiled_attention`` in training on sequences up to
+    ``COMPILED_MAX_LENGTH`` long; returns how many blocks were switched."""
+    blocks = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    for block in blocks:
+        block.compiled = True
+    return len(blocks)
 
 
 class SelfAttention(nn.Module):
@@ -34,6 +74,7 @@ class SelfAttention(nn.Module):
         if d % heads:
             raise ValueError(f"the width ({d}) must be a multiple of the heads ({heads})")
         self.heads, self.dropout = heads, dropout
+        self.compiled = False  # see compile_attention
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * d))
         self.out_proj = nn.Linear(d, d)
@@ -49,9 +90,15 @@ class SelfAttention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [N, L, 3d]
         q, k, v = qkv.view(n, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [N, H, L, d/H]
         if self.training and self.dropout > 0:
-            drop = dropkey_mask((n, self.heads, 1, length), self.dropout, q.dtype, x.device)  # [N, H, 1, L]
+            drop = dropkey_mask((n, self.heads, 1, length), self.dropout, torch.float32, x.device)  # [N, H, 1, L]
             mask = drop if mask is None else mask + drop
-        h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [N, H, L, d/H]
+        if self.compiled and self.training and length <= COMPILED_MAX_LENGTH and not torch.compiler.is_compiling():
+            h = compiled_attention(q, k, v, mask)  # [N, H, L, d/H]
+        elif q.dtype != torch.float32:  # bf16 autocast: the flash kernel in fp32 (see the module)
+            with torch.autocast(x.device.type, enabled=False):
+                h = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
+        else:
+            h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [N, H, L, d/H]
         return self.out_proj(h.transpose(1, 2).reshape(n, length, d))
 
 

@@ -11,7 +11,7 @@ from pipeline.models import (
     TextTransformerConfig,
     build_model,
 )
-from pipeline.models.blocks import SelfAttention, TransformerBlock
+from pipeline.models.blocks import SelfAttention, TransformerBlock, compile_attention
 
 
 def test_a_seed_gives_nn_multiheadattention_s_initial_weights_under_the_same_names():
@@ -83,3 +83,44 @@ def test_bf16_autocast_trains_and_its_eval_outputs_stay_close_to_fp32(family):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = model(*inputs).float()
     assert (bf16 - fp32).abs().max().item() < 0.1 * fp32.abs().max().item() + 0.05
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_the_compiled_attention_trains_like_the_flash_kernel(padded):
+    """compile_attention: in training, short sequences through the compiled math attention give the
+    flash kernel's outputs and gradients (no dropout, so both see the same attention)."""
+    torch.manual_seed(0)
+    flash = TransformerBlock(16, 4, 2.0, attention_dropout=0.0, ffn_dropout=0.0, residual_dropout=0.0).train()
+    compiled = TransformerBlock(16, 4, 2.0, attention_dropout=0.0, ffn_dropout=0.0, residual_dropout=0.0).train()
+    compiled.load_state_dict(flash.state_dict())
+    assert compile_attention(compiled) == 1
+    x = torch.randn(8, 6, 16)
+    mask = torch.zeros(8, 1, 1, 6)
+    if padded:
+        mask[2, ..., 4:] = float("-inf")  # the text kind's padding
+    outputs, grads = [], []
+    for block in (flash, compiled):
+        xi = x.clone().requires_grad_()
+        out = block(xi, mask if padded else None)
+        out.square().sum().backward()
+        outputs.append(out)
+        grads.append(xi.grad)
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-4)
+    compiled.eval()  # eval (and the exported graph) is the plain SDPA attention
+    torch.testing.assert_close(compiled(x), flash.eval()(x))
+
+
+def test_under_bf16_autocast_the_attention_itself_runs_in_fp32(monkeypatch):
+    """The projections run in bf16, the flash kernel gets fp32 inputs (it is slower in bf16 on the CPU)."""
+    attention = SelfAttention(16, 4, dropout=0.1).train()
+    original, seen = torch.nn.functional.scaled_dot_product_attention, []
+
+    def recording(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return original(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(torch.randn(4, 5, 16))
+    assert seen == [torch.float32] and out.dtype == torch.bfloat16
