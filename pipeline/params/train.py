@@ -69,10 +69,16 @@ class TrainParams(Section):
     loader: LoaderParams = LoaderParams()
     num_threads: int | None = Field(default=None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast for the forward pass, fp32 weights and loss
+    # bf16: autocast for the forward pass, fp32 weights and loss; auto: bf16 for networks with attention
+    # (FT-Transformer, sequence and text Transformers) where bf16 is native (AVX512-BF16/AMX, bf16 GPUs),
+    # fp32 for the others (see pipeline.engine.training.resolve_precision)
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     grad_accum_steps: int = Field(default=1, ge=1)  # effective batch = batch_size x grad_accum_steps
     regression_loss: Literal["mse", "mae", "huber"] = "mse"
-    compile: bool = False  # torch.compile the training step (see bench/train_throughput.py for when it pays)
+    # true: torch.compile the whole network for training (see bench/train_throughput.py for when it pays);
+    # attention: only the attention of short sequences (<= 32 tokens, the FT-Transformer's features);
+    # auto: attention for networks with attention on the CPU, else nothing (pipeline.engine.training.resolve_compile)
+    compile: bool | Literal["attention", "auto"] = False
     ddp: DDPParams = DDPParams()
     warm_start: WarmStartParams = WarmStartParams()
 

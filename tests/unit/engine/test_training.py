@@ -149,3 +149,38 @@ def test_compiled_training_learns_and_saves_the_plain_model(data):
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
     assert not any(key.startswith(("_orig_mod.", "module.")) for key in best["model_state"])
     assert type(model).__name__ == "TabularMLP"
+
+
+def test_auto_precision_and_compile_pick_bf16_and_the_compiled_attention_only_for_attention_networks(monkeypatch):
+    from pipeline.engine import training
+    from pipeline.models import FTTransformerConfig, build_model
+
+    mlp = build_model(ModelConfig(n_numeric=3, cardinalities=(4,), n_classes=2))
+    ft = build_model(FTTransformerConfig(n_numeric=3, cardinalities=(4,), n_classes=2, d_token=16, heads=2))
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(training, "fast_bf16", lambda device: True)
+    assert training.resolve_precision("auto", mlp, cpu) == "fp32"  # the MLP stays bit-identical to fp32
+    assert training.resolve_precision("auto", ft, cpu) == "bf16"
+    assert training.resolve_precision("fp32", ft, cpu) == "fp32"
+    monkeypatch.setattr(training, "fast_bf16", lambda device: False)
+    assert training.resolve_precision("auto", ft, cpu) == "fp32"
+    assert training.resolve_compile("auto", mlp, cpu) is False
+    assert training.resolve_compile(False, ft, cpu) is False
+    monkeypatch.setattr(training.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert training.resolve_compile("auto", ft, cpu) == "attention"
+    monkeypatch.setattr(training.shutil, "which", lambda name: None)
+    assert training.resolve_compile("auto", ft, cpu) is False  # inductor needs a C++ compiler
+
+
+@pytest.mark.slow  # compiles the attention (tens of seconds on a loaded 2-core machine)
+def test_the_compiled_attention_trains_the_ft_transformer_as_the_flash_kernel_does(data):
+    """train.compile: attention changes the kernel, not the training: the same losses, epoch by epoch."""
+    pre, train, val = data
+    model = {"architecture": "ft_transformer", "d_token": 16, "heads": 2, "layers": 2}
+    histories = []
+    for compile in (False, "attention"):
+        cfg = quick(model=model, compile=compile, lr=0.003, epochs=2)
+        net, _, history = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+        histories.append([e["train_loss"] for e in history.epochs])
+    assert all(getattr(m, "compiled", True) for m in net.modules() if type(m).__name__ == "SelfAttention")
+    np.testing.assert_allclose(histories[1], histories[0], rtol=1e-4)
