@@ -3,7 +3,11 @@
 What changed (pipeline/models): attention through ``F.scaled_dot_product_attention`` (one fused QKV
 projection, nn.MultiheadAttention's parameter names) with DropKey as attention dropout, so training
 stays on the CPU flash kernel; dropout masks from 16-bit draws (four per 64-bit random number)
-instead of ``bernoulli_``. Families:
+instead of ``bernoulli_``; under bf16 autocast the projections and feed-forward in bf16, the flash
+kernel in fp32 (it is several times slower in bf16 here); in training, the attention of short
+sequences (the FT-Transformer's 15 feature tokens) as one ``torch.compile``d math kernel
+(``train.compile: attention``; ``train.precision: auto`` and ``train.compile: auto`` pick bf16 and the
+compiled attention for the Transformers on this CPU). Families:
 
 - FT-Transformer (``train.model`` defaults for ``ft_transformer``) on the GSS training split, as the
   pipeline encodes it (needs ``dvc repro``'s data/ and models/preprocessor.json);
@@ -18,7 +22,7 @@ in a temporary ``git worktree``; after = this checkout. Each contender is a work
 ``validate`` on the same encoded tensors (saved by this process), the same params and seed. The
 parent hands out epochs round-robin (one worker computes at a time), so every contender sees the
 same load on the shared machine: compare ratios. Per contender: seconds per training epoch (median
-over epochs; validation timed apart), the validation metric after ``--epochs`` epochs (the cosine
+over epochs; validation timed apart; the first epoch's apart too: it includes the compilation), the validation metric after ``--epochs`` epochs (the cosine
 schedule spans exactly those epochs), and the training step's achieved FLOP/s (FlopCounterMode over
 one forward + backward, attention counted through SDPA's math backend) against the fp32 or bf16
 matmul peak measured here with the same thread count.
@@ -64,14 +68,19 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)  # as the train stage (pipeline.engine.configure_torch)
     saved = torch.load(args.data, weights_only=True)
-    cfg = TrainParams.model_validate_json(json.dumps({**saved["cfg"], "precision": args.precision}))
+    compile_mode = {"none": False, "attention": "attention"}[args.compile]
+    cfg = TrainParams.model_validate_json(json.dumps({**saved["cfg"], "precision": args.precision, "compile": compile_mode}))
     train, val = Tensors(saved["train_inputs"], saved["train_y"]), Tensors(saved["val_inputs"], saved["val_y"])
     state = TrainState.start(saved["seed"])
     run = training.setup(train, val, config_from_dict(saved["config"]), cfg, saved["task"], Distributed(), None)
 
-    # FLOPs of one training step (a full batch) on a copy, the random-number state put back after.
+    # FLOPs of one training step (a full batch) on a copy, the random-number state put back after;
+    # the copy's attention through SDPA's math backend (the compiled attention computes the same products).
     rng = torch.get_rng_state()
     model = copy.deepcopy(run.model).train()
+    for module in model.modules():
+        if getattr(module, "compiled", False):
+            setattr(module, "compiled", False)  # noqa: B010 (the before tree's blocks have no such attribute)
     rows = train.rows(slice(0, cfg.batch_size))
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         outputs = model(*rows).float().reshape(len(rows[0]), -1)
@@ -157,10 +166,19 @@ def save_data(path: Path, data: dict[str, Any], config: Any, cfg: dict[str, Any]
 class Contender:
     """A worker process: one tree (before/after), one precision, one thread count."""
 
-    def __init__(self, label: str, root: Path, data: Path, precision: str, threads: int, max_epochs: int | None = None):
+    def __init__(
+        self,
+        label: str,
+        root: Path,
+        data: Path,
+        precision: str,
+        threads: int,
+        max_epochs: int | None = None,
+        compile: str = "none",
+    ):
         self.label, self.precision, self.threads, self.max_epochs = label, precision, threads, max_epochs
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--root", str(root), "--data", str(data)]
-        command += ["--precision", precision, "--threads", str(threads)]
+        command += ["--precision", precision, "--threads", str(threads), "--compile", compile]
         env = {**os.environ, "PYTHONPATH": str(root)}
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
         self.info = self._read()
@@ -185,16 +203,25 @@ class Contender:
         self.process.wait()
 
 
-def compare(name: str, data_file: Path, old: Path, epochs: int, task: str, peaks: dict[tuple[str, int], float]) -> list[str]:
+def compare(
+    name: str, data_file: Path, old: Path, epochs: int, task: str, peaks: dict[tuple[str, int], float], attention: bool
+) -> list[str]:
     """Train every contender ``epochs`` epochs, round-robin; one report line per contender."""
     contenders = [
         Contender("before fp32, 1 thread", old, data_file, "fp32", 1),
         Contender("after  fp32, 1 thread", REPO, data_file, "fp32", 1),
         Contender("before bf16, 1 thread", old, data_file, "bf16", 1),
         Contender("after  bf16, 1 thread", REPO, data_file, "bf16", 1),
-        # Two threads share the two cores with everything else: one epoch tells (its metric is not comparable).
-        Contender("after  fp32, 2 threads", REPO, data_file, "fp32", 2, max_epochs=1),
     ]
+    if attention:  # what precision: auto and compile: auto choose here
+        contenders.append(Contender("after  bf16+c.attn, 1 thr", REPO, data_file, "bf16", 1, compile="attention"))
+    # Two threads share the two cores with everything else: one epoch tells (its metric is not comparable).
+    if attention:
+        contenders.append(
+            Contender("after  bf16+c.attn, 2 thr", REPO, data_file, "bf16", 2, max_epochs=1, compile="attention")
+        )
+    else:
+        contenders.append(Contender("after  fp32, 2 threads", REPO, data_file, "fp32", 2, max_epochs=1))
     for epoch in range(epochs):
         for c in contenders:
             if c.max_epochs is None or epoch < c.max_epochs:
@@ -205,7 +232,7 @@ def compare(name: str, data_file: Path, old: Path, epochs: int, task: str, peaks
     base = statistics.median(e["train_s"] for e in contenders[0].epochs)
     lines = [f"\n{name}: {contenders[0].info['steps']} steps/epoch, {contenders[1].info['step_flops'] / 1e9:.2f} GFLOP/step"]
     lines.append(
-        f"  {'contender':24s}{'s/epoch':>9s}{'speed-up':>10s}{'val s':>7s}{'val ' + metric:>13s}"
+        f"  {'contender':26s}{'s/epoch':>9s}{'1st ep':>8s}{'speed-up':>10s}{'val s':>7s}{'val ' + metric:>13s}"
         f"{'GFLOP/s':>9s}{'of peak':>9s}{'GFLOP/step':>12s}"
     )
     for c in contenders:
@@ -213,7 +240,7 @@ def compare(name: str, data_file: Path, old: Path, epochs: int, task: str, peaks
         achieved = c.info["step_flops"] * c.info["steps"] / seconds / 1e9
         peak = peaks[c.precision, c.threads]
         lines.append(
-            f"  {c.label:24s}{seconds:9.2f}{base / seconds:9.2f}x{statistics.median(e['val_s'] for e in c.epochs):7.2f}"
+            f"  {c.label:26s}{seconds:9.2f}{c.epochs[0]['train_s']:8.2f}{base / seconds:9.2f}x{statistics.median(e['val_s'] for e in c.epochs):7.2f}"
             f"{c.epochs[-1][metric] if c.max_epochs is None else float('nan'):13.4f}{achieved:9.1f}{achieved / peak:9.1%}{c.info['step_flops'] / 1e9:12.2f}"
         )
     return lines
@@ -230,6 +257,7 @@ def main() -> None:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--compile", default="none", choices=["none", "attention"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -273,7 +301,8 @@ def main() -> None:
                     name = f"{'FT-Transformer' if family == 'ft' else 'MLP'}, GSS ({len(data['train'])} train rows)"
                 data_file = folder / f"{family}.pt"
                 save_data(data_file, data, config, cfg, args.epochs)
-                print("\n".join(compare(name, data_file, old, args.epochs, data["task"], peaks)), flush=True)
+                lines = compare(name, data_file, old, args.epochs, data["task"], peaks, attention=family != "mlp")
+                print("\n".join(lines), flush=True)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], check=False)
     print(f"\n{load.report()}")
