@@ -27,8 +27,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import OtherLoad  # noqa: E402
 from bench.repro import fresh_copy  # noqa: E402
-from pipeline.kinds.tabular.ingest import load_default  # noqa: E402
 
 STAGES = ("ingest", "clean", "split", "augment", "train", "evaluate", "export")
 JITTER = 0.02  # of each numeric column's standard deviation
@@ -36,6 +36,8 @@ JITTER = 0.02  # of each numeric column's standard deviation
 
 def resampled(factor: int, seed: int = 0):
     """The default table, ``factor`` times its rows, drawn with replacement; numeric features jittered."""
+    from pipeline.kinds.tabular.ingest import load_default
+
     frame = load_default()
     if factor == 1:
         return frame  # the default data itself: the x1 run is the default pipeline's
@@ -48,6 +50,18 @@ def resampled(factor: int, seed: int = 0):
     return out
 
 
+def write_resampled(factor: int, path: Path) -> int:
+    """Write the x``factor`` table in a child process (this one stays small); its row count."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[3]); from bench.scale import resampled;"
+        " frame = resampled(int(sys.argv[1])); frame.to_parquet(sys.argv[2], index=False); print(len(frame))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(factor), str(path), str(REPO)], capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"writing the x{factor} table failed:\n{result.stderr[-3000:]}")
+    return int(result.stdout.split()[-1])
+
+
 def edit_params(root: Path, source: Path, epochs: int) -> None:
     path = root / "params.yaml"
     params = yaml.safe_load(path.read_text())
@@ -57,24 +71,37 @@ def edit_params(root: Path, source: Path, epochs: int) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+# The stage runs as the grandchild of this process, forked by a tiny launcher: a process's peak RSS
+# (ru_maxrss) survives exec, so a stage forked straight from this process (which held the x100 table
+# while writing it) would report this process's peak instead of its own.
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, flush=True)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_stage(stage: str, root: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one stage's process."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DO_NOT_TRACK": "1"}
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", f"pipeline.stages.{stage}"],
+    result = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, sys.executable, "-m", f"pipeline.stages.{stage}"],
         cwd=root,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        capture_output=True,
+        text=True,
     )
-    assert process.stderr is not None
-    errors = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"stage {stage} failed:\n{errors.decode()[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
+    if result.returncode != 0:
+        sys.exit(f"stage {stage} failed:\n{result.stderr[-3000:]}")
+    return seconds, int(result.stdout.split()[-1]) / 1024  # Linux reports KiB
 
 
 def main() -> None:
@@ -82,6 +109,7 @@ def main() -> None:
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
+    load = OtherLoad().start()
     results: dict[int, dict[str, tuple[float, float]]] = {}
     rows: dict[int, int] = {}
     for factor in args.factors:
@@ -89,10 +117,7 @@ def main() -> None:
             base = Path(folder)
             root = fresh_copy(base / "repo")
             source = base / f"gss_x{factor}.parquet"
-            frame = resampled(factor)
-            rows[factor] = len(frame)
-            frame.to_parquet(source, index=False)
-            del frame
+            rows[factor] = write_resampled(factor, source)
             edit_params(root, source, args.epochs)
             results[factor] = {stage: run_stage(stage, root) for stage in STAGES}
             shutil.rmtree(root / ".dvc" / "cache", ignore_errors=True)
@@ -110,6 +135,7 @@ def main() -> None:
         print(
             f"x{larger} / x{smaller}: time {totals[larger] / totals[smaller]:.2f}x, peak memory {peaks[larger] / peaks[smaller]:.2f}x"
         )
+    print(load.report())
 
 
 if __name__ == "__main__":
