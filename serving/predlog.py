@@ -101,9 +101,9 @@ schema_version = sa.Table(
 )
 
 PROBE_SECONDS = 1.0  # how often a failing log retries a commit when no request does
-# Flushes of a SQLite log's WAL in flight at once (see ``PredictionLog``). A disk takes several flushes together
-# in about the time of one (on the benchmark machine: 4 at once, 0.45 ms each against 3.4 ms alone).
-SYNC_THREADS = 4
+# Writer threads of a FULL SQLite log, so flushes of its WAL in flight at once (see ``PredictionLog``). A disk
+# takes several flushes together in about the time of one (benchmark machine: 4 at once, 0.45 ms each, 3.4 ms alone).
+WRITER_THREADS = 4
 SQLITE_BUSY_SECONDS = 30  # how long a SQLite connection waits for another's write lock
 # PostgreSQL advisory lock keys (one 64-bit key space per database): the replicas' commits, and migrations.
 WRITE_LOCK = 0x65766C6F67_0001
@@ -240,13 +240,13 @@ class PredictionLog:
     of the write lock. FULL fsyncs the WAL file inside each commit, holding the write lock through the flush,
     so one flush at a time: a closed loop of clients then falls into step, all of them waiting on the same
     flush while the CPUs idle (on the benchmark machine an idle flush takes ~4 ms, a busy one ~0.3 ms). Here
-    the writer thread commits with ``synchronous=NORMAL`` (the frames written to the WAL, not flushed) and
-    hands the batch to ``SYNC_THREADS`` sync threads; each flushes the WAL file (``fdatasync``) and only then
-    releases the batches committed before its flush began. A released record is therefore on disk exactly as
-    under FULL, whose commit is that same flush of the same file; several flushes can be in flight while the
-    next batches commit. Under NORMAL SQLite still flushes the WAL before each checkpoint and the database
-    file after it, so a record flushed here stays durable when the WAL is checkpointed and restarted.
-    ``synchronous=NORMAL`` in the settings keeps its meaning (no flush per commit); PostgreSQL commits as before.
+    ``WRITER_THREADS`` writer threads take turns to commit, with ``synchronous=NORMAL`` (the frames written
+    to the WAL file, not flushed), each then flushes the WAL file (``fdatasync``) outside the turn and only
+    then releases its batch. A released record is therefore on disk exactly as under FULL, whose commit is
+    that same flush of the same file; the next batches commit while flushes are in flight. Under NORMAL
+    SQLite still flushes the WAL before each checkpoint and the database file after it, so a record flushed
+    here stays durable when the WAL is checkpointed and restarted. ``synchronous=NORMAL`` in the settings
+    keeps its meaning (no flush per commit), and it and PostgreSQL commit from one writer thread as before.
     """
 
     def __init__(self, url: str, synchronous: str = "FULL"):
@@ -268,20 +268,17 @@ class PredictionLog:
         self._pooled: Any = None
         self._connection: sqlite3.Connection | None = None
         self._wal_mode = False  # the writer's connection is in WAL mode (not on a filesystem without shared memory)
-        self._wal_fd: int | None = None  # the WAL file the sync threads flush; opened after the first commit
-        self._wal_fds: list[int] = []  # every one opened, closed only by close() (a sync thread may hold one)
-        self._to_sync: list[tuple[int, list[_Pending]]] = []
-        self._synced = threading.Condition()
-        self._sync_stopping = False
-        self._state = threading.Lock()  # ``commits`` and ``failing``: the writer and the sync threads update them
+        self._wal_fd: int | None = None  # the WAL file the writer threads flush; opened after the first commit
+        self._wal_fds: list[int] = []  # every one opened, closed only by close() (a writer may be flushing one)
+        self._turn = threading.Lock()  # one writer thread at a time inserts and commits
+        self._state = threading.Lock()  # ``commits`` and ``failing``: every writer thread updates them
         self.commits = 0
         self.failing: str | None = None  # why the last commit failed; None once one succeeds
-        self._writer = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
-        self._syncers = [
-            threading.Thread(target=self._sync, name=f"prediction-log-sync-{i}", daemon=True)
-            for i in range(SYNC_THREADS if self._flush_wal else 0)
+        self._writers = [
+            threading.Thread(target=self._run, args=(i == 0,), name=f"prediction-log-writer-{i}", daemon=True)
+            for i in range(WRITER_THREADS if self._flush_wal else 1)
         ]
-        for thread in (self._writer, *self._syncers):
+        for thread in self._writers:
             thread.start()
 
     async def write(self, rows: list[dict[str, Any]]) -> None:
@@ -312,11 +309,13 @@ class PredictionLog:
                 return
         _settle([item.future for item in batch], RuntimeError("prediction log is closed"))
 
-    def _run(self) -> None:
+    def _run(self, probes: bool) -> None:
+        """A writer thread: take everything queued, commit it, flush the WAL (FULL SQLite), release it.
+        While commits fail, the ``probes`` thread alone retries one every ``PROBE_SECONDS`` without traffic."""
         while True:
             with self._wake:
                 while not self._queue and not self._stopping:
-                    if not self._wake.wait(timeout=PROBE_SECONDS if self.failing else None):
+                    if not self._wake.wait(timeout=PROBE_SECONDS if self.failing and probes else None) and probes:
                         break  # a failing log with no traffic: probe below
                 if not self._queue and self._stopping:
                     return
@@ -325,21 +324,19 @@ class PredictionLog:
                 self._probe()
                 continue
             try:
-                self._insert(batch)
+                with self._turn:
+                    wal = self._insert(batch)
+                if wal is not None:  # committed, not yet on disk: answered once flushed (see the class docstring)
+                    os.fdatasync(wal)
             except Exception as exc:  # every waiter must learn the commit failed, whatever the cause
                 self._failed(exc)
                 _release(batch, exc)
                 continue
-            if self._wal_fd is not None:
-                with self._synced:
-                    self._to_sync.append((self._wal_fd, batch))
-                    self._synced.notify()
-            else:
-                self._committed()
-                _release(batch, None)
+            self._committed()
+            _release(batch, None)
 
-    def _insert(self, batch: list[_Pending]) -> None:
-        """Insert and commit the batch's rows in one transaction."""
+    def _insert(self, batch: list[_Pending]) -> int | None:
+        """Insert and commit the batch's rows in one transaction; the WAL file to flush before answering, if any."""
         # Driver-level executemany: the Core insert's per-row overhead holds the GIL the request handlers
         # need (it showed as a p99 tail under load).
         values = [self._values(row) for item in batch for row in item.rows]
@@ -348,7 +345,7 @@ class PredictionLog:
                 if self._serialised:  # replicas commit in turn: ids in commit order (see the module's docstring)
                     connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
                 connection.exec_driver_sql(self._insert_sql, values)
-            return
+            return None
         writer = self._writer_connection()
         try:
             writer.executemany(self._insert_sql, values)
@@ -360,6 +357,7 @@ class PredictionLog:
             # After a commit the WAL file exists, and stays while this connection is open.
             self._wal_fd = os.open(f"{self._file}-wal", os.O_RDONLY)
             self._wal_fds.append(self._wal_fd)
+        return self._wal_fd
 
     def _writer_connection(self) -> sqlite3.Connection:
         """The writer's SQLite connection (the engine's pragmas applied), opened on first use or after a failure."""
@@ -367,7 +365,7 @@ class PredictionLog:
             self._pooled = self.engine.raw_connection()
             connection = self._pooled.driver_connection
             self._wal_mode = connection.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-            if self._flush_wal and self._wal_mode:  # the sync threads flush each commit (see the class docstring)
+            if self._flush_wal and self._wal_mode:  # the writer threads flush each commit (see the class docstring)
                 connection.execute("PRAGMA synchronous=NORMAL")
             self._connection = connection
         return self._connection
@@ -384,27 +382,6 @@ class PredictionLog:
         if self._pooled is not None:
             self._pooled.invalidate()  # closed, not returned to the pool with synchronous=NORMAL
         self._pooled = self._connection = self._wal_fd = None
-
-    def _sync(self) -> None:
-        """A sync thread: flush the WAL, then release every batch committed before the flush began."""
-        while True:
-            with self._synced:
-                while not self._to_sync and not self._sync_stopping:
-                    self._synced.wait()
-                if not self._to_sync:
-                    return
-                handed, self._to_sync = self._to_sync, []
-            outcome: BaseException | None = None
-            try:
-                for fd in {fd for fd, _ in handed}:
-                    os.fdatasync(fd)
-            except OSError as exc:  # committed, but not known to be on disk: no answer claims it is
-                self._failed(exc)
-                outcome = exc
-            else:
-                self._committed()
-            for _, batch in handed:
-                _release(batch, outcome)
 
     def _probe(self) -> None:
         try:
@@ -429,16 +406,14 @@ class PredictionLog:
             new, self.failing = reason != self.failing, reason
         if new:  # one line per new reason, not one per retry
             log.error("prediction log commit failed: %s", reason)
+            with self._wake:  # the probing writer thread may be waiting without a deadline: it now has one
+                self._wake.notify_all()
 
     def close(self) -> None:
-        with self._wake:
+        with self._wake:  # the writer threads commit what is queued, then stop
             self._stopping = True
-            self._wake.notify()
-        self._writer.join(timeout=30)
-        with self._synced:  # the sync threads flush what the writer handed them, then stop
-            self._sync_stopping = True
-            self._synced.notify_all()
-        for thread in self._syncers:
+            self._wake.notify_all()
+        for thread in self._writers:
             thread.join(timeout=30)
         if self._connection is not None:
             self._drop_connection()
