@@ -7,7 +7,7 @@ one Parquet source. In a fresh copy of the repo (tracked and new files, no outpu
 as ``python -m pipeline.stages.<stage>``; each stage's wall time and peak resident memory (its process's
 ``ru_maxrss`` from ``wait4``) are printed, then the totals and the time ratios between factors.
 
-    python bench/scale.py [--factors 1 10 100] [--epochs 1]
+    python bench/scale.py [--factors 1 10 100] [--epochs 1] [--until augment]
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="the last stage to run (default: all seven)")
     args = parser.parse_args()
+    stages = STAGES[: STAGES.index(args.until) + 1]  # a stage needs the ones before it
     load = OtherLoad().start()
     results: dict[int, dict[str, tuple[float, float]]] = {}
     rows: dict[int, int] = {}
@@ -119,12 +121,16 @@ def main() -> None:
             source = base / f"gss_x{factor}.parquet"
             rows[factor] = write_resampled(factor, source)
             edit_params(root, source, args.epochs)
-            results[factor] = {stage: run_stage(stage, root) for stage in STAGES}
+            results[factor] = {}
+            for stage in stages:
+                results[factor][stage] = run_stage(stage, root)
+                seconds, peak = results[factor][stage]
+                print(f"x{factor} {stage}: {seconds:.1f} s, {peak:.0f} MB", file=sys.stderr, flush=True)
             shutil.rmtree(root / ".dvc" / "cache", ignore_errors=True)
     print(f"GSS resampled, {args.epochs} epoch(s); each stage a process: wall seconds / peak RSS MB")
     header = f"{'stage':<10}" + "".join(f"{f'x{f} ({rows[f]:,} rows)':>26}" for f in args.factors)
     print(header)
-    for stage in STAGES:
+    for stage in stages:
         print(
             f"{stage:<10}" + "".join(f"{results[f][stage][0]:>14.1f} s {results[f][stage][1]:>7.0f} MB" for f in args.factors)
         )
