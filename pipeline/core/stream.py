@@ -9,7 +9,7 @@ a label code), so its memory stops growing with the table. The pieces:
   (training, evaluation, the drift monitor, batch scoring, DVC) keeps reading the path it always read,
   and row groups are already Parquet's unit of partial reading.
 - Reading goes through ``pipeline.core.io`` (``iter_table``: chunks of a Parquet file; ``read_column``).
-- ``RowHashes``: 128-bit content hashes of rows, for exact duplicate detection across chunks (two rows
+- ``row_hashes``: 128-bit content hashes of rows, for exact duplicate detection across chunks (two rows
   collide with probability about n^2 / 2^129: never, for any table that fits on a disk).
 - ``DistinctCounter``: a column's distinct values, exact up to ``EXACT_DISTINCT`` and then a HyperLogLog
   sketch (standard error 1.04 / sqrt(2^14) = 0.81%), so a profile of a billion-row table fits in kilobytes.
@@ -49,9 +49,10 @@ def arrow_schema(frame: pd.DataFrame) -> pa.Schema:
 class ParquetSink(AbstractContextManager["ParquetSink"]):
     """One Parquet file written chunk by chunk; it replaces ``path`` only when the block exits cleanly.
 
-    The first chunk fixes the schema (``arrow_schema``); later chunks are converted to it, so a column
-    cannot change type half-way. An exception inside the block leaves ``path`` untouched. A sink that got
-    no chunk writes an empty table with ``empty``'s columns."""
+    The first chunk with rows fixes the schema (``arrow_schema``); later chunks are converted to it, so a
+    column cannot change type half-way. Chunks without rows only stand in for the table's columns when no
+    row ever comes (an empty table, typed as the first of them, or as ``empty``). An exception inside the
+    block, or in closing the file, leaves ``path`` untouched."""
 
     def __init__(self, path: str | Path, empty: pd.DataFrame | None = None) -> None:
         self.path = Path(path)
@@ -66,12 +67,13 @@ class ParquetSink(AbstractContextManager["ParquetSink"]):
         return self
 
     def write(self, frame: pd.DataFrame) -> None:
-        if self._schema is None:
+        if len(frame) == 0:
+            if self.empty is None:
+                self.empty = frame
+            return
+        if self._writer is None:
             self._schema = arrow_schema(frame)
             self._writer = pq.ParquetWriter(self._temporary, self._schema)
-        if len(frame) == 0:
-            return
-        assert self._writer is not None
         try:
             table = pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -82,12 +84,19 @@ class ParquetSink(AbstractContextManager["ParquetSink"]):
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> bool | None:
-        if self._writer is None and kind is None:
-            if self.empty is None:
-                raise DataError(f"{self.path}: nothing to write (no chunk and no empty table given)")
-            self.write(self.empty)
-        if self._writer is not None:
-            self._writer.close()
+        try:
+            if self._writer is None and kind is None:
+                if self.empty is None:
+                    raise DataError(f"{self.path}: nothing to write (no chunk and no empty table given)")
+                self._schema = arrow_schema(self.empty)
+                self._writer = pq.ParquetWriter(self._temporary, self._schema)
+                self._writer.write_table(pa.Table.from_pandas(self.empty, schema=self._schema, preserve_index=False))
+            if self._writer is not None:
+                self._writer.close()
+        except BaseException as failure:
+            if kind is None:  # the temporary goes, the old file stays
+                self._atomic.__exit__(type(failure), failure, failure.__traceback__)
+                raise
         return self._atomic.__exit__(kind, error, trace)
 
 
@@ -95,11 +104,16 @@ class ParquetSink(AbstractContextManager["ParquetSink"]):
 
 
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """A 128-bit content hash per row (two independent 64-bit hashes) as a [N, 2] uint64 array.
+    """A 128-bit content hash per row as a [N, 2] uint64 array: two 64-bit hashes that combine the
+    columns' value hashes in opposite orders (a number's value hash is a bijection of its 64 bits; text
+    is hashed with two keys), so two rows collide only if both combinations do.
 
-    Equal rows (missing equal to missing, as ``DataFrame.duplicated`` counts them) hash equal."""
+    Equal rows (missing equal to missing, -0.0 equal to 0.0, as ``DataFrame.duplicated`` counts them)
+    hash equal."""
+    floats = {name: frame[name] + 0.0 for name, dtype in frame.dtypes.items() if dtype.kind == "f"}  # -0.0 -> 0.0
+    frame = frame.assign(**floats) if floats else frame
     first = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    second = pd.util.hash_pandas_object(frame, index=False, hash_key="evergreen-rows-2").to_numpy()
+    second = pd.util.hash_pandas_object(frame[frame.columns[::-1]], index=False, hash_key="evergreen-rows-2").to_numpy()
     return np.stack([first, second], axis=1)
 
 

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,7 +133,7 @@ def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matrix products run natively here: a CUDA device that supports bf16, or a CPU with
     AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo; elsewhere oneDNN may only emulate bf16)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 (V100, T4) is slower
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -161,7 +162,9 @@ def resolve_compile(compile: bool | str, model: nn.Module, device: torch.device)
     if compile != "auto":
         return compile
     compiler = any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "c++", "clang++"))
-    return "attention" if device.type == "cpu" and has_attention(model) and compiler else False
+    # Inductor builds its CPU kernels as Python extensions: without Python's headers a compiler is not enough.
+    headers = Path(sysconfig.get_path("include"), "Python.h").is_file()
+    return "attention" if device.type == "cpu" and has_attention(model) and compiler and headers else False
 
 
 def fit(

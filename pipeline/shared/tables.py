@@ -121,13 +121,18 @@ class TablePart:
             yield from iter_table_file(self.path, rows, text_columns)
 
 
+# What pandas infers for an object column holding text (read as text everywhere when chunks disagree).
+TEXT_KINDS = frozenset({"string", "bytes", "mixed", "mixed-integer", "mixed-integer-float"})
+
+
 class ChunkedTable:
     """A table (one file, a folder of files, a frame, plus landed batches) read in chunks, as often as a
     stage needs to pass over it, holding one chunk at a time.
 
     The column types are those a whole read would give: the first pass notes each chunk's types, and later
     passes give every chunk the common type (integers that meet decimals or gaps become float64, a column
-    that holds text anywhere becomes text, read as text from a CSV as a whole read does). ``align`` turns a
+    that holds text anywhere becomes text, read as text from a CSV as a whole read does; bools with gaps
+    stay bools). ``align`` turns a
     part's chunk into the table's columns (ingest checks a landed batch there)."""
 
     def __init__(
@@ -140,11 +145,12 @@ class ChunkedTable:
         self.rows = rows
         self.align = align
         self._seen: dict[str, set[np.dtype]] = {}
+        self._texty: set[str] = set()  # columns holding text somewhere (not bools with gaps, also object)
         self._types: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[tuple[TablePart, pd.DataFrame]]:
         """(part, chunk) for every chunk of every part, in order."""
-        text = [c for c, t in (self._types or {}).items() if t == np.dtype(object)]
+        text = [c for c, t in (self._types or {}).items() if t == np.dtype(object) and c in self._texty]
         for part in self.parts:
             for chunk in part.chunks(self.rows, text):
                 if self.align is not None:
@@ -152,6 +158,8 @@ class ChunkedTable:
                 if self._types is None:
                     for name, dtype in chunk.dtypes.items():
                         self._seen.setdefault(str(name), set()).add(dtype)
+                        if dtype == np.dtype(object) and pd.api.types.infer_dtype(chunk[name], skipna=True) in TEXT_KINDS:
+                            self._texty.add(str(name))
                 else:
                     chunk = self._retype(chunk)
                 yield part, chunk

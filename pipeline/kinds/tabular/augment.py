@@ -138,7 +138,8 @@ def run(cfg: TabularAugment, paths: Paths, seed: int, rows: int = CHUNK_ROWS) ->
             for chunk in iter_table(source, rows):
                 sink.write(chunk)
                 rows_in += len(chunk)
-                class_balance(before, chunk[schema.target])
+                if not schema.regression:  # a regression target's values are no balance (one entry per value)
+                    class_balance(before, chunk[schema.target])
         rows_out, after = rows_in, before
     report: dict[str, Any] = {"rows_in": rows_in, "rows_out": rows_out, "added": added}
     if not schema.regression:  # a regression target's values are no balance to report

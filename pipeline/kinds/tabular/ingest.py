@@ -280,6 +280,7 @@ class TableProfile:
         self.time_range: list[Any] = []
         # Feature columns that may be ids (no gap, a distinct value in every row so far): their value hashes.
         self.id_suspects: dict[str, list[np.ndarray]] | None = None
+        self.landed_rows: dict[str, int] = {}  # rows per landed batch file (before any selection)
 
     def update(self, chunk: pd.DataFrame) -> None:
         schema = self.schema
@@ -446,7 +447,6 @@ class Aligner:
         self.cfg = cfg
         self.columns: list[str] | None = None
         self.first: str = ""
-        self.landed_rows: dict[str, int] = {}
         self.time_format = cfg.time_format
 
     def __call__(self, part: TablePart, chunk: pd.DataFrame) -> pd.DataFrame:
@@ -461,7 +461,6 @@ class Aligner:
             problems = check_batch_columns(part.path, chunk, self.columns, cfg)
             if problems:
                 raise DataError(f"{part.path}: landed batch does not match the source: {'; '.join(problems)}")
-            self.landed_rows[part.name] = self.landed_rows.get(part.name, 0) + len(chunk)
             chunk = chunk.reindex(columns=self.columns)
         elif list(chunk.columns) != self.columns:
             if set(chunk.columns) != set(self.columns):
@@ -530,7 +529,9 @@ def ingest_table(table: ChunkedTable, cfg: TabularIngest, seed: int, sink: Sink)
     kept_columns = [c for c in scan.columns if c not in cfg.drop_columns]
     table_profile = TableProfile(schema, cfg)
     offset = 0  # position among the windowed rows
-    for _, chunk in table:
+    for part, chunk in table:
+        if part.landed:
+            table_profile.landed_rows[part.name] = table_profile.landed_rows.get(part.name, 0) + len(chunk)
         if periods is not None:
             chunk = chunk.loc[chunk[cfg.time_column].isin(periods)]
         lo, hi = np.searchsorted(keep, [offset, offset + len(chunk)])
@@ -574,7 +575,8 @@ def run(cfg: TabularIngest, paths: Paths, seed: int, rows: int = CHUNK_ROWS) -> 
     report = table_profile.report(source)
     report["numbers_in_text"] = table_profile.numeric_text_columns()
     report["landed_batches"] = [
-        {"file": path.name, "rows": aligner.landed_rows.get(str(path), 0), "sha256": file_sha256(path)} for path in landed
+        {"file": path.name, "rows": table_profile.landed_rows.get(str(path), 0), "sha256": file_sha256(path)}
+        for path in landed
     ]
     write_json(paths.ingest_report, report)
     log.info(

@@ -110,3 +110,23 @@ def test_distinct_counts_are_exact_below_the_threshold_and_sketched_above():
         large.update(pd.Series(values[:100]))  # repeats never count twice
     assert large.estimated
     assert abs(large.count() / n - 1) < 0.04  # 5 standard errors of the 2^14-register sketch
+
+
+def test_an_empty_first_chunk_does_not_fix_the_types(tmp_path):
+    # A time window or cutoff often empties the first chunks: the first chunk with rows types the file.
+    with ParquetSink(tmp_path / "t.parquet") as sink:
+        sink.write(pd.DataFrame({"flag": pd.Series([], dtype=object)}))
+        sink.write(pd.DataFrame({"flag": pd.Series([True, None], dtype=object)}))
+    assert pd.read_parquet(tmp_path / "t.parquet")["flag"].tolist() == [True, None]
+
+    with ParquetSink(tmp_path / "none.parquet") as sink:
+        sink.write(pd.DataFrame({"x": pd.Series([], dtype="float64")}))
+    assert list(pd.read_parquet(tmp_path / "none.parquet").columns) == ["x"]
+
+
+def test_row_hashes_are_two_different_hashes_and_count_minus_zero_as_zero():
+    hashes = row_hashes(pd.DataFrame({"a": [1.5, 2.0], "b": [3.0, 4.0]}))
+    assert (hashes[:, 0] != hashes[:, 1]).all()  # numbers too: 128 bits, not one hash twice
+
+    signed = pd.DataFrame({"a": [0.0, -0.0, 1.0], "b": ["x", "x", "x"]})
+    assert (first_occurrences(row_hashes(signed)) == ~signed.duplicated().to_numpy()).all()

@@ -151,7 +151,7 @@ def test_compiled_training_learns_and_saves_the_plain_model(data):
     assert type(model).__name__ == "TabularMLP"
 
 
-def test_auto_precision_and_compile_pick_bf16_and_the_compiled_attention_only_for_attention_networks(monkeypatch):
+def test_auto_precision_and_compile_pick_bf16_and_the_compiled_attention_only_for_attention_networks(monkeypatch, tmp_path):
     from pipeline.engine import training
     from pipeline.models import FTTransformerConfig, build_model
 
@@ -166,8 +166,13 @@ def test_auto_precision_and_compile_pick_bf16_and_the_compiled_attention_only_fo
     assert training.resolve_precision("auto", ft, cpu) == "fp32"
     assert training.resolve_compile("auto", mlp, cpu) is False
     assert training.resolve_compile(False, ft, cpu) is False
+    (tmp_path / "Python.h").touch()
+    monkeypatch.setattr(training.sysconfig, "get_path", lambda name: str(tmp_path))
     monkeypatch.setattr(training.shutil, "which", lambda name: "/usr/bin/" + name)
     assert training.resolve_compile("auto", ft, cpu) == "attention"
+    monkeypatch.setattr(training.sysconfig, "get_path", lambda name: str(tmp_path / "no-headers"))
+    assert training.resolve_compile("auto", ft, cpu) is False  # inductor builds Python extensions: headers too
+    monkeypatch.setattr(training.sysconfig, "get_path", lambda name: str(tmp_path))
     monkeypatch.setattr(training.shutil, "which", lambda name: None)
     assert training.resolve_compile("auto", ft, cpu) is False  # inductor needs a C++ compiler
 
