@@ -22,7 +22,7 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from pipeline.core.errors import DataError
-from pipeline.core.io import iter_table, read_table_sample, split_file, write_json
+from pipeline.core.io import iter_table, read_column, read_table_sample, split_file, write_json
 from pipeline.kinds.tabular.encoder import Preprocessor, load_preprocessor
 from pipeline.kinds.tabular.schema import read_schema
 from pipeline.kinds.tabular.split import target_bins
@@ -112,11 +112,6 @@ def baseline_training_rows(paths: Paths, cfg: EvaluateParams, seed: int) -> tupl
     return train, total
 
 
-def training_column(paths: Paths, column: str) -> pd.Series:
-    """One column of the whole training split (the majority class, the training mean), read alone."""
-    return pd.read_parquet(split_file(paths.split, "train"), columns=[column])[column]
-
-
 def score_test(
     paths: Paths, model: torch.nn.Module, preprocessor: Preprocessor, baseline: Any, regression: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,7 +180,7 @@ def run_regression(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, An
     baseline = fit_baseline(sample, preprocessor, cfg, seed, regression=True)
     del sample
     actual, predicted, hgb = score_test(paths, model, preprocessor, baseline, regression=True)
-    train_mean = float(training_column(paths, schema.target).astype("float64").mean())
+    train_mean = float(read_column(split_file(paths.split, "train"), schema.target).astype("float64").mean())
     metrics, breakdown, plots = regression_report(actual, predicted, train_mean, hgb)
     if total > cfg.baseline_max_rows:  # said in the report only when it differs from the whole split
         metrics["baseline_hgb"]["train_rows"] = cfg.baseline_max_rows
@@ -218,7 +213,7 @@ def run(cfg: EvaluateParams, paths: Paths, seed: int) -> dict[str, Any]:
     baseline = fit_baseline(sample, preprocessor, cfg, seed, regression=False)
     del sample
     test_y, proba, hgb_proba = score_test(paths, model, preprocessor, baseline, regression=False)
-    train_y = preprocessor.encode_labels(training_column(paths, schema.target))
+    train_y = preprocessor.encode_labels(read_column(split_file(paths.split, "train"), schema.target))
     metrics = evaluate(proba, test_y, train_y, hgb_proba, preprocessor.classes, cfg)
     if total > cfg.baseline_max_rows:  # said in the report only when it differs from the whole split
         metrics["baseline_hgb"]["train_rows"] = cfg.baseline_max_rows
