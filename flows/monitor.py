@@ -168,6 +168,7 @@ def check_drift(root: str, report_dir: str, checked_at: datetime | None = None) 
             "batches": shown(current.sources),
             "report": Path(report_dir).name,
         },
+        keep_snapshots=cfg.keep_snapshots,
     )
     return {
         "drift": drift.to_dict(),

@@ -14,6 +14,7 @@ workspace that cannot be written costs the check its snapshot (one warning), nev
 ``serve_ui`` runs Evidently's UI service on the workspace (``python -m flows.monitor ui``): the pages and their
 scripts come from the installed package, nothing from the network, and Evidently's usage telemetry is off.
 
+``prune_snapshots`` keeps a project's newest ``monitor.keep_snapshots`` snapshots (the UI loads them all).
 ``prune_reports`` keeps the newest ``monitor.keep_reports`` report folders (``reports/drift/<time>``, 4-5 MB of
 HTML each) and removes older ones the monitor made, never anything else; ``drift_history`` reads the
 ``summary.json`` of the kept ones back and ``history_table`` lays the per-column scores out for people.
@@ -29,6 +30,7 @@ import logging
 import math
 import re
 import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -97,13 +99,18 @@ def report_folders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if REPORT_FOLDER.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
 
 
+def require_positive(keep: object, key: str) -> None:
+    """A count of things to keep must be an integer of at least 1 (a bool is not one)."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"{key} must be a positive integer, got {keep!r}")
+
+
 def prune_reports(folder: Path, keep: int) -> list[Path]:
     """Remove all but the newest ``keep`` report folders in ``folder``; returns the removed ones, oldest first.
 
     Only folders named as ``report_folder_name`` names them are counted and removed; files, links and folders
     with other names are never touched. A folder another pruning monitor removed first is skipped."""
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"monitor.keep_reports must be a positive integer, got {keep!r}")
+    require_positive(keep, "monitor.keep_reports")
     old = report_folders(folder)[:-keep]
     removed = []
     for path in old:
@@ -407,8 +414,12 @@ def add_check(
     checked_at: datetime,
     metadata: Mapping[str, str] | None = None,
     description: str | None = None,
+    keep_snapshots: int | None = None,
 ) -> RecordedCheck:
-    """Add a check's snapshot (``check_snapshot``) to project ``name`` (``ensure_project``) of the workspace."""
+    """Add a check's snapshot (``check_snapshot``) to project ``name`` (``ensure_project``) of the workspace;
+    with ``keep_snapshots`` (``monitor.keep_snapshots``), then prune the project to its newest that many."""
+    if keep_snapshots is not None:
+        require_positive(keep_snapshots, "monitor.keep_snapshots")  # before anything is written
     snapshot = check_snapshot(drift, figures, checked_at, metadata)
     from evidently.legacy.core import new_id  # imported by check_snapshot
 
@@ -416,9 +427,35 @@ def add_check(
         workspace, name, description or f"Evergreen drift checks of {name}, one snapshot per check", dashboard_panels(figures)
     )
     snapshot_id = new_id()  # a UUID7, as Workspace.add_run names a run
-    _local_state(workspace).write_snapshot(project_id, snapshot_id, snapshot.to_snapshot_model())
+    state = _local_state(workspace)
+    state.write_snapshot(project_id, snapshot_id, snapshot.to_snapshot_model())
     log.info("drift check added to Evidently project %r (%s) as snapshot %s", name, workspace, snapshot_id)
+    if keep_snapshots is not None:
+        with file_lock(Path(workspace) / LOCK_FILE, LOCK_SECONDS):
+            prune_snapshots(state, project_id, keep_snapshots)
     return RecordedCheck(str(workspace), name, project_id, str(snapshot_id))
+
+
+def prune_snapshots(state: Any, project_id: str, keep: int) -> list[str]:
+    """Remove all but the newest ``keep`` snapshots of a project; returns the removed ids, oldest first.
+
+    Evidently's UI loads every snapshot of the workspace when it starts (about 1 MB of memory each), so a
+    monitor checking hourly would, unpruned, make the UI unusable within months. Snapshots are ordered by
+    their ids: UUID7s, which begin with their creation time in milliseconds (what ``add_check`` and
+    Evidently's ``Workspace.add_run`` write). Ids of another version (written by other tools) are neither
+    counted nor removed. A snapshot removed meanwhile by another check's pruning is skipped."""
+    require_positive(keep, "monitor.keep_snapshots")
+    ids = sorted(str(sid) for sid in state.list_snapshots(project_id) if uuid.UUID(str(sid)).version == 7)
+    removed = []
+    for snapshot_id in ids[:-keep]:
+        try:
+            state.delete_snapshot(project_id, snapshot_id)
+        except FileNotFoundError:
+            continue
+        removed.append(snapshot_id)
+    if removed:
+        log.info("removed %d Evidently snapshot(s) older than the newest %d of project %s", len(removed), keep, project_id)
+    return removed
 
 
 def record_check(
@@ -429,11 +466,12 @@ def record_check(
     checked_at: datetime,
     metadata: Mapping[str, str] | None = None,
     description: str | None = None,
+    keep_snapshots: int | None = None,
 ) -> RecordedCheck | None:
     """``add_check``, or None with one warning when it fails: the workspace is a view, and a check whose
     snapshot cannot be written (disk full, a broken project file, a locked workspace) keeps its verdict."""
     try:
-        return add_check(workspace, name, drift, figures, checked_at, metadata, description)
+        return add_check(workspace, name, drift, figures, checked_at, metadata, description, keep_snapshots)
     except Exception as exc:  # noqa: BLE001 -- any failure of the view; the caller's verdict must survive it
         log.warning(
             "drift check not added to the Evidently workspace %s: %s: %s",

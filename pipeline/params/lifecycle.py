@@ -59,6 +59,8 @@ class MonitorParams(Section):
     error_tolerance: float = Field(default=0.25, ge=0)
     cooldown_hours: float = Field(default=24.0, ge=0)
     keep_reports: int = Field(default=20, ge=1)  # drift checks whose HTML reports are kept; older ones are pruned
+    # Snapshots kept per project in the Evidently workspace (its UI loads every one, ~1 MB of memory each).
+    keep_snapshots: int = Field(default=500, ge=1)
     # Per-group drift (a kind's KindRuntime.drift_groups; sequences: per series): the largest groups with at least
     # min_rows new rows, at most this many, each checked against the same group's reference rows; 0: off.
     max_groups: int = Field(default=20, ge=0)

@@ -49,7 +49,7 @@ from tests.unit.lifecycle.test_drift import CATEGORICAL, NUMERIC, make_frames
 
 pytestmark = pytest.mark.slow
 
-MONITOR = {"min_rows": 300, "cooldown_hours": 0, "keep_reports": 2}
+MONITOR = {"min_rows": 300, "cooldown_hours": 0, "keep_reports": 2, "keep_snapshots": 2}
 RAW_FLOAT = re.compile(r"\d\.\d{6,}")  # 0.6523879862136879: a number nobody formatted
 
 
@@ -113,7 +113,8 @@ def test_every_check_adds_a_snapshot_to_the_one_project_of_the_pipeline(checked)
     assert project.name == "tabular: wrkstat"  # the production model's kind and target
     snapshots = [s["snapshot"] for s in checked.summaries]
     assert {s["project_id"] for s in snapshots} == {str(project.id)}
-    assert sorted(str(run) for run in workspace.list_runs(project.id)) == sorted(s["snapshot_id"] for s in snapshots)
+    kept = snapshots[-MONITOR["keep_snapshots"] :]  # the oldest check's snapshot pruned
+    assert sorted(str(run) for run in workspace.list_runs(project.id)) == sorted(s["snapshot_id"] for s in kept)
     last = workspace.get_run(project.id, snapshots[-1]["snapshot_id"])
     scores = {
         r.metric_value_location.metric.params["column"]: r.value

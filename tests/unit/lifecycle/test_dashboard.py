@@ -107,6 +107,23 @@ def test_a_second_check_reuses_the_project_and_its_dashboard(tmp_path, drifted, 
     assert [p.title for p in panels] == [p.title for p in dashboard_panels(CLASSIFIER)]  # added once, not twice
 
 
+def test_a_project_keeps_its_newest_snapshots_and_snapshots_of_other_tools(tmp_path, drifted):
+    checks = [add_check(tmp_path, "tabular: wrkstat", drifted, CLASSIFIER, T0 + timedelta(hours=h)) for h in range(4)]
+    project_id = checks[0].project_id
+    # A snapshot id that is not a UUID7 (another tool's): neither counted nor removed.
+    foreign = "0b4a6bc4-9a7d-4d3e-8f00-2c54cbd1e0aa"
+    snapshots = tmp_path / project_id / "snapshots"
+    (snapshots / f"{foreign}.json").write_bytes((snapshots / f"{checks[0].snapshot_id}.json").read_bytes())
+
+    newest = add_check(tmp_path, "tabular: wrkstat", drifted, CLASSIFIER, T0 + timedelta(hours=5), keep_snapshots=2)
+
+    runs = {str(run) for run in evidently_workspace(tmp_path).list_runs(project_id)}
+    assert runs == {checks[-1].snapshot_id, newest.snapshot_id, foreign}
+    with pytest.raises(ValueError, match="monitor.keep_snapshots must be a positive integer, got 0"):
+        add_check(tmp_path, "tabular: wrkstat", drifted, CLASSIFIER, T0, keep_snapshots=0)
+    assert len(evidently_workspace(tmp_path).list_runs(project_id)) == 3  # refused before writing
+
+
 def test_the_dashboard_plots_drift_rows_and_the_models_own_figure(drifted):
     titles = {p.title: p for p in dashboard_panels(CLASSIFIER)}
     assert {"Share of drifted columns", "Drift score per column", "Rows per check", "Accuracy on labelled new rows"} <= set(
