@@ -6,15 +6,15 @@ the model version and request id; every record logged and committed before the a
 model also ``multipart/form-data``, one image file per part, answered and logged as the same files sent
 as base64 records), ``POST /labels``
 (late ground truth, joined by request id), ``GET /health``, ``GET /ready``, ``GET /model``,
-``GET /metrics`` (Prometheus text). A background task watches the registry's production pointer
-and swaps in a newly promoted (or rolled-back) model without a restart: the new session is
-loaded first, then one reference is replaced, so a request in flight finishes on the model it
-started with. Everything kind-specific is the model's kind's runtime (``KindRuntime``): ``feed_schema``
-once per model; per request ``build_feed`` (records -> feed), the ONNX outputs it names, ``answer``
-(outputs -> answers and the log's label and vector) and ``log_inputs`` (what the log keeps of a record:
-tabular fields, image statistics, a window's newest step). A production model the service cannot score
-leaves it unready, ``/ready`` answering 503 with the reason. No torch on this path:
-onnxruntime, numpy and the model card only.
+``GET /metrics`` (Prometheus text; with several workers, the sum of theirs). A background task
+watches the registry's production pointer and swaps in a newly promoted (or rolled-back) model without
+a restart: the new session is loaded first, then one reference is replaced, so a request in flight
+finishes on the model it started with. Everything kind-specific is the model's kind's runtime
+(``KindRuntime``): ``feed_schema`` once per model; per request ``build_feed`` (records -> feed), the ONNX
+outputs it names, ``answer`` (outputs -> answers and the log's label and vector) and ``log_inputs`` (what
+the log keeps of a record: tabular fields, image statistics, a window's newest step). A production model
+the service cannot score leaves it unready, ``/ready`` answering 503 with the reason. No torch on this
+path: onnxruntime, numpy and the model card only.
 
 The edges (issue 9): a production model or pointer that cannot be loaded never stops the service:
 it starts unready (503 with the reason on ``/ready``) or, with ``serve.on_bad_model: fallback``, serves
@@ -34,10 +34,11 @@ import email.policy
 import gc
 import hmac
 import logging
+import os
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,7 +52,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as prometheus_values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -158,33 +162,82 @@ def load_fallback(registry: AnyRegistry, threads: int) -> LoadedModel | None:
 # ---------------------------------------------------------------- metrics
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # where prometheus_client's multiprocess mode keeps a process's values
+MODEL_INFO = "evergreen_model_info"
+
+
+def keep_metrics_in(directory: Path | None) -> None:
+    """Where this process's metric values live, set before its metrics are made: in memory (None: one worker),
+    or in mmap files in ``directory``, the service's own, whose sum every worker's /metrics reports.
+
+    prometheus_client picks its value store from $PROMETHEUS_MULTIPROC_DIR when first imported; it is asked
+    again here, so neither the order of imports nor a directory the user's environment names decides it."""
+    os.environ.pop(MULTIPROC_ENV.lower(), None)  # the deprecated spelling prometheus_client still reads
+    if directory is None:
+        os.environ.pop(MULTIPROC_ENV, None)
+    else:
+        os.environ[MULTIPROC_ENV] = str(directory)
+    prometheus_values.ValueClass = prometheus_values.get_value_class()
+
+
+class WorkersCollector:
+    """Every worker's metrics, summed from the files in the service's directory (``MultiProcessCollector``),
+    less the model versions no live worker serves: a worker's file keeps a version it swapped out at 0
+    (prometheus_client cannot take a labelled value out of its files), and /metrics shows only versions served."""
+
+    def __init__(self, directory: Path) -> None:
+        self.collector = MultiProcessCollector(None, path=str(directory))
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.collector.collect():
+            if metric.name == MODEL_INFO:
+                metric.samples = [sample for sample in metric.samples if sample.value > 0]
+            yield metric
+
+
 class ServiceMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("evergreen_requests_total", "HTTP requests", ["endpoint", "status"], registry=self.registry)
+    """The service's Prometheus metrics. One worker: an in-process registry. Several (``multiprocess_dir``):
+    each worker's values go to its own mmap files in the service's directory (``keep_metrics_in`` first) and
+    ``registry`` sums every worker's files, so any worker's /metrics answers the service's totals."""
+
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        owner: CollectorRegistry | None
+        self.in_files = multiprocess_dir is not None
+        if multiprocess_dir is None:
+            self.registry = owner = CollectorRegistry()
+        else:
+            assert prometheus_values.ValueClass._multiprocess, "keep_metrics_in(directory) comes first"
+            self.registry, owner = CollectorRegistry(), None  # values in files, read back by the collector
+            self.registry.register(WorkersCollector(multiprocess_dir))
+        self.requests = Counter("evergreen_requests_total", "HTTP requests", ["endpoint", "status"], registry=owner)
         self.errors = Counter(
-            "evergreen_errors_total", "Requests answered with an error", ["endpoint", "reason"], registry=self.registry
+            "evergreen_errors_total", "Requests answered with an error", ["endpoint", "reason"], registry=owner
         )
         self.latency = Histogram(
             "evergreen_request_latency_seconds",
             "Time to answer /predict, logging included",
-            registry=self.registry,
+            registry=owner,
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
-        self.records = Counter("evergreen_records_scored_total", "Records scored and logged", registry=self.registry)
+        self.records = Counter("evergreen_records_scored_total", "Records scored and logged", registry=owner)
         self.internal = Counter(
-            "evergreen_internal_errors_total",
-            "Unexpected errors answered with a JSON 500",
-            ["endpoint"],
-            registry=self.registry,
+            "evergreen_internal_errors_total", "Unexpected errors answered with a JSON 500", ["endpoint"], registry=owner
         )
+        # Per version, the live workers serving it (livesum: a worker that ended counts no more): 1 with one
+        # worker; with several, all of them on one version, split between two while a reload is under way.
         self.model = Gauge(
-            "evergreen_model_info", "The model version being served (value 1)", ["version"], registry=self.registry
+            MODEL_INFO,
+            "The model version being served (value: the worker processes serving it)",
+            ["version"],
+            registry=owner,
+            multiprocess_mode="livesum",
         )
-        self.reloads = Counter("evergreen_model_reloads_total", "Production model swaps", registry=self.registry)
+        self.reloads = Counter("evergreen_model_reloads_total", "Production model swaps", registry=owner)
 
     def serving(self, version: str | None, previous: str | None) -> None:
-        if previous is not None:
+        if previous is not None and self.in_files:
+            self.model.labels(version=previous).set(0)  # stays in the worker's file, at 0 (WorkersCollector)
+        elif previous is not None:
             self.model.remove(previous)
         if version is not None:
             self.model.labels(version=version).set(1)
@@ -196,12 +249,12 @@ class ServiceMetrics:
 class Service:
     """State shared by the endpoints: the current model, the log, the metrics, the reload task."""
 
-    def __init__(self, settings: ServeParams, registry_root: str | Path):
+    def __init__(self, settings: ServeParams, registry_root: str | Path, metrics_dir: Path | None = None):
         self.settings = settings
         self.registry = open_registry(registry_root)  # a folder, or an object store (s3://) another host promotes to
         self.model: LoadedModel | None = None
         self.log: PredictionLog | None = None
-        self.metrics = ServiceMetrics()
+        self.metrics = ServiceMetrics(metrics_dir)
         self.refused: str | None = None  # why the production model is not served (its kind, a damaged file, ...)
         self.fallback = False  # serving an earlier production version because the production one cannot load
         self._pointer_seen: bytes | None = None
@@ -696,10 +749,13 @@ class ServiceApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: ServeParams, registry_root: str | Path, api_token: str | None = None) -> FastAPI:
+def create_app(
+    settings: ServeParams, registry_root: str | Path, api_token: str | None = None, metrics_dir: Path | None = None
+) -> FastAPI:
     """The FastAPI application for one registry and one prediction log; with ``api_token``, /predict,
-    /labels and /metrics need ``Authorization: Bearer <api_token>``."""
-    service = Service(settings, registry_root)
+    /labels and /metrics need ``Authorization: Bearer <api_token>``; with ``metrics_dir``, one worker of
+    several, its metrics kept in that directory and /metrics the sum of every worker's (``ServiceMetrics``)."""
+    service = Service(settings, registry_root, metrics_dir)
     bearer = HTTPBearer(auto_error=False)
 
     async def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:

@@ -46,6 +46,7 @@ from pipeline.params.data import (
     WindowSlicingParams,
 )
 from pipeline.params.lifecycle import (
+    AUTO_WORKERS_MAX,
     DATABASE_URL_ENV,
     DEFAULT_SPACES,
     TUNE_DATABASE_FILE,
@@ -61,6 +62,7 @@ from pipeline.params.lifecycle import (
     TuneParams,
     numeric_kind,
     prediction_log_url,
+    serve_workers,
     tune_storage_url,
 )
 from pipeline.params.models import (
@@ -374,6 +376,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
 __all__ = [
     "MISSING_TOKENS",
     "ARCHITECTURES",
+    "AUTO_WORKERS_MAX",
     "DATABASE_URL_ENV",
     "DEFAULT_PARAMS_FILE",
     "DEFAULT_SOURCE",
@@ -449,5 +452,6 @@ __all__ = [
     "numeric_kind",
     "parse_params",
     "prediction_log_url",
+    "serve_workers",
     "tune_storage_url",
 ]

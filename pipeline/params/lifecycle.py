@@ -92,13 +92,39 @@ class ServeParams(Section):
     body_timeout_seconds: float = Field(default=30.0, gt=0)  # and its body within this (408 after it)
     max_header_bytes: int = Field(default=16_384, ge=1024)  # request line + headers; more gets 431
     max_label_chars: int = Field(default=256, ge=1, le=256)  # /labels: longest label (the log's column holds 256)
-    workers: int = Field(default=1, ge=1)  # processes accepting on the port, all logging to the one prediction log
+    # Processes accepting on the port, all logging to the one prediction log: a number, or "auto" (serve_workers).
+    workers: int | Literal["auto"] = "auto"
 
     @field_validator("database_url")
     @classmethod
     def _no_password(cls, url: str) -> str:
         refuse_password(url, DATABASE_URL_ENV)
         return url
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(WORKERS_CHOICES)
+
+
+# "auto" serve.workers: one per CPU this process may use, at most this many. Each worker is a whole service
+# (its own Python and model session: 120 MB of its own with the tabular model) and every worker commits to
+# the one prediction log, which takes one commit at a time: past a few workers the log, not the CPUs, sets
+# the pace (docs/serving/service.md).
+AUTO_WORKERS_MAX = 4
+WORKERS_CHOICES = f"must be a whole number of processes from 1, or auto (one per usable CPU, at most {AUTO_WORKERS_MAX})"
+
+
+def serve_workers(workers: int | Literal["auto"], cpus: int | None = None) -> int:
+    """The number of service worker processes ``serve.workers`` asks for: itself, or for "auto" the CPUs this
+    process may use (``cpus``; by default its CPU affinity), at most ``AUTO_WORKERS_MAX``."""
+    if workers != "auto":
+        return workers
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, AUTO_WORKERS_MAX))
 
 
 DATABASE_URL_ENV = "EVERGREEN_DATABASE_URL"

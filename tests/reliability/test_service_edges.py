@@ -97,11 +97,16 @@ class LiveServer:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_for_line(self, pattern: str, timeout: float = 10.0) -> str:
+    def wait_for_line(self, pattern: str, timeout: float = 10.0, count: int = 1) -> str:
+        """The first line matching ``pattern``, once ``count`` lines match (one per worker, say)."""
         with self._new_line:
-            found = self._new_line.wait_for(lambda: [x for x in self.lines if re.search(pattern, x)], timeout)
-        assert found, f"no line matching {pattern!r} in:\n{self.output}"
+            self._new_line.wait_for(lambda: len(self._matching(pattern)) >= count, timeout)
+            found = self._matching(pattern)
+        assert len(found) >= count, f"fewer than {count} lines matching {pattern!r} in:\n{self.output}"
         return found[0]
+
+    def _matching(self, pattern: str) -> list[str]:
+        return [line for line in self.lines if re.search(pattern, line)]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -199,8 +204,9 @@ def test_a_repaired_production_model_is_served_without_a_restart(registry_copy, 
 @pytest.mark.slow
 def test_ready_is_503_while_log_commits_fail_and_200_once_one_succeeds(served_registry, some_records, tmp_path):
     """The fault is real: the server process's file-size limit drops to 0, so SQLite's writes fail
-    (EFBIG, as a full disk fails them with ENOSPC); lifting it lets the writer's probe commit again."""
-    server = LiveServer(tmp_path, served_registry)
+    (EFBIG, as a full disk fails them with ENOSPC); lifting it lets the writer's probe commit again. One
+    worker: the limit is set on the one process that serves (each of several finds out at its own commit)."""
+    server = LiveServer(tmp_path, served_registry, serve={"workers": 1})
     body, headers = json.dumps(some_records).encode(), {"content-type": "application/json"}
     try:
         status, scored = call("POST", f"{server.url}/predict", body, headers)

@@ -138,7 +138,8 @@ def replicas(served_workspace, postgres, tmp_path) -> Iterator[tuple[list[Replic
             with open(log_file, "wb") as out:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)]
-                    + ["--database-url", log_url, "--registry", str(registry)],
+                    # One worker each: a replica's /model then speaks for every answer it gives after it.
+                    + ["--database-url", log_url, "--registry", str(registry), "--workers", "1"],
                     cwd=served_workspace,
                     env=tool_env(),
                     stdout=out,

@@ -5,6 +5,7 @@ line naming the key."""
 from __future__ import annotations
 
 import copy
+import os
 import re
 
 import pytest
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from pipeline.core.errors import ParamsError
 from pipeline.params import (
     ARCHITECTURES,
+    AUTO_WORKERS_MAX,
     DEFAULT_SPACES,
     KINDS,
     ImageParams,
@@ -26,6 +28,7 @@ from pipeline.params import (
     load_params,
     parse_params,
     prediction_log_url,
+    serve_workers,
 )
 from tests.conftest import REPO
 
@@ -637,3 +640,37 @@ def test_prediction_log_url_prefers_the_environment(monkeypatch):
     assert prediction_log_url(serve) == "sqlite:///data/predictions.sqlite"
     monkeypatch.setenv("EVERGREEN_DATABASE_URL", "postgresql+psycopg://evergreen:secret@127.0.0.1/log")
     assert prediction_log_url(serve).startswith("postgresql+psycopg://")
+
+
+def test_serve_workers_defaults_to_auto_in_the_committed_params():
+    assert ServeParams().workers == "auto"
+    assert load_params(PARAMS_FILE).serve.workers == "auto"
+
+
+@pytest.mark.parametrize("workers", [1, 2, 8, "auto"])
+def test_serve_workers_takes_a_number_or_auto(workers):
+    raw = raw_params()
+    raw["serve"]["workers"] = workers
+
+    assert parse_params(raw).serve.workers == workers
+
+
+@pytest.mark.parametrize("workers", [0, -2, "many", "2", 2.0, True, None])
+def test_a_bad_serve_workers_is_refused_naming_the_key_and_the_choices(workers):
+    raw = raw_params()
+    raw["serve"]["workers"] = workers
+
+    message = parse_error(raw, "serve.workers")
+
+    assert repr(workers) in message and "auto" in message
+
+
+@pytest.mark.parametrize(
+    ("workers", "cpus", "count"), [(3, 64, 3), ("auto", 1, 1), ("auto", 2, 2), ("auto", 64, AUTO_WORKERS_MAX)]
+)
+def test_serve_workers_auto_is_the_usable_cpus_capped(workers, cpus, count):
+    assert serve_workers(workers, cpus=cpus) == count
+
+
+def test_serve_workers_auto_counts_this_process_cpus():
+    assert serve_workers("auto") == min(len(os.sched_getaffinity(0)), AUTO_WORKERS_MAX)
