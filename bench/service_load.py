@@ -2,8 +2,10 @@
 
 Every server gets the workspace's int8 model and the same record, one per request:
 
-  evergreen-Nw    python -m serving --workers N: the registry's production model, the record checked and
-                  committed to the prediction log (SQLite WAL, synchronous=FULL) before the answer
+  evergreen       python -m serving as shipped (serve.workers: auto, one worker per usable CPU, at most 4):
+                  the registry's production model, the record checked and committed to the prediction log
+                  (SQLite WAL, synchronous=FULL) before the answer
+  evergreen-Nw    the same with --workers N (--workers 1,2,default: each of them)
   floor           bench/peers/floor_app.py: FastAPI + onnxruntime, no log, no validation
   mlserver        MLServer 1.7.1 with a custom ONNX runtime (bench/peers/mlserver_onnx.py), as installed:
                   uvicorn's h11 parser, access log on
@@ -20,6 +22,8 @@ Last, every Evergreen request answered is checked against its log: rows >= answe
 ids looked up one by one.
 
     python bench/service_load.py > bench/service_load.out     (after `dvc repro`; needs wrk: apt-get install wrk)
+
+The committed output: --workers 1,default --only evergreen,floor,mlserver-tuned,bentoml.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from bench.common import OtherLoad  # noqa: E402
 from flows.stack import free_port  # noqa: E402
 from pipeline.lifecycle.registry import Registry  # noqa: E402
 from pipeline.onnxio.card import TabularCard  # noqa: E402
-from pipeline.params import TabularParams, load_params  # noqa: E402
+from pipeline.params import TabularParams, load_params, serve_workers  # noqa: E402
 from serving.predlog import make_engine, predictions  # noqa: E402
 
 PEERS = REPO / "bench" / "peers"  # the peers' code
@@ -219,18 +223,20 @@ def make_servers(
     registry: Path,
     model: Path,
     card_file: Path,
-    workers: list[int],
+    workers: list[int | None],
     only: set[str] | None,
 ) -> list[Server]:
     card = TabularCard.load(card_file)
     record = full_record(params)
     body = json.dumps([record])
     servers = []
-    for n in workers:
-        database = folder / f"log-{n}w.sqlite"
+    for n in workers:  # None: as shipped, serve.workers of params.yaml
+        name = "evergreen" if n is None else f"evergreen-{n}w"
+        database = folder / f"log-{name}.sqlite"
         command = [sys.executable, "-m", "serving", "--port", "{port}", "--registry", str(registry)]
         command += ["--database-url", f"sqlite:///{database}", "--sqlite-synchronous", "FULL", "--no-access-log"]
-        servers.append(Server(f"evergreen-{n}w", command + ["--workers", str(n)], "/predict", body, 0, database=database))
+        command += [] if n is None else ["--workers", str(n)]
+        servers.append(Server(name, command, "/predict", body, 0, database=database))
     floor = [sys.executable, str(PEERS / "floor_app.py"), str(model), str(card_file), "{port}"]
     servers.append(Server("floor", floor, "/predict", body, 0))
     if only is None or {"mlserver", "mlserver-tuned"} & only:
@@ -376,7 +382,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="per run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clients", default="16,64", help="connection counts, comma-separated")
-    parser.add_argument("--workers", default="1,2", help="Evergreen worker counts to run, comma-separated")
+    parser.add_argument(
+        "--workers",
+        default="default",
+        help="Evergreen worker counts to run, comma-separated; default: serve.workers as shipped (auto)",
+    )
     parser.add_argument("--only", help="servers to run, comma-separated (evergreen, floor, mlserver, mlserver-tuned, bentoml)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -389,7 +399,7 @@ def main() -> None:
     if not int8.exists():
         sys.exit(f"{int8} is missing: the benchmark serves the int8 model (export.int8 on, then dvc repro)")
     levels = [int(c) for c in args.clients.split(",")]
-    workers = [int(n) for n in args.workers.split(",")]
+    workers = [None if n == "default" else int(n) for n in args.workers.split(",")]
     only = set(args.only.split(",")) if args.only else None
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -439,6 +449,9 @@ def main() -> None:
         f"Evergreen's log: SQLite WAL, synchronous=FULL, every record committed before its answer"
     )
     print(f"onnxruntime {ORT} in every server; answers for the record: {', '.join(f'{k} {v!r}' for k, v in labels.items())}")
+    if None in workers:
+        shipped = params.serve.workers
+        print(f"evergreen: as shipped, serve.workers {shipped}: {serve_workers(shipped)} worker process(es) on this machine")
     print("\n".join(report(results, servers, levels)))
     print()
     print("\n".join(checks))
