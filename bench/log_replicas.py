@@ -43,7 +43,8 @@ def start_replicas(count: int, registry: Path, database_url: str) -> list[tuple[
     for _ in range(count):
         port = free_port()
         command = [sys.executable, "-m", "serving", "--port", str(port), "--database-url", database_url]
-        command += ["--registry", str(registry), "--no-access-log"]
+        # One worker per replica, as measured in bench/log_replicas.out: the replica is the unit compared here.
+        command += ["--registry", str(registry), "--no-access-log", "--workers", "1"]
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         replicas.append((process, port))
     for process, port in replicas:

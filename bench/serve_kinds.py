@@ -120,7 +120,8 @@ def serve(workspace: Path, card: ModelCard, folder: Path, requests: int) -> dict
     registry.promote(version.number, reason="benchmark")
     port = free_port()
     command = [sys.executable, "-m", "serving", "--port", str(port), "--registry", str(registry.root), "--no-access-log"]
-    command += ["--database-url", f"sqlite:///{folder / 'log.sqlite'}"]
+    # One worker, as measured in bench/serve_kinds.out (serve.workers now defaults to auto).
+    command += ["--database-url", f"sqlite:///{folder / 'log.sqlite'}", "--workers", "1"]
     server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
