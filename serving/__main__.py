@@ -65,9 +65,9 @@ def warn_if_exposed(host: str, token: str | None) -> None:
 
 def workers_option(value: str) -> int | str:
     """``--workers``: a whole number from 1, or auto; anything else is an error naming serve.workers."""
-    from pipeline.params.lifecycle import WORKERS_CHOICES
+    from pipeline.params.lifecycle import MAX_WORKERS, WORKERS_CHOICES
 
-    if value == "auto" or (value.isdigit() and int(value) >= 1):
+    if value == "auto" or (value.isdigit() and 1 <= int(value) <= MAX_WORKERS):
         return value if value == "auto" else int(value)
     raise argparse.ArgumentTypeError(f"{value!r}: serve.workers {WORKERS_CHOICES}")
 
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m serving") -> None
         from serving.app import keep_metrics_in
 
         keep_metrics_in(None)  # in memory, in this process
+        hangup_as_terminate()
         uvicorn.Server(server_config(settings, args.registry, api_token())).run()
     else:
         sys.exit(run_workers(settings, args.registry, api_token()))
@@ -172,8 +173,8 @@ def warn_if_metrics_env_set() -> None:
 def run_workers(settings: ServeParams, registry: str | Path, token: str | None) -> int:
     """Serve with ``settings.workers`` processes on one listening socket; the exit status of the first to end.
 
-    Forked after binding, before any thread or model exists here: each worker builds its own app. SIGTERM or
-    SIGINT to this process stops every worker (each finishes its requests and closes its log); a worker that
+    Forked after binding, before any model or metric exists here: each worker builds its own app. SIGTERM,
+    SIGINT or SIGHUP to this process stops every worker (each finishes its requests and closes its log); a worker that
     ends stops the others, so a supervisor sees the service stop rather than run on short of a worker.
     The workers' metrics live in a private directory made here before forking and removed once they ended
     (by the workers, should this process be killed outright)."""
@@ -202,11 +203,13 @@ def serve_forked(settings: ServeParams, registry: str | Path, token: str | None,
         if pid == 0:  # a worker: serve until told to stop, and never return into the parent's code
             ended = 1
             try:
-                stop_with_parent()
+                stop_with_parent(parent)
                 end_as_signalled(parent, metrics_dir)
                 keep_metrics_in(metrics_dir)
                 uvicorn.Server(server_config(settings, registry, token, metrics_dir)).run(sockets=[sock])
                 ended = 0
+            except SystemExit as exc:  # uvicorn's exit after a failed startup, which it has logged itself
+                ended = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
             finally:
@@ -225,8 +228,8 @@ def serve_forked(settings: ServeParams, registry: str | Path, token: str | None,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, forward)
     status: int | None = None
     while workers:
         pid, code = os.wait()
@@ -234,7 +237,7 @@ def serve_forked(settings: ServeParams, registry: str | Path, token: str | None,
         mark_process_dead(pid, str(metrics_dir))  # its model gauge goes; its counts stay in the totals
         ended = os.waitstatus_to_exitcode(code)
         # uvicorn ends a worker it stopped by raising the signal again, after its shutdown: not a failure.
-        ended = 0 if stopping and -ended in (signal.SIGTERM, signal.SIGINT) else ended
+        ended = 0 if stopping and -ended in STOP_SIGNALS else ended
         if status is None:
             status = ended
             if workers and not stopping:
@@ -244,9 +247,19 @@ def serve_forked(settings: ServeParams, registry: str | Path, token: str | None,
     return abs(status or 0)
 
 
+# The signals that stop the service: SIGHUP too, which a closed terminal or a dropped ssh session sends the
+# whole process group (its default would kill every worker at once, before any closes its log).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def hangup_as_terminate() -> None:
+    """SIGHUP stops this process as SIGTERM does (uvicorn handles only SIGTERM and SIGINT)."""
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: os.kill(os.getpid(), signal.SIGTERM))
+
+
 def end_as_signalled(parent: int, metrics_dir: Path) -> None:
     """A worker's SIGTERM and SIGINT, once uvicorn has shut down and raised them again: the process ends as
-    the signal ends it (the status the parent expects), after ``orphan_cleanup``."""
+    the signal ends it (the status the parent expects), after ``orphan_cleanup``. SIGHUP: ``hangup_as_terminate``."""
 
     def end(signum: int, _frame: object) -> None:
         orphan_cleanup(parent, metrics_dir)
@@ -255,6 +268,7 @@ def end_as_signalled(parent: int, metrics_dir: Path) -> None:
 
     signal.signal(signal.SIGTERM, end)
     signal.signal(signal.SIGINT, end)
+    hangup_as_terminate()
 
 
 def orphan_cleanup(parent: int, metrics_dir: Path) -> None:
@@ -264,14 +278,17 @@ def orphan_cleanup(parent: int, metrics_dir: Path) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def stop_with_parent() -> None:
-    """Have the kernel send this worker SIGTERM should the parent die (Linux; elsewhere a no-op)."""
+def stop_with_parent(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM should the parent die (Linux; elsewhere a no-op). A parent
+    that died between the fork and this call sent nothing: such a worker ends at once."""
     if sys.platform != "linux":
         return
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        raise SystemExit(0)
 
 
 if __name__ == "__main__":

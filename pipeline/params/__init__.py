@@ -64,6 +64,7 @@ from pipeline.params.lifecycle import (
     prediction_log_url,
     serve_workers,
     tune_storage_url,
+    usable_cpus,
 )
 from pipeline.params.models import (
     ARCHITECTURES,
@@ -454,4 +455,5 @@ __all__ = [
     "prediction_log_url",
     "serve_workers",
     "tune_storage_url",
+    "usable_cpus",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -104,7 +105,7 @@ class ServeParams(Section):
     @field_validator("workers", mode="before")
     @classmethod
     def _workers(cls, value: Any) -> Any:
-        if value == "auto" or (type(value) is int and value >= 1):
+        if value == "auto" or (type(value) is int and 1 <= value <= MAX_WORKERS):
             return value
         raise ValueError(WORKERS_CHOICES)
 
@@ -114,17 +115,34 @@ class ServeParams(Section):
 # the one prediction log, which takes one commit at a time: past a few workers the log, not the CPUs, sets
 # the pace (docs/serving/service.md).
 AUTO_WORKERS_MAX = 4
-WORKERS_CHOICES = f"must be a whole number of processes from 1, or auto (one per usable CPU, at most {AUTO_WORKERS_MAX})"
+MAX_WORKERS = 64  # a typo such as 10000 would fork until the system refuses
+WORKERS_CHOICES = (
+    f"must be a whole number of processes from 1 to {MAX_WORKERS}, or auto (one per usable CPU, at most {AUTO_WORKERS_MAX})"
+)
 
 
 def serve_workers(workers: int | Literal["auto"], cpus: int | None = None) -> int:
     """The number of service worker processes ``serve.workers`` asks for: itself, or for "auto" the CPUs this
-    process may use (``cpus``; by default its CPU affinity), at most ``AUTO_WORKERS_MAX``."""
+    process may use (``cpus``; by default ``usable_cpus``), at most ``AUTO_WORKERS_MAX``."""
     if workers != "auto":
         return workers
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cpus, AUTO_WORKERS_MAX))
+    return max(1, min(usable_cpus() if cpus is None else cpus, AUTO_WORKERS_MAX))
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may use: its CPU affinity, lowered to a cgroup v2 CPU quota rounded up (a
+    container limited to 1.5 CPUs on a 64-core host gets 2, not 64). No quota file, or "max": no quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, _, period = cpu_max.read_text().partition(" ")
+        if quota.strip() != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 here, or a file of another shape: the affinity stands
+        pass
+    return cpus
 
 
 DATABASE_URL_ENV = "EVERGREEN_DATABASE_URL"

@@ -154,13 +154,15 @@ def test_workers_of_a_killed_service_remove_its_metrics_directory(served_workspa
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_every_worker_cleanly(served_workspace, tmp_path):
-    """Ctrl-C in a terminal signals the whole process group at once: each worker has its SIGINT before the
-    parent can pass the stop on (as SIGTERM: a second SIGINT would make uvicorn skip the app's shutdown)."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hang-up"])
+def test_ctrl_c_or_a_hang_up_stops_every_worker_cleanly(served_workspace, tmp_path, signum):
+    """Ctrl-C in a terminal, or closing it (SIGHUP), signals the whole process group at once: each worker has
+    the signal before the parent can pass the stop on (as SIGTERM: a second SIGINT would make uvicorn skip the
+    app's shutdown; SIGHUP would kill a worker before it closed its log)."""
     server, tmp, _ = serve(tmp_path, served_workspace, workers=2)
     pids = [int(pid) for pid in server.wait_for_line(r"serving with 2 worker processes: ").split(": ")[-1].split(", ")]
     for pid in [*pids, server.process.pid]:
-        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signum)
     assert server.process.wait(timeout=60) == 0, server.output
     server.wait_for_line("Application shutdown complete", count=2)  # each worker closed its log
     assert "failed" not in server.output and "Traceback" not in server.output
@@ -223,7 +225,7 @@ def test_the_workers_option_takes_a_number_or_auto(given, taken):
     assert workers_option(given) == taken
 
 
-@pytest.mark.parametrize("given", ["0", "-1", "two", "1.5", ""])
+@pytest.mark.parametrize("given", ["0", "-1", "65", "two", "1.5", ""])
 def test_a_bad_workers_option_names_serve_workers(given):
     with pytest.raises(argparse.ArgumentTypeError) as info:
         workers_option(given)

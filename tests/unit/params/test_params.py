@@ -29,6 +29,7 @@ from pipeline.params import (
     parse_params,
     prediction_log_url,
     serve_workers,
+    usable_cpus,
 )
 from tests.conftest import REPO
 
@@ -655,7 +656,7 @@ def test_serve_workers_takes_a_number_or_auto(workers):
     assert parse_params(raw).serve.workers == workers
 
 
-@pytest.mark.parametrize("workers", [0, -2, "many", "2", 2.0, True, None])
+@pytest.mark.parametrize("workers", [0, -2, 65, "many", "2", 2.0, True, None])
 def test_a_bad_serve_workers_is_refused_naming_the_key_and_the_choices(workers):
     raw = raw_params()
     raw["serve"]["workers"] = workers
@@ -673,4 +674,15 @@ def test_serve_workers_auto_is_the_usable_cpus_capped(workers, cpus, count):
 
 
 def test_serve_workers_auto_counts_this_process_cpus():
-    assert serve_workers("auto") == min(len(os.sched_getaffinity(0)), AUTO_WORKERS_MAX)
+    assert serve_workers("auto") == min(usable_cpus(), AUTO_WORKERS_MAX)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cpus"), [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1), ("garbled", None)]
+)
+def test_usable_cpus_honours_a_cgroup_cpu_quota(tmp_path, cpu_max, cpus):
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text(cpu_max)
+
+    assert usable_cpus(tmp_path / "cpu.max") == min(affinity, cpus or affinity)
+    assert usable_cpus(tmp_path / "absent") == affinity
