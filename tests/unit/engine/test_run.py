@@ -1,6 +1,8 @@
 """The engine's whole run, through the train stage: prepare -> train -> save."""
 
+import ctypes
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +10,14 @@ import pandas as pd
 import torch
 
 from pipeline.core.io import SCHEMA_FILE, split_file, write_json, write_table
-from pipeline.engine import keeps_encoder
+from pipeline.engine import configure_torch, fit, keeps_encoder
+from pipeline.engine.run import keep_freed_memory
 from pipeline.kinds.tabular.encoder import load_preprocessor
 from pipeline.kinds.tabular.evaluate import predict_proba
 from pipeline.models import load_model
 from pipeline.stages import train as train_stage
 from tests.conftest import make_params, make_table
+from tests.unit.engine.conftest import config_for, quick
 
 
 def _write_splits(paths, frames, schema):
@@ -90,3 +94,24 @@ def test_the_stage_fine_tunes_the_model_in_init_model_keeping_its_encoder(tmp_pa
     encoder = json.loads(Path(first.paths.preprocessor).read_text())
     assert keeps_encoder(encoder["classes"], list(encoder["classes"]), None, None)
     assert not keeps_encoder(encoder["classes"], [*encoder["classes"], "new class"], None, None)  # new classes: fit afresh
+
+
+def test_configure_torch_keeps_deterministic_kernels_without_the_nan_fill_and_keeps_freed_memory(monkeypatch, data):
+    """The train stage's process settings: deterministic kernels, no NaN fill of new tensors, glibc keeping
+    freed memory; none changes a result: an MLP trains to the same bits with PyTorch's defaults."""
+    pre, train, val = data
+    cfg = quick(epochs=2)
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)  # PyTorch's default, restored after
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        before, _, _ = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+        configure_torch(cfg)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.utils.deterministic.fill_uninitialized_memory
+        after, _, _ = fit(train, val, config_for(pre, cfg), cfg, seed=0, task="classification")
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    assert all(torch.equal(value, after.state_dict()[key]) for key, value in before.state_dict().items())
+    glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+    assert keep_freed_memory() is glibc
