@@ -16,15 +16,37 @@ dropout and the block is plain attention.
 Under bf16 autocast the projections and the feed-forward run in bf16 (AMX tiles on this CPU) but
 the flash kernel gets fp32 inputs: at head sizes 8-16 it is 2-8x slower in bf16 than in fp32 here.
 
-Short sequences (the FT-Transformer's feature tokens: L = 15 on GSS) spend most of the flash
-kernel's time on per-(sample, head) overhead: [512, 8, 15, 8] costs 40-55 ms forward + backward,
-three quarters of the training step under bf16. ``compile_attention`` switches such blocks to a
-``torch.compile``d math attention (QK^T, fp32 softmax, PV in the input's dtype), one fused C++
-kernel: 11-15 ms. Only in training; eval and the exported graph keep
-``F.scaled_dot_product_attention``.
+``compile_attention`` (``train.compile: attention``) switches the training attention to the faster
+kernel for the batch, measured forward + backward from the QKV projection's bf16 output on this CPU
+(1 thread, ms, the range of 2-3 runs with other jobs on the machine; scores = the [N, H, L, L] bf16
+probabilities one layer keeps for its backward):
+
+    shape [N, H, L, d/H]   scores   flash (fp32 inputs)   compiled math   batched bf16
+    [512, 8, 15, 8]        1.8 MB          45                 13-14           22-26     FT-Transformer, GSS
+    [256, 4, 32, 16]         2 MB         13-20               10-17            8-12
+    [256, 4, 64, 16]         8 MB         42-46                44             31-34
+    [256, 4, 96, 16]        18 MB         62-75               81-111          43-63     sequence Transformer
+    [128, 4, 192, 16]       36 MB         92-130             211-307          64-83
+    [64, 4, 384, 16]        72 MB        169-189             456-539         128-151
+    [32, 4, 768, 16]       144 MB        368-432             767-913         250-273
+
+- up to ``COMPILED_MAX_LENGTH`` tokens (the FT-Transformer's feature tokens) most of the flash
+  kernel's time is per-(sample, head) overhead: ``compiled_attention``, a ``torch.compile``d math
+  attention (QK^T, fp32 softmax, PV in the input's dtype), one fused C++ kernel;
+- longer sequences under bf16 autocast, while one layer's probabilities fit in
+  ``BATCHED_MAX_SCORES``: ``BatchedAttention``, batched bf16 matrix products (oneDNN, AVX512-BF16)
+  around PyTorch's softmax in cache-sized chunks, with a backward of its own that reuses the saved
+  probabilities instead of recomputing them (the profile of the sequence Transformer's bf16 step
+  had the flash kernel's forward at 10% and its fp32 backward at 24%); the compiled math attention
+  loses there because inductor writes the fp32 exponentials to memory and reads them back;
+- beyond that memory, in fp32, and on GPUs, the flash kernel (its memory is linear in L).
+
+Only in training; eval and the exported graph keep ``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +55,8 @@ from torch import nn
 from pipeline.models.dropout import Dropout, dropkey_mask
 
 COMPILED_MAX_LENGTH = 32  # sequences up to this long use the compiled attention when switched on
+BATCHED_MAX_SCORES = 128 << 20  # longer ones in bf16 the batched attention while one layer's probabilities fit
+CHUNK_SCORES = 2 << 20  # the batched attention's scores per chunk of (sample, head) pairs, in bytes
 
 
 def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -54,9 +78,92 @@ def compiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     return _compiled_attention(q, k, v, mask)
 
 
+class BatchedAttention(torch.autograd.Function):
+    """Multi-head attention from the QKV projection's output as batched matrix products in its dtype:
+    qkv [N, L, 3d] (Q, K and V, each [N, L, heads, d/H]), an additive mask [N * heads, 1 or L, L] in
+    qkv's dtype or None -> [N, L, d] (the heads side by side, as ``out_proj`` reads them).
+
+    The softmax runs in fp32 inside PyTorch's kernel and is stored in qkv's dtype. The backward
+    reuses the saved probabilities P: dV = P^T dO, dS = P * (dO V^T - rowsum(dO * O)) (FlashAttention's
+    identity: rowsum(P * dP) = rowsum(dO * O)), dQ = dS K, dK = dS^T Q, laid out as d(qkv) in one
+    copy, so no unbind, stack or permute is left for autograd. The (sample, head) pairs go
+    through in chunks of about ``CHUNK_SCORES`` bytes of scores, so each chunk's [L, L] scores, mask,
+    softmax and gradient stay in the core's cache between the products (10-15% faster than whole)."""
+
+    @staticmethod
+    def forward(ctx: Any, qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+        n, length, width = qkv.shape
+        d = width // 3
+        size, batch = d // heads, n * heads
+        scale = size**-0.5
+        chunk = max(1, CHUNK_SCORES // (length * length * qkv.element_size()))
+        parts = qkv.view(n, length, 3, heads, size)
+        q = torch.empty(n, heads, length, size, dtype=qkv.dtype, device=qkv.device)
+        torch.mul(parts[:, :, 0].transpose(1, 2), scale, out=q)  # the scale folded into Q's copy
+        q = q.view(batch, length, size)
+        k_t = parts[:, :, 1].permute(0, 2, 3, 1).contiguous().view(batch, size, length)  # K^T [NH, d/H, L]
+        v = parts[:, :, 2].transpose(1, 2).contiguous().view(batch, length, size)
+        o = torch.empty_like(v)
+        scores = qkv.new_empty(min(chunk, batch), length, length)  # one chunk's, reused
+        probabilities = []  # [chunk, L, L] each, kept for the backward
+        for i in range(0, batch, chunk):
+            j = min(i + chunk, batch)
+            s = torch.bmm(q[i:j], k_t[i:j], out=scores[: j - i])
+            if mask is not None:
+                s.add_(mask[i:j])
+            p = torch.softmax(s, -1)  # fp32 inside the kernel, stored in qkv's dtype
+            torch.bmm(p, v[i:j], out=o[i:j])
+            probabilities.append(p)
+        ctx.save_for_backward(q, k_t, v, o, *probabilities)
+        ctx.heads, ctx.scale, ctx.chunk = heads, scale, chunk
+        return o.view(n, heads, length, size).transpose(1, 2).reshape(n, length, d)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        q, k_t, v, o, *probabilities = ctx.saved_tensors
+        heads, scale, chunk = ctx.heads, ctx.scale, ctx.chunk
+        n, length, d = grad.shape
+        size, batch = d // heads, n * heads
+        g = grad.view(n, length, heads, size).transpose(1, 2).contiguous().view(batch, length, size)  # dO
+        grads = q.new_empty(3, batch, length, size)  # dQ, dK, dV, each [NH, L, d/H]
+        ds = q.new_empty(min(chunk, batch), length, length)  # one chunk's dS, reused
+        for p, i in zip(probabilities, range(0, batch, chunk), strict=True):
+            j = min(i + chunk, batch)
+            delta = (g[i:j] * o[i:j]).sum(-1, keepdim=True)  # rowsum(dO * O) [c, L, 1], summed in fp32
+            s = torch.bmm(g[i:j], v[i:j].transpose(1, 2), out=ds[: j - i]).sub_(delta).mul_(p)  # dS [c, L, L]
+            torch.bmm(s, k_t[i:j].transpose(1, 2), out=grads[0, i:j])  # d(scaled Q)
+            torch.bmm(s.transpose(1, 2), q[i:j], out=grads[1, i:j])
+            torch.bmm(p.transpose(1, 2), g[i:j], out=grads[2, i:j])
+        grads[0].mul_(scale)
+        # [3, N, H, L, d/H] -> [N, L, 3, H, d/H]: the layout of d(qkv), one copy
+        return grads.view(3, n, heads, length, size).permute(1, 3, 0, 2, 4).reshape(n, length, 3 * d), None, None
+
+
+def batched_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+    """``BatchedAttention`` for qkv [N, L, 3d] and an additive mask broadcastable to [N, heads, L, L] -> [N, L, d]."""
+    n, length, _ = qkv.shape
+    if mask is not None:  # [N, H, 1 or L, L] -> [NH, 1 or L, L], in qkv's dtype (-1e4 and -inf survive bf16)
+        mask = mask.to(qkv.dtype).expand(n, heads, mask.shape[-2], length).reshape(n * heads, -1, length)
+    with torch.autocast(qkv.device.type, enabled=False):  # every product in qkv's dtype, whatever autocast says
+        return BatchedAttention.apply(qkv, mask, heads)
+
+
+def training_kernel(n: int, heads: int, length: int, dtype: torch.dtype, device: torch.device) -> str:
+    """The switched-on training attention for a batch: ``compiled``, ``batched`` or ``flash`` (see the module;
+    the batched kernel was measured on a CPU, in bf16: on a GPU and in fp32 the flash kernel stays)."""
+    if length <= COMPILED_MAX_LENGTH:
+        return "compiled"
+    probabilities = n * heads * length * length * torch.finfo(dtype).bits // 8  # bytes one layer keeps
+    low_precision = dtype in (torch.bfloat16, torch.float16)
+    if device.type == "cpu" and low_precision and probabilities <= BATCHED_MAX_SCORES:
+        return "batched"
+    return "flash"
+
+
 def compile_attention(model: nn.Module) -> int:
-    """Let the model's attention blocks use ``compiled_attention`` in training on sequences up to
-    ``COMPILED_MAX_LENGTH`` long; returns how many blocks were switched."""
+    """Let the model's attention blocks train on the faster kernels (``training_kernel``: the compiled
+    attention up to ``COMPILED_MAX_LENGTH`` tokens, the batched one for longer sequences in bf16 while
+    their probabilities fit in ``BATCHED_MAX_SCORES``); returns how many blocks were switched."""
     blocks = [m for m in model.modules() if isinstance(m, SelfAttention)]
     for block in blocks:
         block.compiled = True
@@ -74,7 +181,7 @@ class SelfAttention(nn.Module):
         if d % heads:
             raise ValueError(f"the width ({d}) must be a multiple of the heads ({heads})")
         self.heads, self.dropout = heads, dropout
-        self.compiled = False  # see compile_attention
+        self.compiled = False  # the faster training kernels (see compile_attention)
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * d))
         self.out_proj = nn.Linear(d, d)
@@ -92,7 +199,12 @@ class SelfAttention(nn.Module):
         if self.training and self.dropout > 0:
             drop = dropkey_mask((n, self.heads, 1, length), self.dropout, torch.float32, x.device)  # [N, H, 1, L]
             mask = drop if mask is None else mask + drop
-        if self.compiled and self.training and length <= COMPILED_MAX_LENGTH and not torch.compiler.is_compiling():
+        kernel = "flash"
+        if self.compiled and self.training and not torch.compiler.is_compiling():
+            kernel = training_kernel(n, self.heads, length, qkv.dtype, x.device)
+        if kernel == "batched":
+            return self.out_proj(batched_attention(qkv, mask, self.heads))  # [N, L, d] -> [N, L, d]
+        if kernel == "compiled":
             h = compiled_attention(q, k, v, mask)  # [N, H, L, d/H]
         elif q.dtype != torch.float32:  # bf16 autocast: the flash kernel in fp32 (see the module)
             with torch.autocast(x.device.type, enabled=False):

@@ -76,8 +76,10 @@ class TrainParams(Section):
     grad_accum_steps: int = Field(default=1, ge=1)  # effective batch = batch_size x grad_accum_steps
     regression_loss: Literal["mse", "mae", "huber"] = "mse"
     # true: torch.compile the whole network for training (see bench/train_throughput.py for when it pays);
-    # attention: only the attention of short sequences (<= 32 tokens, the FT-Transformer's features);
-    # auto: attention for networks with attention on the CPU, else nothing (pipeline.engine.training.resolve_compile)
+    # attention: the training attention on faster CPU kernels: compiled for short sequences (<= 32 tokens,
+    # the FT-Transformer's features), batched bf16 products for longer ones while a layer's probabilities fit
+    # in 128 MiB (the sequence Transformer's windows; see pipeline.models.blocks); auto: attention for networks
+    # with attention on the CPU, else nothing (pipeline.engine.training.resolve_compile)
     compile: bool | Literal["attention", "auto"] = False
     ddp: DDPParams = DDPParams()
     warm_start: WarmStartParams = WarmStartParams()

@@ -189,3 +189,27 @@ def test_the_compiled_attention_trains_the_ft_transformer_as_the_flash_kernel_do
         histories.append([e["train_loss"] for e in history.epochs])
     assert all(getattr(m, "compiled", True) for m in net.modules() if type(m).__name__ == "SelfAttention")
     np.testing.assert_allclose(histories[1], histories[0], rtol=1e-4)
+
+
+def test_the_batched_attention_trains_the_sequence_transformer_as_the_flash_kernel_does_and_repeats_itself(monkeypatch):
+    """train.compile: attention on windows longer than COMPILED_MAX_LENGTH under bf16: the batched attention,
+    epoch by epoch the flash kernel's losses up to bf16 rounding; a seed gives the same model bit for bit."""
+    from pipeline.models import SeqTransformerConfig, blocks
+
+    calls, batched = [], blocks.batched_attention
+    monkeypatch.setattr(blocks, "batched_attention", lambda *args: calls.append(1) or batched(*args))
+    length = blocks.COMPILED_MAX_LENGTH + 8
+    x = torch.randn(320, length, 2, generator=torch.Generator().manual_seed(0))
+    y = x[:, -4:, 0].mean(1, keepdim=True)  # a learnable target: the mean of the last steps
+    train, val = Tensors((x[:256],), y[:256]), Tensors((x[256:],), y[256:])
+    config = SeqTransformerConfig(input_size=2, n_outputs=1, lookback=length, d_model=16, heads=2)
+    model = {"architecture": "seq_transformer", "d_model": 16, "heads": 2}
+    runs = []
+    for compile in (False, "attention", "attention"):
+        cfg = quick(model=model, precision="bf16", compile=compile, lr=0.003, epochs=2, early_stopping={"metric": "val_mae"})
+        net, _, history = fit(train, val, config, cfg, seed=0, task="regression")
+        runs.append(([e["train_loss"] for e in history.epochs], net.state_dict(), len(calls)))
+    assert runs[0][2] == 0 and runs[1][2] == runs[2][2] - runs[1][2] > 0  # the flash kernel, then the batched one
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=0.03)
+    assert runs[2][0] == runs[1][0]
+    assert all(torch.equal(value, runs[2][1][key]) for key, value in runs[1][1].items())

@@ -1,5 +1,6 @@
 """Attention through scaled_dot_product_attention: the same function and the same parameters as
-nn.MultiheadAttention (old checkpoints load), DropKey in training, and bf16 autocast."""
+nn.MultiheadAttention (old checkpoints load), DropKey in training, bf16 autocast, and the faster
+training kernels of compile_attention (the compiled and the batched attention) against it."""
 
 import pytest
 import torch
@@ -9,9 +10,19 @@ from pipeline.models import (
     FTTransformerConfig,
     SeqTransformerConfig,
     TextTransformerConfig,
+    blocks,
     build_model,
 )
-from pipeline.models.blocks import SelfAttention, TransformerBlock, compile_attention
+from pipeline.models.blocks import (
+    BATCHED_MAX_SCORES,
+    COMPILED_MAX_LENGTH,
+    SelfAttention,
+    TransformerBlock,
+    batched_attention,
+    compile_attention,
+    training_kernel,
+)
+from pipeline.onnxio.build import torch_graph
 
 
 def test_a_seed_gives_nn_multiheadattention_s_initial_weights_under_the_same_names():
@@ -124,3 +135,103 @@ def test_under_bf16_autocast_the_attention_itself_runs_in_fp32(monkeypatch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attention(torch.randn(4, 5, 16))
     assert seen == [torch.float32] and out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("mask", ["none", "dropkey", "padding"])
+def test_the_batched_attention_and_its_backward_compute_the_attention_s_formula(mask, chunked, monkeypatch):
+    """In float64 the batched attention and its own backward are autograd through softmax(QK^T/sqrt(d) + mask) V
+    to rounding, with each kind of mask (SDPA's CPU kernels round at ~1e-7 even in float64), whole or in
+    chunks of (sample, head) pairs (here 4 + 2)."""
+    torch.manual_seed(0)
+    n, heads, length, size = 3, 2, 9, 4
+    if chunked:
+        monkeypatch.setattr(blocks, "CHUNK_SCORES", 4 * length * length * 8)
+    qkv = torch.randn(n, length, 3 * heads * size, dtype=torch.float64)
+    additive = {
+        "none": None,
+        "dropkey": (torch.rand(n, heads, 1, length) < 0.3).double() * -1e4,  # dropkey_mask's values
+        "padding": torch.zeros(n, 1, 1, length, dtype=torch.float64).index_fill_(-1, torch.tensor([7, 8]), float("-inf")),
+    }[mask]
+    weights = torch.randn(n, length, heads * size, dtype=torch.float64)  # a loss that weighs every output differently
+
+    reference = qkv.clone().requires_grad_()
+    q, k, v = reference.view(n, length, 3, heads, size).permute(2, 0, 3, 1, 4).unbind(0)
+    scores = q @ k.transpose(-2, -1) / size**0.5 + (0 if additive is None else additive)
+    expected = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(n, length, heads * size)
+    (expected * weights).sum().backward()
+    batched = qkv.clone().requires_grad_()
+    got = batched_attention(batched, additive, heads)
+    (got * weights).sum().backward()
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(batched.grad, reference.grad, atol=1e-12, rtol=1e-10)
+
+
+def test_the_training_kernel_is_chosen_by_length_precision_device_and_memory():
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    assert training_kernel(512, 8, 15, bf16, cpu) == "compiled"  # the FT-Transformer's feature tokens
+    assert training_kernel(512, 8, COMPILED_MAX_LENGTH, torch.float32, cpu) == "compiled"
+    assert training_kernel(256, 4, 96, bf16, cpu) == "batched"  # the sequence Transformer on elecdemand
+    assert training_kernel(32, 4, 768, bf16, cpu) == "flash"  # 144 MiB of probabilities
+    assert training_kernel(16, 4, 768, bf16, cpu) == "batched"  # 72 MiB
+    assert training_kernel(256, 4, 96, torch.float32, cpu) == "flash"  # bf16 products only
+    assert training_kernel(256, 4, 96, bf16, torch.device("cuda")) == "flash"  # measured on a CPU only
+    rows = BATCHED_MAX_SCORES // (4 * 96 * 96 * 2)  # one layer's bf16 probabilities at the cap
+    assert training_kernel(rows, 4, 96, bf16, cpu) == "batched"
+    assert training_kernel(rows + 1, 4, 96, bf16, cpu) == "flash"  # their memory grows as L^2
+
+
+def _train_step(block, x, seed):
+    """One bf16 forward + backward of ``block`` with the global generator at ``seed`` (the dropout masks)."""
+    torch.manual_seed(seed)
+    xi = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(xi)
+    out.float().square().sum().backward()
+    grads = {name: p.grad.clone() for name, p in block.named_parameters()}
+    block.zero_grad(set_to_none=True)
+    return out.float(), xi.grad, grads
+
+
+def test_the_batched_attention_trains_like_the_flash_kernel_under_bf16_and_deterministically():
+    """Past COMPILED_MAX_LENGTH, in bf16, the switched-on block draws the same DropKey and dropout masks and gives
+    the flash kernel's outputs and gradients up to bf16 rounding; a seed gives them bit for bit; eval is SDPA."""
+    torch.manual_seed(0)
+    dropout = dict(attention_dropout=0.1, ffn_dropout=0.1, residual_dropout=0.1)
+    flash = TransformerBlock(32, 4, 2.0, **dropout).train()
+    batched = TransformerBlock(32, 4, 2.0, **dropout).train()
+    batched.load_state_dict(flash.state_dict())
+    assert compile_attention(batched) == 1
+    x = torch.randn(8, 40, 32)
+    assert training_kernel(8, 4, 40, torch.bfloat16, x.device) == "batched"
+
+    out_f, dx_f, grads_f = _train_step(flash, x, seed=1)
+    out_b, dx_b, grads_b = _train_step(batched, x, seed=1)
+    torch.testing.assert_close(out_b, out_f, atol=0.03, rtol=0.02)
+    assert (dx_b - dx_f).norm() < 0.02 * dx_f.norm()
+    for name, grad in grads_f.items():
+        assert (grads_b[name] - grad).norm() < 0.03 * grad.norm() + 1e-6, name
+
+    again = _train_step(batched, x, seed=1)
+    assert torch.equal(again[0], out_b) and torch.equal(again[1], dx_b)
+    assert all(torch.equal(again[2][name], grad) for name, grad in grads_b.items())
+
+    batched.eval()
+    flash.eval()
+    assert torch.equal(batched(x), flash(x))
+
+
+def test_the_switched_on_kernels_leave_the_exported_graph_as_it_was():
+    """compile_attention changes training only: a sequence Transformer that trained a step on the batched
+    attention exports the same ONNX graph as the same weights without the switch."""
+    config = SeqTransformerConfig(input_size=2, n_outputs=1, lookback=40, d_model=16, heads=2)
+    torch.manual_seed(0)
+    plain = build_model(config)
+    switched = build_model(config)
+    switched.load_state_dict(plain.state_dict())
+    compile_attention(switched)
+    x = torch.randn(4, 40, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        switched.train()(x).float().sum().backward()  # through the batched attention
+    graphs = [torch_graph(model, (x,), ["x"], ["y"], opset=17).graph for model in (plain, switched)]
+    assert graphs[0].SerializeToString() == graphs[1].SerializeToString()
