@@ -4,10 +4,14 @@ What changed (pipeline/models): attention through ``F.scaled_dot_product_attenti
 projection, nn.MultiheadAttention's parameter names) with DropKey as attention dropout, so training
 stays on the CPU flash kernel; dropout masks from 16-bit draws (four per 64-bit random number)
 instead of ``bernoulli_``; under bf16 autocast the projections and feed-forward in bf16, the flash
-kernel in fp32 (it is several times slower in bf16 here); in training, the attention of short
-sequences (the FT-Transformer's 15 feature tokens) as one ``torch.compile``d math kernel
-(``train.compile: attention``; ``train.precision: auto`` and ``train.compile: auto`` pick bf16 and the
-compiled attention for the Transformers on this CPU). Families:
+kernel in fp32 (it is several times slower in bf16 here); in training (``train.compile: attention``;
+``train.precision: auto`` and ``train.compile: auto`` pick bf16 and it for the Transformers on this
+CPU), the attention of short sequences (the FT-Transformer's 15 feature tokens) as one
+``torch.compile``d math kernel and of longer ones (the sequence Transformer's 96 steps) as chunked
+batched bf16 matrix products with a backward of their own (``pipeline.models.blocks``); and the
+train stage's process settings (``pipeline.engine.configure_torch``): no NaN fill of new tensors
+under deterministic algorithms, and glibc keeping freed memory for the next step instead of
+mapping fresh pages. Families:
 
 - FT-Transformer (``train.model`` defaults for ``ft_transformer``) on the GSS training split, as the
   pipeline encodes it (needs ``dvc repro``'s data/ and models/preprocessor.json);
@@ -18,14 +22,17 @@ compiled attention for the Transformers on this CPU). Families:
 
 Before = the models and engine of commit ``--before`` (the commit preceding this work), checked out
 in a temporary ``git worktree``; after = this checkout. Each contender is a worker process importing
-``pipeline`` from its own tree and training with the engine's own ``setup``, ``train_epoch`` and
+``pipeline`` from its own tree, configured by its tree's ``configure_torch`` (``fill+mmap``: the
+after tree's code under the before tree's process settings, to tell the kernels' share from the
+allocator's and the fill's) and training with the engine's own ``setup``, ``train_epoch`` and
 ``validate`` on the same encoded tensors (saved by this process), the same params and seed. The
 parent hands out epochs round-robin (one worker computes at a time), so every contender sees the
 same load on the shared machine: compare ratios. Per contender: seconds per training epoch (median
-over epochs; validation timed apart; the first epoch's apart too: it includes the compilation), the validation metric after ``--epochs`` epochs (the cosine
-schedule spans exactly those epochs), and the training step's achieved FLOP/s (FlopCounterMode over
-one forward + backward, attention counted through SDPA's math backend) against the fp32 or bf16
-matmul peak measured here with the same thread count.
+over epochs; validation timed apart; the first epoch's apart too: it includes the compilation),
+the validation metric after ``--epochs`` epochs (the cosine schedule spans exactly those epochs),
+and the training step's achieved FLOP/s (FlopCounterMode over one forward + backward, attention
+counted through SDPA's math backend) against the fp32 or bf16 matmul peak measured here with the
+same thread count.
 
     python bench/transformer_speed.py > bench/transformer_speed.out
     python bench/transformer_speed.py --epochs 3 --seq-rows 6000 --families ft seq
@@ -61,15 +68,18 @@ def worker(args: argparse.Namespace) -> None:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pipeline.engine import Distributed, Tensors, TrainState, training
+    from pipeline.engine import Distributed, Tensors, TrainState, configure_torch, training
     from pipeline.models import config_from_dict
     from pipeline.params import TrainParams
 
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)  # as the train stage (pipeline.engine.configure_torch)
     saved = torch.load(args.data, weights_only=True)
     compile_mode = {"none": False, "attention": "attention"}[args.compile]
     cfg = TrainParams.model_validate_json(json.dumps({**saved["cfg"], "precision": args.precision, "compile": compile_mode}))
+    if args.fill_mmap:  # bed4d22's configure_torch: deterministic kernels, PyTorch's NaN fill, glibc's defaults
+        torch.use_deterministic_algorithms(True)
+    else:
+        configure_torch(cfg)  # the tree's own process settings, as its train stage makes them
+    torch.set_num_threads(args.threads)
     train, val = Tensors(saved["train_inputs"], saved["train_y"]), Tensors(saved["val_inputs"], saved["val_y"])
     state = TrainState.start(saved["seed"])
     run = training.setup(train, val, config_from_dict(saved["config"]), cfg, saved["task"], Distributed(), None)
@@ -175,10 +185,12 @@ class Contender:
         threads: int,
         max_epochs: int | None = None,
         compile: str = "none",
+        fill_mmap: bool = False,
     ):
         self.label, self.precision, self.threads, self.max_epochs = label, precision, threads, max_epochs
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--root", str(root), "--data", str(data)]
         command += ["--precision", precision, "--threads", str(threads), "--compile", compile]
+        command += ["--fill-mmap"] if fill_mmap else []
         env = {**os.environ, "PYTHONPATH": str(root)}
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
         self.info = self._read()
@@ -215,6 +227,13 @@ def compare(
     ]
     if attention:  # what precision: auto and compile: auto choose here
         contenders.append(Contender("after  bf16+c.attn, 1 thr", REPO, data_file, "bf16", 1, compile="attention"))
+    # The same under bed4d22's process settings: what the kernels gained without the allocator and the NaN fill.
+    if attention:
+        contenders.append(
+            Contender("after  bf16+c.attn, fill+mmap", REPO, data_file, "bf16", 1, compile="attention", fill_mmap=True)
+        )
+    else:
+        contenders.append(Contender("after  fp32, fill+mmap", REPO, data_file, "fp32", 1, fill_mmap=True))
     # Two threads share the two cores with everything else: one epoch tells (its metric is not comparable).
     if attention:
         contenders.append(
@@ -232,7 +251,7 @@ def compare(
     base = statistics.median(e["train_s"] for e in contenders[0].epochs)
     lines = [f"\n{name}: {contenders[0].info['steps']} steps/epoch, {contenders[1].info['step_flops'] / 1e9:.2f} GFLOP/step"]
     lines.append(
-        f"  {'contender':26s}{'s/epoch':>9s}{'1st ep':>8s}{'speed-up':>10s}{'val s':>7s}{'val ' + metric:>13s}"
+        f"  {'contender':30s}{'s/epoch':>9s}{'1st ep':>8s}{'speed-up':>10s}{'val s':>7s}{'val ' + metric:>13s}"
         f"{'GFLOP/s':>9s}{'of peak':>9s}{'GFLOP/step':>12s}"
     )
     for c in contenders:
@@ -240,7 +259,7 @@ def compare(
         achieved = c.info["step_flops"] * c.info["steps"] / seconds / 1e9
         peak = peaks[c.precision, c.threads]
         lines.append(
-            f"  {c.label:26s}{seconds:9.2f}{c.epochs[0]['train_s']:8.2f}{base / seconds:9.2f}x{statistics.median(e['val_s'] for e in c.epochs):7.2f}"
+            f"  {c.label:30s}{seconds:9.2f}{c.epochs[0]['train_s']:8.2f}{base / seconds:9.2f}x{statistics.median(e['val_s'] for e in c.epochs):7.2f}"
             f"{c.epochs[-1][metric] if c.max_epochs is None else float('nan'):13.4f}{achieved:9.1f}{achieved / peak:9.1%}{c.info['step_flops'] / 1e9:12.2f}"
         )
     return lines
@@ -258,6 +277,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--compile", default="none", choices=["none", "attention"], help=argparse.SUPPRESS)
+    parser.add_argument("--fill-mmap", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
