@@ -45,7 +45,7 @@ def configure_torch(cfg: TrainParams) -> None:
     was 9% of the sequence Transformer's bf16 step in the CPU profile: it is off. See
     ``keep_freed_memory`` for the allocator. Neither changes a single result bit (an MLP trains to the
     same weights, tests/unit/engine/test_run.py); together they made the sequence Transformer's bf16
-    epoch 7-14% faster (bench/transformer_speed.py, the ``fill+mmap`` row)."""
+    epoch 7-20% faster (bench/transformer_speed.py, the ``fill+mmap`` row)."""
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     torch.use_deterministic_algorithms(True)

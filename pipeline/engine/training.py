@@ -159,7 +159,7 @@ def resolve_compile(compile: bool | str, model: nn.Module, device: torch.device)
     Measured (bench/transformer_speed.py): compiling the whole network is slower than eager on this CPU;
     ``attention`` (see ``pipeline.models.blocks``) makes the FT-Transformer's bf16 epoch 1.8-2x faster
     (its 15 feature tokens through the compiled attention, 5-20 s of compilation once per run) and the
-    sequence Transformer's 1.1x (its 96 steps through the batched bf16 attention, nothing to compile)."""
+    sequence Transformer's 1.1-1.2x (its 96 steps through the batched bf16 attention, nothing to compile)."""
     if compile != "auto":
         return compile
     compiler = any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "c++", "clang++"))

@@ -13,7 +13,7 @@ DropKey mask 80 ms, with the [N, H, 1, L] mask 70 ms, no mask 49 ms; sequence sh
 [256, 4, 96, 16]: 736, 257, 129 and 130 ms. In eval mode, and so in the exported graph, there is no
 dropout and the block is plain attention.
 
-Under bf16 autocast the projections and the feed-forward run in bf16 (AMX tiles on this CPU) but
+Under bf16 autocast the projections and the feed-forward run in bf16 (AVX512-BF16 on this CPU) but
 the flash kernel gets fp32 inputs: at head sizes 8-16 it is 2-8x slower in bf16 than in fp32 here.
 
 ``compile_attention`` (``train.compile: attention``) switches the training attention to the faster
