@@ -13,9 +13,13 @@ The parser's callbacks are where a request's header begins and ends, so the dead
 * body: from the end of the header to the end of the body, twice ``body_timeout``: the handlers' own 408
   (``serving.app.read_body``) comes first; this one closes, without an answer, connections whose body no
   handler reads;
-* request line + headers over ``max_header_bytes``: 431 and the connection closes.
+* request line + headers over ``max_header_bytes``: 431 and the connection closes. httptools hands a header
+  line over only once it ends, so the raw bytes of a header still open after a whole chunk are counted too:
+  a line that never ends is refused at the limit, not buffered (and re-copied) until the deadline.
 
-Each closing is one log line. httptools (what uvicorn picks by default) is kept for its speed.
+An answered refusal closes gracefully: the answer, then a FIN, then whatever the client still sends is read
+and dropped until it closes (at most ``LINGER_SECONDS`` and ``LINGER_BYTES``). Closing at once with unread bytes makes the kernel
+send a reset, which can discard the answer before the client reads it. Each closing is one log line. httptools (what uvicorn picks by default) is kept for its speed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger(__name__)
 
 STATUS_TEXT = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+LINGER_SECONDS = 2.0  # after a refusal, how long a client may take to read it and close before a reset
+LINGER_BYTES = 1 << 20  # and how much more it may send meanwhile (a flood would keep the worker reading)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -42,8 +48,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
-        self._header_bytes = 0
+        self._header_bytes = 0  # this request's completed header pieces
+        self._header_raw = 0  # this request's raw bytes in chunks that ended with its header still open
+        self._in_header = True  # from the connection's start or a request's first byte to the end of its header
         self._refused = False  # answered and closing: ignore whatever else the client sends
+        self._dropped = 0  # bytes read and dropped since the refusal
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -54,14 +63,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._refused:
-            super().data_received(data)
+        if self._refused:  # lingering: read and drop, so that the close is a FIN and not a reset
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self.transport.abort()
+            return
+        header_was_open = self._in_header
+        super().data_received(data)
+        # Open before and after: every byte of the chunk is this request's header (a request beginning
+        # mid-chunk is counted from its next chunk, so a pipelined body's tail never counts).
+        if header_was_open and self._in_header and not self._refused:
+            self._header_raw += len(data)
+            if self._header_raw > self.max_header_bytes:
+                self._refuse_header_size()
 
     # ---------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
+        self._header_raw = 0
+        self._in_header = True
         if self._deadline is None:  # a later request on a kept-alive connection: timed from its first byte
             self._arm(self.header_timeout, "request header")
 
@@ -74,6 +96,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._in_header = False
         if self._refused:
             return  # no ASGI task for a refused request
         self._arm(2 * self.body_timeout, "request body")
@@ -98,8 +121,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes += size
         if self._header_bytes <= self.max_header_bytes:
             return True
-        self._refuse(431, f"request header is over the limit of {self.max_header_bytes} bytes")
+        self._refuse_header_size()
         return False
+
+    def _refuse_header_size(self) -> None:
+        self._refuse(431, f"request header is over the limit of {self.max_header_bytes} bytes")
 
     def _arm(self, seconds: float, what: str) -> None:
         self._disarm()
@@ -131,7 +157,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         body = orjson.dumps({"detail": detail})
         head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
         self.transport.write(head % (status, STATUS_TEXT[status], len(body)) + body)
-        self.transport.close()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()  # the FIN follows the answer; reading goes on (data_received drops it)
+        # The client's own FIN closes the transport (eof_received); one that never closes is reset here, which
+        # also frees a connection whose client never reads the answer (close() would wait for it forever).
+        self._deadline = self.loop.call_later(LINGER_SECONDS, self.transport.abort)
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -396,6 +396,40 @@ def test_an_oversized_header_gets_431(bare_server):
 
 
 @pytest.mark.slow
+def test_a_header_line_that_never_ends_gets_431_at_the_limit_and_the_answer_survives_more_bytes(bare_server):
+    """httptools hands a header line over only once it ends: the raw bytes count, so 431 comes at the limit
+    (not 408 at the deadline), and the client, still sending, reads it (a close with unread bytes is a reset,
+    which can discard the answer)."""
+    with socket.create_connection(("127.0.0.1", bare_server.port)) as connection:
+
+        def send() -> None:  # 256 KiB more in 1 KiB pieces, the line never ended (under LINGER_BYTES)
+            try:
+                connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+                for _ in range(256):
+                    connection.sendall(b"a" * 1024)
+            except OSError:
+                return  # the server reset it: the read below fails the test
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        answer = read_until_closed(connection)
+        sender.join()
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert answer.endswith(b'{"detail":"request header is over the limit of 4096 bytes"}')
+
+
+@pytest.mark.slow
+def test_a_client_flooding_after_its_refusal_is_reset(bare_server):
+    """After a refusal the server reads and drops at most LINGER_BYTES, then resets: the flood cannot keep a
+    worker reading, and the sender sees its connection end."""
+    with socket.create_connection(("127.0.0.1", bare_server.port)) as connection:
+        connection.settimeout(30)
+        flood = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 << 20)  # more than any socket buffers
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            connection.sendall(flood)
+
+
+@pytest.mark.slow
 def test_a_client_disconnect_is_one_log_line_not_a_traceback(bare_server):
     before = len(bare_server.lines)
     with socket.create_connection(("127.0.0.1", bare_server.port)) as connection:
