@@ -67,11 +67,27 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     return torch.matmul(torch.softmax(scores, -1).to(v.dtype), v)
 
 
+def split_heads(
+    projected: torch.Tensor, kv: torch.Tensor | None, heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q, K and V [N, H, L, d/H] (views) from the projections: the packed qkv [N, L, 3d] (``kv`` None), or
+    the queries' [N, Lq, d] and the keys' and values' [N, L, 2d]."""
+    n, wanted, width = projected.shape
+    if kv is None:
+        q, k, v = projected.view(n, wanted, 3, heads, width // 3 // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+    q = projected.view(n, wanted, heads, width // heads).transpose(1, 2)
+    k, v = kv.view(n, kv.shape[1], 2, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v
+
+
 _compiled_attention = None
 
 
 def compiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """``math_attention`` through ``torch.compile`` (compiled on the first call, shared by every block)."""
+    """``math_attention`` through ``torch.compile`` (compiled on the first call, shared by every block).
+    (Handing it the packed projection instead, so the heads' split and merge fuse into its kernels, was
+    no faster on the FT-Transformer's step.)"""
     global _compiled_attention
     if _compiled_attention is None:
         _compiled_attention = torch.compile(math_attention)
@@ -148,14 +164,15 @@ def batched_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) 
         return BatchedAttention.apply(qkv, mask, heads)
 
 
-def training_kernel(n: int, heads: int, length: int, dtype: torch.dtype, device: torch.device) -> str:
-    """The switched-on training attention for a batch: ``compiled``, ``batched`` or ``flash`` (see the module;
-    the batched kernel was measured on a CPU, in bf16: on a GPU and in fp32 the flash kernel stays)."""
-    if length <= COMPILED_MAX_LENGTH:
+def training_kernel(n: int, heads: int, queries: int, length: int, dtype: torch.dtype, device: torch.device) -> str:
+    """The switched-on training attention for ``queries`` of ``length`` tokens: ``compiled``, ``batched`` or
+    ``flash`` (see the module; the batched kernel was measured on a CPU, in bf16, for every token's query:
+    on a GPU, in fp32 and for a subset of queries the flash kernel stays)."""
+    if queries * length <= COMPILED_MAX_LENGTH**2:  # each (sample, head)'s scores as small as 32 x 32 tokens'
         return "compiled"
     probabilities = n * heads * length * length * torch.finfo(dtype).bits // 8  # bytes one layer keeps
     low_precision = dtype in (torch.bfloat16, torch.float16)
-    if device.type == "cpu" and low_precision and probabilities <= BATCHED_MAX_SCORES:
+    if device.type == "cpu" and low_precision and queries == length and probabilities <= BATCHED_MAX_SCORES:
         return "batched"
     return "flash"
 
@@ -191,33 +208,44 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.in_proj_bias)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x [N, L, d]; mask: additive, broadcastable to [N, heads, L, L] (-inf on keys to ignore) -> [N, L, d]."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, queries: slice | None = None) -> torch.Tensor:
+        """x [N, L, d]; mask: additive, broadcastable to [N, heads, L, L] (-inf on keys to ignore); queries: the
+        positions whose outputs are wanted (all by default) -> [N, L or the queries' count, d]."""
         n, length, d = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [N, L, 3d]
-        q, k, v = qkv.view(n, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [N, H, L, d/H]
+        kv = None
+        if queries is None:
+            projected = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # qkv [N, L, 3d]
+        else:  # keys and values from every token, queries from the wanted ones only
+            projected = F.linear(x[:, queries], self.in_proj_weight[:d], self.in_proj_bias[:d])  # [N, Lq, d]
+            kv = F.linear(x, self.in_proj_weight[d:], self.in_proj_bias[d:])  # [N, L, 2d]
         if self.training and self.dropout > 0:
             drop = dropkey_mask((n, self.heads, 1, length), self.dropout, torch.float32, x.device)  # [N, H, 1, L]
             mask = drop if mask is None else mask + drop
         kernel = "flash"
         if self.compiled and self.training and not torch.compiler.is_compiling():
-            kernel = training_kernel(n, self.heads, length, qkv.dtype, x.device)
-        if kernel == "batched":
-            return self.out_proj(batched_attention(qkv, mask, self.heads))  # [N, L, d] -> [N, L, d]
+            wanted = projected.shape[1]
+            kernel = training_kernel(n, self.heads, wanted, length, projected.dtype, x.device)
+        if kernel == "batched" and kv is None:
+            return self.out_proj(batched_attention(projected, mask, self.heads))  # [N, L, d]
+        q, k, v = split_heads(projected, kv, self.heads)  # [N, H, Lq or L, d/H]
         if kernel == "compiled":
-            h = compiled_attention(q, k, v, mask)  # [N, H, L, d/H]
+            h = compiled_attention(q, k, v, mask)  # [N, H, Lq, d/H]
         elif q.dtype != torch.float32:  # bf16 autocast: the flash kernel in fp32 (see the module)
             with torch.autocast(x.device.type, enabled=False):
                 h = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
         else:
-            h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [N, H, L, d/H]
-        return self.out_proj(h.transpose(1, 2).reshape(n, length, d))
+            h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [N, H, Lq, d/H]
+        return self.out_proj(h.transpose(1, 2).reshape(n, -1, d))
 
 
 class TransformerBlock(nn.Module):
     """Pre-norm block: x + Attention(LN(x)), then x + FFN(LN(x)) with a ReGLU feed-forward.
 
-    ``mask`` (additive, broadcastable to [N, heads, L, L]) hides keys, e.g. the text kind's padding."""
+    ``mask`` (additive, broadcastable to [N, heads, L, L]) hides keys, e.g. the text kind's padding.
+    ``queries`` keeps only those positions: the last block of a network whose head reads one token
+    ([CLS] or the last step) computes that token's attention and feed-forward alone, the same numbers
+    as the whole block's at that token (rtdl's FT-Transformer does the same). In the FT-Transformer on
+    GSS (15 tokens, 3 layers) that is 1/4 of the blocks' products."""
 
     def __init__(
         self, d: int, heads: int, ffn_factor: float, attention_dropout: float, ffn_dropout: float, residual_dropout: float
@@ -232,8 +260,9 @@ class TransformerBlock(nn.Module):
         self.ffn_out = nn.Linear(hidden, d)
         self.residual_dropout = Dropout(residual_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.residual_dropout(self.attention(self.attention_norm(x), mask))  # [N, L, d]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, queries: slice | None = None) -> torch.Tensor:
+        kept = x if queries is None else x[:, queries]
+        x = kept + self.residual_dropout(self.attention(self.attention_norm(x), mask, queries))  # [N, L or Lq, d]
         value, gate = self.ffn_in(self.ffn_norm(x)).chunk(2, dim=-1)  # 2 x [N, L, hidden]
         h = self.ffn_out(self.ffn_dropout(value * torch.relu(gate)))
         return x + self.residual_dropout(h)

@@ -11,6 +11,8 @@ from torch import nn
 from pipeline.models.blocks import TransformerBlock
 from pipeline.models.dropout import Dropout
 
+CLS = slice(0, 1)  # the [CLS] token's position
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -164,6 +166,6 @@ class FTTransformer(nn.Module):
         """x_num: float [N, n_numeric], x_cat: int64 [N, n_categorical] -> logits [N, n_classes]."""
         tokens = self.tokenizer(x_num, x_cat)
         x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # [N, 1 + F + C, d]
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):  # the head reads [CLS] alone: the last block computes it alone
+            x = block(x, queries=CLS if i == len(self.blocks) - 1 else None)
         return self.head(x[:, 0])

@@ -96,8 +96,9 @@ class TextTransformer(nn.Module):
         # a float mask (-inf on padding) keeps the exported graph free of boolean-mask quirks
         mask = torch.zeros_like(ids, dtype=torch.float32).masked_fill(padding, float("-inf"))[:, None, None, :]  # [N, 1, 1, L]
         h = self.dropout(self.embedding(ids) + self.positions[: ids.shape[1]])  # [N, L, d]
-        for block in self.blocks:
-            h = block(h, mask)
+        cls = slice(0, 1) if self.config.pooling == "cls" else None  # the only token the head reads
+        for i, block in enumerate(self.blocks):
+            h = block(h, mask, queries=cls if i == len(self.blocks) - 1 else None)
         h = self.norm(h)
         pooled = h[:, 0] if self.config.pooling == "cls" else masked_mean(h, ~padding)  # [N, d]
         return self.head(pooled)

@@ -169,16 +169,82 @@ def test_the_batched_attention_and_its_backward_compute_the_attention_s_formula(
 
 def test_the_training_kernel_is_chosen_by_length_precision_device_and_memory():
     cpu, bf16 = torch.device("cpu"), torch.bfloat16
-    assert training_kernel(512, 8, 15, bf16, cpu) == "compiled"  # the FT-Transformer's feature tokens
-    assert training_kernel(512, 8, COMPILED_MAX_LENGTH, torch.float32, cpu) == "compiled"
-    assert training_kernel(256, 4, 96, bf16, cpu) == "batched"  # the sequence Transformer on elecdemand
-    assert training_kernel(32, 4, 768, bf16, cpu) == "flash"  # 144 MiB of probabilities
-    assert training_kernel(16, 4, 768, bf16, cpu) == "batched"  # 72 MiB
-    assert training_kernel(256, 4, 96, torch.float32, cpu) == "flash"  # bf16 products only
-    assert training_kernel(256, 4, 96, bf16, torch.device("cuda")) == "flash"  # measured on a CPU only
+    assert training_kernel(512, 8, 15, 15, bf16, cpu) == "compiled"  # the FT-Transformer's feature tokens
+    assert training_kernel(512, 8, 1, 15, bf16, cpu) == "compiled"  # its last block: [CLS] alone
+    assert training_kernel(512, 8, COMPILED_MAX_LENGTH, COMPILED_MAX_LENGTH, torch.float32, cpu) == "compiled"
+    assert training_kernel(256, 4, 96, 96, bf16, cpu) == "batched"  # the sequence Transformer on elecdemand
+    assert training_kernel(256, 4, 1, 96, bf16, cpu) == "compiled"  # its last block: the last step alone
+    assert training_kernel(256, 4, 1, 2048, bf16, cpu) == "flash"  # the batched kernel takes every query only
+    assert training_kernel(32, 4, 768, 768, bf16, cpu) == "flash"  # 144 MiB of probabilities
+    assert training_kernel(16, 4, 768, 768, bf16, cpu) == "batched"  # 72 MiB
+    assert training_kernel(256, 4, 96, 96, torch.float32, cpu) == "flash"  # bf16 products only
+    assert training_kernel(256, 4, 96, 96, bf16, torch.device("cuda")) == "flash"  # measured on a CPU only
     rows = BATCHED_MAX_SCORES // (4 * 96 * 96 * 2)  # one layer's bf16 probabilities at the cap
-    assert training_kernel(rows, 4, 96, bf16, cpu) == "batched"
-    assert training_kernel(rows + 1, 4, 96, bf16, cpu) == "flash"  # their memory grows as L^2
+    assert training_kernel(rows, 4, 96, 96, bf16, cpu) == "batched"
+    assert training_kernel(rows + 1, 4, 96, 96, bf16, cpu) == "flash"  # their memory grows as L^2
+
+
+def _every_token(model: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """The model's output with every block computing every token (no ``queries``), the head reading its token."""
+    calls = [block.forward for block in model.blocks]
+    for block, forward in zip(model.blocks, calls, strict=True):
+        block.forward = lambda x, mask=None, queries=None, forward=forward: forward(x, mask)
+    try:
+        return model(*inputs)
+    finally:
+        for block in model.blocks:
+            del block.forward
+
+
+TRANSFORMERS = {
+    "ft_transformer": (
+        FTTransformerConfig(
+            n_numeric=3,
+            cardinalities=(4, 5),
+            n_classes=3,
+            d_token=16,
+            layers=2,
+            heads=4,
+            attention_dropout=0.0,
+            ffn_dropout=0.0,
+        ),
+        lambda: (torch.randn(6, 3), torch.stack([torch.randint(0, 4, (6,)), torch.randint(0, 5, (6,))], 1)),
+    ),
+    "sequence_last": (
+        SeqTransformerConfig(input_size=2, n_outputs=2, lookback=12, d_model=16, heads=4, layers=2, dropout=0.0),
+        lambda: (torch.randn(6, 12, 2),),
+    ),
+    "text_cls": (
+        TextTransformerConfig(vocab_size=30, n_classes=2, max_length=10, d_model=16, heads=4, layers=2, dropout=0.0),
+        # [CLS] (2) first, the last two positions padding (0)
+        lambda: (torch.cat([torch.full((6, 1), 2), torch.randint(4, 30, (6, 9))], 1).index_fill_(1, torch.tensor([8, 9]), 0),),
+    ),
+}
+
+
+@pytest.mark.parametrize("switched", [False, True])
+@pytest.mark.parametrize("family", sorted(TRANSFORMERS))
+def test_the_last_block_computes_only_the_token_the_head_reads_with_the_same_numbers(family, switched):
+    """[CLS] or the last step alone through the last block: the outputs and every parameter's gradient of
+    the whole computation, in float64 (the flash kernel, or with compile_attention the compiled one)."""
+    config, inputs = TRANSFORMERS[family]
+    torch.manual_seed(0)
+    model = build_model(config).double().train()  # no dropout: both computations see the same network
+    if switched:
+        assert compile_attention(model) == 2
+    args = [a.double() if a.is_floating_point() else a for a in inputs()]
+    results = []
+    for forward in (model, lambda *a: _every_token(model, *a)):
+        model.zero_grad(set_to_none=True)
+        out = forward(*args)
+        (out * torch.arange(1.0, out.shape[-1] + 1, dtype=out.dtype)).square().sum().backward()
+        results.append((out, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}))
+    (got, got_grads), (expected, expected_grads) = results
+    # SDPA's CPU kernel rounds at ~1e-7 even in float64; a wrong token would be off by the whole value
+    assert (got - expected).norm() <= 1e-6 * expected.norm()
+    assert got_grads.keys() == expected_grads.keys()
+    for name, grad in expected_grads.items():
+        assert (got_grads[name] - grad).norm() <= 1e-6 * grad.norm(), name
 
 
 def _train_step(block, x, seed):
@@ -203,7 +269,7 @@ def test_the_batched_attention_trains_like_the_flash_kernel_under_bf16_and_deter
     batched.load_state_dict(flash.state_dict())
     assert compile_attention(batched) == 1
     x = torch.randn(8, 40, 32)
-    assert training_kernel(8, 4, 40, torch.bfloat16, x.device) == "batched"
+    assert training_kernel(8, 4, 40, 40, torch.bfloat16, x.device) == "batched"
 
     out_f, dx_f, grads_f = _train_step(flash, x, seed=1)
     out_b, dx_b, grads_b = _train_step(batched, x, seed=1)
