@@ -10,9 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import shutil
-import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +47,7 @@ from pipeline.engine.optim import class_weights, lr_at, make_loss, make_optimize
 from pipeline.engine.state import History, TrainState
 from pipeline.engine.warm_start import warm_start
 from pipeline.models import build_model, penalised_parameters
-from pipeline.models.blocks import SelfAttention, compile_attention
+from pipeline.models.blocks import SelfAttention, can_compile, compile_attention
 from pipeline.params import TrainParams
 from pipeline.shared.metrics import classification_scores
 
@@ -153,19 +150,23 @@ def resolve_precision(precision: str, model: nn.Module, device: torch.device) ->
 
 
 def resolve_compile(compile: bool | str, model: nn.Module, device: torch.device) -> bool | str:
-    """``train.compile``; ``auto``: ``attention`` for networks with attention blocks on the CPU when a C++
-    compiler is there (inductor needs one), else no compilation.
+    """``train.compile``; ``auto``: ``attention`` for networks with attention blocks on the CPU, else no
+    compilation. ``true`` on the CPU without a C++ compiler (``can_compile``) is a TrainError up front,
+    not inductor's traceback at the first step; ``attention`` without one keeps the kernels that need
+    no compiler (``training_kernel``).
 
     Measured (bench/transformer_speed.py): compiling the whole network is slower than eager on this CPU;
     ``attention`` (see ``pipeline.models.blocks``) makes the FT-Transformer's bf16 epoch 1.8-2x faster
     (its 15 feature tokens through the compiled attention, 5-20 s of compilation once per run) and the
     sequence Transformer's 1.1-1.2x (its 96 steps through the batched bf16 attention, nothing to compile)."""
+    if compile is True and device.type == "cpu" and not can_compile():
+        raise TrainError(
+            "train.compile: true needs a C++ compiler and Python's headers on this machine (torch.compile builds "
+            "its CPU kernels with them); install them (e.g. g++ and python3-dev) or set train.compile: auto"
+        )
     if compile != "auto":
         return compile
-    compiler = any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "c++", "clang++"))
-    # Inductor builds its CPU kernels as Python extensions: without Python's headers a compiler is not enough.
-    headers = Path(sysconfig.get_path("include"), "Python.h").is_file()
-    return "attention" if device.type == "cpu" and has_attention(model) and compiler and headers else False
+    return "attention" if device.type == "cpu" and has_attention(model) else False
 
 
 def fit(

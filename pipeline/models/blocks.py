@@ -46,6 +46,11 @@ Only in training; eval and the exported graph keep ``F.scaled_dot_product_attent
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+import sysconfig
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -174,11 +179,20 @@ def batched_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) 
         return BatchedAttention.apply(qkv, mask, heads)
 
 
+@functools.cache
+def can_compile() -> bool:
+    """Whether ``torch.compile`` can build CPU kernels here: inductor compiles them as Python extensions,
+    so it needs a C++ compiler and Python's headers (slim images often have neither)."""
+    compiler = any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "c++", "clang++"))
+    return compiler and Path(sysconfig.get_path("include"), "Python.h").is_file()
+
+
 def training_kernel(n: int, heads: int, queries: int, length: int, dtype: torch.dtype, device: torch.device) -> str:
     """The switched-on training attention for ``queries`` of ``length`` tokens: ``compiled``, ``batched`` or
     ``flash`` (see the module; the batched kernel was measured on a CPU, in bf16, for every token's query:
-    on a GPU, in fp32 and for a subset of queries the flash kernel stays)."""
-    if queries * length <= COMPILED_MAX_LENGTH**2:  # each (sample, head)'s scores as small as 32 x 32 tokens'
+    on a GPU, in fp32 and for a subset of queries the flash kernel stays). Without a compiler
+    (``can_compile``) nothing is compiled: the batched or the flash kernel."""
+    if queries * length <= COMPILED_MAX_LENGTH**2 and can_compile():  # each (sample, head)'s scores within 32 x 32
         return "compiled"
     probabilities = n * heads * length * length * torch.finfo(dtype).bits // 8  # bytes one layer keeps
     low_precision = dtype in (torch.bfloat16, torch.float16)

@@ -79,7 +79,8 @@ class TrainParams(Section):
     # attention: the training attention on faster CPU kernels: compiled for short sequences (<= 32 tokens,
     # the FT-Transformer's features), batched bf16 products for longer ones while a layer's probabilities fit
     # in 128 MiB (the sequence Transformer's windows; see pipeline.models.blocks); auto: attention for networks
-    # with attention on the CPU, else nothing (pipeline.engine.training.resolve_compile)
+    # with attention on the CPU, else nothing (pipeline.engine.training.resolve_compile). Compiling needs a C++
+    # compiler and Python's headers: without them true is an error, attention keeps the kernels that need none
     compile: bool | Literal["attention", "auto"] = False
     ddp: DDPParams = DDPParams()
     warm_start: WarmStartParams = WarmStartParams()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.core.errors import ParamsError
+from pipeline.core.errors import ParamsError, TrainError
 from pipeline.engine import Tensors, fit, validate
 from pipeline.kinds.tabular.encoder import Preprocessor
 from pipeline.kinds.tabular.evaluate import predict_proba
@@ -166,15 +166,39 @@ def test_auto_precision_and_compile_pick_bf16_and_the_compiled_attention_only_fo
     assert training.resolve_precision("auto", ft, cpu) == "fp32"
     assert training.resolve_compile("auto", mlp, cpu) is False
     assert training.resolve_compile(False, ft, cpu) is False
-    (tmp_path / "Python.h").touch()
-    monkeypatch.setattr(training.sysconfig, "get_path", lambda name: str(tmp_path))
-    monkeypatch.setattr(training.shutil, "which", lambda name: "/usr/bin/" + name)
     assert training.resolve_compile("auto", ft, cpu) == "attention"
-    monkeypatch.setattr(training.sysconfig, "get_path", lambda name: str(tmp_path / "no-headers"))
-    assert training.resolve_compile("auto", ft, cpu) is False  # inductor builds Python extensions: headers too
-    monkeypatch.setattr(training.sysconfig, "get_path", lambda name: str(tmp_path))
-    monkeypatch.setattr(training.shutil, "which", lambda name: None)
-    assert training.resolve_compile("auto", ft, cpu) is False  # inductor needs a C++ compiler
+    assert training.resolve_compile("auto", ft, torch.device("cuda")) is False
+
+
+def test_without_a_compiler_compile_true_is_one_clear_error_and_attention_keeps_the_kernels_that_need_none(
+    monkeypatch, tmp_path
+):
+    from pipeline.engine import training
+    from pipeline.models import FTTransformerConfig, blocks, build_model
+
+    ft = build_model(FTTransformerConfig(n_numeric=3, cardinalities=(4,), n_classes=2, d_token=16, heads=2))
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    (tmp_path / "Python.h").touch()
+    monkeypatch.setattr(blocks.sysconfig, "get_path", lambda name: str(tmp_path))
+    monkeypatch.setattr(blocks.shutil, "which", lambda name: "/usr/bin/" + name)
+    blocks.can_compile.cache_clear()
+    assert blocks.can_compile() and training.resolve_compile(True, ft, cpu) is True
+    assert blocks.training_kernel(512, 8, 15, 15, bf16, cpu) == "compiled"
+    for missing in ("headers", "compiler"):  # inductor builds Python extensions: it needs both
+        if missing == "headers":
+            monkeypatch.setattr(blocks.sysconfig, "get_path", lambda name: str(tmp_path / "none"))
+        else:
+            monkeypatch.setattr(blocks.sysconfig, "get_path", lambda name: str(tmp_path))
+            monkeypatch.setattr(blocks.shutil, "which", lambda name: None)
+        blocks.can_compile.cache_clear()
+        assert not blocks.can_compile(), missing
+        with pytest.raises(TrainError, match=r"^train.compile: true needs a C\+\+ compiler and Python's headers"):
+            training.resolve_compile(True, ft, cpu)
+        assert training.resolve_compile("auto", ft, cpu) == "attention"
+        assert blocks.training_kernel(512, 8, 15, 15, bf16, cpu) == "batched"  # nothing compiled: next fastest
+        assert blocks.training_kernel(512, 8, 1, 15, bf16, cpu) == "flash"  # a subset of queries
+        assert blocks.training_kernel(256, 4, 96, 96, bf16, cpu) == "batched"  # needs no compiler
+    blocks.can_compile.cache_clear()  # the machine's own answer for the next test
 
 
 @pytest.mark.slow  # compiles the attention (tens of seconds on a loaded 2-core machine)
