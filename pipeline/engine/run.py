@@ -25,7 +25,7 @@ from pipeline.engine.prepared import Prepared
 from pipeline.engine.state import resumable, run_fingerprint, save_checkpoint
 from pipeline.engine.training import fit
 from pipeline.engine.warm_start import InitialModel, warm_start_state
-from pipeline.params import DDPParams, Paths, TrainParams
+from pipeline.params import DDPParams, Paths, TrainParams, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,19 @@ TRIM_THRESHOLD = 256 << 20
 def configure_torch(cfg: TrainParams) -> None:
     """Threads (``train.num_threads``), deterministic kernels and the host allocator, once per process before training.
 
+    ``num_threads: null`` is PyTorch's default (the physical cores of the CPU affinity) lowered to the
+    CPUs a cgroup v2 quota allows (``usable_cpus``): in a container given 2 CPUs of a 64-core host,
+    64 threads would mostly wait for each other. On this idle 2-core machine two threads trained the
+    FT-Transformer's bf16 step 1.4-1.5x faster than one; when another job held the second core they
+    were 2-12x slower, which no rule can see coming: set ``train.num_threads: 1`` on a shared machine.
+
     With deterministic algorithms PyTorch also fills every new tensor with NaN, so that a read of
     uninitialised memory would show; results never depend on it (they would be NaN), and the fill
     was 9% of the sequence Transformer's bf16 step in the CPU profile: it is off. See
     ``keep_freed_memory`` for the allocator. Neither changes a single result bit (an MLP trains to the
     same weights, tests/unit/engine/test_run.py); together they made the sequence Transformer's bf16
     epoch 7-20% faster (bench/transformer_speed.py, the ``fill+mmap`` row)."""
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
+    torch.set_num_threads(cfg.num_threads or min(torch.get_num_threads(), usable_cpus()))
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # a property on the module object
     keep_freed_memory()

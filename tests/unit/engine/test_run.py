@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from pipeline.core.io import SCHEMA_FILE, split_file, write_json, write_table
@@ -115,3 +116,21 @@ def test_configure_torch_keeps_deterministic_kernels_without_the_nan_fill_and_ke
     assert all(torch.equal(value, after.state_dict()[key]) for key, value in before.state_dict().items())
     glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
     assert keep_freed_memory() is glibc
+
+
+@pytest.mark.parametrize(("num_threads", "usable", "expected"), [(None, 1, 1), (None, 64, 2), (3, 1, 3)])
+def test_configure_torch_threads_default_to_pytorch_s_lowered_to_the_usable_cpus(monkeypatch, num_threads, usable, expected):
+    """null: PyTorch's own count (2 here, made so) unless a CPU quota allows fewer; a number is taken as is."""
+    from pipeline.engine import run
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(run, "usable_cpus", lambda: usable)
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)  # restored after
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.set_num_threads(2)
+        configure_torch(quick(num_threads=num_threads))
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(was_deterministic)
