@@ -54,15 +54,18 @@ def make_optimizer(model: nn.Module, cfg: TrainParams, pretrained: frozenset[str
         {"params": [p for name, p in named if name in pretrained], "lr_scale": cfg.warm_start.pretrained_lr_scale},
     ]
     params = [group for group in groups if group["params"]]
+    # foreach: one multi-tensor kernel per update op instead of a Python loop over the tensors (PyTorch
+    # picks it only on GPUs); the same numbers bit for bit (tests/unit/engine/test_optim.py), 3% of the
+    # FT-Transformer's CPU step.
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay, foreach=True
         )
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def class_weights(y: torch.Tensor, n_classes: int, mode: str) -> torch.Tensor | None:

@@ -297,7 +297,7 @@ def train_epoch(run: Setup, state: TrainState) -> tuple[dict[str, float], float]
             outputs, loss = forward_backward(run, inputs, target)
         if stepping:
             if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip, foreach=True)  # as the optimizer
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
             state.step += 1

@@ -51,3 +51,28 @@ def test_pretrained_tensors_get_their_own_learning_rate_group(data):
     optimizer = make_optimizer(model, cfg, frozenset(names[:-2]))  # all but the head
     assert [group["lr_scale"] for group in optimizer.param_groups] == [1.0, 0.1]
     assert [len(group["params"]) for group in optimizer.param_groups] == [2, len(names) - 2]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+def test_the_multi_tensor_update_gives_the_per_tensor_loop_s_numbers_bit_for_bit(data, optimizer):
+    """make_optimizer's foreach kernels (and the clipping's) change the speed on a CPU, not a bit of the weights."""
+    pre, _, _ = data
+    cfg = quick(optimizer=optimizer, momentum=0.9, weight_decay=1e-3)
+    torch.manual_seed(0)
+    first = build_model(config_for(pre, cfg))
+    second = build_model(config_for(pre, cfg))
+    second.load_state_dict(first.state_dict())
+    x_num, x_cat = torch.randn(64, first.config.n_numeric), torch.zeros(64, len(first.config.cardinalities), dtype=torch.long)
+    y = torch.randint(0, first.config.n_classes, (64,))
+    loop = make_optimizer(first, cfg)
+    for group in loop.param_groups:
+        group["foreach"] = False  # PyTorch's per-tensor loop, its CPU default
+    for model, opt, foreach in ((first, loop, False), (second, make_optimizer(second, cfg), True)):
+        assert all(group["foreach"] is foreach for group in opt.param_groups)
+        torch.manual_seed(1)  # the same dropout masks
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x_num, x_cat), y).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1, foreach=foreach)
+            opt.step()
+    assert all(torch.equal(value, second.state_dict()[name]) for name, value in first.state_dict().items())
