@@ -51,6 +51,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # this request's completed header pieces
         self._header_raw = 0  # this request's raw bytes in chunks that ended with its header still open
         self._in_header = True  # from the connection's start or a request's first byte to the end of its header
+        self._headers_done = 0  # requests whose header ended on this connection
         self._refused = False  # answered and closing: ignore whatever else the client sends
         self._dropped = 0  # bytes read and dropped since the refusal
 
@@ -68,11 +69,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self._dropped > LINGER_BYTES:
                 self.transport.abort()
             return
-        header_was_open = self._in_header
+        header_was_open, headers_done = self._in_header, self._headers_done
         super().data_received(data)
-        # Open before and after: every byte of the chunk is this request's header (a request beginning
-        # mid-chunk is counted from its next chunk, so a pipelined body's tail never counts).
-        if header_was_open and self._in_header and not self._refused:
+        # Open before and after, with no header ending in between: every byte of the chunk is this request's
+        # header. A chunk that ends one header (a pipelined request's) and begins another is not counted, so
+        # the new one is counted from its next chunk: the limit can be passed by one read, never wrongly.
+        whole_chunk_header = header_was_open and self._in_header and self._headers_done == headers_done
+        if whole_chunk_header and not self._refused and not self.transport.is_closing():
             self._header_raw += len(data)
             if self._header_raw > self.max_header_bytes:
                 self._refuse_header_size()
@@ -97,6 +100,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_header = False
+        self._headers_done += 1
         if self._refused:
             return  # no ASGI task for a refused request
         self._arm(2 * self.body_timeout, "request body")
@@ -149,11 +153,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refuse(408, f"{what} not received within {seconds:g} s")
 
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # the parser reads on after a refusal; its answer has been sent
+            super().send_400_response(msg)
+
     def _refuse(self, status: int, detail: str) -> None:
         """Answer a JSON error with Connection: close and stop reading: one log line, no ASGI task."""
         self._refused = True
         self._disarm()
         log.info("closed a connection from %s: %s", _peer(self.client), detail)
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An earlier request's response is under way (a pipelined request was refused): an answer now would
+            # come before it. Close without one, as _expired does; its handler sees a disconnect.
+            self.transport.close()
+            return
         body = orjson.dumps({"detail": detail})
         head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
         self.transport.write(head % (status, STATUS_TEXT[status], len(body)) + body)

@@ -430,6 +430,37 @@ def test_a_client_flooding_after_its_refusal_is_reset(bare_server):
 
 
 @pytest.mark.slow
+def test_pipelined_requests_in_one_write_are_not_counted_as_one_header(bare_server):
+    """200 small requests and the start of another in one write (about 6 KB, over the 4,096-byte limit) are
+    200 answers: a chunk that ends one request's header counts toward no other's."""
+    with socket.create_connection(("127.0.0.1", bare_server.port)) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 200 + b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        connection.settimeout(30)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 200:
+            chunk = connection.recv(65536)
+            assert chunk, f"closed after {answers.count(b'HTTP/1.1 ')} answers: {answers[-300:]!r}"
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 200 OK") == 200 and b" 431 " not in answers
+
+
+@pytest.mark.slow
+def test_bytes_after_a_refused_header_are_dropped_without_a_second_answer_or_a_traceback(bare_server):
+    """The parser reads on after a 431: garbage behind it once made uvicorn write its own 400 into the closing
+    connection (asyncio's "Fatal error ... data_received() call failed")."""
+    before = len(bare_server.lines)
+    with socket.create_connection(("127.0.0.1", bare_server.port)) as connection:
+        big = b"X-Big: " + b"a" * 5000 + b"\r\n"
+        connection.sendall(b"GET /health HTTP/1.1\r\n" + big + b"X-Ok: 1\r\n\r\n\x01\x02 garbage\r\n\r\n")
+        answer = read_until_closed(connection)
+    assert answer.startswith(b"HTTP/1.1 431 ") and answer.count(b"HTTP/1.1 ") == 1, answer
+    bare_server.wait_for_line("request header is over the limit", count=1)
+    assert call("GET", f"{bare_server.url}/health") == (200, {"status": "ok"})  # served after it, so logged after it
+    after = "".join(bare_server.lines[before:])
+    assert "Traceback" not in after and "Fatal error" not in after, after  # uvicorn's one-line warning may stay
+
+
+@pytest.mark.slow
 def test_a_client_disconnect_is_one_log_line_not_a_traceback(bare_server):
     before = len(bare_server.lines)
     with socket.create_connection(("127.0.0.1", bare_server.port)) as connection:
