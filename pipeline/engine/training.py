@@ -158,7 +158,8 @@ def resolve_compile(compile: bool | str, model: nn.Module, device: torch.device)
     Measured (bench/transformer_speed.py): compiling the whole network is slower than eager on this CPU;
     ``attention`` (see ``pipeline.models.blocks``) makes the FT-Transformer's bf16 epoch 1.8-2x faster
     (its 15 feature tokens through the compiled attention, 5-20 s of compilation once per run) and the
-    sequence Transformer's 1.1-1.2x (its 96 steps through the batched bf16 attention, nothing to compile)."""
+    sequence Transformer's 1.1-1.2x (its 96 steps through the batched bf16 attention; its last block's one
+    query through the compiled one)."""
     if compile is True and device.type == "cpu" and not can_compile():
         raise TrainError(
             "train.compile: true needs a C++ compiler and Python's headers on this machine (torch.compile builds "

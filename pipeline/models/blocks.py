@@ -259,7 +259,7 @@ class SelfAttention(nn.Module):
                 h = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
         else:
             h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [N, H, Lq, d/H]
-        return self.out_proj(h.transpose(1, 2).reshape(n, -1, d))
+        return self.out_proj(h.transpose(1, 2).reshape(n, q.shape[2], d))  # -1 would fail for 0 rows
 
 
 class TransformerBlock(nn.Module):

@@ -170,8 +170,18 @@ def test_auto_precision_and_compile_pick_bf16_and_the_compiled_attention_only_fo
     assert training.resolve_compile("auto", ft, torch.device("cuda")) is False
 
 
+@pytest.fixture
+def fresh_can_compile():
+    """can_compile's cached answer cleared before and after (the test fakes the machine), even if it fails."""
+    from pipeline.models import blocks
+
+    blocks.can_compile.cache_clear()
+    yield
+    blocks.can_compile.cache_clear()
+
+
 def test_without_a_compiler_compile_true_is_one_clear_error_and_attention_keeps_the_kernels_that_need_none(
-    monkeypatch, tmp_path
+    monkeypatch, tmp_path, fresh_can_compile
 ):
     from pipeline.engine import training
     from pipeline.models import FTTransformerConfig, blocks, build_model
@@ -198,7 +208,6 @@ def test_without_a_compiler_compile_true_is_one_clear_error_and_attention_keeps_
         assert blocks.training_kernel(512, 8, 15, 15, bf16, cpu) == "batched"  # nothing compiled: next fastest
         assert blocks.training_kernel(512, 8, 1, 15, bf16, cpu) == "flash"  # a subset of queries
         assert blocks.training_kernel(256, 4, 96, 96, bf16, cpu) == "batched"  # needs no compiler
-    blocks.can_compile.cache_clear()  # the machine's own answer for the next test
 
 
 @pytest.mark.slow  # compiles the attention (tens of seconds on a loaded 2-core machine)

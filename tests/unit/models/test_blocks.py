@@ -252,7 +252,7 @@ TRANSFORMERS = {
 }
 
 
-@pytest.mark.parametrize("switched", [False, True])
+@pytest.mark.parametrize("switched", [False, pytest.param(True, marks=pytest.mark.slow)])  # True compiles
 @pytest.mark.parametrize("family", sorted(TRANSFORMERS))
 def test_the_last_block_computes_only_the_token_the_head_reads_with_the_same_numbers(family, switched):
     """[CLS] or the last step alone through the last block: the outputs and every parameter's gradient of
