@@ -93,8 +93,35 @@ def evergreen(stack: Stack, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_first_retrain_through_the_worker_promotes_v1(stack, params):
-    watched = evergreen(stack, "retrain", "--watch")
+# The scenario's steps are module fixtures, each taking the one before it: any test runs alone (it brings
+# the steps it needs along), and in the file's order each step runs once.
+
+
+@pytest.fixture(scope="module")
+def first_retrain(stack):
+    """``evergreen retrain --watch``: the first retrain, on the worker."""
+    return evergreen(stack, "retrain", "--watch")
+
+
+@pytest.fixture(scope="module")
+def no_drift_run(stack, params, first_retrain):
+    """A batch from the training era lands and the drift-monitor deployment runs."""
+    assert first_retrain.returncode == 0, first_retrain.stderr[-3000:]
+    land_frame(reference_sample(params, 2000, seed=3, shift={}), Path(params.paths.landing), "training_era_sample")
+    run = run_deployment("drift-monitor/drift-monitor", timeout=TIMEOUT, poll_interval=2)
+    return run, len(runs_of("retrain"))  # counted now: later steps start retrains of their own
+
+
+@pytest.fixture(scope="module")
+def drift_retrain(stack, no_drift_run):
+    """``evergreen land next --waves 2``, then ``evergreen monitor --watch`` (the retrain it triggers, to its end)."""
+    landed = evergreen(stack, "land", "next", "--waves", "2")
+    assert landed.returncode == 0, landed.stderr
+    return evergreen(stack, "monitor", "--watch")
+
+
+def test_first_retrain_through_the_worker_promotes_v1(params, first_retrain):
+    watched = first_retrain
     assert watched.returncode == 0, watched.stderr[-3000:]
     outcome = watched.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"[\w-]+: promoted v0001: accuracy 0\.\d+ \(no champion; baseline 0\.\d+\); .+", outcome), outcome
@@ -102,17 +129,14 @@ def test_first_retrain_through_the_worker_promotes_v1(stack, params):
     assert Registry(params.paths.registry).production().name == "v0001"
 
 
-def test_no_drift_batch_does_not_trigger(stack, params):
-    land_frame(reference_sample(params, 2000, seed=3, shift={}), Path(params.paths.landing), "training_era_sample")
-    run = run_deployment("drift-monitor/drift-monitor", timeout=TIMEOUT, poll_interval=2)
+def test_no_drift_batch_does_not_trigger(no_drift_run):
+    run, retrains = no_drift_run
     assert run.state.is_completed(), run.state
-    assert len(runs_of("retrain")) == 1  # only the first, manual one
+    assert retrains == 1  # only the first, manual one
 
 
-def test_later_waves_trigger_a_retrain_that_records_its_decision(stack, params):
-    landed = evergreen(stack, "land", "next", "--waves", "2")
-    assert landed.returncode == 0, landed.stderr
-    watched = evergreen(stack, "monitor", "--watch")
+def test_later_waves_trigger_a_retrain_that_records_its_decision(params, drift_retrain):
+    watched = drift_retrain
     assert watched.returncode == 0, watched.stderr[-3000:]
     drift_line, outcome = watched.stdout.strip().splitlines()[-2:]
     match = re.fullmatch(
@@ -130,7 +154,8 @@ def test_later_waves_trigger_a_retrain_that_records_its_decision(stack, params):
     assert decision["decision"]["champion_version"] == "v0001"
 
 
-def test_rollback_restores_the_previous_production_model(stack, params):
+def test_rollback_restores_the_previous_production_model(stack, params, drift_retrain):
+    assert drift_retrain.returncode == 0, drift_retrain.stderr[-3000:]
     registry = Registry(params.paths.registry)
     assert registry.production().name == "v0002", "the drift retrain was expected to be promoted (gate tolerance 0.1)"
     result = evergreen(stack, "registry", "rollback", "--reason", "integration test")
