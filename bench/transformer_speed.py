@@ -8,8 +8,10 @@ kernel in fp32 (it is several times slower in bf16 here); in training (``train.c
 ``train.precision: auto`` and ``train.compile: auto`` pick bf16 and it for the Transformers on this
 CPU), the attention of short sequences (the FT-Transformer's 15 feature tokens) as one
 ``torch.compile``d math kernel and of longer ones (the sequence Transformer's 96 steps) as chunked
-batched bf16 matrix products with a backward of their own (``pipeline.models.blocks``); and the
-train stage's process settings (``pipeline.engine.configure_torch``): no NaN fill of new tensors
+batched bf16 matrix products with a backward of their own (``pipeline.models.blocks``); the last
+block computing only the token the head reads ([CLS], the last step: the same outputs, fewer
+products, so the after trees' GFLOP/step are lower and their FLOP/s count only the products they
+do); and the train stage's process settings (``pipeline.engine.configure_torch``): no NaN fill of new tensors
 under deterministic algorithms, and glibc keeping freed memory for the next step instead of
 mapping fresh pages. Families:
 
