@@ -18,8 +18,9 @@ The parser's callbacks are where a request's header begins and ends, so the dead
   a line that never ends is refused at the limit, not buffered (and re-copied) until the deadline.
 
 An answered refusal closes gracefully: the answer, then a FIN, then whatever the client still sends is read
-and dropped until it closes (at most ``LINGER_SECONDS`` and ``LINGER_BYTES``). Closing at once with unread bytes makes the kernel
-send a reset, which can discard the answer before the client reads it. Each closing is one log line. httptools (what uvicorn picks by default) is kept for its speed.
+and dropped until it closes (at most ``LINGER_SECONDS`` and ``LINGER_BYTES``). Closing at once with unread
+bytes makes the kernel send a reset, which can discard the answer before the client reads it. Each closing
+is one log line. httptools (what uvicorn picks by default) is kept for its speed.
 """
 
 from __future__ import annotations
@@ -144,27 +145,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if what == "request body" or (self.cycle is not None and not self.cycle.response_complete):
-            # A response is under way or done on this connection: a 408 now could be read as the answer to
-            # something else. Close; a running handler sees a disconnect.
-            self._refused = True
-            log.info("closed a connection from %s: %s not received within %g s", _peer(self.client), what, seconds)
-            self.transport.close()
-            return
-        self._refuse(408, f"{what} not received within {seconds:g} s")
+        # A body's request has its handler (or none reads it): a 408 now could be read as the answer to
+        # something else, so _refuse closes without one, as it does while a response is under way.
+        self._refuse(408, f"{what} not received within {seconds:g} s", answer=what != "request body")
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused:  # the parser reads on after a refusal; its answer has been sent
             super().send_400_response(msg)
 
-    def _refuse(self, status: int, detail: str) -> None:
-        """Answer a JSON error with Connection: close and stop reading: one log line, no ASGI task."""
+    def _refuse(self, status: int, detail: str, answer: bool = True) -> None:
+        """Answer a JSON error with Connection: close and stop reading: one log line, no ASGI task. No answer
+        (a plain close; a running handler sees a disconnect) when ``answer`` is false or a response is under
+        way on this connection: an answer now would come before that response."""
         self._refused = True
         self._disarm()
         log.info("closed a connection from %s: %s", _peer(self.client), detail)
-        if self.cycle is not None and not self.cycle.response_complete:
-            # An earlier request's response is under way (a pipelined request was refused): an answer now would
-            # come before it. Close without one, as _expired does; its handler sees a disconnect.
+        if not answer or (self.cycle is not None and not self.cycle.response_complete):
             self.transport.close()
             return
         body = orjson.dumps({"detail": detail})
