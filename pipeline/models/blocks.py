@@ -62,6 +62,7 @@ from pipeline.models.dropout import Dropout, dropkey_mask
 COMPILED_MAX_LENGTH = 32  # sequences up to this long use the compiled attention when switched on
 BATCHED_MAX_SCORES = 128 << 20  # longer ones in bf16 the batched attention while one layer's probabilities fit
 CHUNK_SCORES = 2 << 20  # the batched attention's scores per chunk of (sample, head) pairs, in bytes
+FIRST, LAST = slice(0, 1), slice(-1, None)  # the positions a head reads: [CLS], or a sequence's last step
 
 
 def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -106,8 +107,8 @@ class BatchedAttention(torch.autograd.Function):
 
     The softmax runs in fp32 inside PyTorch's kernel and is stored in qkv's dtype. The backward
     reuses the saved probabilities P: dV = P^T dO, dS = P * (dO V^T - rowsum(dO * O)) (FlashAttention's
-    identity: rowsum(P * dP) = rowsum(dO * O); V and O centred over the tokens), dQ = dS K, dK = dS^T Q, laid out as d(qkv) in one
-    copy, so no unbind, stack or permute is left for autograd. The (sample, head) pairs go
+    identity: rowsum(P * dP) = rowsum(dO * O); V and O centred over the tokens), dQ = dS K, dK = dS^T Q,
+    laid out as d(qkv) in one copy, so no unbind, stack or permute is left for autograd. The (sample, head) pairs go
     through in chunks of about ``CHUNK_SCORES`` bytes of scores, so each chunk's [L, L] scores, mask,
     softmax and gradient stay in the core's cache between the products (10-15% faster than whole)."""
 
@@ -290,3 +291,13 @@ class TransformerBlock(nn.Module):
         value, gate = self.ffn_in(self.ffn_norm(x)).chunk(2, dim=-1)  # 2 x [N, L, hidden]
         h = self.ffn_out(self.ffn_dropout(value * torch.relu(gate)))
         return x + self.residual_dropout(h)
+
+
+def encode(
+    blocks: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor | None = None, read: slice | None = None
+) -> torch.Tensor:
+    """x [N, L, d] through the blocks; ``read``: the only positions the head reads ([CLS], the last step),
+    which the last block then computes alone (``TransformerBlock``'s ``queries``) -> [N, L or the read's count, d]."""
+    for i, block in enumerate(blocks):
+        x = block(x, mask, queries=read if i == len(blocks) - 1 else None)
+    return x

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from pipeline.models.blocks import TransformerBlock
+from pipeline.models.blocks import LAST, TransformerBlock, encode
 
 
 @dataclass(frozen=True)
@@ -135,9 +135,7 @@ class SequenceTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.project(x) + self.positions[: x.shape[1]]  # [N, L, d]
-        last = slice(-1, None) if self.config.pooling == "last" else None  # the only step the head reads
-        for i, block in enumerate(self.blocks):
-            h = block(h, queries=last if i == len(self.blocks) - 1 else None)
+        h = encode(self.blocks, h, read=LAST if self.config.pooling == "last" else None)
         h = self.norm(h)
         pooled = h[:, -1] if self.config.pooling == "last" else h.mean(dim=1)  # [N, d]
         return self.head(pooled)

@@ -8,10 +8,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from pipeline.models.blocks import TransformerBlock
+from pipeline.models.blocks import FIRST, TransformerBlock, encode
 from pipeline.models.dropout import Dropout
-
-CLS = slice(0, 1)  # the [CLS] token's position
 
 
 @dataclass(frozen=True)
@@ -166,6 +164,5 @@ class FTTransformer(nn.Module):
         """x_num: float [N, n_numeric], x_cat: int64 [N, n_categorical] -> logits [N, n_classes]."""
         tokens = self.tokenizer(x_num, x_cat)
         x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # [N, 1 + F + C, d]
-        for i, block in enumerate(self.blocks):  # the head reads [CLS] alone: the last block computes it alone
-            x = block(x, queries=CLS if i == len(self.blocks) - 1 else None)
+        x = encode(self.blocks, x, read=FIRST)  # the head reads [CLS] alone
         return self.head(x[:, 0])

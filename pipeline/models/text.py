@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from pipeline.models.blocks import TransformerBlock
+from pipeline.models.blocks import FIRST, TransformerBlock, encode
 from pipeline.models.dropout import Dropout
 from pipeline.models.sequence import sinusoidal_positions
 
@@ -96,9 +96,7 @@ class TextTransformer(nn.Module):
         # a float mask (-inf on padding) keeps the exported graph free of boolean-mask quirks
         mask = torch.zeros_like(ids, dtype=torch.float32).masked_fill(padding, float("-inf"))[:, None, None, :]  # [N, 1, 1, L]
         h = self.dropout(self.embedding(ids) + self.positions[: ids.shape[1]])  # [N, L, d]
-        cls = slice(0, 1) if self.config.pooling == "cls" else None  # the only token the head reads
-        for i, block in enumerate(self.blocks):
-            h = block(h, mask, queries=cls if i == len(self.blocks) - 1 else None)
+        h = encode(self.blocks, h, mask, read=FIRST if self.config.pooling == "cls" else None)
         h = self.norm(h)
         pooled = h[:, 0] if self.config.pooling == "cls" else masked_mean(h, ~padding)  # [N, d]
         return self.head(pooled)
